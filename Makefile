@@ -1,0 +1,32 @@
+# Two commands for a newcomer: `make up` and `make test`. Both build the venv first.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up test lint typecheck bench model clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (l2loop needs Python >= 3.11; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/l2loop up
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest -ra
+
+bench: $(STAMP)
+	$(BIN)/python bench/scoring_throughput.py
+
+model: $(STAMP)
+	$(BIN)/l2loop model build-lite
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
