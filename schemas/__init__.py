@@ -1,0 +1,17 @@
+"""Pydantic v2 models for everything that crosses a topic, an HTTP boundary or Redis."""
+
+from schemas.dead_letters import DeadLetter, DeadLetterReason
+from schemas.events import GroundTruth, L1Hit, L1Summary, ScanEvent
+from schemas.verdicts import Action, StoredVerdict, Verdict
+
+__all__ = [
+    "Action",
+    "DeadLetter",
+    "DeadLetterReason",
+    "GroundTruth",
+    "L1Hit",
+    "L1Summary",
+    "ScanEvent",
+    "StoredVerdict",
+    "Verdict",
+]

@@ -1,0 +1,38 @@
+"""Types shared by several records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+from pydantic import AwareDatetime, BeforeValidator, Field, PlainSerializer
+
+SCHEMA_VERSION: Final = 1
+
+
+def _from_rfc3339_or_epoch_ms(value: Any) -> Any:
+    # Event time arrives either as an RFC 3339 string or as epoch milliseconds. Numbers are
+    # converted here because pydantic would guess seconds vs ms from the magnitude.
+    if isinstance(value, bool):
+        raise ValueError("a timestamp must be an RFC 3339 string or epoch milliseconds")
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+    return value
+
+
+def _to_rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+EventTime = Annotated[
+    AwareDatetime,
+    BeforeValidator(_from_rfc3339_or_epoch_ms),
+    PlainSerializer(_to_rfc3339, return_type=str, when_used="json"),
+]
+
+Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^\S+$")]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(tz=UTC)

@@ -1,0 +1,46 @@
+"""Verdict: what the scoring agent says about one ScanEvent."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.common import SCHEMA_VERSION, EventTime, Identifier, Probability, utc_now
+from schemas.events import GroundTruth, L1Summary
+
+Action = Literal["allow", "warn", "block"]
+
+
+class Verdict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: Identifier
+    ts: EventTime
+    tenant_id: Identifier
+    model_version: str
+    score: Probability = Field(description="P(threat)")
+    threshold: Probability
+    is_threat: bool
+    family: str
+    severity: Probability
+    context: str
+    action: Action
+    latency_ms: float = Field(
+        ge=0, description="wall time of the inference batch that scored this event"
+    )
+    truncated: bool = Field(description="only the first model_max_chars characters were read")
+    scored_at: EventTime = Field(default_factory=utc_now)
+    # Passed through untouched for the window agent; the model never sees it.
+    ground_truth: GroundTruth | None = None
+
+
+class StoredVerdict(BaseModel):
+    """What the verdict store keeps for a flagged event: the report path joins on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    verdict: Verdict
+    text: str
+    l1: L1Summary | None = None
