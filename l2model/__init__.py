@@ -1,0 +1,1 @@
+"""The L2 prompt-threat model: its ONNX contract, runtime, training and evaluation."""
