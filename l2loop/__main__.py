@@ -1,0 +1,3 @@
+from l2loop.cli import main
+
+main()

@@ -1,0 +1,134 @@
+"""The ``l2loop`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from l2loop.logs import configure, logging_config
+from l2loop.settings import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """l2loop: score prompts in real time, watch FP rate, learn from reports, retrain."""
+    settings = Settings()
+    configure(settings.log_level)
+    ctx.obj = settings
+
+
+@main.command()
+@click.pass_obj
+def worker(settings: Settings) -> None:
+    """Run the Faust worker (score agent). Embedded broker/Redis when none is configured."""
+    import faust
+
+    from l2loop.services import serving_settings
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    with serving_settings(settings) as live:
+        asyncio.run(ensure_topics(live))
+        # asyncio.run closed its loop; the worker needs a current one of its own.
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        app = create_app(live)
+        faust_worker = faust.Worker(
+            app,
+            loglevel=live.log_level,
+            logging_config=logging_config(live.log_level),
+        )
+        faust_worker.execute_from_commandline()
+
+
+@main.command()
+@click.option("--rate", default=200.0, show_default=True, help="demo events per second")
+@click.option("--duration", default=0.0, show_default=True, help="seconds to run; 0 = until Ctrl-C")
+@click.pass_obj
+def up(settings: Settings, rate: float, duration: float) -> None:
+    """Embedded broker + Redis, a scoring worker, demo traffic and a live one-line summary."""
+    from l2loop.up import run_up
+    from workers.demo_traffic import demo_prompts
+
+    configure("warn")
+    run_up(settings, demo_prompts(), rate=rate, duration_s=duration)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--topic", default="scan-events", show_default=True, help="topic, without prefix")
+@click.pass_obj
+def produce(settings: Settings, file: Path, topic: str) -> None:
+    """Send every line of FILE (JSONL) as one record, unchanged."""
+    from l2loop.clients import produce_lines
+    from l2loop.services import attached_settings
+
+    live = attached_settings(settings)
+    lines = [line for line in file.read_bytes().splitlines() if line.strip()]
+    sent = asyncio.run(produce_lines(live, live.topic(topic), lines))
+    click.echo(f"sent {sent} records to {live.topic(topic)}")
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="start at the oldest record")
+@click.option("--idle-exit", type=float, default=None, help="exit after this many quiet seconds")
+@click.pass_obj
+def tail(settings: Settings, topic: str, from_beginning: bool, idle_exit: float | None) -> None:
+    """Print the decoded records of TOPIC (name without prefix), one JSON object a line."""
+    from l2loop.clients import decode_value, tail_records
+    from l2loop.services import attached_settings
+
+    live = attached_settings(settings)
+
+    async def run() -> None:
+        name = topic if topic.startswith(live.topic_prefix) else live.topic(topic)
+        async for record in tail_records(
+            live, name, from_beginning=from_beginning, idle_timeout_s=idle_exit
+        ):
+            line = {
+                "partition": record.partition,
+                "offset": record.offset,
+                "key": record.key.decode("utf-8", "backslashreplace") if record.key else None,
+                "value": decode_value(record.value),
+            }
+            sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+            sys.stdout.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@main.group()
+def schemas() -> None:
+    """The wire schemas."""
+
+
+@schemas.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schemas_export(directory: Path) -> None:
+    """Write one JSON Schema file per record type into DIRECTORY."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(directory):
+        click.echo(str(path))
+
+
+@main.command()
+@click.pass_obj
+def topics(settings: Settings) -> None:
+    """Create the missing topics on the configured broker and list all of the loop's."""
+    from l2loop.services import attached_settings
+    from streams.topics import TOPICS, ensure_topics
+
+    live = attached_settings(settings)
+    created = set(asyncio.run(ensure_topics(live)))
+    for spec in TOPICS:
+        name = live.topic(spec.name)
+        state = "created" if name in created else "exists"
+        click.echo(f"{name}\t{spec.partitions or live.partitions}\t{state}")

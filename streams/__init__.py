@@ -1,0 +1,1 @@
+"""The Faust application and its agents: one box of the data-flow diagram per module."""

@@ -1,0 +1,47 @@
+"""The verdict store: flagged verdicts in Redis, with a TTL, for the report path to join on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.codec import to_bytes
+from schemas.verdicts import StoredVerdict
+
+
+def connect(dsn: str) -> aioredis.Redis:
+    # Retries as data: a restarting Redis delays a batch rather than crashing the agent.
+    return aioredis.Redis.from_url(
+        dsn,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
+
+
+class VerdictStore:
+    def __init__(self, client: aioredis.Redis, *, key_prefix: str, ttl_s: int) -> None:
+        self._client = client
+        self._prefix = f"{key_prefix}verdict:"
+        self._ttl_s = ttl_s
+
+    def key(self, event_id: str) -> str:
+        return self._prefix + event_id
+
+    async def put_many(self, stored: Sequence[StoredVerdict]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for item in stored:
+                pipe.set(self.key(item.verdict.event_id), to_bytes(item), ex=self._ttl_s)
+            await pipe.execute()
+
+    async def get(self, event_id: str) -> StoredVerdict | None:
+        raw = await self._client.get(self.key(event_id))
+        return None if raw is None else StoredVerdict.model_validate_json(raw)
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,1 @@
+"""Scheduled and background jobs around the stream: traffic, canaries, dataset assembly."""

@@ -1,0 +1,128 @@
+"""Demo traffic: a steady stream of scan events, some canaries, and malformed records of
+every kind the scorer must dead-letter. ``l2loop up`` runs it; the tests reuse its pieces."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from l2loop.logs import get_logger
+from schemas.dead_letters import DeadLetterReason
+from schemas.events import MAX_TEXT_BYTES
+
+log = get_logger(__name__)
+
+TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    label: int
+    family: str
+
+
+def scan_event(rng: random.Random, event_id: str, prompt: Prompt, canary_share: float) -> bytes:
+    event: dict[str, object] = {
+        "schema_version": 1,
+        "event_id": event_id,
+        "ts": int(time.time() * 1000),
+        "tenant_id": rng.choice(TENANTS),
+        "text": prompt.text,
+        "metadata": {"app": "demo"},
+    }
+    if rng.random() < canary_share:
+        event["ground_truth"] = {"label": prompt.label, "family": prompt.family, "source": "canary"}
+    return orjson.dumps(event)
+
+
+def _valid(event_id: str) -> dict[str, object]:
+    return {"event_id": event_id, "ts": "2026-11-23T10:00:00Z", "tenant_id": "acme", "text": "hi"}
+
+
+def _with(eid: str, /, **changes: object) -> bytes:
+    return orjson.dumps({**_valid(eid), **changes})
+
+
+def _without(event_id: str, field: str) -> bytes:
+    event = _valid(event_id)
+    del event[field]
+    return orjson.dumps(event)
+
+
+# Each kind of bad input the scorer must dead-letter, with the reason it must give.
+MALFORMED: tuple[tuple[DeadLetterReason, Callable[[str], bytes]], ...] = (
+    (DeadLetterReason.EMPTY_MESSAGE, lambda eid: b""),
+    (DeadLetterReason.INVALID_UTF8, lambda eid: b"\xff\xfe\x00garbage " + eid.encode()),
+    (
+        DeadLetterReason.INVALID_UTF8,
+        lambda eid: b'{"event_id":"' + eid.encode() + b'","text":"caf\xe9"}',
+    ),
+    (DeadLetterReason.INVALID_JSON, lambda eid: b'{"event_id": "' + eid.encode() + b'", "text": '),
+    (DeadLetterReason.NOT_AN_OBJECT, lambda eid: orjson.dumps([eid, "text"])),
+    (DeadLetterReason.MISSING_FIELD, lambda eid: _without(eid, "text")),
+    (DeadLetterReason.MISSING_FIELD, lambda eid: _without(eid, "tenant_id")),
+    (DeadLetterReason.EMPTY_TEXT, lambda eid: _with(eid, text="   \n\t ")),
+    (DeadLetterReason.TEXT_TOO_LARGE, lambda eid: _with(eid, text="a" * (MAX_TEXT_BYTES + 1))),
+    (DeadLetterReason.WRONG_TYPE, lambda eid: _with(eid, text=12345)),
+    (DeadLetterReason.WRONG_TYPE, lambda eid: _with(eid, tenant_id=["acme"])),
+    (DeadLetterReason.INVALID_VALUE, lambda eid: _with(eid, ts="yesterday at noon")),
+    (DeadLetterReason.INVALID_VALUE, lambda eid: _with(eid, event_id="has spaces " + eid)),
+    (DeadLetterReason.UNKNOWN_FIELD, lambda eid: _with(eid, colour="blue")),
+    (DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION, lambda eid: _with(eid, schema_version=2)),
+)
+
+
+def malformed_event(index: int, event_id: str) -> tuple[DeadLetterReason, bytes]:
+    reason, build = MALFORMED[index % len(MALFORMED)]
+    return reason, build(event_id)
+
+
+async def run_demo_traffic(
+    bootstrap_servers: Sequence[str],
+    topic: str,
+    prompts: Sequence[Prompt],
+    *,
+    rate_per_s: float,
+    malformed_share: float = 0.02,
+    canary_share: float = 0.05,
+    seed: int = 7,
+    stop: asyncio.Event,
+) -> int:
+    """Sends events at about ``rate_per_s`` until ``stop`` is set; returns how many."""
+    rng = random.Random(seed)
+    producer = AIOKafkaProducer(bootstrap_servers=list(bootstrap_servers), linger_ms=5)
+    await producer.start()
+    sent = 0
+    tick_s = 0.1
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            for _ in range(max(1, round(rate_per_s * tick_s))):
+                event_id = f"demo-{seed}-{sent:09d}"
+                if rng.random() < malformed_share:
+                    _, value = malformed_event(sent, event_id)
+                else:
+                    value = scan_event(rng, event_id, rng.choice(prompts), canary_share)
+                await producer.send(topic, value, key=event_id.encode())
+                sent += 1
+            await asyncio.sleep(max(0.0, tick_s - (time.monotonic() - started)))
+    finally:
+        await producer.stop()
+        log.info("demo_traffic_stopped", sent=sent)
+    return sent
+
+
+def demo_prompts(count: int = 2_000, seed: int = 42) -> list[Prompt]:
+    """Prompts of every family and language from the corpus generator, under a seed other
+    than the committed model's. The templates are the model's own: this is traffic to show
+    the loop working, not a measure of how well the model generalises."""
+    from l2model.corpus import generate_corpus
+
+    return [Prompt(r.text, r.label, r.family) for r in generate_corpus(size=count, seed=seed)]
