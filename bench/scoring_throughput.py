@@ -1,0 +1,256 @@
+"""Scoring throughput and end-to-end latency: the Faust score agent against a plain aiokafka
+consume -> score -> produce loop, same model, same broker, same run.
+
+    python bench/scoring_throughput.py [--events 20000] [--latency-events 4000] [--rate 500]
+
+Throughput: a backlog of ``--events`` scan events is consumed from the start; events/s is
+measured between the first and the last verdict seen. Latency: ``--latency-events`` events
+are sent at ``--rate`` per second; end-to-end latency is verdict arrival minus send time.
+Uses L2LOOP_KAFKA_BROKER / L2LOOP_REDIS_URL when set, else embedded services.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from l2loop.embedded import free_port
+from l2loop.logs import configure
+from l2loop.services import serving_settings
+from l2loop.settings import Settings
+from l2loop.up import percentile, worker_process
+from l2model.runtime import L2Model
+from streams.topics import SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
+from streams.transport import FETCH_MAX_WAIT_MS
+from workers.demo_traffic import demo_prompts
+
+
+@dataclass
+class Figures:
+    events_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+PROMPTS = [prompt.text for prompt in demo_prompts()]
+
+
+def events(count: int, seed: int, sent_ms: int | None = None) -> list[bytes]:
+    rng = random.Random(seed)
+    return [
+        orjson.dumps(
+            {
+                "event_id": f"b{seed}-{i}",
+                "ts": sent_ms or int(time.time() * 1000),
+                "tenant_id": "bench",
+                "text": rng.choice(PROMPTS),
+            }
+        )
+        for i in range(count)
+    ]
+
+
+async def send_backlog(settings: Settings, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(settings.topic(SCAN_EVENTS), v) for v in values])
+    finally:
+        await producer.stop()
+
+
+async def send_paced(settings: Settings, count: int, rate: int, seed: int) -> None:
+    """Sends ``count`` events at ``rate``/s, each stamped with its send time."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=1)
+    await producer.start()
+    step = max(1, rate // 100)
+    try:
+        for start in range(0, count, step):
+            began = time.monotonic()
+            for value in events(min(step, count - start), seed + start, int(time.time() * 1000)):
+                await producer.send(settings.topic(SCAN_EVENTS), value)
+            await asyncio.sleep(max(0.0, 0.01 - (time.monotonic() - began)))
+    finally:
+        await producer.stop()
+
+
+async def collect_verdicts(
+    settings: Settings, expected: int, scorer: subprocess.Popen[bytes], timeout_s: float
+) -> list[tuple[float, float]]:
+    """(arrival time, event time) for each verdict, as the scorer delivers them."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(SCAN_VERDICTS),
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    await consumer.start()
+    seen: list[tuple[float, float]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < expected and time.monotonic() < deadline:
+            if scorer.poll() is not None:
+                raise RuntimeError(f"the scorer exited with code {scorer.returncode}")
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            now = time.time()
+            for records in batches.values():
+                for record in records:
+                    seen.append((now, _event_time(orjson.loads(record.value)["ts"])))
+    finally:
+        await consumer.stop()
+    if len(seen) < expected:
+        raise RuntimeError(f"only {len(seen)} of {expected} verdicts arrived in {timeout_s}s")
+    return seen
+
+
+def _event_time(ts: str | int) -> float:
+    # The score agent writes RFC 3339; the plain loop passes the epoch milliseconds through.
+    if isinstance(ts, int):
+        return ts / 1000.0
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+async def measure(
+    settings: Settings, scorer: subprocess.Popen[bytes], backlog: int, paced: int, rate: int
+) -> Figures:
+    await send_backlog(settings, events(backlog, seed=1))
+    arrivals = await collect_verdicts(settings, backlog, scorer, timeout_s=600)
+    first, last = arrivals[0][0], arrivals[-1][0]
+    throughput = (len(arrivals) - 1) / max(last - first, 1e-9)
+    collecting = asyncio.create_task(
+        collect_verdicts(settings, backlog + paced, scorer, timeout_s=600)
+    )
+    await send_paced(settings, paced, rate, seed=2)
+    latencies = [(arrived - sent) * 1000 for arrived, sent in (await collecting)[backlog:]]
+    return Figures(
+        throughput,
+        percentile(latencies, 0.50),
+        percentile(latencies, 0.95),
+        percentile(latencies, 0.99),
+    )
+
+
+# The baseline: nothing but aiokafka, orjson, and the same model in an executor.
+async def plain_loop(settings: Settings) -> None:
+    model = L2Model.load(settings.model_dir, threads=settings.inference_threads)
+    executor = ThreadPoolExecutor(max_workers=1)
+    loop = asyncio.get_running_loop()
+    consumer = AIOKafkaConsumer(
+        settings.topic(SCAN_EVENTS),
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.app_id,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.session_timeout_s * 1000 / 3),
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    out = settings.topic(SCAN_VERDICTS)
+    try:
+        while True:
+            batches = await consumer.getmany(timeout_ms=50, max_records=settings.batch_size)
+            records = [r for rs in batches.values() for r in rs]
+            if not records:
+                continue
+            payloads = [orjson.loads(r.value) for r in records]
+            texts = [p["text"][: settings.model_max_chars] for p in payloads]
+            scores = await loop.run_in_executor(executor, model.score_batch, texts)
+            pending = []
+            for payload, result in zip(payloads, scores, strict=True):
+                verdict = {
+                    "event_id": payload["event_id"],
+                    "ts": payload["ts"],
+                    "score": result.score,
+                    "is_threat": result.score >= model.threshold,
+                    "family": result.family,
+                }
+                pending.append(await producer.send(out, orjson.dumps(verdict)))
+            await asyncio.gather(*pending)
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+@contextmanager
+def plain_loop_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    env = {**os.environ, **settings.to_env()}
+    process = subprocess.Popen([sys.executable, __file__, "--plain-loop"], env=env)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def fresh(settings: Settings, name: str) -> Settings:
+    run = uuid.uuid4().hex[:6]
+    return settings.model_copy(
+        update={
+            "topic_prefix": f"bench-{name}-{run}.",
+            "app_id": f"bench-{name}-{run}",
+            "web_port": free_port(),
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--latency-events", type=int, default=4_000)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--plain-loop", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain_loop:
+        asyncio.run(plain_loop(Settings()))
+        return
+    configure("warn")
+    base = Settings(data_dir=Path("var/bench"))
+    with serving_settings(base) as live:
+        faust_settings, plain_settings = fresh(live, "faust"), fresh(live, "plain")
+        for s in (faust_settings, plain_settings):
+            asyncio.run(ensure_topics(s))
+        sizes = (args.events, args.latency_events, args.rate)
+        with worker_process(faust_settings, live.data_dir / "bench-worker.log") as worker:
+            faust = asyncio.run(measure(faust_settings, worker, *sizes))
+        with plain_loop_process(plain_settings) as loop_process:
+            plain = asyncio.run(measure(plain_settings, loop_process, *sizes))
+    model = L2Model.load(live.model_dir)
+    print(
+        f"model {model.manifest.name} {model.version}; backlog {args.events} events; "
+        f"latency at {args.rate} events/s over {args.latency_events} events"
+    )
+    print(f"{'path':<22}{'events/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    for name, fig in (("faust score agent", faust), ("plain aiokafka loop", plain)):
+        print(
+            f"{name:<22}{fig.events_per_s:>10.0f}{fig.p50_ms:>10.1f}{fig.p95_ms:>10.1f}"
+            f"{fig.p99_ms:>10.1f}"
+        )
+    print(
+        f"throughput ratio faust/plain: {faust.events_per_s / plain.events_per_s:.2f} "
+        f"(target >= 0.50)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The embedded broker and Redis start for real, answer, and are gone afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import redis
+from aiokafka.admin import AIOKafkaAdminClient
+
+from l2loop.embedded import embedded_services
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def _topics(broker: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        return list(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+def test_embedded_services_answer_and_stop(tmp_path: Path) -> None:
+    with embedded_services(tmp_path) as endpoints:
+        broker_port = int(endpoints.kafka_broker.rsplit(":", 1)[1])
+        redis_port = int(endpoints.redis_url.rsplit(":", 1)[1].split("/")[0])
+        assert isinstance(asyncio.run(_topics(endpoints.kafka_broker)), list)
+        client = redis.Redis.from_url(endpoints.redis_url)
+        assert client.ping()
+        client.close()
+    assert not _listening(broker_port)
+    assert not _listening(redis_port)
+
+
+def test_only_the_missing_service_is_started(tmp_path: Path) -> None:
+    with embedded_services(tmp_path, kafka=False) as endpoints:
+        assert endpoints.kafka_broker == ""
+        assert endpoints.redis_url.startswith("redis://127.0.0.1:")

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from l2loop.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("configured", "servers"),
+    [
+        ("kafka://a:9092", ["a:9092"]),
+        ("a:9092", ["a:9092"]),
+        ("kafka://a:9092,kafka://b:9093", ["a:9092", "b:9093"]),
+        ("kafka://a:9092;b:9093", ["a:9092", "b:9093"]),
+    ],
+)
+def test_broker_forms(configured: str, servers: list[str]) -> None:
+    settings = Settings(kafka_broker=configured)
+    assert settings.bootstrap_servers == servers
+    assert settings.faust_broker == [f"l2kafka://{s}" for s in servers]
+
+
+def test_read_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("L2LOOP_TOPIC_PREFIX", "prod.")
+    monkeypatch.setenv("L2LOOP_REDIS_URL", "redis://:secret@r:6379/2")
+    settings = Settings()
+    assert settings.topic("scan-events") == "prod.scan-events"
+    assert "secret" not in repr(settings)
+    assert settings.redis_dsn == "redis://:secret@r:6379/2"
+
+
+def test_to_env_recreates_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(
+        kafka_broker="a:1", redis_url="redis://r/0", topic_prefix="x.", batch_size=7
+    )
+    for key, value in original.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == original
+
+
+def test_settings_are_frozen_and_checked() -> None:
+    with pytest.raises(ValidationError):
+        Settings(topic_prefix="bad prefix")
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.batch_size = 3  # type: ignore[misc]
+
+
+def test_unset_services_say_so() -> None:
+    with pytest.raises(RuntimeError, match="L2LOOP_KAFKA_BROKER"):
+        _ = Settings(kafka_broker=None).bootstrap_servers
