@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     block_score: float = Field(0.85, gt=0, le=1)
     verdict_ttl_s: int = Field(8 * 24 * 3600, ge=60)
 
+    # Model registry: versions on storage every worker reads, the current one named in Redis.
+    registry_dir: Path = Path("var/models/registry")
+    model_poll_s: float = Field(1.0, gt=0)
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic_fragment(cls, value: str) -> str:

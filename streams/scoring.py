@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import faust
 import orjson
@@ -21,11 +21,13 @@ from pydantic import ValidationError
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
+from l2model.registry import ModelPointer
 from l2model.runtime import L2Model, ModelScore
 from schemas.codec import to_bytes
 from schemas.dead_letters import DeadLetter, DeadLetterReason
 from schemas.events import ScanEvent
 from schemas.verdicts import Action, StoredVerdict, Verdict
+from streams.hot_reload import ModelHolder
 from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from streams.verdict_store import VerdictStore, connect
 
@@ -129,35 +131,45 @@ def action_for(score: float, threshold: float, block_score: float) -> Action:
     return "block" if score >= max(threshold, block_score) else "warn"
 
 
+class ModelSource(Protocol):
+    """Where the scorer gets the model for each batch (a ModelHolder follows the registry)."""
+
+    @property
+    def current(self) -> L2Model: ...
+
+
 class Scorer:
     """Decodes a batch, scores the valid events in one model call, builds the verdicts."""
 
     def __init__(
-        self, model: L2Model, executor: Executor, *, model_max_chars: int, block_score: float
+        self, models: ModelSource, executor: Executor, *, model_max_chars: int, block_score: float
     ) -> None:
-        self.model = model
+        self._models = models
         self._executor = executor
         self._max_chars = model_max_chars
         self._block_score = block_score
 
-    async def _run_model(self, texts: list[str]) -> list[ModelScore]:
+    async def _run_model(self, model: L2Model, texts: list[str]) -> list[ModelScore]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.model.score_batch, texts)
+        return await loop.run_in_executor(self._executor, model.score_batch, texts)
 
     async def _score_isolating_failures(
-        self, events: list[tuple[RawRecord, ScanEvent]], texts: list[str], batch: ScoredBatch
+        self,
+        model: L2Model,
+        events: list[tuple[RawRecord, ScanEvent]],
+        texts: list[str],
+        batch: ScoredBatch,
     ) -> list[tuple[RawRecord, ScanEvent, ModelScore]]:
         try:
-            scores = await self._run_model(texts)
+            scores = await self._run_model(model, texts)
             return [(rec, ev, sc) for (rec, ev), sc in zip(events, scores, strict=True)]
         except Exception:
-            if len(texts) == 1:
-                raise
             log.exception("batch_scoring_failed", size=len(texts), fallback="one_by_one")
+        # One by one, so that a text the model cannot take costs only its own verdict.
         scored = []
         for (record, event), text in zip(events, texts, strict=True):
             try:
-                (score,) = await self._run_model([text])
+                (score,) = await self._run_model(model, [text])
                 scored.append((record, event, score))
             except Exception as exc:
                 batch.dead_letters.append(
@@ -182,11 +194,13 @@ class Scorer:
         if not events:
             return batch
         texts = [event.text[: self._max_chars] for _, event in events]
+        # Read once: a model promoted meanwhile takes over from the next batch on.
+        model = self._models.current
         started = time.perf_counter()
-        scored = await self._score_isolating_failures(events, texts, batch)
+        scored = await self._score_isolating_failures(model, events, texts, batch)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        threshold = self.model.threshold
-        version = self.model.version
+        threshold = model.threshold
+        version = model.version
         for _, event, result in scored:
             is_threat = result.score >= threshold
             verdict = Verdict(
@@ -242,11 +256,21 @@ class VerdictSink:
 
 def register_score_agent(app: faust.App, settings: Settings) -> None:
     """Declares the score agent on ``app``: scan-events -> scan-verdicts | scan-events.dlq."""
-    model = L2Model.load(settings.model_dir, threads=settings.inference_threads)
+    # One client for the verdict store and the model pointer; it connects on first use,
+    # inside the worker's event loop.
+    redis_client = connect(settings.redis_dsn)
+    store = VerdictStore(
+        redis_client, key_prefix=settings.topic_prefix, ttl_s=settings.verdict_ttl_s
+    )
+    models = ModelHolder(
+        L2Model.load(settings.model_dir, threads=settings.inference_threads),
+        ModelPointer(redis_client, key_prefix=settings.topic_prefix),
+        threads=settings.inference_threads,
+    )
     # One inference thread: onnxruntime parallelises inside the call and releases the GIL.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2-inference")
     scorer = Scorer(
-        model,
+        models,
         executor,
         model_max_chars=settings.model_max_chars,
         block_score=settings.block_score,
@@ -261,20 +285,25 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
     async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
         return await app.producer.send(topic, key, value, None, None, None)
 
+    @app.timer(interval=settings.model_poll_s)  # type: ignore[untyped-decorator]
+    async def follow_model_registry() -> None:
+        await models.refresh()
+
     @app.agent(source, name="score")
     async def score(stream: faust.StreamT[bytes]) -> None:
-        store = VerdictStore(
-            connect(settings.redis_dsn),
-            key_prefix=settings.topic_prefix,
-            ttl_s=settings.verdict_ttl_s,
-        )
+        # A model promoted while this worker was down is the one to score with from the start.
+        await models.refresh()
         sink = VerdictSink(
             publish,
             store,
             verdicts_topic=settings.topic(SCAN_VERDICTS),
             dlq_topic=settings.topic(SCAN_EVENTS_DLQ),
         )
-        log.info("score_agent_started", model=model.manifest.name, version=model.version)
+        log.info(
+            "score_agent_started",
+            model=models.current.manifest.name,
+            version=models.current.version,
+        )
         try:
             # StreamT does not declare take_events; the agent is always handed a Stream.
             batches = cast(Stream[bytes], stream).take_events(

@@ -1,4 +1,5 @@
 pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.pipeline",
+    "tests.fixtures.models",
 ]

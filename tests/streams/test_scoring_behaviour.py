@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -124,7 +125,10 @@ class TestInProcess(ScoringBehaviour):
     def run(self, settings: Settings, redis_client: redis.Redis) -> Iterator[Run]:
         model = L2Model.load(settings.model_dir)
         executor = ThreadPoolExecutor(max_workers=1)
-        scorer = Scorer(model, executor, model_max_chars=settings.model_max_chars, block_score=0.85)
+        pinned = SimpleNamespace(current=model)
+        scorer = Scorer(
+            pinned, executor, model_max_chars=settings.model_max_chars, block_score=0.85
+        )
 
         def score(values: list[bytes]) -> Outcome:
             published: list[tuple[str, bytes]] = []

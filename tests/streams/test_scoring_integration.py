@@ -4,39 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import random
-import time
 from typing import Any
 
 import redis
-from aiokafka import AIOKafkaProducer
 
-from l2loop.clients import produce_lines, tail_records
+from l2loop.clients import produce_lines
 from l2loop.settings import Settings
 from schemas.verdicts import StoredVerdict
 from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
-from tests.fixtures.pipeline import WorkerProcess, drain
-from workers.demo_traffic import demo_prompts, malformed_event, scan_event
+from tests.fixtures.pipeline import (
+    WorkerProcess,
+    count_verdicts_until,
+    drain,
+    make_traffic,
+    send_paced,
+)
 
 TOTAL, MALFORMED_COUNT = 10_000, 500
-
-
-def make_traffic(total: int, malformed: int, seed: int) -> tuple[list[bytes], dict[bytes, str]]:
-    """``total`` records, ``malformed`` of them bad in every known way, at random positions."""
-    rng = random.Random(seed)
-    prompts = demo_prompts()
-    bad_positions = set(rng.sample(range(total), malformed))
-    values: list[bytes] = []
-    expected_reasons: dict[bytes, str] = {}
-    for i in range(total):
-        event_id = f"ev-{seed}-{i:06d}"
-        if i in bad_positions:
-            reason, value = malformed_event(len(expected_reasons), event_id)
-            expected_reasons[value] = reason.value
-        else:
-            value = scan_event(rng, event_id, rng.choice(prompts), canary_share=0.05)
-        values.append(value)
-    return values, expected_reasons
 
 
 def test_ten_thousand_events_with_five_hundred_malformed(
@@ -91,8 +75,8 @@ def test_worker_killed_mid_stream_leaves_no_event_unscored(topics: Settings) -> 
     worker.start()
 
     async def stream_and_kill() -> int:
-        producing = asyncio.create_task(_paced(topics, values, per_second=1_000))
-        seen_before_kill = await _count_until(topics, verdicts_topic, at_least=2_000)
+        producing = asyncio.create_task(send_paced(topics, values, per_second=1_000))
+        seen_before_kill = await count_verdicts_until(topics, at_least=2_000)
         worker.kill()
         killed_while_producing = not producing.done()
         worker.start()
@@ -119,26 +103,3 @@ def test_worker_killed_mid_stream_leaves_no_event_unscored(topics: Settings) -> 
     )
     assert worker.starts == 2 and 0 < seen_before_kill < total
     assert unique == {f"ev-12-{i:06d}" for i in range(total)}
-
-
-async def _count_until(settings: Settings, topic: str, at_least: int) -> int:
-    seen = 0
-    async for _ in tail_records(settings, topic, from_beginning=True):
-        seen += 1
-        if seen >= at_least:
-            return seen
-    return seen
-
-
-async def _paced(settings: Settings, values: list[bytes], per_second: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
-    await producer.start()
-    try:
-        step = per_second // 10
-        for start in range(0, len(values), step):
-            began = time.monotonic()
-            for value in values[start : start + step]:
-                await producer.send(settings.topic(SCAN_EVENTS), value)
-            await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
-    finally:
-        await producer.stop()

@@ -1,0 +1,54 @@
+"""Follows the registry's ``current`` pointer: running scorers switch models without a restart.
+
+The switch happens between batches: a batch is scored by the model that was current when it
+started, and carries that model's version, so no event is dropped or scored twice by a swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from l2loop.logs import get_logger
+from l2model.registry import ModelPointer
+from l2model.runtime import L2Model
+
+log = get_logger(__name__)
+
+
+class ModelHolder:
+    def __init__(self, model: L2Model, pointer: ModelPointer, *, threads: int) -> None:
+        self.current = model
+        self._pointer = pointer
+        self._threads = threads
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> bool:
+        """Loads the pointed-at model if it is not the one running; True when it switched."""
+        async with self._lock:
+            try:
+                wanted = await self._pointer.current()
+            except Exception:
+                log.exception("model_pointer_unreadable", keeping=self.current.version)
+                return False
+            if wanted is None or Path(wanted.path) == self.current.model_dir:
+                return False
+            loop = asyncio.get_running_loop()
+            try:
+                # Loading parses and optimises a graph: seconds of CPU, kept off the loop.
+                model = await loop.run_in_executor(
+                    None, L2Model.load, Path(wanted.path), self._threads
+                )
+            except Exception:
+                log.exception(
+                    "model_load_failed",
+                    wanted=wanted.version,
+                    path=wanted.path,
+                    keeping=self.current.version,
+                )
+                return False
+            previous, self.current = self.current, model
+            log.info(
+                "model_switched", previous=previous.version, current=model.version, path=wanted.path
+            )
+            return True

@@ -1,0 +1,95 @@
+"""Registry on disk, the current pointer in a real Redis, and the holder that follows it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from l2loop.settings import Settings
+from l2model.contract import Manifest
+from l2model.registry import ModelPointer, ModelRegistry, RegistryError
+from l2model.runtime import L2Model
+from streams.hot_reload import ModelHolder
+from streams.verdict_store import connect
+from tests.fixtures.models import MakeModel
+
+
+def test_add_copies_a_whole_version_with_its_metadata(
+    tmp_path: Path, make_model_dir: MakeModel
+) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    meta = registry.add(make_model_dir("1.0.0"), changes=["first"])
+    registry.add(make_model_dir("1.0.0"), version="1.10.0", changes=["renamed on entry"])
+    registry.add(make_model_dir("1.2.0"))
+    assert [m.version for m in registry.versions()] == ["1.0.0", "1.2.0", "1.10.0"]
+    assert meta.changes == ["first"] and meta.kind == "lite"
+    assert Manifest.read(registry.path("1.10.0")).version == "1.10.0"
+    assert L2Model.load(registry.path("1.10.0")).version == "1.10.0"
+
+
+def test_a_version_is_registered_once(tmp_path: Path, make_model_dir: MakeModel) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.add(make_model_dir("2.0.0"))
+    with pytest.raises(RegistryError, match="already registered"):
+        registry.add(make_model_dir("2.0.0"))
+    with pytest.raises(RegistryError, match="not in the registry"):
+        registry.get("9.9.9")
+
+
+def test_promote_and_rollback_move_the_pointer(
+    settings: Settings, tmp_path: Path, make_model_dir: MakeModel
+) -> None:
+    registry = ModelRegistry(tmp_path)
+    for version in ("1.0.0", "1.1.0"):
+        registry.add(make_model_dir(version))
+
+    async def scenario() -> list[str | None]:
+        client = connect(settings.redis_dsn)
+        pointer = ModelPointer(client, key_prefix=settings.topic_prefix)
+        seen = [None if (c := await pointer.current()) is None else c.version]
+        await pointer.promote(registry, "1.0.0")
+        await pointer.promote(registry, "1.1.0")
+        seen.append((await pointer.current()).version)  # type: ignore[union-attr]
+        seen.append((await pointer.rollback()).version)
+        with pytest.raises(RegistryError, match="nothing to roll back"):
+            await pointer.rollback()
+        with pytest.raises(RegistryError):
+            await pointer.promote(registry, "3.0.0")
+        seen.append((await pointer.current()).version)  # type: ignore[union-attr]
+        await client.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [None, "1.1.0", "1.0.0", "1.0.0"]
+
+
+def test_holder_switches_to_the_promoted_model_and_survives_a_broken_one(
+    settings: Settings, tmp_path: Path, make_model_dir: MakeModel
+) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.add(make_model_dir("1.0.0"))
+    registry.add(make_model_dir("1.1.0"))
+    broken = make_model_dir("1.2.0")
+    registry.add(broken)
+    (registry.path("1.2.0") / "model.onnx").write_bytes(b"not a graph")
+
+    async def scenario() -> list[tuple[bool, str]]:
+        client = connect(settings.redis_dsn)
+        pointer = ModelPointer(client, key_prefix=settings.topic_prefix)
+        holder = ModelHolder(L2Model.load(registry.path("1.0.0")), pointer, threads=1)
+        steps = [(await holder.refresh(), holder.current.version)]
+        await pointer.promote(registry, "1.1.0")
+        steps.append((await holder.refresh(), holder.current.version))
+        steps.append((await holder.refresh(), holder.current.version))
+        await pointer.promote(registry, "1.2.0")
+        steps.append((await holder.refresh(), holder.current.version))
+        await client.aclose()
+        return steps
+
+    assert asyncio.run(scenario()) == [
+        (False, "1.0.0"),
+        (True, "1.1.0"),
+        (False, "1.1.0"),
+        (False, "1.1.0"),
+    ]
