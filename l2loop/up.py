@@ -39,6 +39,7 @@ class LiveSummary:
         self.verdicts: deque[tuple[float, bool, float, float]] = deque()
         self.total_verdicts = 0
         self.total_dead = 0
+        self.model_version = "-"
 
     def add_verdict(self, now: float, payload: dict[str, object]) -> None:
         scored_at = _epoch(payload["scored_at"])
@@ -46,6 +47,7 @@ class LiveSummary:
         model_ms = float(payload["latency_ms"])  # type: ignore[arg-type]
         self.verdicts.append((now, bool(payload["is_threat"]), model_ms, e2e_ms))
         self.total_verdicts += 1
+        self.model_version = str(payload["model_version"])
 
     def add_dead_letter(self) -> None:
         self.total_dead += 1
@@ -60,7 +62,7 @@ class LiveSummary:
             f"events/s={len(recent) / self.span_s:.1f}  flagged={share:.1f}%  "
             f"p95_batch={percentile([r[2] for r in recent], 0.95):.1f}ms  "
             f"p95_e2e={percentile([r[3] for r in recent], 0.95):.1f}ms  "
-            f"verdicts={self.total_verdicts}  dlq={self.total_dead}"
+            f"verdicts={self.total_verdicts}  dlq={self.total_dead}  model={self.model_version}"
         )
 
 
