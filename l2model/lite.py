@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import orjson
 import scipy.sparse as sp
 from onnx import TensorProto, helper
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -39,12 +37,28 @@ from l2model.contract import (
     Manifest,
     ModelInput,
 )
-from l2model.corpus import DEFAULT_SIZE, CorpusSplit, generate_corpus, split_corpus, write_split
-from l2model.evaluation import MAX_FP_RATE, choose_threshold, corpus_report, threat_scores
+from l2model.corpus import DEFAULT_SIZE, generate_corpus, split_corpus, write_split
+from l2model.evaluation import corpus_report, threat_scores
 from l2model.features import Graph, TextFeaturiser, default_paths
 from l2model.record import TrainingRecord
+from l2model.runtime import TextFeed, run_session, session_for
+from l2model.training import (
+    CLASS_WEIGHT,
+    manifest_bytes,
+    threshold_selection,
+    training_summary,
+    validation_threshold,
+)
 
-__all__ = ["LiteModel", "build_lite", "default_model_dir", "run_graph", "train_lite"]
+__all__ = [
+    "LiteModel",
+    "build_lite",
+    "default_model_dir",
+    "manifest_bytes",
+    "run_graph",
+    "session_for",
+    "train_lite",
+]
 
 NAME = "l2-lite"
 VERSION = "1.0.0"
@@ -53,8 +67,6 @@ CREATED_AT = datetime(2025, 12, 1, tzinfo=UTC)
 REBUILD = "python -m l2model.lite --out l2model/artifacts/lite --seed 0"
 INPUT_NAME = "text"
 
-# Benign 1.0, malicious 1.5: the class weights the retraining handoff prescribes.
-CLASS_WEIGHT = {0: 1.0, 1: 1.5}
 BINARY_C = 8.0
 MULTICLASS_C = 8.0
 RIDGE_ALPHA = 1.0
@@ -167,19 +179,7 @@ def train_lite(train: Sequence[TrainingRecord]) -> LiteModel:
 
 def run_graph(session: ort.InferenceSession, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """The four outputs of a text-input graph on ``texts``, in batches to bound memory."""
-    chunks = [
-        session.run(
-            list(OUTPUTS), {INPUT_NAME: np.array(texts[i : i + BATCH], dtype=object)[:, None]}
-        )
-        for i in range(0, len(texts), BATCH)
-    ]
-    return {name: np.concatenate([chunk[k] for chunk in chunks]) for k, name in enumerate(OUTPUTS)}
-
-
-def session_for(model_bytes: bytes, threads: int = 2) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    return run_session(session, TextFeed(INPUT_NAME), texts, BATCH)
 
 
 def max_parity_error(
@@ -202,29 +202,6 @@ def max_parity_error(
     return float(max(gap.max() for gap in gaps))
 
 
-def _split_summary(records: Sequence[TrainingRecord]) -> dict[str, int]:
-    return {
-        "records": len(records),
-        "benign": sum(r.label == 0 for r in records),
-        "malicious": sum(r.label == 1 for r in records),
-        "hard_negatives": sum(r.is_hard_negative for r in records),
-    }
-
-
-def _training_summary(split: CorpusSplit, size: int, seed: int) -> dict[str, object]:
-    everything = [r for _, part in split.parts() for r in part]
-    languages = Counter(r.notes.rsplit("lang=", 1)[-1] for r in everything if "lang=" in r.notes)
-    return {
-        "generator": "l2model.corpus.generate_corpus",
-        "size": size,
-        "seed": seed,
-        "split": "80/10/10 stratified by label, family and hard-negative flag; split by text hash",
-        "splits": {name: _split_summary(part) for name, part in split.parts()},
-        "families": dict(sorted(Counter(r.family for r in everything).items())),
-        "template_languages": dict(sorted(languages.items())),
-    }
-
-
 def build_lite(
     out_dir: Path, seed: int = 0, *, size: int = DEFAULT_SIZE, data_dir: Path | None = None
 ) -> Manifest:
@@ -242,14 +219,7 @@ def build_lite(
         raise RuntimeError(f"ONNX graph departs from scikit-learn by {gap:.2e}")
 
     validation = run_graph(session, [r.text for r in split.validation])
-    threshold = round(
-        choose_threshold(
-            np.array([r.label for r in split.validation]),
-            threat_scores(validation[OUTPUT_BINARY]),
-            np.array([r.is_hard_negative for r in split.validation]),
-        ),
-        6,
-    )
+    threshold = validation_threshold(split.validation, validation)
     test = run_graph(session, [r.text for r in split.test])
     manifest = Manifest(
         name=NAME,
@@ -260,7 +230,7 @@ def build_lite(
         created_at=CREATED_AT,
         model_sha256=hashlib.sha256(model_bytes).hexdigest(),
         rebuild=REBUILD,
-        training_data=_training_summary(split, size, seed),
+        training_data=training_summary(split, size, seed),
         features={
             path.name: {
                 "tokens": "characters and whitespace runs" if path.name == "char" else "words",
@@ -280,25 +250,13 @@ def build_lite(
             "context": {"model": "LogisticRegression (multinomial)", "C": MULTICLASS_C},
             "sample_weight": "weight_multiplier",
         },
-        threshold_selection={
-            "split": "validation",
-            "rule": f"highest recall with FP rate < {MAX_FP_RATE:.0%} and no hard negative flagged",
-            **{
-                key: value
-                for key, value in corpus_report(split.validation, validation, threshold).items()
-                if key in ("fp_rate", "recall", "hard_negatives", "hard_negatives_flagged")
-            },
-        },
+        threshold_selection=threshold_selection(split.validation, validation, threshold),
         metrics={"test": corpus_report(split.test, test, threshold)},
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MODEL_FILE).write_bytes(model_bytes)
     (out_dir / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
     return manifest
-
-
-def manifest_bytes(manifest: Manifest) -> bytes:
-    return orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,15 +1,31 @@
-"""Loads a model directory and scores batches of prompts with onnxruntime."""
+"""Loads a model directory and scores batches of prompts with onnxruntime.
+
+The manifest's ``input.kind`` decides how prompts become the graph's input: ``text`` feeds
+them as a string tensor, ``tokens`` runs the ``tokenizer.json`` beside the model first.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tokenizers import Tokenizer
 
-from l2model.contract import MODEL_FILE, OUTPUTS, Manifest
+from l2model.contract import MODEL_FILE, OUTPUTS, TOKENIZER_FILE, Manifest
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+
+TOKEN_CHUNK = 8
+
+# A graph input builder: prompts in, named tensors out.
+Feed = Callable[[Sequence[str]], dict[str, np.ndarray]]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +34,85 @@ class ModelScore:
     family: str
     severity: float
     context: str
+
+
+def encodable(text: str) -> str:
+    """``text`` with each lone surrogate (a JSON ``\\ud800`` escape decodes to one) replaced
+    by U+FFFD: neither onnxruntime's string tensors nor ``tokenizers`` accept text that has
+    no UTF-8 encoding, and one such prompt would fail its whole batch."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+class TextFeed:
+    """Raw prompts as a string tensor [N, 1]: the graph carries its own featuriser."""
+
+    def __init__(self, input_name: str) -> None:
+        self.input_name = input_name
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        feed = np.array([encodable(text) for text in texts], dtype=object).reshape(-1, 1)
+        return {self.input_name: feed}
+
+
+class TokenFeed:
+    """``input_ids`` and ``attention_mask`` int64 [N, T]: each prompt cut to ``max_tokens``
+    (special tokens included), the batch padded to its longest prompt."""
+
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int) -> None:
+        # A tokenizer.json may pin its own padding (all-MiniLM-L6-v2's pads every prompt to
+        # 128); padding to the batch's longest prompt keeps short batches cheap.
+        padding = tokenizer.padding or {}
+        tokenizer.enable_padding(
+            pad_id=padding.get("pad_id", 0), pad_token=padding.get("pad_token", "[PAD]")
+        )
+        tokenizer.enable_truncation(max_length=max_tokens)
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_file(cls, path: Path, max_tokens: int) -> TokenFeed:
+        return cls(Tokenizer.from_file(str(path)), max_tokens)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch([encodable(text) for text in texts])
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return {INPUT_IDS: ids, ATTENTION_MASK: mask}
+
+
+def feed_for(model_dir: Path, manifest: Manifest) -> Feed:
+    if manifest.input.kind == "text":
+        return TextFeed(manifest.input.name)
+    if manifest.input.max_tokens is None:
+        raise ValueError(f"{model_dir}: a 'tokens' model needs input.max_tokens")
+    return TokenFeed.from_file(model_dir / TOKENIZER_FILE, manifest.input.max_tokens)
+
+
+def run_session(
+    session: ort.InferenceSession, feed: Feed, texts: Sequence[str], batch: int = 256
+) -> dict[str, np.ndarray]:
+    """The four outputs on ``texts``, in batches of ``batch``. Prompts go in order of length
+    so that a token batch pads to about its own length, and the rows come back in the order
+    of ``texts``."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    chunks = [
+        session.run(list(OUTPUTS), feed([texts[i] for i in order[start : start + batch]]))
+        for start in range(0, len(texts), batch)
+    ]
+    restore = np.argsort(np.array(order, dtype=np.int64), kind="stable")
+    return {
+        name: np.concatenate([chunk[k] for chunk in chunks])[restore]
+        for k, name in enumerate(OUTPUTS)
+    }
+
+
+def session_for(model: bytes | Path, threads: int = 2) -> ort.InferenceSession:
+    """A CPU session over a serialised graph or a graph file."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -30,30 +125,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class L2Model:
     """One loaded model. ``score_batch`` is CPU-bound: call it from an executor thread."""
 
-    def __init__(self, model_dir: Path, manifest: Manifest, session: ort.InferenceSession) -> None:
+    def __init__(
+        self, model_dir: Path, manifest: Manifest, session: ort.InferenceSession, feed: Feed
+    ) -> None:
         self.model_dir = model_dir
         self.manifest = manifest
         self._session = session
+        self._feed = feed
 
     @classmethod
     def load(cls, model_dir: Path, threads: int = 2) -> L2Model:
         manifest = Manifest.read(model_dir)
-        if manifest.input.kind != "text":
-            raise ValueError(
-                f"model {manifest.name} {manifest.version} takes input kind "
-                f"{manifest.input.kind!r}; this runtime scores raw-text ('text') models"
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(
-            str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"]
-        )
+        feed = feed_for(model_dir, manifest)
+        session = session_for(model_dir / MODEL_FILE, threads)
         missing = set(OUTPUTS) - {output.name for output in session.get_outputs()}
         if missing:
             raise ValueError(f"{model_dir / MODEL_FILE} lacks outputs {sorted(missing)}")
-        return cls(model_dir, manifest, session)
+        return cls(model_dir, manifest, session, feed)
 
     @property
     def version(self) -> str:
@@ -63,13 +151,17 @@ class L2Model:
     def threshold(self) -> float:
         return self.manifest.threshold
 
+    def _chunk(self, count: int) -> int:
+        # A token batch pads every prompt to its longest one, and the encoder's cost grows
+        # with that length, so prompts of similar length run together, a few at a time: on
+        # 2 cores, runs of 8 scored the corpus test split 2.7 times as fast as runs of 256.
+        return TOKEN_CHUNK if self.manifest.input.kind == "tokens" else count
+
     def score_batch(self, texts: Sequence[str]) -> list[ModelScore]:
         if not texts:
             return []
-        feed = np.array(texts, dtype=object).reshape(-1, 1)
-        binary, family, severity, context = self._session.run(
-            list(OUTPUTS), {self.manifest.input.name: feed}
-        )
+        outputs = run_session(self._session, self._feed, texts, self._chunk(len(texts)))
+        binary, family, severity, context = (outputs[name] for name in OUTPUTS)
         threat = _softmax(binary)[:, 1]
         families = self.manifest.labels.family
         contexts = self.manifest.labels.context

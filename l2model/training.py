@@ -1,0 +1,74 @@
+"""What every trainer shares: the class weights, the threshold choice on the validation split,
+and the parts of the manifest that describe the data and the threshold."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+
+from l2model.contract import OUTPUT_BINARY, Manifest
+from l2model.corpus import CorpusSplit
+from l2model.evaluation import MAX_FP_RATE, choose_threshold, corpus_report, threat_scores
+from l2model.record import TrainingRecord
+
+# Benign 1.0, malicious 1.5: the class weights the retraining handoff prescribes.
+CLASS_WEIGHT = {0: 1.0, 1: 1.5}
+
+
+def validation_threshold(
+    records: Sequence[TrainingRecord], outputs: dict[str, np.ndarray]
+) -> float:
+    """``choose_threshold`` on the validation split's outputs, rounded for the manifest."""
+    return round(
+        choose_threshold(
+            np.array([r.label for r in records]),
+            threat_scores(outputs[OUTPUT_BINARY]),
+            np.array([r.is_hard_negative for r in records]),
+        ),
+        6,
+    )
+
+
+def threshold_selection(
+    records: Sequence[TrainingRecord], outputs: dict[str, np.ndarray], threshold: float
+) -> dict[str, object]:
+    """The manifest's account of how the threshold was chosen and what it does there."""
+    report = corpus_report(records, outputs, threshold)
+    return {
+        "split": "validation",
+        "rule": f"highest recall with FP rate < {MAX_FP_RATE:.0%} and no hard negative flagged",
+        **{
+            key: report[key]
+            for key in ("fp_rate", "recall", "hard_negatives", "hard_negatives_flagged")
+        },
+    }
+
+
+def _split_summary(records: Sequence[TrainingRecord]) -> dict[str, int]:
+    return {
+        "records": len(records),
+        "benign": sum(r.label == 0 for r in records),
+        "malicious": sum(r.label == 1 for r in records),
+        "hard_negatives": sum(r.is_hard_negative for r in records),
+    }
+
+
+def training_summary(split: CorpusSplit, size: int, seed: int) -> dict[str, object]:
+    everything = [r for _, part in split.parts() for r in part]
+    languages = Counter(r.notes.rsplit("lang=", 1)[-1] for r in everything if "lang=" in r.notes)
+    return {
+        "generator": "l2model.corpus.generate_corpus",
+        "size": size,
+        "seed": seed,
+        "split": "80/10/10 stratified by label, family and hard-negative flag; split by text hash",
+        "splits": {name: _split_summary(part) for name, part in split.parts()},
+        "families": dict(sorted(Counter(r.family for r in everything).items())),
+        "template_languages": dict(sorted(languages.items())),
+    }
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    return orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
