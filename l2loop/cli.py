@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 import orjson
 
 from l2loop.logs import configure, logging_config
 from l2loop.settings import Settings
+from l2model.cli import model
+from l2model.registry import ModelPointer, ModelRegistry, RegistryError
+
+T = TypeVar("T")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,3 +138,75 @@ def topics(settings: Settings) -> None:
         name = live.topic(spec.name)
         state = "created" if name in created else "exists"
         click.echo(f"{name}\t{spec.partitions or live.partitions}\t{state}")
+
+
+main.add_command(model)
+
+
+def _pointer_call(settings: Settings, call: Callable[[ModelPointer], Awaitable[T]]) -> T:
+    from streams.verdict_store import connect
+
+    async def run() -> T:
+        client = connect(settings.redis_dsn)
+        try:
+            return await call(ModelPointer(client, key_prefix=settings.topic_prefix))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+@model.command()
+@click.argument("target")
+@click.option("--as-version", "as_version", help="register a directory under this version")
+@click.option("--change", "changes", multiple=True, help="what changed (repeatable)")
+@click.pass_obj
+def promote(
+    settings: Settings, target: str, as_version: str | None, changes: tuple[str, ...]
+) -> None:
+    """Make TARGET the model every scorer runs: a registered version, or a model directory
+    (registered first). Running scorers switch within seconds, between batches."""
+    from l2loop.services import attached_settings
+
+    live = attached_settings(settings)
+    registry = ModelRegistry(live.registry_dir)
+    try:
+        if Path(target).is_dir():
+            version = registry.add(Path(target), version=as_version, changes=list(changes)).version
+        else:
+            version = target
+        current = _pointer_call(live, lambda pointer: pointer.promote(registry, version))
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"current model: {current.version} ({current.path})")
+
+
+@model.command()
+@click.pass_obj
+def rollback(settings: Settings) -> None:
+    """Point the scorers back at the model that was current before the last promotion."""
+    from l2loop.services import attached_settings
+
+    live = attached_settings(settings)
+    try:
+        current = _pointer_call(live, lambda pointer: pointer.rollback())
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"current model: {current.version} ({current.path})")
+
+
+@model.command("list")
+@click.pass_obj
+def list_models(settings: Settings) -> None:
+    """The registered versions, oldest first; `*` marks the current one."""
+    from l2loop.services import attached_settings
+
+    live = attached_settings(settings)
+    current = _pointer_call(live, lambda pointer: pointer.current())
+    for meta in ModelRegistry(live.registry_dir).versions():
+        mark = "*" if current is not None and current.version == meta.version else " "
+        changes = "; ".join(meta.changes) or "-"
+        registered = f"{meta.registered_at:%Y-%m-%d}"
+        click.echo(f"{mark} {meta.version}\t{meta.name}\t{meta.kind}\t{registered}\t{changes}")
+    if current is None:
+        click.echo(f"no model promoted: scorers run {live.model_dir}")

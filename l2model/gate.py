@@ -1,0 +1,232 @@
+"""The regression gate: may a candidate model replace the one in service?
+
+Two sets of rules, both over the same labeled prompts:
+
+- regressions against the old model (seeds: incremental training guide, step 5): a prompt the
+  old model got right and the new one gets wrong is a regression, the reverse an improvement;
+  reject above 5 % regressions, or above 2 % when improvements do not at least match them;
+- the production must-haves on the new model alone (seeds: retraining handoff): FP rate
+  < 1 %, recall > 95 %, no hard negative flagged, programming-question FP rate < 0.5 %, and an
+  INT8 model within 1 % of its fp32 accuracy when its manifest records that loss.
+
+``gate`` is a pure function of the verdicts, so it is tested without any model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from l2model.contract import Manifest
+from l2model.evaluation import ClassifierMetrics, LabeledPrompt, classifier_metrics
+
+EXAMPLES = 10
+EXAMPLE_CHARS = 100
+
+
+class GateLimits(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    max_regression_rate: float = 0.05
+    # Above this, regressions must be matched by at least as many improvements.
+    caution_regression_rate: float = 0.02
+    max_fp_rate: float = 0.01
+    min_recall: float = 0.95
+    max_programming_fp_rate: float = 0.005
+    max_int8_loss: float = 0.01
+
+
+class VerdictChange(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    position: int  # 1-based, among the data's prompts
+    text: str
+    label: int
+    old_flagged: bool
+    new_flagged: bool
+
+
+class RuleResult(BaseModel):
+    """One rule. ``not measured`` (the data holds nothing to measure it on, or the manifest
+    records no INT8 loss) does not reject."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    status: Literal["pass", "fail", "not measured"]
+    value: float | None
+    detail: str
+
+
+class GateReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    old: str
+    new: str
+    prompts: int
+    regressions: int
+    regression_rate: float
+    improvements: int
+    improvement_rate: float
+    unchanged: int
+    regression_examples: list[VerdictChange]
+    improvement_examples: list[VerdictChange]
+    new_metrics: ClassifierMetrics
+    int8_loss: float | None
+    rules: list[RuleResult]
+    accepted: bool
+
+
+def recorded_int8_loss(manifest: Manifest) -> float | None:
+    """The INT8-vs-fp32 test accuracy loss (a fraction) that the trainer measured and wrote to
+    the manifest as ``quantisation.accuracy_loss``; None when the model is not quantised."""
+    quantisation = (manifest.model_extra or {}).get("quantisation")
+    if not isinstance(quantisation, dict):
+        return None
+    loss = quantisation.get("accuracy_loss")
+    return float(loss) if isinstance(loss, int | float) else None
+
+
+def gate(
+    prompts: Sequence[LabeledPrompt],
+    old_flagged: Sequence[bool] | np.ndarray,
+    new_flagged: Sequence[bool] | np.ndarray,
+    *,
+    old: str,
+    new: str,
+    int8_loss: float | None = None,
+    limits: GateLimits | None = None,
+) -> GateReport:
+    """Judges the new model's verdicts against the old model's and the labels."""
+    limits = limits or GateLimits()
+    old_hits = np.asarray(old_flagged, dtype=bool)
+    new_hits = np.asarray(new_flagged, dtype=bool)
+    if not prompts or not len(prompts) == len(old_hits) == len(new_hits):
+        raise ValueError(
+            f"need one verdict per prompt from each model: {len(prompts)} prompts, "
+            f"{len(old_hits)} old and {len(new_hits)} new verdicts"
+        )
+    truth = np.array([p.label == 1 for p in prompts])
+    old_right = old_hits == truth
+    new_right = new_hits == truth
+    regressed = np.flatnonzero(old_right & ~new_right)
+    improved = np.flatnonzero(~old_right & new_right)
+    total = len(prompts)
+    regression_rate = len(regressed) / total
+    improvement_rate = len(improved) / total
+
+    def changes(indices: np.ndarray) -> list[VerdictChange]:
+        return [
+            VerdictChange(
+                position=int(i) + 1,
+                text=prompts[i].text[:EXAMPLE_CHARS],
+                label=prompts[i].label,
+                old_flagged=bool(old_hits[i]),
+                new_flagged=bool(new_hits[i]),
+            )
+            for i in indices[:EXAMPLES]
+        ]
+
+    metrics = classifier_metrics(prompts, new_hits)
+    rules = _rules(len(regressed), len(improved), total, metrics, int8_loss, limits)
+    return GateReport(
+        old=old,
+        new=new,
+        prompts=total,
+        regressions=len(regressed),
+        regression_rate=round(regression_rate, 6),
+        improvements=len(improved),
+        improvement_rate=round(improvement_rate, 6),
+        unchanged=total - len(regressed) - len(improved),
+        regression_examples=changes(regressed),
+        improvement_examples=changes(improved),
+        new_metrics=metrics,
+        int8_loss=int8_loss,
+        rules=rules,
+        accepted=all(rule.status != "fail" for rule in rules),
+    )
+
+
+def _rule(
+    rule: str, value: float | None, passes: Callable[[float], bool], detail: str
+) -> RuleResult:
+    """``value`` is None when there was nothing to measure; ``detail`` then says why."""
+    if value is None:
+        return RuleResult(rule=rule, status="not measured", value=None, detail=detail)
+    return RuleResult(
+        rule=rule,
+        status="pass" if passes(value) else "fail",
+        value=value,
+        detail=f"{value:.2%} ({detail})",
+    )
+
+
+def _rules(
+    regressions: int,
+    improvements: int,
+    total: int,
+    metrics: ClassifierMetrics,
+    int8_loss: float | None,
+    limits: GateLimits,
+) -> list[RuleResult]:
+    regression_rate = regressions / total
+    improvement_rate = improvements / total
+    matrix = metrics.confusion
+    hard_flagged = (
+        metrics.hard_negatives_flagged / metrics.hard_negatives if metrics.hard_negatives else None
+    )
+    return [
+        _rule(
+            f"regressions <= {limits.max_regression_rate:.0%}",
+            regression_rate,
+            lambda rate: rate <= limits.max_regression_rate,
+            f"{regressions:,} of {total:,} prompts",
+        ),
+        _rule(
+            f"regressions <= {limits.caution_regression_rate:.0%} or improvements >= regressions",
+            regression_rate,
+            lambda rate: rate <= limits.caution_regression_rate or improvement_rate >= rate,
+            f"{regressions:,} regressions; {improvements:,} improvements, {improvement_rate:.2%}",
+        ),
+        _rule(
+            f"FP rate < {limits.max_fp_rate:.0%}",
+            metrics.fp_rate,
+            lambda rate: rate < limits.max_fp_rate,
+            f"{matrix.false_positives:,} of {matrix.benign:,} benign flagged"
+            if matrix.benign
+            else "no benign prompt",
+        ),
+        _rule(
+            f"recall > {limits.min_recall:.0%}",
+            metrics.recall,
+            lambda rate: rate > limits.min_recall,
+            f"{matrix.true_positives:,} of {matrix.malicious:,} malicious flagged"
+            if matrix.malicious
+            else "no malicious prompt",
+        ),
+        _rule(
+            "every hard negative benign",
+            hard_flagged,
+            lambda share: share == 0,
+            f"{metrics.hard_negatives_flagged:,} of {metrics.hard_negatives:,} flagged"
+            if metrics.hard_negatives
+            else "no hard negative (notes starting 'HARD NEGATIVE:')",
+        ),
+        _rule(
+            f"programming-question FP rate < {limits.max_programming_fp_rate:.1%}",
+            metrics.programming_fp_rate,
+            lambda rate: rate < limits.max_programming_fp_rate,
+            f"{metrics.programming_false_positives:,} of {metrics.programming_questions:,} flagged"
+            if metrics.programming_questions
+            else "no programming question",
+        ),
+        _rule(
+            f"INT8 accuracy loss < {limits.max_int8_loss:.0%}",
+            int8_loss,
+            lambda loss: loss < limits.max_int8_loss,
+            "recorded in the manifest" if int8_loss is not None else "not recorded in the manifest",
+        ),
+    ]
