@@ -202,7 +202,7 @@ def _gate_summary(report: GateReport, data: Path) -> str:
         f"{rule.status.upper():<12}  {rule.rule:<{width}}  {rule.detail}" for rule in report.rules
     ]
     failed = sum(rule.status == "fail" for rule in report.rules)
-    lines += ["", "ACCEPT" if report.accepted else f"REJECT ({failed} rules failed)"]
+    lines += ["", "ACCEPT" if report.accepted else f"REJECT (rules failed: {failed})"]
     return "\n".join(lines)
 
 

@@ -189,7 +189,7 @@ def _rules(
             f"regressions <= {limits.caution_regression_rate:.0%} or improvements >= regressions",
             regression_rate,
             lambda rate: rate <= limits.caution_regression_rate or improvement_rate >= rate,
-            f"{regressions:,} regressions; {improvements:,} improvements, {improvement_rate:.2%}",
+            f"{regressions:,} regressed, {improvements:,} improved ({improvement_rate:.2%})",
         ),
         _rule(
             f"FP rate < {limits.max_fp_rate:.0%}",

@@ -1,0 +1,244 @@
+"""Model latency, throughput and memory: the lite model, and MiniLM fp32 and INT8 when given.
+
+    python bench/model_latency.py [--minilm var/models/minilm] [--threads 1 2]
+
+For each model and intra-op thread count, in a fresh process so that its memory is that of
+a scorer holding that one model: the RSS before and after loading and its peak over the
+run, the p50/p95 wall time of ``score_batch`` on one prompt at a time, and prompts/s in
+batches of 64 and 256. Short prompts are the generated corpus's test split as it is (up to
+about 500 characters); long prompts are consecutive corpus prompts joined into one of
+exactly 4,096 characters, the most the scorer reads. Targets (seeds: retraining handoff):
+p95 < 5 ms (ideally < 3 ms) for one prompt, memory < 2 GB.
+
+Other work on the machine inflates every figure, so each row also says how many CPU cores
+the rest of the machine kept busy while it was measured ("others' CPU"); on a 2-core machine
+anything much above 0 means the row measured the contention as much as the model.
+
+``--minilm DIR`` is a MiniLM model directory holding ``model.onnx`` (INT8) and
+``model.fp32.onnx``; the fp32 graph is loaded through the same runtime, from a scratch
+directory that presents it as ``model.onnx`` beside the same manifest and tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import multiprocessing
+import os
+import platform
+import random
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict
+
+from l2model.artifacts import default_model_dir
+from l2model.contract import MODEL_FILE
+from l2model.corpus import DEFAULT_SIZE, generate_corpus, split_corpus
+from l2model.evaluation import LatencyStats, batched_throughput, single_prompt_latency
+from l2model.runtime import L2Model
+
+# As l2model.minilm names it; importing that module would need torch.
+FP32_FILE = "model.fp32.onnx"
+LONG_CHARS = 4096
+BATCH_SIZES = (64, 256)
+MIB = 1024 * 1024
+
+
+class Variant(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    model_dir: Path
+    file_bytes: int
+
+
+class Prompts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    short_single: list[str]
+    long_single: list[str]
+    short_batched: list[str]
+    long_batched: list[str]
+
+
+class Figures(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    variant: Variant
+    threads: int
+    others_cpu: float  # CPU cores the rest of the machine kept busy meanwhile, on average
+    rss_before_mib: float
+    rss_loaded_mib: float
+    rss_peak_mib: float
+    short: LatencyStats
+    long: LatencyStats
+    short_per_s: dict[int, float]
+    long_per_s: dict[int, float]
+
+
+def memory_mib(field: str) -> float:
+    """A memory figure of this process from /proc (Linux): ``VmRSS`` is the resident set now,
+    ``VmHWM`` its peak. Not getrusage's ru_maxrss: that survives exec, so a spawned child
+    would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (Linux)."""
+    # Fields: user nice system idle iowait irq softirq steal; all but idle and iowait are busy.
+    fields = [int(field) for field in Path("/proc/stat").read_text().split()[1:9]]
+    busy = sum(fields) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def measure(variant: Variant, threads: int, prompts: Prompts) -> Figures:
+    """Runs in a fresh process: see the module docstring."""
+    started, machine, own = time.perf_counter(), busy_cpu_s(), own_cpu_s()
+    before = memory_mib("VmRSS")
+    model = L2Model.load(variant.model_dir, threads=threads)
+    loaded = memory_mib("VmRSS")
+    short = single_prompt_latency(model, prompts.short_single)
+    long = single_prompt_latency(model, prompts.long_single)
+    short_per_s = {b: batched_throughput(model, prompts.short_batched, b) for b in BATCH_SIZES}
+    long_per_s = {b: batched_throughput(model, prompts.long_batched, b) for b in BATCH_SIZES}
+    others = (busy_cpu_s() - machine) - (own_cpu_s() - own)
+    return Figures(
+        variant=variant,
+        threads=threads,
+        others_cpu=round(max(0.0, others) / (time.perf_counter() - started), 2),
+        rss_before_mib=round(before, 1),
+        rss_loaded_mib=round(loaded, 1),
+        rss_peak_mib=round(memory_mib("VmHWM"), 1),
+        short=short,
+        long=long,
+        short_per_s=short_per_s,
+        long_per_s=long_per_s,
+    )
+
+
+def long_prompts(texts: Sequence[str], count: int) -> list[str]:
+    """``count`` prompts of exactly ``LONG_CHARS`` characters, each made of consecutive
+    texts joined by blank lines, as when a user pastes several documents at once."""
+    source = itertools.cycle(texts)
+    joined = []
+    for _ in range(count):
+        parts = [next(source)]
+        while sum(len(part) + 2 for part in parts) < LONG_CHARS:
+            parts.append(next(source))
+        joined.append("\n\n".join(parts)[:LONG_CHARS])
+    return joined
+
+
+def build_prompts(seed: int, single: int, long_single: int, batched: int) -> Prompts:
+    texts = [record.text for record in split_corpus(generate_corpus(DEFAULT_SIZE, seed)).test]
+    rng = random.Random(seed)
+    rng.shuffle(texts)
+    longs = long_prompts(texts, max(long_single, max(BATCH_SIZES)))
+    return Prompts(
+        short_single=texts[:single],
+        long_single=longs[:long_single],
+        short_batched=(texts * (batched // len(texts) + 1))[:batched],
+        long_batched=longs,
+    )
+
+
+@contextmanager
+def minilm_variants(minilm: Path) -> Iterator[list[Variant]]:
+    """INT8 as the directory holds it; fp32 through a scratch directory of links."""
+    with tempfile.TemporaryDirectory(prefix="minilm-fp32-") as scratch:
+        fp32_dir = Path(scratch)
+        for entry in minilm.iterdir():
+            if entry.name not in (MODEL_FILE, FP32_FILE):
+                (fp32_dir / entry.name).symlink_to(entry.resolve())
+        (fp32_dir / MODEL_FILE).symlink_to((minilm / FP32_FILE).resolve())
+        yield [
+            Variant(
+                label="MiniLM fp32",
+                model_dir=fp32_dir,
+                file_bytes=(minilm / FP32_FILE).stat().st_size,
+            ),
+            Variant(
+                label="MiniLM INT8",
+                model_dir=minilm,
+                file_bytes=(minilm / MODEL_FILE).stat().st_size,
+            ),
+        ]
+
+
+def markdown(rows: Sequence[Figures]) -> str:
+    b_small, b_large = BATCH_SIZES
+    header = (
+        "| model | threads | file MiB | RSS loaded MiB (model) | RSS peak MiB "
+        "| short p50 ms | short p95 ms | 4,096-char p50 ms | 4,096-char p95 ms "
+        f"| short/s b{b_small} | short/s b{b_large} "
+        f"| 4,096-char/s b{b_small} | 4,096-char/s b{b_large} | others' CPU |"
+    )
+    lines = [header, "|---|---:" + "|---:" * 12 + "|"]
+    for f in rows:
+        model_mib = f.rss_loaded_mib - f.rss_before_mib
+        lines.append(
+            f"| {f.variant.label} | {f.threads} | {f.variant.file_bytes / MIB:.1f} "
+            f"| {f.rss_loaded_mib:,.0f} (+{model_mib:,.0f}) | {f.rss_peak_mib:,.0f} "
+            f"| {f.short.p50_ms:.2f} | {f.short.p95_ms:.2f} "
+            f"| {f.long.p50_ms:.2f} | {f.long.p95_ms:.2f} "
+            f"| {f.short_per_s[b_small]:,.0f} | {f.short_per_s[b_large]:,.0f} "
+            f"| {f.long_per_s[b_small]:,.0f} | {f.long_per_s[b_large]:,.0f} | {f.others_cpu:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(variants: Sequence[Variant], threads: Sequence[int], prompts: Prompts) -> list[Figures]:
+    spawn = multiprocessing.get_context("spawn")
+    rows = []
+    for variant in variants:
+        for count in threads:
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                rows.append(pool.submit(measure, variant, count, prompts).result())
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lite", type=Path, default=default_model_dir())
+    parser.add_argument("--minilm", type=Path, default=None, help="MiniLM model directory")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--single", type=int, default=200, help="short prompts timed alone")
+    parser.add_argument("--long-single", type=int, default=50, help="long prompts timed alone")
+    parser.add_argument("--batched", type=int, default=1024, help="short prompts per batch run")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    prompts = build_prompts(args.seed, args.single, args.long_single, args.batched)
+    lite = Variant(
+        label="lite", model_dir=args.lite, file_bytes=(args.lite / MODEL_FILE).stat().st_size
+    )
+    print(
+        f"{platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} CPUs, "
+        f"onnxruntime {ort.__version__}; {len(prompts.short_single)} short and "
+        f"{len(prompts.long_single)} long prompts timed alone, {len(prompts.short_batched)} "
+        f"short and {len(prompts.long_batched)} long per batched run\n"
+    )
+    if args.minilm is None:
+        rows = run([lite], args.threads, prompts)
+    else:
+        with minilm_variants(args.minilm) as minilm:
+            rows = run([lite, *minilm], args.threads, prompts)
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
