@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from l2loop.resilience import Backoff
 from l2model.artifacts import default_model_dir
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
@@ -51,6 +52,17 @@ class Settings(BaseSettings):
     registry_dir: Path = Path("var/models/registry")
     model_poll_s: float = Field(1.0, gt=0)
 
+    # Resilience (l2loop.resilience): how long a starting process waits for the broker and
+    # Redis, the backoff of every retried write, and how long a graceful stop may take.
+    startup_timeout_s: float = Field(60.0, gt=0)
+    retry_initial_s: float = Field(0.1, gt=0)
+    retry_cap_s: float = Field(5.0, gt=0)
+    shutdown_timeout_s: float = Field(8.0, gt=0)
+
+    # The HTTP service (`l2loop api`)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=0, le=65535)
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic_fragment(cls, value: str) -> str:
@@ -70,6 +82,10 @@ class Settings(BaseSettings):
             if part:
                 servers.append(part.removeprefix("kafka://"))
         return servers
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(initial_s=self.retry_initial_s, cap_s=self.retry_cap_s)
 
     @property
     def faust_broker(self) -> list[str]:

@@ -1,0 +1,329 @@
+"""Retries, degraded state and crash-only exits: the one place every agent and job uses.
+
+The contract (docs/decisions/0007-resilience.md):
+
+- A dependency that goes away (Redis, the broker, an alert receiver) is *waited for*, never
+  given up on while work is held: ``retry_until_done`` repeats the operation with capped
+  exponential backoff, one log line per attempt with the outage's duration so far, and marks
+  the dependency degraded in ``HEALTH`` (served on ``/health`` and as Prometheus metrics) until
+  it answers again. The caller holds its batch meanwhile and commits no offsets, so an outage
+  delays work and loses none.
+- A dependency that is not there at start-up is waited for up to a bound
+  (``wait_until_reachable``); past it the process ends with one line naming the address.
+- Anything else is a bug or a poison the code did not foresee: ``crash_only`` turns an agent's
+  unexpected exception into one clear log line and a non-zero exit, so that a supervisor
+  restarts the process. A live worker that does nothing is never an outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import NoReturn, ParamSpec, TypeVar
+
+from aiokafka import errors as kafka_errors
+from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
+from redis import exceptions as redis_errors
+
+from l2loop.logs import get_logger
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+# Exit status of a process that crashed on purpose (EX_SOFTWARE): restart me.
+EXIT_CRASHED = 70
+# Exit status of a process that could not reach a dependency at start-up (EX_UNAVAILABLE).
+EXIT_UNAVAILABLE = 69
+
+# Errors that mean "the other side is not answering right now", as opposed to "what we sent
+# is wrong". Only these are retried; anything else reaches crash_only.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.TryAgainError,
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.LeaderNotAvailableError,
+    kafka_errors.UnknownTopicOrPartitionError,
+    ConnectionError,  # OSError's connection family, e.g. an HTTP receiver refusing
+    TimeoutError,
+)
+
+DEPENDENCY_UP = Gauge(
+    "l2loop_dependency_up", "1 while the dependency answers, 0 during an outage", ["dependency"]
+)
+DEPENDENCY_RETRIES = Counter(
+    "l2loop_dependency_retries_total",
+    "operations retried because a dependency did not answer",
+    ["dependency", "operation"],
+)
+DEPENDENCY_OUTAGE_SECONDS = Gauge(
+    "l2loop_dependency_outage_seconds",
+    "how long the current outage has lasted (0 when up)",
+    ["dependency"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter: ``initial_s * factor**n``, at most ``cap_s``."""
+
+    initial_s: float = 0.1
+    cap_s: float = 5.0
+    factor: float = 2.0
+    # Spread of the random part, so that many workers do not retry in lockstep.
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        base = min(self.cap_s, self.initial_s * self.factor ** max(0, attempt - 1))
+        spread = (rng or random).uniform(-self.jitter, self.jitter) if self.jitter else 0.0
+        return max(0.0, min(self.cap_s, base * (1.0 + spread)))
+
+
+class DependencyState(BaseModel):
+    dependency: str
+    up: bool
+    since: float  # epoch seconds of the last change of state
+    outage_s: float
+    attempts: int
+    last_error: str | None = None
+
+
+class HealthReport(BaseModel):
+    """The ``/health`` answer: ``ok`` unless a dependency is in an outage."""
+
+    status: str
+    dependencies: list[DependencyState]
+
+
+@dataclass
+class _Outage:
+    started: float  # monotonic
+    started_wall: float
+    attempts: int
+    last_error: str
+
+
+class Health:
+    """Which dependencies are in an outage, for health endpoints, metrics and ``l2loop up``."""
+
+    def __init__(self) -> None:
+        self._outages: dict[str, _Outage] = {}
+        self._known: dict[str, float] = {}  # dependency -> wall time of the last recovery
+        self._lock = threading.Lock()
+
+    def failed(self, dependency: str, error: BaseException) -> _Outage:
+        with self._lock:
+            outage = self._outages.get(dependency)
+            if outage is None:
+                outage = _Outage(time.monotonic(), time.time(), 0, "")
+                self._outages[dependency] = outage
+            outage.attempts += 1
+            outage.last_error = _describe(error)
+        DEPENDENCY_UP.labels(dependency).set(0)
+        DEPENDENCY_OUTAGE_SECONDS.labels(dependency).set(time.monotonic() - outage.started)
+        return outage
+
+    def succeeded(self, dependency: str) -> _Outage | None:
+        """Marks ``dependency`` up; returns the outage that just ended, if there was one."""
+        with self._lock:
+            outage = self._outages.pop(dependency, None)
+            if outage is not None or dependency not in self._known:
+                self._known[dependency] = time.time()
+        if outage is not None or dependency not in self._known:
+            DEPENDENCY_UP.labels(dependency).set(1)
+            DEPENDENCY_OUTAGE_SECONDS.labels(dependency).set(0)
+        return outage
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self._outages)
+
+    def report(self) -> HealthReport:
+        now = time.monotonic()
+        with self._lock:
+            states = [
+                DependencyState(
+                    dependency=name,
+                    up=False,
+                    since=outage.started_wall,
+                    outage_s=round(now - outage.started, 3),
+                    attempts=outage.attempts,
+                    last_error=outage.last_error,
+                )
+                for name, outage in sorted(self._outages.items())
+            ]
+            states += [
+                DependencyState(dependency=name, up=True, since=since, outage_s=0.0, attempts=0)
+                for name, since in sorted(self._known.items())
+                if name not in self._outages
+            ]
+        return HealthReport(status="degraded" if self._outages else "ok", dependencies=states)
+
+
+# One per process: every agent and job of a worker reports into the same health state.
+HEALTH = Health()
+DEFAULT_BACKOFF = Backoff()
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+async def retry_until_done(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    dependency: str,
+    what: str,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+    health: Health = HEALTH,
+) -> T:
+    """Runs ``operation`` until it succeeds, waiting out transient failures of ``dependency``.
+
+    It never gives up: the caller's work (a batch whose offsets are not yet committed) is
+    held, not dropped. Cancellation (a stopping worker) ends the wait at once. A
+    non-transient error propagates on the first attempt.
+    """
+    attempt = 0
+    while True:
+        try:
+            result = await operation()
+        except transient as exc:
+            attempt += 1
+            outage = health.failed(dependency, exc)
+            DEPENDENCY_RETRIES.labels(dependency, what).inc()
+            pause = backoff.delay(attempt)
+            log.warning(
+                "dependency_unavailable",
+                dependency=dependency,
+                operation=what,
+                attempt=attempt,
+                outage_s=round(time.monotonic() - outage.started, 1),
+                retry_in_s=round(pause, 2),
+                error=_describe(exc),
+            )
+            await asyncio.sleep(pause)
+            continue
+        ended = health.succeeded(dependency)
+        if ended is not None:
+            log.info(
+                "dependency_recovered",
+                dependency=dependency,
+                operation=what,
+                outage_s=round(time.monotonic() - ended.started, 1),
+                attempts=ended.attempts,
+            )
+        return result
+
+
+class DependencyUnreachable(RuntimeError):
+    """A dependency did not answer within the start-up bound; the message names it."""
+
+
+async def wait_until_reachable(
+    probe: Callable[[], Awaitable[object]],
+    *,
+    dependency: str,
+    address: str,
+    timeout_s: float,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    health: Health = HEALTH,
+) -> None:
+    """Start-up: waits for ``probe`` to succeed, one log line per failed attempt.
+
+    Raises DependencyUnreachable, naming the address and the last error, after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    attempt = 0
+    while True:
+        try:
+            await probe()
+        except Exception as exc:
+            attempt += 1
+            health.failed(dependency, exc)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DependencyUnreachable(
+                    f"{dependency} at {address} did not answer within {timeout_s:g}s "
+                    f"({attempt} attempts; last error: {_describe(exc)})"
+                ) from exc
+            pause = min(backoff.delay(attempt), remaining)
+            log.warning(
+                "dependency_waiting",
+                dependency=dependency,
+                address=address,
+                attempt=attempt,
+                waited_s=round(timeout_s - remaining, 1),
+                give_up_in_s=round(remaining, 1),
+                error=_describe(exc),
+            )
+            await asyncio.sleep(pause)
+            continue
+        health.succeeded(dependency)
+        if attempt:
+            log.info("dependency_reachable", dependency=dependency, address=address)
+        return
+
+
+def crash(event: str, **fields: object) -> NoReturn:
+    """Ends the process now with EXIT_CRASHED after one error line saying why.
+
+    Nothing is flushed on purpose: offsets of unfinished work are not committed, so the
+    restarted process replays it (at-least-once), which is the only recovery path there is.
+    """
+    log.error(event, exit_code=EXIT_CRASHED, **fields)
+    logging.shutdown()
+    os._exit(EXIT_CRASHED)
+
+
+def crash_only(name: str) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
+    """Decorates an agent (or job) body: an unexpected exception crashes the process.
+
+    Without it, Faust restarts the agent in a live process that may then never consume again.
+    Cancellation is how a stopping worker ends its agents, so it passes through.
+    """
+
+    def decorate(body: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+        @functools.wraps(body)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+            try:
+                await body(*args, **kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                crash("agent_crashed", agent=name, error=_describe(exc))
+
+        return guarded
+
+    return decorate
+
+
+def exit_after(seconds: float, reason: str) -> threading.Timer:
+    """Arms a watchdog that ends the process if a graceful stop takes over ``seconds``."""
+
+    def expire() -> None:
+        log.error("stop_timed_out", reason=reason, after_s=seconds, exit_code=EXIT_CRASHED)
+        logging.shutdown()
+        os._exit(EXIT_CRASHED)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
