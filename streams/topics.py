@@ -22,6 +22,7 @@ SCAN_EVENTS = "scan-events"
 SCAN_VERDICTS = "scan-verdicts"
 SCAN_EVENTS_DLQ = "scan-events.dlq"
 LABEL_REPORTS = "label-reports"
+LABEL_REPORTS_DLQ = "label-reports.dlq"
 CURATED_EXAMPLES = "curated-examples"
 REPORT_QUARANTINE = "report-quarantine"
 WINDOW_STATS = "window-stats"
@@ -41,6 +42,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Dead letters are kept long enough for a person to look at them.
     TopicSpec(SCAN_EVENTS_DLQ, None, {"retention.ms": str(30 * DAY_MS)}),
     TopicSpec(LABEL_REPORTS, None, {"retention.ms": str(30 * DAY_MS)}),
+    TopicSpec(LABEL_REPORTS_DLQ, None, {"retention.ms": str(30 * DAY_MS)}),
     # The training record of truth: never expires.
     TopicSpec(CURATED_EXAMPLES, None, {"retention.ms": "-1"}),
     TopicSpec(REPORT_QUARANTINE, None, {"retention.ms": "-1"}),

@@ -1,0 +1,80 @@
+"""LabelReport, CuratedExample and ReportOutcome: the report path's records."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from l2model.record import TrainingRecord
+from schemas.common import SCHEMA_VERSION, EventTime, Identifier, Probability, utc_now
+
+ReportKind = Literal["false_positive", "false_negative", "confirmed_threat"]
+Channel = Literal["http", "kafka"]
+
+
+class LabelReport(BaseModel):
+    """A user's or analyst's claim about one scanned event."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    report_id: Identifier
+    event_id: Identifier
+    tenant_id: Identifier
+    reporter_id: Identifier
+    kind: ReportKind
+    reported_at: EventTime = Field(default_factory=utc_now)
+    reason: str = Field("", max_length=128, description="a short category, e.g. 'programming'")
+    comment: str = Field("", max_length=2000)
+    # A missed attack was not flagged, so the verdict store does not hold it: an FN report
+    # carries the text and the event's time itself.
+    text: str | None = Field(None, max_length=32 * 1024)
+    event_ts: EventTime | None = None
+    channel: Channel = "kafka"
+
+
+class ReportRoute(StrEnum):
+    """Where a report ended: exactly one of these, or still on its way."""
+
+    RECEIVED = "received"
+    CURATED = "curated"
+    QUARANTINED = "quarantined"
+    REJECTED = "rejected"
+    DEAD_LETTERED = "dead_lettered"
+
+
+class ReportOutcome(BaseModel):
+    """What ``GET /v1/reports/{id}`` answers, kept in Redis per report."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    report_id: Identifier
+    route: ReportRoute
+    reason: str = Field("", description="machine-readable code, e.g. 'not_flagged'")
+    detail: str = ""
+    example_id: str | None = None
+    decided_at: EventTime = Field(default_factory=utc_now)
+
+
+class CuratedExample(TrainingRecord):
+    """A training record (incremental-additions format) with its provenance.
+
+    ``example_id`` is the sha256 of the normalised text (``l2model.record.text_key``);
+    ``event_id`` and ``event_ts`` let the window agent attribute the label to the hour of
+    the original event.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    example_id: str = Field(min_length=64, max_length=64)
+    event_id: Identifier
+    event_ts: EventTime
+    tenant_id: Identifier
+    report_kind: ReportKind
+    report_ids: list[Identifier] = Field(min_length=1)
+    reporter_count: int = Field(ge=1)
+    tenant_count: int = Field(1, ge=1)
+    model_version: str
+    model_score: Probability
+    curated_at: EventTime = Field(default_factory=utc_now)
