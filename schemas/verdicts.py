@@ -30,7 +30,13 @@ class Verdict(BaseModel):
     latency_ms: float = Field(
         ge=0, description="wall time of the inference batch that scored this event"
     )
+    model_ms: float = Field(
+        0.0, ge=0, description="model time per prompt: the batch's wall time over its size"
+    )
     truncated: bool = Field(description="only the first model_max_chars characters were read")
+    suppressed: bool = Field(
+        False, description="allowed by a tenant's confirmed-FP suppression; score is the model's"
+    )
     scored_at: EventTime = Field(default_factory=utc_now)
     # Passed through untouched for the window agent; the model never sees it.
     ground_truth: GroundTruth | None = None

@@ -199,6 +199,7 @@ class Scorer:
         started = time.perf_counter()
         scored = await self._score_isolating_failures(model, events, texts, batch)
         latency_ms = (time.perf_counter() - started) * 1000.0
+        model_ms = latency_ms / len(texts)
         threshold = model.threshold
         version = model.version
         for _, event, result in scored:
@@ -216,6 +217,7 @@ class Scorer:
                 context=result.context,
                 action=action_for(result.score, threshold, self._block_score),
                 latency_ms=latency_ms,
+                model_ms=model_ms,
                 truncated=len(event.text) > self._max_chars,
                 ground_truth=event.ground_truth,
             )
