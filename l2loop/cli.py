@@ -11,8 +11,9 @@ from typing import TypeVar
 
 import click
 import orjson
+from pydantic import ValidationError
 
-from l2loop.logs import configure, logging_config
+from l2loop.logs import configure
 from l2loop.settings import Settings
 from l2model.cli import model
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
@@ -24,32 +25,57 @@ T = TypeVar("T")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """l2loop: score prompts in real time, watch FP rate, learn from reports, retrain."""
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"L2LOOP_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise click.ClickException(f"configuration: {problems}") from None
     configure(settings.log_level)
     ctx.obj = settings
+
+
+class StartupError(click.ClickException):
+    """One line on stderr naming what is wrong, and a non-zero exit: no traceback."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"data directory {settings.data_dir}: cannot be created ({exc.strerror})"
+        ) from None
 
 
 @main.command()
 @click.pass_obj
 def worker(settings: Settings) -> None:
     """Run the Faust worker (score agent). Embedded broker/Redis when none is configured."""
-    import faust
+    from l2loop.resilience import EXIT_UNAVAILABLE, DependencyUnreachable
+    from l2loop.services import await_services, serving_settings
+    from l2model.runtime import ModelLoadError
+    from streams.app import Worker, create_app
 
-    from l2loop.services import serving_settings
-    from streams.app import create_app
-    from streams.topics import ensure_topics
-
+    prepare_data_dir(settings)
     with serving_settings(settings) as live:
-        asyncio.run(ensure_topics(live))
-        # asyncio.run closed its loop; the worker needs a current one of its own.
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        app = create_app(live)
-        faust_worker = faust.Worker(
-            app,
-            loglevel=live.log_level,
-            logging_config=logging_config(live.log_level),
-        )
-        faust_worker.execute_from_commandline()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            # The app loads the model: a broken one is reported before any waiting.
+            app = create_app(live)
+            loop.run_until_complete(await_services(live))
+        except ModelLoadError as exc:
+            raise StartupError(f"model: {exc}") from None
+        except DependencyUnreachable as exc:
+            raise StartupError(str(exc), EXIT_UNAVAILABLE) from None
+        Worker(app, live).execute_from_commandline()
 
 
 @main.command()

@@ -8,6 +8,7 @@ loopback ports, and stops them when it exits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -17,11 +18,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from l2loop.logs import get_logger
+from l2loop.resilience import (
+    Backoff,
+    DependencyUnreachable,
+    kafka_answers,
+    redis_answers,
+    wait_until_reachable,
+)
 
 log = get_logger(__name__)
 
@@ -149,46 +157,21 @@ def redis_process(port: int, log_dir: Path) -> ManagedProcess:
     return ManagedProcess("redis", argv, port, log_dir / "redis.log")
 
 
-def _kafka_answers(bootstrap: str, timeout_s: float) -> None:
-    """Waits for a real metadata answer, not just an open socket."""
-    import asyncio
-
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def probe() -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-            try:
-                await admin.start()
-                await admin.list_topics()
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise EmbeddedServiceError(f"broker {bootstrap} did not answer: {exc}") from exc
-                await asyncio.sleep(0.2)
-            finally:
-                await admin.close()
-
-    asyncio.run(probe())
-
-
-def _redis_answers(url: str, timeout_s: float) -> None:
-    import redis
-
-    deadline = time.monotonic() + timeout_s
-    client = redis.Redis.from_url(url, socket_timeout=1.0)
+def _wait_for(
+    dependency: str, address: str, probe: Callable[[], Awaitable[None]], timeout_s: float
+) -> None:
     try:
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError as exc:
-                if time.monotonic() > deadline:
-                    raise EmbeddedServiceError(f"redis {url} did not answer: {exc}") from exc
-                time.sleep(0.05)
-    finally:
-        client.close()
+        asyncio.run(
+            wait_until_reachable(
+                probe,
+                dependency=dependency,
+                address=address,
+                timeout_s=timeout_s,
+                backoff=Backoff(initial_s=0.05, cap_s=0.5),
+            )
+        )
+    except DependencyUnreachable as exc:
+        raise EmbeddedServiceError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -219,9 +202,9 @@ def embedded_services(
         for process in processes:
             process.wait_until_listening(timeout_s)
         if kafka:
-            _kafka_answers(broker, timeout_s)
+            _wait_for("kafka", broker, lambda: kafka_answers([broker]), timeout_s)
         if redis:
-            _redis_answers(redis_url, timeout_s)
+            _wait_for("redis", redis_url, lambda: redis_answers(redis_url), timeout_s)
         log.info("services_ready", kafka_broker=broker or "-", redis_url=redis_url or "-")
         yield EmbeddedEndpoints(broker, redis_url)
     finally:

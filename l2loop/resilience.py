@@ -182,8 +182,10 @@ DEFAULT_BACKOFF = Backoff()
 
 
 def _describe(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    name, text = type(error).__name__, str(error).strip()
+    if not text or text == name:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 async def retry_until_done(
@@ -280,6 +282,35 @@ async def wait_until_reachable(
         if attempt:
             log.info("dependency_reachable", dependency=dependency, address=address)
         return
+
+
+async def kafka_answers(bootstrap_servers: list[str]) -> None:
+    """A probe: the broker answers a metadata request (an open port is not enough)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    # aiokafka logs every refused connection at error level; the caller logs one line per
+    # attempt itself, so its own lines would only repeat that.
+    kafka_log = logging.getLogger("aiokafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    finally:
+        await admin.close()
+        kafka_log.setLevel(level)
+
+
+async def redis_answers(dsn: str) -> None:
+    """A probe: Redis answers PING."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(dsn, socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
 
 
 def crash(event: str, **fields: object) -> NoReturn:

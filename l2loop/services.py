@@ -7,13 +7,16 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import orjson
 from pydantic import BaseModel, SecretStr
 
 from l2loop.embedded import current_pid_alive, embedded_services
+from l2loop.resilience import kafka_answers, redis_answers, wait_until_reachable
 from l2loop.settings import Settings
+from streams.topics import ensure_topics
 
 RUNTIME_FILE = "up.json"
 
@@ -89,3 +92,33 @@ def serving_settings(settings: Settings) -> Iterator[Settings]:
             settings.kafka_broker or ep.kafka_broker,
             settings.redis_dsn if settings.redis_url else ep.redis_url,
         )
+
+
+def redis_address(dsn: str) -> str:
+    """The DSN as it may be printed: host, port and db, without a password."""
+    parts = urlsplit(dsn)
+    host = parts.hostname or "localhost"
+    return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
+
+
+async def await_services(settings: Settings) -> None:
+    """Start-up of a serving process: waits for the broker and Redis (each for at most
+    ``startup_timeout_s``, one log line per attempt), then creates the missing topics.
+
+    Raises DependencyUnreachable, naming the address, when one does not answer in time.
+    """
+    await wait_until_reachable(
+        lambda: kafka_answers(settings.bootstrap_servers),
+        dependency="kafka",
+        address=",".join(settings.bootstrap_servers),
+        timeout_s=settings.startup_timeout_s,
+        backoff=settings.backoff,
+    )
+    await wait_until_reachable(
+        lambda: redis_answers(settings.redis_dsn),
+        dependency="redis",
+        address=redis_address(settings.redis_dsn),
+        timeout_s=settings.startup_timeout_s,
+        backoff=settings.backoff,
+    )
+    await ensure_topics(settings)

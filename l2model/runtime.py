@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import ValidationError
 from tokenizers import Tokenizer
 
-from l2model.contract import MODEL_FILE, OUTPUTS, TOKENIZER_FILE, Manifest
+from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUTS, TOKENIZER_FILE, Manifest
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
@@ -122,6 +123,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return result
 
 
+class ModelLoadError(ValueError):
+    """A model directory that cannot be used; the message names the path and the problem."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+
+
 class L2Model:
     """One loaded model. ``score_batch`` is CPU-bound: call it from an executor thread."""
 
@@ -135,12 +144,34 @@ class L2Model:
 
     @classmethod
     def load(cls, model_dir: Path, threads: int = 2) -> L2Model:
-        manifest = Manifest.read(model_dir)
-        feed = feed_for(model_dir, manifest)
-        session = session_for(model_dir / MODEL_FILE, threads)
+        """Raises ModelLoadError, naming the file and what is wrong, for any unusable dir."""
+        if not model_dir.is_dir():
+            raise ModelLoadError(model_dir, "no such model directory")
+        manifest_path = model_dir / MANIFEST_FILE
+        try:
+            manifest = Manifest.read(model_dir)
+        except FileNotFoundError:
+            raise ModelLoadError(manifest_path, "missing") from None
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+            raise ModelLoadError(manifest_path, f"invalid manifest ({problems})") from None
+        try:
+            feed = feed_for(model_dir, manifest)
+        except Exception as exc:
+            raise ModelLoadError(model_dir / TOKENIZER_FILE, f"unusable ({exc})") from None
+        graph = model_dir / MODEL_FILE
+        if not graph.is_file():
+            raise ModelLoadError(graph, "missing")
+        try:
+            session = session_for(graph, threads)
+        except Exception as exc:
+            raise ModelLoadError(graph, f"not a loadable ONNX graph ({exc})") from None
         missing = set(OUTPUTS) - {output.name for output in session.get_outputs()}
         if missing:
-            raise ValueError(f"{model_dir / MODEL_FILE} lacks outputs {sorted(missing)}")
+            raise ModelLoadError(graph, f"lacks the outputs {sorted(missing)}")
         return cls(model_dir, manifest, session, feed)
 
     @property

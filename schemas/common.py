@@ -16,7 +16,12 @@ def _from_rfc3339_or_epoch_ms(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a timestamp must be an RFC 3339 string or epoch milliseconds")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            # Valid JSON, but beyond what a datetime holds (years 1..9999): the value is
+            # wrong, not the record's shape. OSError is what the C library raises here.
+            raise ValueError(f"epoch milliseconds {value!r} are out of range ({exc})") from None
     return value
 
 

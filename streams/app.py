@@ -1,11 +1,22 @@
-"""The Faust application: one place that wires settings, codecs and agents together."""
+"""The Faust application and worker: one place that wires settings, codecs and agents together.
+
+Every worker also serves ``/health`` (its dependencies' state, l2loop.resilience) and
+``/metrics`` (Prometheus) on its web port.
+"""
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import schemas.codec
 import streams.transport  # noqa: F401  (registers the l2kafka:// transport)
+from l2loop.logs import logging_config
+from l2loop.resilience import HEALTH, exit_after
 from l2loop.settings import Settings
 from streams.scoring import register_score_agent
 
@@ -31,6 +42,42 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 3,
+        # On stop or rebalance, do not wait for in-flight events to be acknowledged: a batch
+        # held by an outage would make the worker wait forever. Unacknowledged offsets are
+        # not committed, so the events are replayed (at-least-once).
+        stream_wait_empty=False,
     )
     register_score_agent(app, settings)
+    _serve_health_and_metrics(app)
     return app
+
+
+def _serve_health_and_metrics(app: faust.App) -> None:
+    @app.page("/health")
+    async def health(view: View, request: Request) -> Response:
+        report = HEALTH.report()
+        # 200 while degraded too: an outage is waited out, and restarting would not help.
+        return view.json(report.model_dump(mode="json"))
+
+    @app.page("/metrics")
+    async def metrics(view: View, request: Request) -> Response:
+        return view.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+class Worker(faust.Worker):
+    """Faust's worker, with a bound on how long a signalled stop may take."""
+
+    def __init__(self, app: faust.App, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(
+            app,
+            loglevel=settings.log_level,
+            logging_config=logging_config(settings.log_level),
+            **kwargs,
+        )
+        self._shutdown_timeout_s = settings.shutdown_timeout_s
+
+    def _schedule_shutdown(self, signum: signal.Signals) -> None:
+        # A graceful stop that hangs (a stuck task, a broker that does not answer the
+        # leave-group) must not keep a stopped worker alive: past the bound, exit anyway.
+        exit_after(self._shutdown_timeout_s, reason=f"signal {signum.name}")
+        super()._schedule_shutdown(signum)

@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 
 from l2loop.logs import get_logger
+from l2loop.resilience import TRANSIENT_ERRORS
 from l2model.registry import ModelPointer
 from l2model.runtime import L2Model
 
@@ -22,15 +23,30 @@ class ModelHolder:
         self._pointer = pointer
         self._threads = threads
         self._lock = asyncio.Lock()
+        self._pointer_unreadable = False
 
     async def refresh(self) -> bool:
         """Loads the pointed-at model if it is not the one running; True when it switched."""
         async with self._lock:
             try:
                 wanted = await self._pointer.current()
-            except Exception:
-                log.exception("model_pointer_unreadable", keeping=self.current.version)
+            except TRANSIENT_ERRORS as exc:
+                # Polled every second: one line when the pointer becomes unreadable and one
+                # when it is back, not one a second for the whole outage.
+                if not self._pointer_unreadable:
+                    self._pointer_unreadable = True
+                    log.warning(
+                        "model_pointer_unreadable", keeping=self.current.version, error=str(exc)
+                    )
                 return False
+            except Exception:
+                # A pointer no version can be read from is a person's mistake to fix; the
+                # running model keeps scoring meanwhile.
+                log.exception("model_pointer_invalid", keeping=self.current.version)
+                return False
+            if self._pointer_unreadable:
+                self._pointer_unreadable = False
+                log.info("model_pointer_readable", current=self.current.version)
             if wanted is None or Path(wanted.path) == self.current.model_dir:
                 return False
             loop = asyncio.get_running_loop()

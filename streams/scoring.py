@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import faust
-import orjson
 from faust.streams import Stream
-from pydantic import ValidationError
+from prometheus_client import Counter, Histogram
 
 from l2loop.logs import get_logger
+from l2loop.resilience import Backoff, crash_only, retry_until_done
 from l2loop.settings import Settings
 from l2model.registry import ModelPointer
 from l2model.runtime import L2Model, ModelScore
@@ -27,24 +27,27 @@ from schemas.codec import to_bytes
 from schemas.dead_letters import DeadLetter, DeadLetterReason
 from schemas.events import ScanEvent
 from schemas.verdicts import Action, StoredVerdict, Verdict
+from streams.decoding import RawRecord, dead_letter, decode_record
 from streams.hot_reload import ModelHolder
 from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from streams.verdict_store import VerdictStore, connect
 
 log = get_logger(__name__)
 
+EVENTS_SCORED = Counter("l2loop_events_scored_total", "scan events that got a verdict")
+VERDICTS = Counter("l2loop_verdicts_total", "verdicts delivered, by action", ["action"])
+DEAD_LETTERS = Counter(
+    "l2loop_dead_letters_total", "scan events dead-lettered, by reason", ["reason"]
+)
+MODEL_SECONDS_PER_PROMPT = Histogram(
+    "l2loop_model_seconds_per_prompt",
+    "model time per prompt (a batch's inference wall time over its size)",
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.5),
+)
+
 # (topic, key, value) -> awaitable that resolves once the record is buffered and returns the
 # delivery future; both aiokafka's and Faust's producers fit behind it.
 Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass
@@ -54,75 +57,8 @@ class ScoredBatch:
     flagged: list[StoredVerdict] = field(default_factory=list)
 
 
-_TYPE_ERRORS = ("_type", "model_attributes_type")
-
-
-def _reason_for(error: ValidationError) -> DeadLetterReason:
-    first = error.errors()[0]
-    kind, loc = first["type"], first["loc"]
-    if kind in ("empty_text", "text_too_large"):
-        return DeadLetterReason(kind)
-    if loc[:1] == ("schema_version",):
-        return DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION
-    if kind == "missing":
-        return DeadLetterReason.MISSING_FIELD
-    if kind == "extra_forbidden":
-        return DeadLetterReason.UNKNOWN_FIELD
-    if any(kind.endswith(suffix) for suffix in _TYPE_ERRORS):
-        return DeadLetterReason.WRONG_TYPE
-    return DeadLetterReason.INVALID_VALUE
-
-
-def _describe(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}"
-        for item in error.errors(include_url=False)
-    )
-
-
-def dead_letter(
-    record: RawRecord, reason: DeadLetterReason, error: str, event_id: str | None = None
-) -> DeadLetter:
-    return DeadLetter(
-        reason=reason,
-        error=error,
-        source_topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        raw=record.value or b"",
-        event_id=event_id,
-    )
-
-
 def decode_scan_event(record: RawRecord) -> ScanEvent | DeadLetter:
-    """Turns one raw record into a ScanEvent, or a DeadLetter naming what is wrong with it."""
-
-    def dead(reason: DeadLetterReason, error: str, event_id: str | None = None) -> DeadLetter:
-        return dead_letter(record, reason, error, event_id)
-
-    if not record.value:
-        return dead(DeadLetterReason.EMPTY_MESSAGE, "the record has no value")
-    try:
-        record.value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return dead(DeadLetterReason.INVALID_UTF8, f"value is not valid UTF-8: {exc}")
-    try:
-        payload = orjson.loads(record.value)
-    except orjson.JSONDecodeError as exc:
-        return dead(DeadLetterReason.INVALID_JSON, f"value is not JSON: {exc}")
-    if not isinstance(payload, dict):
-        return dead(
-            DeadLetterReason.NOT_AN_OBJECT,
-            f"a scan event is a JSON object, got {type(payload).__name__}",
-        )
-    try:
-        return ScanEvent.model_validate(payload)
-    except ValidationError as exc:
-        event_id = payload.get("event_id")
-        return dead(
-            _reason_for(exc), _describe(exc), event_id if isinstance(event_id, str) else None
-        )
+    return decode_record(record, ScanEvent)
 
 
 def action_for(score: float, threshold: float, block_score: float) -> Action:
@@ -230,17 +166,28 @@ class Scorer:
 
 
 class VerdictSink:
-    """Delivers a scored batch: verdicts and dead letters to Kafka, flagged verdicts to Redis."""
+    """Delivers a scored batch: flagged verdicts to Redis, verdicts and dead letters to Kafka.
+
+    Each step is retried until it succeeds (l2loop.resilience): an outage of either holds
+    the batch, and its offsets stay unacknowledged until both steps are done.
+    """
 
     def __init__(
-        self, publish: Publish, store: VerdictStore, *, verdicts_topic: str, dlq_topic: str
+        self,
+        publish: Publish,
+        store: VerdictStore,
+        *,
+        verdicts_topic: str,
+        dlq_topic: str,
+        backoff: Backoff,
     ) -> None:
         self._publish = publish
         self._store = store
         self._verdicts_topic = verdicts_topic
         self._dlq_topic = dlq_topic
+        self._backoff = backoff
 
-    async def deliver(self, batch: ScoredBatch) -> None:
+    async def _publish_all(self, batch: ScoredBatch) -> None:
         # Buffer everything first, then wait for all deliveries together: one round of
         # acknowledgements per batch instead of one per record.
         pending = [
@@ -251,9 +198,31 @@ class VerdictSink:
             await self._publish(self._dlq_topic, letter.key, to_bytes(letter))
             for letter in batch.dead_letters
         ]
-        if batch.flagged:
-            await self._store.put_many(batch.flagged)
         await asyncio.gather(*pending)
+
+    async def deliver(self, batch: ScoredBatch) -> None:
+        # Redis first: while it is down no verdict of the batch is published, so a Redis
+        # outage holds the batch without publishing anything twice. A broker failure
+        # part-way re-sends the whole batch (at-least-once; readers dedupe by event id).
+        if batch.flagged:
+            await retry_until_done(
+                lambda: self._store.put_many(batch.flagged),
+                dependency="redis",
+                what="store_flagged_verdicts",
+                backoff=self._backoff,
+            )
+        await retry_until_done(
+            lambda: self._publish_all(batch),
+            dependency="kafka",
+            what="publish_verdicts",
+            backoff=self._backoff,
+        )
+        EVENTS_SCORED.inc(len(batch.verdicts))
+        for verdict in batch.verdicts:
+            VERDICTS.labels(verdict.action).inc()
+            MODEL_SECONDS_PER_PROMPT.observe(verdict.model_ms / 1000.0)
+        for letter in batch.dead_letters:
+            DEAD_LETTERS.labels(letter.reason.value).inc()
 
 
 def register_score_agent(app: faust.App, settings: Settings) -> None:
@@ -292,6 +261,7 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
         await models.refresh()
 
     @app.agent(source, name="score")
+    @crash_only("score")
     async def score(stream: faust.StreamT[bytes]) -> None:
         # A model promoted while this worker was down is the one to score with from the start.
         await models.refresh()
@@ -300,36 +270,34 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
             store,
             verdicts_topic=settings.topic(SCAN_VERDICTS),
             dlq_topic=settings.topic(SCAN_EVENTS_DLQ),
+            backoff=settings.backoff,
         )
         log.info(
             "score_agent_started",
             model=models.current.manifest.name,
             version=models.current.version,
         )
-        try:
-            # StreamT does not declare take_events; the agent is always handed a Stream.
-            batches = cast(Stream[bytes], stream).take_events(
-                settings.batch_size, settings.batch_within_s
-            )
-            async for events in batches:
-                records = [
-                    RawRecord(
-                        event.message.topic,
-                        event.message.partition,
-                        event.message.offset,
-                        event.message.key,
-                        event.message.value,
-                    )
-                    for event in events
-                ]
-                batch = await scorer.score(records)
-                await sink.deliver(batch)
-                log.debug(
-                    "batch_delivered",
-                    records=len(records),
-                    verdicts=len(batch.verdicts),
-                    dead_letters=len(batch.dead_letters),
-                    flagged=len(batch.flagged),
+        # StreamT does not declare take_events; the agent is always handed a Stream.
+        batches = cast(Stream[bytes], stream).take_events(
+            settings.batch_size, settings.batch_within_s
+        )
+        async for events in batches:
+            records = [
+                RawRecord(
+                    event.message.topic,
+                    event.message.partition,
+                    event.message.offset,
+                    event.message.key,
+                    event.message.value,
                 )
-        finally:
-            await store.close()
+                for event in events
+            ]
+            batch = await scorer.score(records)
+            await sink.deliver(batch)
+            log.debug(
+                "batch_delivered",
+                records=len(records),
+                verdicts=len(batch.verdicts),
+                dead_letters=len(batch.dead_letters),
+                flagged=len(batch.flagged),
+            )

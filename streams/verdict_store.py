@@ -15,11 +15,15 @@ from schemas.verdicts import StoredVerdict
 
 
 def connect(dsn: str) -> aioredis.Redis:
-    # Retries as data: a restarting Redis delays a batch rather than crashing the agent.
+    # One quick retry absorbs a dropped idle connection; a real outage surfaces at once, to
+    # be waited out (and logged, attempt by attempt) by l2loop.resilience. Timeouts bound
+    # every call, so a Redis that hangs rather than refuses is an outage too.
     return aioredis.Redis.from_url(
         dsn,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
         health_check_interval=30,
     )
 

@@ -143,7 +143,9 @@ class TestInProcess(ScoringBehaviour):
                 store = VerdictStore(
                     connect(settings.redis_dsn), key_prefix=settings.topic_prefix, ttl_s=60
                 )
-                sink = VerdictSink(publish, store, verdicts_topic="v", dlq_topic="d")
+                sink = VerdictSink(
+                    publish, store, verdicts_topic="v", dlq_topic="d", backoff=settings.backoff
+                )
                 records = [RawRecord("in", 0, i, None, v) for i, v in enumerate(values)]
                 await sink.deliver(await scorer.score(records))
                 await store.close()
