@@ -78,6 +78,7 @@ class ManagedProcess:
     argv: list[str]
     port: int
     log_path: Path
+    env: dict[str, str] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -85,6 +86,7 @@ class ManagedProcess:
         with self.log_path.open("ab") as sink:
             self.process = subprocess.Popen(
                 self.argv,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -110,6 +112,11 @@ class ManagedProcess:
         raise EmbeddedServiceError(
             f"{self.name} did not listen on port {self.port} in {timeout_s}s"
         )
+
+    @property
+    def exit_code(self) -> int | None:
+        """None while it runs (or before it started), else how it ended."""
+        return None if self.process is None else self.process.poll()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -178,6 +185,8 @@ def _wait_for(
 class EmbeddedEndpoints:
     kafka_broker: str
     redis_url: str
+    # The servers behind them, for a supervisor that restarts one that dies.
+    processes: tuple[ManagedProcess, ...] = ()
 
 
 @contextlib.contextmanager
@@ -206,7 +215,7 @@ def embedded_services(
         if redis:
             _wait_for("redis", redis_url, lambda: redis_answers(redis_url), timeout_s)
         log.info("services_ready", kafka_broker=broker or "-", redis_url=redis_url or "-")
-        yield EmbeddedEndpoints(broker, redis_url)
+        yield EmbeddedEndpoints(broker, redis_url, tuple(processes))
     finally:
         for process in reversed(processes):
             process.stop()

@@ -181,8 +181,16 @@ HEALTH = Health()
 DEFAULT_BACKOFF = Backoff()
 
 
+_MAX_ERROR_CHARS = 300
+
+
 def _describe(error: BaseException) -> str:
-    name, text = type(error).__name__, str(error).strip()
+    name, text = type(error).__name__, " ".join(str(error).split())
+    if len(text) > _MAX_ERROR_CHARS:
+        # Some errors quote the whole request (a pipeline of a batch's values); one log
+        # line must stay one readable line.
+        half = _MAX_ERROR_CHARS // 2
+        text = f"{text[:half]} ... {text[-half:]}"
     if not text or text == name:
         return name
     return text if text.startswith(name) else f"{name}: {text}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,7 +13,7 @@ import click
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from l2loop.embedded import current_pid_alive, embedded_services
+from l2loop.embedded import ManagedProcess, current_pid_alive, embedded_services
 from l2loop.resilience import kafka_answers, redis_answers, wait_until_reachable
 from l2loop.settings import Settings
 from streams.topics import ensure_topics
@@ -28,6 +28,9 @@ class RunningUp(BaseModel):
     kafka_broker: str
     redis_url: str
     topic_prefix: str
+    api_url: str | None = None
+    # What `up` runs, by name, and the pid each runs under now (it changes on a restart).
+    processes: dict[str, int] = {}
 
 
 def _runtime_path(settings: Settings) -> Path:
@@ -43,18 +46,31 @@ def find_running_up(settings: Settings) -> RunningUp | None:
 
 
 @contextlib.contextmanager
-def announce_up(settings: Settings) -> Iterator[None]:
+def announce_up(
+    settings: Settings, *, api_url: str | None = None
+) -> Iterator[Callable[[dict[str, int]], None]]:
+    """Writes ``up.json`` for other terminals; yields a function that rewrites it with the
+    processes' current pids (a supervisor calls it after each restart)."""
     path = _runtime_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = RunningUp(
-        pid=os.getpid(),
-        kafka_broker=",".join(settings.bootstrap_servers),
-        redis_url=settings.redis_dsn,
-        topic_prefix=settings.topic_prefix,
-    )
-    path.write_bytes(orjson.dumps(record.model_dump()))
+
+    def write(processes: dict[str, int]) -> None:
+        record = RunningUp(
+            pid=os.getpid(),
+            kafka_broker=",".join(settings.bootstrap_servers),
+            redis_url=settings.redis_dsn,
+            topic_prefix=settings.topic_prefix,
+            api_url=api_url,
+            processes=processes,
+        )
+        # Readers in other terminals never see a half-written file.
+        staging = path.with_suffix(".tmp")
+        staging.write_bytes(orjson.dumps(record.model_dump()))
+        staging.replace(path)
+
+    write({})
     try:
-        yield
+        yield write
     finally:
         path.unlink(missing_ok=True)
 
@@ -79,19 +95,27 @@ def attached_settings(settings: Settings) -> Settings:
 
 
 @contextlib.contextmanager
-def serving_settings(settings: Settings) -> Iterator[Settings]:
-    """Settings for serving commands: embedded services stand in for any that are unset."""
+def serving(settings: Settings) -> Iterator[tuple[Settings, tuple[ManagedProcess, ...]]]:
+    """Settings for serving commands: embedded services stand in for any that are unset.
+    Also yields the embedded servers' processes (none when all are configured)."""
     need_kafka, need_redis = settings.kafka_broker is None, settings.redis_url is None
     if not (need_kafka or need_redis):
-        yield settings
+        yield settings, ()
         return
     with embedded_services(
         settings.data_dir / "embedded", kafka=need_kafka, redis=need_redis
     ) as ep:
-        yield settings.with_services(
+        live = settings.with_services(
             settings.kafka_broker or ep.kafka_broker,
             settings.redis_dsn if settings.redis_url else ep.redis_url,
         )
+        yield live, ep.processes
+
+
+@contextlib.contextmanager
+def serving_settings(settings: Settings) -> Iterator[Settings]:
+    with serving(settings) as (live, _):
+        yield live
 
 
 def redis_address(dsn: str) -> str:

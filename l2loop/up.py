@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-import click
 import orjson
 
-from l2loop.embedded import free_port
-from l2loop.services import announce_up, serving_settings
+from l2loop.embedded import ManagedProcess, free_port
+from l2loop.services import announce_up, redis_address, serving
 from l2loop.settings import Settings
+from l2loop.supervision import Supervised, Supervisor
 from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
 from workers.demo_traffic import Prompt, run_demo_traffic
 
@@ -72,7 +70,9 @@ def _epoch(value: object) -> float:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
-async def _summarise(settings: Settings, stop: asyncio.Event, out: TextIO) -> None:
+async def _summarise(
+    settings: Settings, stop: asyncio.Event, out: TextIO, supervisor: Supervisor
+) -> None:
     from aiokafka import AIOKafkaConsumer
 
     verdicts, dlq = settings.topic(SCAN_VERDICTS), settings.topic(SCAN_EVENTS_DLQ)
@@ -101,6 +101,8 @@ async def _summarise(settings: Settings, stop: asyncio.Event, out: TextIO) -> No
             if now >= next_print:
                 next_print = now + 1.0
                 text = summary.line(now)
+                if supervisor.notice:
+                    text += f"  | {supervisor.notice}"
                 out.write(f"\r\x1b[2K{text}" if tty else f"{text}\n")
                 out.flush()
     finally:
@@ -108,39 +110,15 @@ async def _summarise(settings: Settings, stop: asyncio.Event, out: TextIO) -> No
         out.write("\n")
 
 
-@contextlib.contextmanager
-def worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, **settings.to_env()}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "l2loop", "worker"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-async def _watch_worker(process: subprocess.Popen[bytes], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        if process.poll() is not None:
-            stop.set()
-            raise click.ClickException(
-                f"the scoring worker exited with code {process.returncode}; see its log"
-            )
-        await asyncio.sleep(0.5)
+def worker_process(settings: Settings, log_path: Path) -> ManagedProcess:
+    """``l2loop worker`` as a child ``up`` supervises; it listens on its web port when up."""
+    return ManagedProcess(
+        "worker",
+        [sys.executable, "-m", "l2loop", "worker"],
+        settings.web_port,
+        log_path,
+        env={**os.environ, **settings.to_env()},
+    )
 
 
 async def _run(
@@ -148,7 +126,7 @@ async def _run(
     prompts: Sequence[Prompt],
     rate: float,
     duration_s: float,
-    worker: subprocess.Popen[bytes],
+    supervisor: Supervisor,
     out: TextIO,
 ) -> None:
     stop = asyncio.Event()
@@ -158,7 +136,7 @@ async def _run(
     if duration_s > 0:
         loop.call_later(duration_s, stop.set)
     await asyncio.gather(
-        _watch_worker(worker, stop),
+        supervisor.watch(stop),
         run_demo_traffic(
             settings.bootstrap_servers,
             settings.topic(SCAN_EVENTS),
@@ -166,7 +144,7 @@ async def _run(
             rate_per_s=rate,
             stop=stop,
         ),
-        _summarise(settings, stop, out),
+        _summarise(settings, stop, out, supervisor),
     )
 
 
@@ -178,14 +156,28 @@ def run_up(
     duration_s: float,
     out: TextIO = sys.stdout,
 ) -> None:
-    with serving_settings(settings.model_copy(update={"web_port": free_port()})) as live:
+    with serving(settings.model_copy(update={"web_port": free_port()})) as (live, services):
         asyncio.run(ensure_topics(live))
         log_path = live.data_dir / "logs" / "worker.log"
         out.write(
-            f"l2loop up: broker={','.join(live.bootstrap_servers)} redis={live.redis_dsn} "
-            f"prefix={live.topic_prefix} model={live.model_dir.name}\n"
+            f"l2loop up: broker={','.join(live.bootstrap_servers)} "
+            f"redis={redis_address(live.redis_dsn)} prefix={live.topic_prefix} "
+            f"model={live.model_dir.name}\n"
             f"worker log: {log_path}   other terminals: `l2loop tail scan-verdicts`   "
             f"stop: Ctrl-C\n"
         )
-        with announce_up(live), worker_process(live, log_path) as worker:
-            asyncio.run(_run(live, prompts, rate, duration_s, worker, out))
+        worker = worker_process(live, log_path)
+        children = [
+            # The embedded broker keeps topics in memory: a restarted one has none.
+            Supervised(p, (lambda: ensure_topics(live)) if p.name == "tansu" else None)
+            for p in services
+        ]
+        supervisor = Supervisor([*children, Supervised(worker)])
+        with announce_up(live) as publish_pids:
+            worker.start()
+            supervisor.on_change = publish_pids
+            publish_pids(supervisor.pids)
+            try:
+                asyncio.run(_run(live, prompts, rate, duration_s, supervisor, out))
+            finally:
+                worker.stop(timeout_s=live.shutdown_timeout_s + 5)

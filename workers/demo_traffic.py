@@ -76,6 +76,13 @@ MALFORMED: tuple[tuple[DeadLetterReason, Callable[[str], bytes]], ...] = (
     (DeadLetterReason.INVALID_VALUE, lambda eid: _with(eid, event_id="has spaces " + eid)),
     (DeadLetterReason.UNKNOWN_FIELD, lambda eid: _with(eid, colour="blue")),
     (DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION, lambda eid: _with(eid, schema_version=2)),
+    # Valid JSON that Python cannot represent: a timestamp past year 9999 once escaped
+    # validation as an OSError and stopped the agent; a number beyond a double.
+    (DeadLetterReason.INVALID_VALUE, lambda eid: _with(eid, ts=10**19)),
+    (
+        DeadLetterReason.INVALID_VALUE,
+        lambda eid: _with(eid, ts=0).replace(b'"ts":0', b'"ts":1e400'),
+    ),
 )
 
 
