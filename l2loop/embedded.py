@@ -48,7 +48,9 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # A crashed parent must not leave brokers behind on a shared machine.
+    # A crashed parent must not leave brokers behind on a shared machine. Linux delivers
+    # the signal when the *thread* that forked exits: start children from a long-lived
+    # thread (the main one), never from a pool thread.
     if sys.platform == "linux":
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -62,7 +62,9 @@ class Supervisor:
         # A process that dies again at once is restarted less and less eagerly.
         await asyncio.sleep(self.backoff.delay(child.restarts))
         try:
-            await asyncio.to_thread(child.process.start)
+            # Started from this thread, not a pool thread: a child asks to die with its
+            # parent, and for Linux the parent is the thread that forked it.
+            child.process.start()
             await asyncio.to_thread(child.process.wait_until_listening, 60.0)
             if child.after_restart is not None:
                 await child.after_restart()

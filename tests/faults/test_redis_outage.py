@@ -22,7 +22,9 @@ async def _kill_mid_stream(
     await asyncio.sleep(after_s)
     redis.kill()
     await asyncio.sleep(outage_s)
-    await asyncio.to_thread(redis.start)
+    # Forked from this thread: the server dies with the thread that started it.
+    redis.process.start()
+    await asyncio.to_thread(redis.process.wait_until_listening)
     await send
 
 
@@ -80,6 +82,7 @@ def test_sigterm_stops_a_worker_that_is_waiting_out_an_outage(
     asyncio.run(ensure_topics(settings))
     values, _ = make_traffic(400, 0, seed=3)
     worker = start_worker(settings, tmp_path)
+    wait_for_log(worker, "event=score_agent_started")
     redis.kill()
     asyncio.run(send_paced(settings, values, per_second=200))
     wait_for_log(worker, "event=dependency_unavailable")
