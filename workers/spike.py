@@ -23,7 +23,7 @@ from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.settings import Settings
 from l2model.contract import MANIFEST_FILE, Manifest
-from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
+from l2model.registry import CurrentModel, ModelPointer, ModelRegistry, RegistryError
 from streams.verdict_store import connect
 
 log = get_logger(__name__)
@@ -74,6 +74,13 @@ async def _ensure_pointer(
     """The current pointer, set first to the configured model when nothing was promoted yet,
     so that the spike's rollback has a model to return to."""
     current = await pointer.current()
+    if current is not None and current.version == settings.spike_model_version:
+        # A spike whose process died before its rollback: undo it before starting another.
+        log.warning("spike_left_over", spike=current.version)
+        with contextlib.suppress(RegistryError):
+            current = await pointer.rollback()
+        if current.version == settings.spike_model_version:
+            current = None
     if current is not None:
         return current
     version = Manifest.read(settings.model_dir).version
@@ -94,7 +101,7 @@ async def _end_spike(pointer: ModelPointer, version: str) -> None:
     log.info("spike_ended", spike=version, current=restored.version)
 
 
-async def spike_once(
+async def _spike(
     settings: Settings, client: aioredis.Redis, stop: asyncio.Event, for_s: float
 ) -> None:
     registry = ModelRegistry(settings.registry_dir)
@@ -143,6 +150,6 @@ async def run_spike(settings: Settings, stop: asyncio.Event, *, at_s: float, for
         return
     client = connect(settings.redis_dsn)
     try:
-        await spike_once(settings, client, stop, for_s)
+        await _spike(settings, client, stop, for_s)
     finally:
         await client.aclose()

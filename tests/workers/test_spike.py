@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+import redis
 
+from l2loop.settings import Settings
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
 from l2model.golden import load_golden
-from l2model.registry import ModelRegistry
+from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
 from l2model.runtime import L2Model
+from streams.verdict_store import connect
 from tests.fixtures.models import MakeModel
-from workers.spike import register_spike_model
+from workers.spike import register_spike_model, run_spike
 
 
 def _benign_flag_rate(model: L2Model) -> float:
@@ -48,3 +52,46 @@ def test_a_version_taken_by_another_model_is_refused(
     registry.add(make_model_dir("0.0.1"))
     with pytest.raises(ValueError, match="SPIKE_MODEL_VERSION"):
         register_spike_model(registry, default_model_dir(), version="0.0.1", threshold=0.01)
+
+
+async def _spike_and_read_pointer(settings: Settings) -> CurrentModel | None:
+    await run_spike(settings, asyncio.Event(), at_s=0.0, for_s=0.1)
+    client = connect(settings.redis_dsn)
+    try:
+        return await ModelPointer(client, key_prefix=settings.topic_prefix).current()
+    finally:
+        await client.aclose()
+
+
+def test_with_nothing_promoted_the_spike_returns_to_the_configured_model(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    current = asyncio.run(_spike_and_read_pointer(settings))
+    base = Manifest.read(settings.model_dir)
+    assert current is not None and current.version == base.version
+    registry = ModelRegistry(settings.registry_dir)
+    assert {m.version for m in registry.versions()} == {base.version, settings.spike_model_version}
+
+
+def test_a_spike_left_over_by_a_killed_demo_is_undone_first(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    registry = ModelRegistry(settings.registry_dir)
+    base = registry.add(default_model_dir())
+    register_spike_model(
+        registry,
+        default_model_dir(),
+        version=settings.spike_model_version,
+        threshold=settings.spike_threshold,
+    )
+
+    async def die_mid_spike() -> None:
+        client = connect(settings.redis_dsn)
+        pointer = ModelPointer(client, key_prefix=settings.topic_prefix)
+        await pointer.promote(registry, base.version)
+        await pointer.promote(registry, settings.spike_model_version)
+        await client.aclose()
+
+    asyncio.run(die_mid_spike())
+    current = asyncio.run(_spike_and_read_pointer(settings))
+    assert current is not None and current.version == base.version
