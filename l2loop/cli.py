@@ -92,6 +92,40 @@ def up(settings: Settings, rate: float, duration: float) -> None:
 
 
 @main.command()
+@click.option(
+    "--per-min",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="probes per minute  [default: L2LOOP_CANARY_PROBES_PER_MIN]",
+)
+@click.option("--duration", default=0.0, show_default=True, help="seconds to run; 0 = until Ctrl-C")
+@click.pass_obj
+def canary(settings: Settings, per_min: float | None, duration: float) -> None:
+    """Send golden-set canary probes to scan-events (the configured broker, or a running
+    `l2loop up`), labelled with their ground truth, until Ctrl-C."""
+    import signal
+
+    from l2loop.services import attached_settings
+    from workers.canary import run_canary
+
+    live = attached_settings(settings)
+    if per_min is not None:
+        live = live.model_copy(update={"canary_probes_per_min": per_min})
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        if duration > 0:
+            loop.call_later(duration, stop.set)
+        return await run_canary(live, stop)
+
+    sent = asyncio.run(run())
+    click.echo(f"sent {sent} canary probes to {live.topic('scan-events')}")
+
+
+@main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--topic", default="scan-events", show_default=True, help="topic, without prefix")
 @click.pass_obj

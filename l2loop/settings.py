@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     retry_cap_s: float = Field(5.0, gt=0)
     shutdown_timeout_s: float = Field(8.0, gt=0)
 
+    # Canary probes (workers/canary.py): golden-set prompts with known labels, sent to
+    # scan-events as a tenant of their own, so that windows tell them from production; and
+    # the demo's FP spike (workers/spike.py), an over-sensitive copy of the model promoted
+    # for a while through the registry.
+    canary_probes_per_min: float = Field(60.0, gt=0)
+    canary_tenant_id: str = Field("l2loop-canary", pattern=r"^\S+$")
+    canary_tick_s: float = Field(1.0, gt=0)
+    golden_version: str = "v1"
+    spike_threshold: float = Field(0.01, gt=0, lt=1)
+    spike_model_version: str = Field("0.0.1", pattern=r"^\d+\.\d+\.\d+$")
+
     # The HTTP service (`l2loop api`)
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)

@@ -40,6 +40,7 @@ from l2model.contract import (
 from l2model.corpus import DEFAULT_SIZE, generate_corpus, split_corpus, write_split
 from l2model.evaluation import corpus_report, threat_scores
 from l2model.features import Graph, TextFeaturiser, default_paths
+from l2model.golden import refuse_golden
 from l2model.record import TrainingRecord
 from l2model.runtime import TextFeed, run_session, session_for
 from l2model.training import (
@@ -152,6 +153,7 @@ class LiteModel:
 
 def train_lite(train: Sequence[TrainingRecord]) -> LiteModel:
     texts = [r.text for r in train]
+    refuse_golden(texts, what="the lite model's training set")
     weights = np.array([r.weight_multiplier for r in train])
     featuriser = TextFeaturiser(default_paths())
     # One thread: with two, the solvers' sums come out in a different order and the weights

@@ -47,6 +47,7 @@ from l2model.contract import (
 )
 from l2model.corpus import DEFAULT_SIZE, generate_corpus, split_corpus
 from l2model.evaluation import corpus_report, threat_scores
+from l2model.golden import refuse_golden
 from l2model.record import TrainingRecord
 from l2model.runtime import ATTENTION_MASK, INPUT_IDS, TokenFeed, run_session, session_for
 from l2model.training import (
@@ -220,6 +221,7 @@ def train_minilm(
     model: MiniLMClassifier, feed: TokenFeed, train: Sequence[TrainingRecord], seed: int
 ) -> dict[str, object]:
     """Fine-tunes the top encoder layers and the heads on ``train``; returns the loss curve."""
+    refuse_golden([r.text for r in train], what="the minilm model's training set")
     started = time.monotonic()
     cache, lengths = _cache_lower(model, feed, [r.text for r in train])
     log.info("cached the lower layers on %d prompts in %.0f s", len(train), _since(started))

@@ -12,6 +12,7 @@ import orjson
 from l2model.contract import OUTPUT_BINARY, Manifest
 from l2model.corpus import CorpusSplit
 from l2model.evaluation import MAX_FP_RATE, choose_threshold, corpus_report, threat_scores
+from l2model.golden import refuse_golden
 from l2model.record import TrainingRecord
 
 # Benign 1.0, malicious 1.5: the class weights the retraining handoff prescribes.
@@ -22,6 +23,8 @@ def validation_threshold(
     records: Sequence[TrainingRecord], outputs: dict[str, np.ndarray]
 ) -> float:
     """``choose_threshold`` on the validation split's outputs, rounded for the manifest."""
+    # Choosing a threshold fits the model to these records as much as training does.
+    refuse_golden([r.text for r in records], what="the threshold's validation set")
     return round(
         choose_threshold(
             np.array([r.label for r in records]),

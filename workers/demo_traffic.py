@@ -1,5 +1,6 @@
-"""Demo traffic: a steady stream of scan events, some canaries, and malformed records of
-every kind the scorer must dead-letter. ``l2loop up`` runs it; the tests reuse its pieces."""
+"""Demo traffic: a steady stream of scan events and malformed records of every kind the
+scorer must dead-letter; canary probes come from the canary job (``workers/canary.py``).
+``l2loop up`` runs it; the tests reuse its pieces."""
 
 from __future__ import annotations
 
@@ -98,7 +99,9 @@ async def run_demo_traffic(
     *,
     rate_per_s: float,
     malformed_share: float = 0.02,
-    canary_share: float = 0.05,
+    # Off by default: demo prompts are not golden prompts, and the window agent would count
+    # them as canaries. Tests of ground-truth pass-through set it.
+    canary_share: float = 0.0,
     seed: int = 7,
     stop: asyncio.Event,
 ) -> int:

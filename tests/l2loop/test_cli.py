@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,22 @@ def test_model_promote_list_rollback(topics: Settings, make_model_dir) -> None:
     assert again.exit_code != 0 and "nothing to roll back" in again.output
     unknown = runner.invoke(main, ["model", "promote", "7.7.7"], env=env)
     assert unknown.exit_code != 0 and "not in the registry" in unknown.output
+
+
+def test_canary_sends_labelled_probes(topics: Settings) -> None:
+    runner = CliRunner()
+    sent = runner.invoke(
+        main, ["canary", "--per-min", "600", "--duration", "2"], env=env_of(topics)
+    )
+    assert sent.exit_code == 0, sent.output
+    found = re.search(r"sent (\d+) canary probes", sent.output)
+    assert found is not None, sent.output
+    count = int(found.group(1))
+    assert count >= 1
+    tailed = runner.invoke(
+        main, ["tail", "scan-events", "--from-beginning", "--idle-exit", "2"], env=env_of(topics)
+    )
+    events = [orjson.loads(line)["value"] for line in tailed.stdout.strip().splitlines()]
+    assert len(events) == count
+    assert all(e["tenant_id"] == topics.canary_tenant_id for e in events)
+    assert all(e["ground_truth"]["source"] == "canary" for e in events)
