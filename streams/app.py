@@ -8,6 +8,7 @@ import schemas.codec
 import streams.transport  # noqa: F401  (registers the l2kafka:// transport)
 from l2loop.settings import Settings
 from streams.scoring import register_score_agent
+from streams.windows import register_window_agent
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -33,4 +34,5 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.session_timeout_s / 3,
     )
     register_score_agent(app, settings)
+    register_window_agent(app, settings)
     return app

@@ -12,12 +12,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import faust
 import orjson
 from faust.streams import Stream
-from pydantic import ValidationError
+from faust.types import EventT
+from pydantic import BaseModel, ValidationError
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
@@ -33,6 +34,8 @@ from streams.verdict_store import VerdictStore, connect
 
 log = get_logger(__name__)
 
+M = TypeVar("M", bound=BaseModel)
+
 # (topic, key, value) -> awaitable that resolves once the record is buffered and returns the
 # delivery future; both aiokafka's and Faust's producers fit behind it.
 Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
@@ -45,6 +48,20 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+def raw_records(events: Sequence[EventT[Any]]) -> list[RawRecord]:
+    """The raw records of a batch that ``take_events`` handed an agent."""
+    return [
+        RawRecord(
+            event.message.topic,
+            event.message.partition,
+            event.message.offset,
+            event.message.key,
+            event.message.value,
+        )
+        for event in events
+    ]
 
 
 @dataclass
@@ -95,8 +112,11 @@ def dead_letter(
     )
 
 
-def decode_scan_event(record: RawRecord) -> ScanEvent | DeadLetter:
-    """Turns one raw record into a ScanEvent, or a DeadLetter naming what is wrong with it."""
+def decode_record(record: RawRecord, model: type[M], what: str) -> M | DeadLetter:
+    """Turns one raw record into a ``model``, or a DeadLetter naming what is wrong with it.
+
+    Total: whatever bytes arrive, it returns; ``what`` names the record in errors.
+    """
 
     def dead(reason: DeadLetterReason, error: str, event_id: str | None = None) -> DeadLetter:
         return dead_letter(record, reason, error, event_id)
@@ -114,15 +134,19 @@ def decode_scan_event(record: RawRecord) -> ScanEvent | DeadLetter:
     if not isinstance(payload, dict):
         return dead(
             DeadLetterReason.NOT_AN_OBJECT,
-            f"a scan event is a JSON object, got {type(payload).__name__}",
+            f"{what} is a JSON object, got {type(payload).__name__}",
         )
     try:
-        return ScanEvent.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         event_id = payload.get("event_id")
         return dead(
             _reason_for(exc), _describe(exc), event_id if isinstance(event_id, str) else None
         )
+
+
+def decode_scan_event(record: RawRecord) -> ScanEvent | DeadLetter:
+    return decode_record(record, ScanEvent, "a scan event")
 
 
 def action_for(score: float, threshold: float, block_score: float) -> Action:
@@ -312,16 +336,7 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
                 settings.batch_size, settings.batch_within_s
             )
             async for events in batches:
-                records = [
-                    RawRecord(
-                        event.message.topic,
-                        event.message.partition,
-                        event.message.offset,
-                        event.message.key,
-                        event.message.value,
-                    )
-                    for event in events
-                ]
+                records = raw_records(events)
                 batch = await scorer.score(records)
                 await sink.deliver(batch)
                 log.debug(
