@@ -123,23 +123,23 @@ for key, ttl in pairs(expiring) do redis.call('EXPIRE', key, ttl) end
 return {conflicts, windows}
 """
 
-# ARGV[1] key prefix, ARGV[2] NO_MODEL, then (field, revision, json) triples. A window's
-# JSON is replaced only by one of an equal or higher revision, so a slow worker never
-# overwrites a newer one; an hour's NO_MODEL placeholder goes once a model version has a
-# window there.
+# ARGV[1] the latest hash, ARGV[2] its revisions, ARGV[3] NO_MODEL, then (field, revision,
+# json) triples. A window's JSON is replaced only by one of an equal or higher revision, so
+# a slow worker never overwrites a newer one; an hour's NO_MODEL placeholder goes once a
+# model version has a window there.
 _SAVE_LATEST = """
-local p, NO_MODEL = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 3 do
+local latest, revisions, NO_MODEL = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV, 3 do
   local field, revision = ARGV[i], tonumber(ARGV[i + 1])
-  local stored = tonumber(redis.call('HGET', p .. 'latest_rev', field) or '0')
+  local stored = tonumber(redis.call('HGET', revisions, field) or '0')
   if revision >= stored then
-    redis.call('HSET', p .. 'latest_rev', field, revision)
-    redis.call('HSET', p .. 'latest', field, ARGV[i + 2])
+    redis.call('HSET', revisions, field, revision)
+    redis.call('HSET', latest, field, ARGV[i + 2])
   end
-  local start, version = string.match(field, '^(.*)|(.*)$')
+  local start, version = string.match(field, '^([^|]*)|(.*)$')
   if version ~= NO_MODEL then
-    redis.call('HDEL', p .. 'latest', start .. '|' .. NO_MODEL)
-    redis.call('HDEL', p .. 'latest_rev', start .. '|' .. NO_MODEL)
+    redis.call('HDEL', latest, start .. '|' .. NO_MODEL)
+    redis.call('HDEL', revisions, start .. '|' .. NO_MODEL)
   end
 end
 return 0
@@ -149,10 +149,6 @@ return 0
 def latest_key(topic_prefix: str) -> str:
     """The Redis hash of each window's newest WindowStats JSON (read by the API and alerts)."""
     return f"{topic_prefix}windows:latest"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _pairs(flat: Sequence[bytes]) -> dict[str, int]:
@@ -218,20 +214,12 @@ class RedisWindowState:
         )
 
     async def save_latest(self, stats: Sequence[WindowStats]) -> None:
-        args: list[Any] = [self._prefix, NO_MODEL]
+        latest = latest_key(self._topic_prefix)
+        args: list[Any] = [latest, f"{latest}_rev", NO_MODEL]
         for window in stats:
             field = window_field(epoch_ms(window.window_start), window.model_version)
             args += [field, window.revision, to_bytes(window)]
         await self._save_latest(args=args)
-
-    async def latest(self) -> dict[str, WindowStats]:
-        """Every window's newest WindowStats, by ``"{start}|{version}"``."""
-        raw = await self._client.hgetall(latest_key(self._topic_prefix))
-        return {_text(name): WindowStats.model_validate_json(value) for name, value in raw.items()}
-
-    async def totals(self) -> dict[str, int]:
-        raw = await self._client.hgetall(f"{self._prefix}totals")
-        return {_text(name): int(value) for name, value in raw.items()}
 
     async def close(self) -> None:
         await self._client.aclose()

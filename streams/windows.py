@@ -68,6 +68,10 @@ MODEL_HIST, E2E_HIST = "m:", "e:"
 
 Z_95 = 1.959963984540054
 
+# Scorer duplicates are looked for among the records of the same hour of event time (their
+# own ts, never clamped), whatever the window size.
+DEDUPE_BUCKET_MS = 3_600_000
+
 _EVENT_TIME: TypeAdapter[datetime] = TypeAdapter(EventTime)
 
 # ---------------------------------------------------------------------------------------
@@ -314,9 +318,8 @@ def _verdict_observation(verdict: Verdict, placement: Placement) -> Observation:
         version=verdict.model_version,
         counts={name: n for name, n in counts.items() if n},
         hour_counts={VERDICTS: 1},
-        # Keyed by the hour of the event's own time: a rescored duplicate has another
-        # scored_at, so its clamp may differ, but never its ts.
-        dedupe_set=f"seen:{epoch_ms(verdict.ts) // 3_600_000}",
+        # A rescored duplicate has another scored_at, so its clamp may differ, never its ts.
+        dedupe_set=f"seen:{epoch_ms(verdict.ts) // DEDUPE_BUCKET_MS}",
         member=digest("v", verdict.event_id),
         short_lived=True,
     )
@@ -342,7 +345,7 @@ def _dead_letter_observation(letter: DeadLetter, ts_ms: int, placement: Placemen
             DEAD_LETTERS: 1,
             **({FAILED: 1} if letter.reason is DeadLetterReason.SCORING_FAILED else {}),
         },
-        dedupe_set=f"seen:{ts_ms // 3_600_000}",
+        dedupe_set=f"seen:{ts_ms // DEDUPE_BUCKET_MS}",
         member=digest("d", letter.source_topic, str(letter.partition), str(letter.offset)),
         short_lived=True,
     )

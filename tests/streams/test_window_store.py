@@ -19,8 +19,15 @@ from streams.scoring import RawRecord
 from streams.verdict_store import connect
 from streams.window_store import RedisWindowState, latest_key
 from streams.windows import WindowAggregator
-from tests.streams.test_windows import CONFIG
-from tests.streams.window_records import TOPICS, at, dead_letter, raw, verdict, verdict_records
+from tests.streams.window_records import (
+    CONFIG,
+    TOPICS,
+    at,
+    dead_letter,
+    raw,
+    verdict,
+    verdict_records,
+)
 
 T = TypeVar("T")
 
@@ -50,7 +57,7 @@ def with_states(settings: Settings, n: int, body: Callable[..., Awaitable[T]]) -
 
 def latest(redis_client: redis.Redis, settings: Settings) -> dict[str, WindowStats]:
     return {
-        name.decode(): WindowStats.model_validate_json(value)
+        (name.decode() if isinstance(name, bytes) else name): WindowStats.model_validate_json(value)
         for name, value in redis_client.hgetall(latest_key(settings.topic_prefix)).items()
     }
 
@@ -106,14 +113,14 @@ def test_concurrent_appliers_count_each_record_once(
                 lo = hi
         return out
 
-    async def race(*args: object) -> None:
-        *aggregators, _ = args
+    async def race(*args: WindowAggregator | list[RedisWindowState]) -> None:
+        aggregators = [a for a in args if isinstance(a, WindowAggregator)]
 
         async def walk(aggregator: WindowAggregator) -> None:
             for batch in batches():
                 await aggregator.apply(batch)
 
-        await asyncio.gather(*(walk(a) for a in aggregators))  # type: ignore[arg-type]
+        await asyncio.gather(*(walk(a) for a in aggregators))
 
     with_states(settings, 3, race)
     expected: dict[int, tuple[int, int]] = {}
@@ -129,3 +136,33 @@ def test_concurrent_appliers_count_each_record_once(
     }
     assert got == expected
     assert sum(e for e, _ in got.values()) == 4 * per_partition
+
+
+def test_hour_without_verdicts_shows_under_none_until_a_version_comes(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    start = int(at(8).timestamp())
+
+    async def letters_then_verdict(aggregator: WindowAggregator, _: object) -> None:
+        await aggregator.apply([raw(TOPICS.dead_letters, 0, 0, to_bytes(dead_letter(at(8), 0)))])
+        assert set(latest(redis_client, settings)) == {f"{start}|none"}
+        await aggregator.apply(verdict_records([verdict("e", at(8))]))
+
+    with_states(settings, 1, letters_then_verdict)
+    windows = latest(redis_client, settings)
+    assert set(windows) == {f"{start}|1.0.0"}
+    assert windows[f"{start}|1.0.0"].dead_letters == 1
+
+
+def test_an_older_revision_never_replaces_a_newer_one(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    async def late_save(aggregator: WindowAggregator, states: list[RedisWindowState]) -> None:
+        (older,) = await aggregator.apply(verdict_records([verdict("a", at(1))]))
+        (newer,) = await aggregator.apply(verdict_records([verdict("b", at(1))], first=1))
+        assert (older.revision, newer.revision) == (1, 2)
+        await states[0].save_latest([older])  # a slow worker, late with revision 1
+
+    with_states(settings, 1, late_save)
+    (window,) = latest(redis_client, settings).values()
+    assert (window.revision, window.events) == (2, 2)

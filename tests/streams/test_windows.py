@@ -25,6 +25,8 @@ from streams.windows import (
     wilson,
 )
 from tests.streams.window_records import (
+    CONFIG,
+    HOUR_MS,
     TOPICS,
     MemoryWindowState,
     at,
@@ -34,9 +36,6 @@ from tests.streams.window_records import (
     verdict,
     verdict_records,
 )
-
-HOUR_MS = 3_600_000
-CONFIG = WindowConfig(size_ms=HOUR_MS, grace_ms=7 * 24 * HOUR_MS, future_allowance_ms=300_000)
 
 
 class Harness:

@@ -29,7 +29,7 @@ from schemas.codec import to_bytes
 from schemas.windows import WindowStats
 from streams.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS, ensure_topics
 from streams.window_store import latest_key
-from tests.fixtures.pipeline import WorkerProcess, drain
+from tests.fixtures.pipeline import Drained, WorkerProcess, drain
 from tests.fixtures.services import isolated_settings
 from tests.streams.window_records import at, label
 from workers.demo_traffic import demo_prompts
@@ -247,7 +247,7 @@ def test_replayed_days_are_counted_in_their_hours(reference: ReferenceRun) -> No
         seen.add(v["event_id"])
         hour = hour_of(datetime.fromisoformat(str(v["ts"]).replace("Z", "+00:00")))
         truth = v["ground_truth"]
-        kind = "prod" if truth is None else ("fp" if truth["label"] == 0 else "tp")  # type: ignore[index]
+        kind = "prod" if not isinstance(truth, dict) else ("fp" if truth["label"] == 0 else "tp")
         flagged[(hour, kind)] += bool(v["is_threat"])
     for hour, window in found.items():
         assert window.flagged == flagged[(hour, "prod")], hour
@@ -298,10 +298,10 @@ def test_late_fp_label_moves_the_events_hour_and_re_emits_it(reference: Referenc
     stats_topic = settings.topic(WINDOW_STATS)
     start = after[10].window_start.isoformat().replace("+00:00", "Z")
 
-    def emitted(d: object) -> bool:
+    def emitted(d: Drained) -> bool:
         return any(
             w["window_start"] == start and w["revision"] == after[10].revision
-            for w in d.values(stats_topic)  # type: ignore[attr-defined]
+            for w in d.values(stats_topic)
         )
 
     assert emitted(drain(settings, [stats_topic], emitted, timeout_s=30))

@@ -19,6 +19,7 @@ from streams.windows import (
     PartitionDelta,
     PartitionMark,
     SourcePartition,
+    WindowConfig,
     WindowCounts,
     WindowTopics,
     window_field,
@@ -27,6 +28,8 @@ from streams.windows import (
 TOPICS = WindowTopics(
     verdicts="l2.scan-verdicts", dead_letters="l2.scan-events.dlq", labels="l2.curated-examples"
 )
+HOUR_MS = 3_600_000
+CONFIG = WindowConfig(size_ms=HOUR_MS, grace_ms=7 * 24 * HOUR_MS, future_allowance_ms=300_000)
 # A Monday at midnight, so that hour arithmetic in tests reads plainly.
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 
