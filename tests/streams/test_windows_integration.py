@@ -346,7 +346,15 @@ def test_two_workers_one_killed_count_exactly_like_one(
         for w in workers:
             w.stop()
         client.close()
-    print(f"\nkilled a worker with {killed_at} of {total} verdicts counted")
+    verdicts_topic = settings.topic(SCAN_VERDICTS)
+    published = drain(settings, [verdicts_topic], lambda d: False, timeout_s=1).values(
+        verdicts_topic
+    )
+    duplicates = len(published) - len({v["event_id"] for v in published})
+    print(
+        f"\nkilled a worker with {killed_at} of {total} verdicts counted; the score agent "
+        f"published {duplicates} duplicate verdicts, which the windows did not count"
+    )
     assert workers[0].starts == 2 and 0 < killed_at < total
     assert {h: counts(w) for h, w in found.items()} == {
         h: counts(w) for h, w in reference.windows.items()
