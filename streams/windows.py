@@ -296,23 +296,18 @@ CLAMPED_FUTURE = Counter(
 
 def _verdict_observation(verdict: Verdict, placement: Placement) -> Observation:
     flagged = verdict.is_threat and not verdict.suppressed
-    counts: dict[str, int] = defaultdict(int)
     truth = verdict.ground_truth
     if truth is None:
-        counts[EVENTS] += 1
-        counts[FLAGGED] += flagged
-        counts[SUPPRESSED] += verdict.suppressed
+        counts = {EVENTS: 1, FLAGGED: int(flagged), SUPPRESSED: int(verdict.suppressed)}
     elif truth.label == 1:
-        counts[GT_MALICIOUS] += 1
-        counts[TP] += flagged
+        counts = {GT_MALICIOUS: 1, TP: int(flagged)}
     else:
-        counts[GT_BENIGN] += 1
-        counts[FP] += flagged
-    counts[LATE] += placement.late
-    counts[CLAMPED] += placement.clamped
-    counts[MODEL_HIST + str(latency_bucket(verdict.model_ms))] += 1
+        counts = {GT_BENIGN: 1, FP: int(flagged)}
+    counts[LATE] = int(placement.late)
+    counts[CLAMPED] = int(placement.clamped)
     e2e_ms = (verdict.scored_at - verdict.ts).total_seconds() * 1000.0
-    counts[E2E_HIST + str(latency_bucket(e2e_ms))] += 1
+    counts[MODEL_HIST + str(latency_bucket(verdict.model_ms))] = 1
+    counts[E2E_HIST + str(latency_bucket(e2e_ms))] = 1
     return Observation(
         start_ms=placement.start_ms,
         version=verdict.model_version,
@@ -652,16 +647,8 @@ class WindowAggregator:
                 what="window_marks",
                 backoff=self._backoff,
             )
-            deltas = [
-                delta
-                for source in sources
-                if (
-                    delta := fold_partition(
-                        source, pending[source], marks[source], self._config, self._topics
-                    )
-                )
-                is not None
-            ]
+            # Decoding and folding are CPU work: off the event loop the agents share.
+            deltas = await asyncio.to_thread(self._fold, pending, marks)
             if not deltas:
                 break
             outcome = await retry_until_done(
@@ -688,6 +675,18 @@ class WindowAggregator:
             )
         export_gauges(stats)
         return stats
+
+    def _fold(
+        self,
+        pending: Mapping[SourcePartition, Sequence[RawRecord]],
+        marks: Mapping[SourcePartition, PartitionMark],
+    ) -> list[PartitionDelta]:
+        deltas = []
+        for source, records in pending.items():
+            delta = fold_partition(source, records, marks[source], self._config, self._topics)
+            if delta is not None:
+                deltas.append(delta)
+        return deltas
 
     @staticmethod
     def _count(delta: PartitionDelta) -> None:
