@@ -46,7 +46,7 @@ from schemas.dead_letters import DeadLetter, DeadLetterReason
 from schemas.reports import CuratedExample
 from schemas.verdicts import Verdict
 from schemas.windows import Interval, LatencyQuantiles, Rate, WindowStats
-from streams.scoring import RawRecord, decode_record, raw_records
+from streams.scoring import RawRecord, dead_letter, decode_record, raw_records
 from streams.topics import CURATED_EXAMPLES, SCAN_EVENTS_DLQ, SCAN_VERDICTS, WINDOW_STATS
 from streams.verdict_store import connect
 
@@ -413,6 +413,21 @@ def _reject(delta: PartitionDelta, topic: str, letter: DeadLetter) -> None:
     )
 
 
+def _usable_version(
+    record: RawRecord, labelled: Verdict | CuratedExample, delta: PartitionDelta
+) -> bool:
+    """A model version that cannot be told apart from the pseudo-versions is rejected."""
+    version = labelled.model_version
+    if version and version not in (HOUR, NO_MODEL) and "|" not in version:
+        return True
+    _reject(
+        delta,
+        record.topic,
+        dead_letter(record, DeadLetterReason.INVALID_VALUE, f"unusable model_version {version!r}"),
+    )
+    return False
+
+
 def _observe(
     record: RawRecord, delta: PartitionDelta, config: WindowConfig, topics: WindowTopics
 ) -> Observation | None:
@@ -443,6 +458,8 @@ def _observe_verdict(
     if isinstance(verdict, DeadLetter):
         _reject(delta, record.topic, verdict)
         return None
+    if not _usable_version(record, verdict, delta):
+        return None
     placement = _advance(
         delta, epoch_ms(verdict.ts), epoch_ms(verdict.scored_at), config, RecordKind.VERDICT
     )
@@ -470,6 +487,8 @@ def _observe_label(
     label = decode_record(record, CuratedExample, "a curated example")
     if isinstance(label, DeadLetter):
         _reject(delta, record.topic, label)
+        return None
+    if not _usable_version(record, label, delta):
         return None
     # Labels are late by nature and do not move the watermark; the grace counts back from
     # when the label was accepted.

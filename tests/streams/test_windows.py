@@ -223,12 +223,14 @@ def test_undecodable_records_are_counted_not_fatal() -> None:
             raw(TOPICS.verdicts, 0, 0, b"not json"),
             raw(TOPICS.dead_letters, 0, 0, b'{"reason": "nope"}'),
             raw(TOPICS.labels, 0, 0, b"[1, 2]"),
+            # a model version that would read as the hour's pseudo-window
+            raw(TOPICS.labels, 0, 1, to_bytes(label("e", at(1), at(2), version="*"))),
             *verdict_records([verdict("ok", at(1))], first=1),
         ]
     )
     assert h.state.totals == {
         "rejected:invalid_json": 1,
-        "rejected:invalid_value": 1,
+        "rejected:invalid_value": 2,
         "rejected:not_an_object": 1,
     }
     assert h.window(1).events == 1
