@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from l2loop.resilience import Backoff
 from schemas.codec import to_bytes
@@ -246,7 +247,7 @@ def test_two_model_versions_get_two_windows() -> None:
     assert h.window(2, "1.0.0").events == 1 and h.window(2, "2.0.0").events == 1
 
 
-def test_batching_does_not_change_the_result() -> None:
+def test_batching_and_redelivery_do_not_change_the_result() -> None:
     rng = random.Random(3)
     verdicts = [
         verdict(f"e{i}", at(rng.uniform(0, 72)), flagged=rng.random() < 0.1) for i in range(400)
@@ -256,7 +257,8 @@ def test_batching_does_not_change_the_result() -> None:
     whole.apply(records)
     cut = sorted(rng.sample(range(1, len(records)), 20))
     for lo, hi in zip([0, *cut], [*cut, len(records)], strict=True):
-        pieces.apply(records[lo:hi])
+        # redelivered from somewhere before the piece, as after a rebalance or restart
+        pieces.apply(records[max(0, lo - rng.randint(0, 30)) : hi])
     assert {k: (w.events, w.flagged, w.late_events) for k, w in whole.state.latest.items()} == {
         k: (w.events, w.flagged, w.late_events) for k, w in pieces.state.latest.items()
     }
@@ -319,3 +321,20 @@ def test_the_two_latencies_are_kept_apart() -> None:
     assert w.e2e_latency_ms.p95 is not None and math.isclose(
         w.e2e_latency_ms.p95, 3000.0, rel_tol=0.045
     )
+
+
+def test_gauges_show_the_newest_window() -> None:
+    h = Harness()
+    h.apply(
+        verdict_records(
+            [
+                verdict("a", at(1), version="gauge-1"),
+                verdict("b", at(1), version="gauge-1", flagged=True),
+            ]
+        )
+    )
+    h.apply(verdict_records([verdict("c", at(0), version="gauge-1")], first=2))  # older hour
+    labels = {"model_version": "gauge-1"}
+    assert REGISTRY.get_sample_value("l2loop_window_events", labels) == 2
+    assert REGISTRY.get_sample_value("l2loop_window_flag_rate", labels) == 0.5
+    assert REGISTRY.get_sample_value("l2loop_window_start_seconds", labels) == at(1).timestamp()
