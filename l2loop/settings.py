@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     registry_dir: Path = Path("var/models/registry")
     model_poll_s: float = Field(1.0, gt=0)
 
+    # Event-time windows (streams/windows.py, streams/window_store.py): tumbling windows of
+    # this size; labels and late events update a window for `grace` after its event time;
+    # an event time ahead of its producer's clock by more than the allowance is clamped;
+    # record ids are kept this long to drop the scorer's at-least-once duplicates.
+    window_size_s: int = Field(3600, ge=60)
+    window_grace_s: int = Field(7 * 24 * 3600, ge=0)
+    window_future_allowance_s: int = Field(300, ge=0)
+    window_dedupe_ttl_s: int = Field(3 * 3600, ge=60)
+
     # Resilience (l2loop.resilience): how long a starting process waits for the broker and
     # Redis, the backoff of every retried write, and how long a graceful stop may take.
     startup_timeout_s: float = Field(60.0, gt=0)

@@ -19,6 +19,7 @@ from l2loop.logs import logging_config
 from l2loop.resilience import HEALTH, exit_after
 from l2loop.settings import Settings
 from streams.scoring import register_score_agent
+from streams.windows import register_window_agent
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
     )
     register_score_agent(app, settings)
+    register_window_agent(app, settings)
     _serve_health_and_metrics(app)
     return app
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
+from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
 from schemas.dead_letters import DeadLetter, DeadLetterReason
@@ -28,6 +30,20 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+def raw_records(events: Sequence[EventT[Any]]) -> list[RawRecord]:
+    """The raw records of a batch that ``take_events`` handed an agent."""
+    return [
+        RawRecord(
+            event.message.topic,
+            event.message.partition,
+            event.message.offset,
+            event.message.key,
+            event.message.value,
+        )
+        for event in events
+    ]
 
 
 _TYPE_ERRORS = ("_type", "model_attributes_type")

@@ -27,7 +27,7 @@ from schemas.codec import to_bytes
 from schemas.dead_letters import DeadLetter, DeadLetterReason
 from schemas.events import ScanEvent
 from schemas.verdicts import Action, StoredVerdict, Verdict
-from streams.decoding import RawRecord, dead_letter, decode_record
+from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
 from streams.hot_reload import ModelHolder
 from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from streams.verdict_store import VerdictStore, connect
@@ -282,16 +282,7 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
             settings.batch_size, settings.batch_within_s
         )
         async for events in batches:
-            records = [
-                RawRecord(
-                    event.message.topic,
-                    event.message.partition,
-                    event.message.offset,
-                    event.message.key,
-                    event.message.value,
-                )
-                for event in events
-            ]
+            records = raw_records(events)
             batch = await scorer.score(records)
             await sink.deliver(batch)
             log.debug(
