@@ -147,7 +147,10 @@ def register_curated_sink(app: faust.App, settings: Settings) -> None:
     store = CuratedStore(settings.data_dir, hash_unflagged=settings.hash_unflagged_texts)
     redis_client = connect(settings.redis_dsn)
     suppressions = SuppressionStore(
-        redis_client, key_prefix=settings.topic_prefix, backoff=settings.backoff
+        redis_client,
+        key_prefix=settings.topic_prefix,
+        backoff=settings.backoff,
+        previews=settings.text_ttl_s is None,
     )
     # File writes and fsyncs block: one thread keeps them off the loop and in order.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2-curated")

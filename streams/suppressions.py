@@ -51,7 +51,9 @@ class Suppression(BaseModel):
     event_id: Identifier
     model_version: str
     model_score: Probability
-    preview: str = Field(description=f"the text's first {PREVIEW_CHARS} characters")
+    preview: str = Field(
+        description=f"the text's first {PREVIEW_CHARS} characters; empty under a text TTL"
+    )
 
     @property
     def member(self) -> str:
@@ -82,7 +84,7 @@ def confirms_suppression(example: CuratedExample, quorum: int) -> bool:
     )
 
 
-def suppression_of(example: CuratedExample) -> Suppression:
+def suppression_of(example: CuratedExample, *, preview: bool = True) -> Suppression:
     return Suppression(
         tenant_id=example.tenant_id,
         text_key=text_key(example.text),
@@ -93,7 +95,7 @@ def suppression_of(example: CuratedExample) -> Suppression:
         event_id=example.event_id,
         model_version=example.model_version,
         model_score=example.model_score,
-        preview=example.text[:PREVIEW_CHARS],
+        preview=example.text[:PREVIEW_CHARS] if preview else "",
     )
 
 
@@ -106,9 +108,17 @@ def _still_ended(example: CuratedExample, ended: EndedSuppression) -> bool:
 
 class SuppressionStore:
     def __init__(
-        self, client: aioredis.Redis, *, key_prefix: str, backoff: Backoff = DEFAULT_BACKOFF
+        self,
+        client: aioredis.Redis,
+        *,
+        key_prefix: str,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        previews: bool = True,
     ) -> None:
+        """``previews``: keep the text's first characters for ``l2loop suppressions list``
+        (off when texts may be kept only for a while: suppressions last until a promotion)."""
         self._client = client
+        self._previews = previews
         self._active = f"{key_prefix}suppressions:active"
         self._ended = f"{key_prefix}suppressions:ended"
         self._cutoff = f"{key_prefix}suppressions:cutoff"
@@ -135,7 +145,7 @@ class SuppressionStore:
         wanted: dict[str, tuple[CuratedExample, Suppression]] = {}
         for example in examples:
             if confirms_suppression(example, quorum):
-                made = suppression_of(example)
+                made = suppression_of(example, preview=self._previews)
                 # The earliest confirming revision of a batch is when the suppression was made.
                 wanted.setdefault(made.member, (example, made))
         if not wanted:

@@ -191,3 +191,15 @@ def test_the_scorer_allows_a_suppressed_flagged_event_and_keeps_its_score(
     assert got["a"] == ("allow", True, True, got["p"][3])
     # another tenant's identical prompt is not relieved
     assert got["g"] == (got["p"][0], False, True, got["p"][3])
+
+
+def test_without_previews_no_text_is_kept(settings: Settings, redis_client: redis.Redis) -> None:
+    async def scenario() -> list[str]:
+        client = connect(settings.redis_dsn)
+        store = SuppressionStore(client, key_prefix=settings.topic_prefix, previews=False)
+        await store.create_from([curated_example(QUESTION, reporters=3)], quorum=3)
+        active = await store.active()
+        await client.aclose()
+        return [item.preview for item in active]
+
+    assert asyncio.run(scenario()) == [""]
