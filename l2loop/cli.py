@@ -220,15 +220,33 @@ def _as_utc(moment: datetime) -> datetime:
 @model.command()
 @click.pass_obj
 def rollback(settings: Settings) -> None:
-    """Point the scorers back at the model that was current before the last promotion."""
+    """Point the scorers back at the model that was current before the last promotion. The
+    suppressions that promotion expired apply again: the restored model never learnt them."""
     from l2loop.services import attached_settings
+    from streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
+    registry = ModelRegistry(live.registry_dir)
     try:
+        left = _pointer_call(live, lambda pointer: pointer.current())
         current = _pointer_call(live, lambda pointer: pointer.rollback())
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"current model: {current.version} ({current.path})")
+    if left is None:
+        return
+    try:
+        through = registry.get(current.version).trained_through
+    except RegistryError:
+        through = None
+    restored = _redis_call(
+        live,
+        lambda client: SuppressionStore(client, key_prefix=live.topic_prefix).restore_expired_by(
+            left.version, trained_through=through
+        ),
+    )
+    if restored:
+        click.echo(f"suppressions restored: {len(restored)} (expired by {left.version})")
 
 
 @model.command("list")

@@ -16,6 +16,8 @@ Redis keys (prefix = the topic prefix):
 - ``suppressions:cutoff``: the training-data cut-off of the last promoted model that had one;
   a revision curated before it is already in that model's training data and makes none.
 
+Rolling that model back (``restore_expired_by``) makes what its promotion expired apply again.
+
 A suppression's ``created_at`` is the ``curated_at`` of the revision that confirmed it, so a
 replayed record recreates nothing and changes nothing (HSETNX).
 """
@@ -217,6 +219,30 @@ class SuppressionStore:
             pipe.hset(self._ended, name, ended.model_dump_json())
             await pipe.execute()
         return item
+
+    async def restore_expired_by(
+        self, version: str, *, trained_through: datetime | None
+    ) -> list[Suppression]:
+        """``version`` was rolled back: what its promotion expired applies again, and the
+        cut-off becomes the restored model's (``trained_through``, None when it has none)."""
+        returning = [
+            item.suppression
+            for item in await self.ended()
+            if item.ended == "expired"
+            and item.by == version
+            and (trained_through is None or item.suppression.created_at >= trained_through)
+        ]
+        async with self._client.pipeline(transaction=True) as pipe:
+            for item in returning:
+                pipe.hdel(self._ended, item.member)
+                # One made anew after the expiry, if any, stays as it is.
+                pipe.hsetnx(self._active, item.member, item.model_dump_json())
+            if trained_through is None:
+                pipe.delete(self._cutoff)
+            else:
+                pipe.set(self._cutoff, trained_through.isoformat())
+            await pipe.execute()
+        return returning
 
     async def expire_before(self, trained_through: datetime, *, version: str) -> list[Suppression]:
         """A model whose training data reaches ``trained_through`` was promoted: the

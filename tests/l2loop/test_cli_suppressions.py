@@ -71,6 +71,15 @@ def test_promoting_a_model_trained_through_a_time_expires_older_suppressions(
 ) -> None:
     seed(settings)
     runner, env = CliRunner(), settings.to_env()
+
+    def active_keys() -> list[str]:
+        listed = runner.invoke(main, ["suppressions", "list"], env=env)
+        return sorted(line.split("\t")[1] for line in listed.stdout.strip().splitlines())
+
+    # a model without a known cut-off expires nothing
+    plain = runner.invoke(main, ["model", "promote", str(make_model_dir("1.0.0"))], env=env)
+    assert plain.exit_code == 0 and "suppressions expired" not in plain.output
+
     cutoff = (NOON + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S+0000")
     promoted = runner.invoke(
         main,
@@ -79,14 +88,14 @@ def test_promoting_a_model_trained_through_a_time_expires_older_suppressions(
     )
     assert promoted.exit_code == 0, promoted.output
     assert "suppressions expired: 1" in promoted.output
-    assert ModelRegistry(settings.registry_dir).get("1.1.0").trained_through == NOON + timedelta(
-        days=1
-    )
-    active = runner.invoke(main, ["suppressions", "list"], env=env)
-    assert [line.split("\t")[1] for line in active.stdout.strip().splitlines()] == [text_key(NEW)]
+    trained_through = ModelRegistry(settings.registry_dir).get("1.1.0").trained_through
+    assert trained_through == NOON + timedelta(days=1)
+    assert active_keys() == [text_key(NEW)]
     ended = runner.invoke(main, ["suppressions", "list", "--ended"], env=env)
     assert "expired" in ended.stdout and "1.1.0" in ended.stdout
 
-    # a model without a known cut-off expires nothing
-    plain = runner.invoke(main, ["model", "promote", str(make_model_dir("1.2.0"))], env=env)
-    assert plain.exit_code == 0 and "suppressions expired" not in plain.output
+    # rolled back to a model that never learnt it: the suppression applies again
+    rolled = runner.invoke(main, ["model", "rollback"], env=env)
+    assert rolled.exit_code == 0, rolled.output
+    assert "suppressions restored: 1" in rolled.output
+    assert active_keys() == sorted([text_key(OLD), text_key(NEW)])
