@@ -69,8 +69,9 @@ def redacted(payload: dict[str, Any], at: datetime) -> dict[str, Any]:
 
 @dataclass
 class _FileIndex:
-    """The revisions in one day file, as of ``size`` bytes read."""
+    """The revisions in one day file (inode ``inode``), as of ``size`` bytes read."""
 
+    inode: int = 0
     size: int = 0
     revisions: set[str] = field(default_factory=set)
 
@@ -176,10 +177,12 @@ class CuratedStore:
 
     def _index_for(self, path: Path, handle: IO[bytes]) -> _FileIndex:
         """The file's revisions, read from where this process last stopped; repairs a torn tail."""
-        size = os.fstat(handle.fileno()).st_size
+        stat = os.fstat(handle.fileno())
+        size = stat.st_size
         index = self._indexes.pop(path, None)
-        if index is None or size < index.size:
-            index = _FileIndex()
+        # A redaction (here or in another worker) replaces the file: read it anew.
+        if index is None or index.inode != stat.st_ino or size < index.size:
+            index = _FileIndex(inode=stat.st_ino)
         if size > index.size:
             handle.seek(index.size)
             tail = handle.read(size - index.size)

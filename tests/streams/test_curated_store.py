@@ -131,3 +131,21 @@ def test_texts_older_than_the_ttl_are_dropped_and_the_store_stays_idempotent(
     assert "text" not in redacted_line and redacted_line["example_id"] == old.example_id
     assert list(store.read(date(2000, 1, 1), date(2100, 1, 1))) == [new]
     assert store.append([old]).duplicates == 1
+
+
+def test_two_writers_of_one_day_file_see_each_other_and_survive_a_redaction(
+    tmp_path: Path,
+) -> None:
+    """Two workers' stores on one directory, as when partitions are spread across workers."""
+    old_day = NOON - timedelta(days=100)
+    first, second = CuratedStore(tmp_path), CuratedStore(tmp_path)
+    # short texts: redacting them makes the file longer, not shorter
+    a = curated_example("a?", curated_at=old_day)
+    b = curated_example("b?", curated_at=old_day)
+    first.append([a])
+    assert second.append([a, b]).duplicates == 1
+    assert second.redact_before(NOON.date()) == 2
+    c = curated_example("c?", curated_at=old_day)
+    result = first.append([a, b, c])
+    assert (len(result.written), result.duplicates) == (1, 2)
+    assert [line.get("text") for line in lines(first.path(old_day.date()))] == [None, None, "c?"]
