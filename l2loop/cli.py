@@ -195,6 +195,8 @@ def promote(
             meta = registry.add(
                 Path(target), version=as_version, changes=list(changes), trained_through=cutoff
             )
+        elif cutoff is not None:
+            raise click.UsageError("--trained-through is recorded when a directory is registered")
         else:
             meta = registry.get(target)
         current = _pointer_call(live, lambda pointer: pointer.promote(registry, meta.version))

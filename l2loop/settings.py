@@ -73,8 +73,9 @@ class Settings(BaseSettings):
     # On: the store keeps only the hash of the text of an event the model did not flag (the
     # text of a false-negative report); off: it keeps the text to train on.
     hash_unflagged_texts: bool = False
-    # Set: texts are dropped (only their hashes kept) once older than this, everywhere l2loop
-    # stores them itself: verdict store, curated store files, topics that carry texts.
+    # Set: texts are dropped (only their hashes kept) once older than this where l2loop
+    # stores them itself: verdict store, curated store files, suppressions (no preview), and
+    # the retention of the topics that carry texts when l2loop creates them (README, Privacy).
     text_ttl_s: int | None = Field(None, ge=3600)
 
     @field_validator("topic_prefix")
