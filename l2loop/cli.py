@@ -280,7 +280,8 @@ def suppressions() -> None:
 def suppressions_list(settings: Settings, tenant: str | None, ended: bool) -> None:
     """One line each: tenant, text key, when it was made, reporters, source, text preview."""
     from l2loop.services import attached_settings
-    from streams.suppressions import EndedSuppression, Suppression, SuppressionStore
+    from schemas.suppressions import EndedSuppression, Suppression
+    from streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
 

@@ -27,9 +27,10 @@ from l2loop.resilience import crash_only
 from l2loop.settings import Settings
 from schemas.dead_letters import DeadLetter, DeadLetterReason
 from schemas.reports import CuratedExample
+from schemas.suppressions import Suppression
 from streams.curated_store import CuratedStore
 from streams.scoring import RawRecord, _describe, _reason_for, dead_letter
-from streams.suppressions import Suppression, SuppressionStore
+from streams.suppressions import SuppressionStore
 from streams.topics import CURATED_EXAMPLES
 from streams.verdict_store import connect
 

@@ -16,7 +16,7 @@ Redis keys (prefix = the topic prefix):
 - ``suppressions:cutoff``: the training-data cut-off of the last promoted model that had one;
   a revision curated before it is already in that model's training data and makes none.
 
-Rolling that model back (``restore_expired_by``) makes what its promotion expired apply again.
+Rolling a promotion back (``restore_expired_by``) makes what it expired apply again.
 
 A suppression's ``created_at`` is the ``curated_at`` of the revision that confirmed it, so a
 replayed record recreates nothing and changes nothing (HSETNX).
@@ -26,55 +26,27 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Sequence
 from datetime import datetime
-from typing import Literal, cast
+from typing import cast
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field
 
 from l2loop.resilience import DEFAULT_BACKOFF, Backoff, retry_until_done
 from l2model.record import BENIGN, text_key
-from schemas.common import EventTime, Identifier, Probability, utc_now
 from schemas.reports import CuratedExample
+from schemas.suppressions import PREVIEW_CHARS, EndedSuppression, Suppression
 
 # The report agent marks an example released by a person in review with this source prefix.
 REVIEW_RELEASE = "review_release"
-PREVIEW_CHARS = 120
-
-
-class Suppression(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    tenant_id: Identifier
-    text_key: str = Field(min_length=64, max_length=64)
-    created_at: EventTime = Field(description="curated_at of the revision that confirmed it")
-    source: str
-    reporter_count: int = Field(ge=1)
-    confidence: Probability
-    event_id: Identifier
-    model_version: str
-    model_score: Probability
-    preview: str = Field(
-        description=f"the text's first {PREVIEW_CHARS} characters; empty under a text TTL"
-    )
-
-    @property
-    def member(self) -> str:
-        return member(self.tenant_id, self.text_key)
-
-
-class EndedSuppression(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    suppression: Suppression
-    ended: Literal["revoked", "expired"]
-    ended_at: EventTime = Field(default_factory=utc_now)
-    by: str = Field(description="who revoked it, or the model version whose promotion ended it")
-    reason: str = ""
 
 
 def member(tenant_id: str, key: str) -> str:
-    # text_key is 64 hex characters at the end, so the split is unambiguous whatever the tenant.
+    # text_key is always 64 hex characters at the end, so whatever characters a tenant id
+    # holds, one field names exactly one (tenant, text).
     return f"{tenant_id}|{key}"
+
+
+def member_of(item: Suppression) -> str:
+    return member(item.tenant_id, item.text_key)
 
 
 def confirms_suppression(example: CuratedExample, quorum: int) -> bool:
@@ -149,7 +121,7 @@ class SuppressionStore:
             if confirms_suppression(example, quorum):
                 made = suppression_of(example, preview=self._previews)
                 # The earliest confirming revision of a batch is when the suppression was made.
-                wanted.setdefault(made.member, (example, made))
+                wanted.setdefault(member_of(made), (example, made))
         if not wanted:
             return []
         fields = list(wanted)
@@ -178,7 +150,7 @@ class SuppressionStore:
         async def write() -> list[object]:
             async with self._client.pipeline(transaction=False) as pipe:
                 for item in creating:
-                    pipe.hsetnx(self._active, item.member, item.model_dump_json())
+                    pipe.hsetnx(self._active, member_of(item), item.model_dump_json())
                 return cast(list[object], await pipe.execute())
 
         created = await retry_until_done(
@@ -234,9 +206,9 @@ class SuppressionStore:
         ]
         async with self._client.pipeline(transaction=True) as pipe:
             for item in returning:
-                pipe.hdel(self._ended, item.member)
+                pipe.hdel(self._ended, member_of(item))
                 # One made anew after the expiry, if any, stays as it is.
-                pipe.hsetnx(self._active, item.member, item.model_dump_json())
+                pipe.hsetnx(self._active, member_of(item), item.model_dump_json())
             if trained_through is None:
                 pipe.delete(self._cutoff)
             else:
@@ -256,8 +228,8 @@ class SuppressionStore:
                     by=version,
                     reason=f"model {version} is trained through {trained_through.isoformat()}",
                 )
-                pipe.hdel(self._active, item.member)
-                pipe.hset(self._ended, item.member, ended.model_dump_json())
+                pipe.hdel(self._active, member_of(item))
+                pipe.hset(self._ended, member_of(item), ended.model_dump_json())
             pipe.set(self._cutoff, trained_through.isoformat())
             await pipe.execute()
         return expiring
