@@ -38,9 +38,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from pydantic import ValidationError
 
+from l2loop.logs import get_logger
 from schemas.codec import to_bytes
 from schemas.reports import CuratedExample
+
+log = get_logger(__name__)
 
 STORE_DIR = "curated"
 SUFFIX = ".jsonl"
@@ -187,9 +191,20 @@ class CuratedStore:
             handle.seek(index.size)
             tail = handle.read(size - index.size)
             complete = tail.rfind(b"\n") + 1
-            for line in tail[:complete].splitlines():
-                if line.strip():
+            for number, line in enumerate(tail[:complete].splitlines()):
+                if not line.strip():
+                    continue
+                try:
                     index.revisions.add(revision_id(orjson.loads(line)))
+                except orjson.JSONDecodeError:
+                    # Damaged by hand or by the disk: it cannot match a record, and a sink
+                    # that crashed on it would crash again on every restart.
+                    log.warning(
+                        "curated_line_unreadable",
+                        path=str(path),
+                        after_byte=index.size,
+                        line=number,
+                    )
             if complete < len(tail):
                 # The last writer died mid-line: that record was never acknowledged.
                 handle.truncate(index.size + complete)
@@ -239,7 +254,8 @@ class CuratedStore:
         """Every stored revision curated on days ``start`` <= day < ``end``, streaming.
 
         Day by day, each file in append order: memory holds one line at a time. Lines whose
-        text was dropped are skipped; so is a last line still being written.
+        text was dropped are skipped; so is a last line still being written, and (logged) a
+        line that is damaged or not a CuratedExample this code can read.
         """
         for day in self.days():
             if start <= day < end:
@@ -248,10 +264,15 @@ class CuratedStore:
     @staticmethod
     def _read_file(path: Path) -> Iterable[CuratedExample]:
         with path.open("rb") as handle:
-            for line in handle:
+            for number, line in enumerate(handle):
                 if not line.endswith(b"\n") or not line.strip():
                     continue
-                payload = orjson.loads(line)
-                if REDACTED_AT in payload:
-                    continue
-                yield CuratedExample.model_validate(payload)
+                try:
+                    payload = orjson.loads(line)
+                    if REDACTED_AT in payload:
+                        continue
+                    yield CuratedExample.model_validate(payload)
+                except (orjson.JSONDecodeError, ValidationError) as exc:
+                    log.warning(
+                        "curated_line_skipped", path=str(path), line=number, error=str(exc)[:200]
+                    )

@@ -149,3 +149,16 @@ def test_two_writers_of_one_day_file_see_each_other_and_survive_a_redaction(
     result = first.append([a, b, c])
     assert (len(result.written), result.duplicates) == (1, 2)
     assert [line.get("text") for line in lines(first.path(old_day.date()))] == [None, None, "c?"]
+
+
+def test_a_damaged_line_mid_file_stops_neither_writer_nor_reader(tmp_path: Path) -> None:
+    store = CuratedStore(tmp_path)
+    first = curated_example("How do I list open ports?")
+    store.append([first])
+    with store.path(NOON.date()).open("ab") as handle:
+        handle.write(b"\x00\x00 garbage \x00\n")
+    second = curated_example("How do I list open files?")
+    restarted = CuratedStore(tmp_path)
+    result = restarted.append([first, second])
+    assert (len(result.written), result.duplicates) == (1, 1)
+    assert list(restarted.read(NOON.date(), NOON.date() + timedelta(days=1))) == [first, second]
