@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import click
 import orjson
+import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from l2loop.logs import configure
@@ -203,56 +205,110 @@ def topics(settings: Settings) -> None:
 main.add_command(model)
 
 
-def _pointer_call(settings: Settings, call: Callable[[ModelPointer], Awaitable[T]]) -> T:
+def _redis_call(settings: Settings, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
     from streams.verdict_store import connect
 
     async def run() -> T:
         client = connect(settings.redis_dsn)
         try:
-            return await call(ModelPointer(client, key_prefix=settings.topic_prefix))
+            return await call(client)
         finally:
             await client.aclose()
 
     return asyncio.run(run())
 
 
+def _pointer_call(settings: Settings, call: Callable[[ModelPointer], Awaitable[T]]) -> T:
+    return _redis_call(
+        settings, lambda client: call(ModelPointer(client, key_prefix=settings.topic_prefix))
+    )
+
+
 @model.command()
 @click.argument("target")
 @click.option("--as-version", "as_version", help="register a directory under this version")
 @click.option("--change", "changes", multiple=True, help="what changed (repeatable)")
+@click.option(
+    "--trained-through",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+    help="when registering: the training data's cut-off (UTC when no offset is given)",
+)
 @click.pass_obj
 def promote(
-    settings: Settings, target: str, as_version: str | None, changes: tuple[str, ...]
+    settings: Settings,
+    target: str,
+    as_version: str | None,
+    changes: tuple[str, ...],
+    trained_through: datetime | None,
 ) -> None:
     """Make TARGET the model every scorer runs: a registered version, or a model directory
-    (registered first). Running scorers switch within seconds, between batches."""
+    (registered first). Running scorers switch within seconds, between batches. The
+    suppressions made before the model's training-data cut-off expire."""
     from l2loop.services import attached_settings
+    from streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
     registry = ModelRegistry(live.registry_dir)
+    cutoff = None if trained_through is None else _as_utc(trained_through)
     try:
         if Path(target).is_dir():
-            version = registry.add(Path(target), version=as_version, changes=list(changes)).version
+            meta = registry.add(
+                Path(target), version=as_version, changes=list(changes), trained_through=cutoff
+            )
+        elif cutoff is not None:
+            raise click.UsageError("--trained-through is recorded when a directory is registered")
         else:
-            version = target
-        current = _pointer_call(live, lambda pointer: pointer.promote(registry, version))
+            meta = registry.get(target)
+        current = _pointer_call(live, lambda pointer: pointer.promote(registry, meta.version))
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"current model: {current.version} ({current.path})")
+    if meta.trained_through is not None:
+        through = meta.trained_through
+        # After the pointer moved: a crash between the two is repaired by promoting again.
+        expired = _redis_call(
+            live,
+            lambda client: SuppressionStore(client, key_prefix=live.topic_prefix).expire_before(
+                through, version=meta.version
+            ),
+        )
+        click.echo(f"suppressions expired: {len(expired)} (made before {through.isoformat()})")
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @model.command()
 @click.pass_obj
 def rollback(settings: Settings) -> None:
-    """Point the scorers back at the model that was current before the last promotion."""
+    """Point the scorers back at the model that was current before the last promotion. The
+    suppressions that promotion expired apply again: the restored model never learnt them."""
     from l2loop.services import attached_settings
+    from streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
+    registry = ModelRegistry(live.registry_dir)
     try:
+        left = _pointer_call(live, lambda pointer: pointer.current())
         current = _pointer_call(live, lambda pointer: pointer.rollback())
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"current model: {current.version} ({current.path})")
+    if left is None:
+        return
+    try:
+        through = registry.get(current.version).trained_through
+    except RegistryError:
+        through = None
+    restored = _redis_call(
+        live,
+        lambda client: SuppressionStore(client, key_prefix=live.topic_prefix).restore_expired_by(
+            left.version, trained_through=through
+        ),
+    )
+    if restored:
+        click.echo(f"suppressions restored: {len(restored)} (expired by {left.version})")
 
 
 @model.command("list")
@@ -270,3 +326,62 @@ def list_models(settings: Settings) -> None:
         click.echo(f"{mark} {meta.version}\t{meta.name}\t{meta.kind}\t{registered}\t{changes}")
     if current is None:
         click.echo(f"no model promoted: scorers run {live.model_dir}")
+
+
+@main.group()
+def suppressions() -> None:
+    """Confirmed false positives allowed per tenant until a model trained on them is promoted."""
+
+
+@suppressions.command("list")
+@click.option("--tenant", help="only this tenant's")
+@click.option("--ended", is_flag=True, help="the revoked and expired ones instead")
+@click.pass_obj
+def suppressions_list(settings: Settings, tenant: str | None, ended: bool) -> None:
+    """One line each: tenant, text key, when it was made, reporters, source, text preview."""
+    from l2loop.services import attached_settings
+    from schemas.suppressions import EndedSuppression, Suppression
+    from streams.suppressions import SuppressionStore
+
+    live = attached_settings(settings)
+
+    async def read(client: aioredis.Redis) -> list[Suppression] | list[EndedSuppression]:
+        store = SuppressionStore(client, key_prefix=live.topic_prefix)
+        return await (store.ended(tenant) if ended else store.active(tenant))
+
+    for item in _redis_call(live, read):
+        if isinstance(item, EndedSuppression):
+            made, why = item.suppression, f"\t{item.ended} {item.ended_at:%Y-%m-%dT%H:%M:%SZ}"
+            why += f" by {item.by}: {item.reason}"
+        else:
+            made, why = item, ""
+        click.echo(
+            f"{made.tenant_id}\t{made.text_key}\t{made.created_at:%Y-%m-%dT%H:%M:%SZ}\t"
+            f"{made.reporter_count}\t{made.source}\t{made.preview[:60]!r}{why}"
+        )
+
+
+@suppressions.command("revoke")
+@click.argument("tenant")
+@click.argument("text_key")
+@click.option("--reason", required=True, help="why, kept with the revocation")
+@click.option("--by", "by", default="operator", show_default=True, help="who revokes it")
+@click.pass_obj
+def suppressions_revoke(
+    settings: Settings, tenant: str, text_key: str, reason: str, by: str
+) -> None:
+    """End TENANT's suppression of TEXT_KEY now; a later quorum does not bring it back (a
+    later release in review does)."""
+    from l2loop.services import attached_settings
+    from streams.suppressions import SuppressionStore
+
+    live = attached_settings(settings)
+    revoked = _redis_call(
+        live,
+        lambda client: SuppressionStore(client, key_prefix=live.topic_prefix).revoke(
+            tenant, text_key, by=by, reason=reason
+        ),
+    )
+    if revoked is None:
+        raise click.ClickException(f"{tenant} has no active suppression of {text_key}")
+    click.echo(f"revoked: {tenant}\t{text_key}")

@@ -83,6 +83,21 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
 
+    # Curated store, suppressions and text privacy (streams.curated_store, curated_sink,
+    # suppressions). The store lives under data_dir/curated.
+    curated_batch_size: int = Field(500, ge=1)
+    curated_batch_within_s: float = Field(0.5, gt=0)
+    # Distinct reporters an accepted FP needs before it becomes a suppression for its tenant
+    # (an example released in review needs none).
+    suppression_quorum: int = Field(3, ge=2)
+    # On: the store keeps only the hash of the text of an event the model did not flag (the
+    # text of a false-negative report); off: it keeps the text to train on.
+    hash_unflagged_texts: bool = False
+    # Set: texts are dropped (only their hashes kept) once older than this where l2loop
+    # stores them itself: verdict store, curated store files, suppressions (no preview), and
+    # the retention of the topics that carry texts when l2loop creates them (README, Privacy).
+    text_ttl_s: int | None = Field(None, ge=3600)
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic_fragment(cls, value: str) -> str:
@@ -102,6 +117,11 @@ class Settings(BaseSettings):
             if part:
                 servers.append(part.removeprefix("kafka://"))
         return servers
+
+    @property
+    def stored_verdict_ttl_s(self) -> int:
+        """A stored verdict holds its text, so the text TTL bounds it too."""
+        return min(self.verdict_ttl_s, self.text_ttl_s or self.verdict_ttl_s)
 
     @property
     def backoff(self) -> Backoff:

@@ -16,7 +16,7 @@ from typing import cast
 
 import orjson
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from l2model.contract import MANIFEST_FILE, MODEL_FILE, Manifest
 
@@ -39,6 +39,10 @@ class ModelMetadata(BaseModel):
     registered_at: datetime
     changes: list[str] = Field(default_factory=list)
     metrics: dict[str, object] = Field(default_factory=dict)
+    # The training data's cut-off: curated examples up to this time are in it. Promoting the
+    # version expires the suppressions made before then (streams.suppressions). None: not
+    # trained on curated examples, or not known.
+    trained_through: AwareDatetime | None = None
 
 
 class CurrentModel(BaseModel):
@@ -79,9 +83,17 @@ class ModelRegistry:
         return ModelMetadata.model_validate_json(path.read_bytes())
 
     def add(
-        self, model_dir: Path, *, version: str | None = None, changes: list[str] | None = None
+        self,
+        model_dir: Path,
+        *,
+        version: str | None = None,
+        changes: list[str] | None = None,
+        trained_through: datetime | None = None,
     ) -> ModelMetadata:
-        """Copies a model directory in as ``version`` (default: its manifest's version)."""
+        """Copies a model directory in as ``version`` (default: its manifest's version).
+
+        ``trained_through`` defaults to the manifest's ``trained_through``, where a trainer
+        wrote one."""
         manifest = Manifest.read(model_dir)
         version = version or manifest.version
         target = self.path(version)
@@ -94,7 +106,8 @@ class ModelRegistry:
         (staging / MANIFEST_FILE).write_bytes(
             orjson.dumps(stamped.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
         )
-        metrics = (manifest.model_extra or {}).get("metrics", {})
+        extra = manifest.model_extra or {}
+        metrics = extra.get("metrics", {})
         metadata = ModelMetadata(
             version=version,
             name=manifest.name,
@@ -102,6 +115,7 @@ class ModelRegistry:
             registered_at=datetime.now(tz=UTC),
             changes=changes or [],
             metrics=metrics if isinstance(metrics, dict) else {},
+            trained_through=trained_through or extra.get("trained_through"),
         )
         (staging / METADATA_FILE).write_bytes(
             orjson.dumps(metadata.model_dump(mode="json"), option=orjson.OPT_INDENT_2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
 from l2loop.settings import Settings
+from l2model.record import text_key
 from l2model.registry import ModelPointer
 from l2model.runtime import L2Model, ModelScore
 from schemas.codec import to_bytes
@@ -29,6 +30,7 @@ from schemas.events import ScanEvent
 from schemas.verdicts import Action, StoredVerdict, Verdict
 from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
 from streams.hot_reload import ModelHolder
+from streams.suppressions import SuppressionStore
 from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from streams.verdict_store import VerdictStore, connect
 
@@ -74,16 +76,42 @@ class ModelSource(Protocol):
     def current(self) -> L2Model: ...
 
 
+class SuppressionLookup(Protocol):
+    """Which (tenant, text_key) pairs of a batch are suppressed (streams.suppressions)."""
+
+    async def suppressed_among(
+        self, candidates: Iterable[tuple[str, str]]
+    ) -> set[tuple[str, str]]: ...
+
+
 class Scorer:
     """Decodes a batch, scores the valid events in one model call, builds the verdicts."""
 
     def __init__(
-        self, models: ModelSource, executor: Executor, *, model_max_chars: int, block_score: float
+        self,
+        models: ModelSource,
+        executor: Executor,
+        *,
+        model_max_chars: int,
+        block_score: float,
+        suppressions: SuppressionLookup | None = None,
     ) -> None:
         self._models = models
         self._executor = executor
         self._max_chars = model_max_chars
         self._block_score = block_score
+        self._suppressions = suppressions
+
+    async def _suppressed(
+        self, events: list[tuple[RawRecord, ScanEvent]], texts: list[str]
+    ) -> set[tuple[str, str]]:
+        if self._suppressions is None:
+            return set()
+        pairs = [
+            (event.tenant_id, text_key(text))
+            for (_, event), text in zip(events, texts, strict=True)
+        ]
+        return await self._suppressions.suppressed_among(pairs)
 
     async def _run_model(self, model: L2Model, texts: list[str]) -> list[ModelScore]:
         loop = asyncio.get_running_loop()
@@ -132,14 +160,26 @@ class Scorer:
         texts = [event.text[: self._max_chars] for _, event in events]
         # Read once: a model promoted meanwhile takes over from the next batch on.
         model = self._models.current
+        # One Redis round trip for the whole batch, while the model runs.
+        lookup = asyncio.create_task(self._suppressed(events, texts))
         started = time.perf_counter()
         scored = await self._score_isolating_failures(model, events, texts, batch)
         latency_ms = (time.perf_counter() - started) * 1000.0
+        suppressed = await lookup
         model_ms = latency_ms / len(texts)
         threshold = model.threshold
         version = model.version
         for _, event, result in scored:
             is_threat = result.score >= threshold
+            # A confirmed FP of this tenant: allowed, the model's own score kept.
+            relieved = (
+                is_threat
+                and bool(suppressed)
+                and (event.tenant_id, text_key(event.text[: self._max_chars])) in suppressed
+            )
+            action: Action = (
+                "allow" if relieved else action_for(result.score, threshold, self._block_score)
+            )
             verdict = Verdict(
                 event_id=event.event_id,
                 ts=event.ts,
@@ -151,10 +191,11 @@ class Scorer:
                 family=result.family if is_threat else "benign",
                 severity=result.severity if is_threat else 0.0,
                 context=result.context,
-                action=action_for(result.score, threshold, self._block_score),
+                action=action,
                 latency_ms=latency_ms,
                 model_ms=model_ms,
                 truncated=len(event.text) > self._max_chars,
+                suppressed=relieved,
                 ground_truth=event.ground_truth,
             )
             batch.verdicts.append(verdict)
@@ -231,7 +272,7 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
     # inside the worker's event loop.
     redis_client = connect(settings.redis_dsn)
     store = VerdictStore(
-        redis_client, key_prefix=settings.topic_prefix, ttl_s=settings.verdict_ttl_s
+        redis_client, key_prefix=settings.topic_prefix, ttl_s=settings.stored_verdict_ttl_s
     )
     models = ModelHolder(
         L2Model.load(settings.model_dir, threads=settings.inference_threads),
@@ -245,6 +286,9 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
         executor,
         model_max_chars=settings.model_max_chars,
         block_score=settings.block_score,
+        suppressions=SuppressionStore(
+            redis_client, key_prefix=settings.topic_prefix, backoff=settings.backoff
+        ),
     )
     source = app.topic(
         settings.topic(SCAN_EVENTS),

@@ -34,21 +34,32 @@ class TopicSpec:
     name: str
     partitions: int | None  # None: the settings' default partition count
     config: dict[str, str] = field(default_factory=dict)
+    # Records hold prompt texts: with a text TTL set, the topic keeps them no longer.
+    carries_text: bool = False
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(SCAN_EVENTS, None, {"retention.ms": str(7 * DAY_MS)}),
+    TopicSpec(SCAN_EVENTS, None, {"retention.ms": str(7 * DAY_MS)}, carries_text=True),
     TopicSpec(SCAN_VERDICTS, None, {"retention.ms": str(14 * DAY_MS)}),
     # Dead letters are kept long enough for a person to look at them.
-    TopicSpec(SCAN_EVENTS_DLQ, None, {"retention.ms": str(30 * DAY_MS)}),
-    TopicSpec(LABEL_REPORTS, None, {"retention.ms": str(30 * DAY_MS)}),
-    TopicSpec(LABEL_REPORTS_DLQ, None, {"retention.ms": str(30 * DAY_MS)}),
-    # The training record of truth: never expires.
-    TopicSpec(CURATED_EXAMPLES, None, {"retention.ms": "-1"}),
-    TopicSpec(REPORT_QUARANTINE, None, {"retention.ms": "-1"}),
+    TopicSpec(SCAN_EVENTS_DLQ, None, {"retention.ms": str(30 * DAY_MS)}, carries_text=True),
+    TopicSpec(LABEL_REPORTS, None, {"retention.ms": str(30 * DAY_MS)}, carries_text=True),
+    TopicSpec(LABEL_REPORTS_DLQ, None, {"retention.ms": str(30 * DAY_MS)}, carries_text=True),
+    # The training record of truth: never expires (the curated store keeps it too).
+    TopicSpec(CURATED_EXAMPLES, None, {"retention.ms": "-1"}, carries_text=True),
+    TopicSpec(REPORT_QUARANTINE, None, {"retention.ms": "-1"}, carries_text=True),
     TopicSpec(WINDOW_STATS, None, {"retention.ms": str(30 * DAY_MS)}),
     TopicSpec(ALERTS, 1, {"retention.ms": str(90 * DAY_MS)}),
 )
+
+
+def topic_config(spec: TopicSpec, settings: Settings) -> dict[str, str]:
+    config = {"cleanup.policy": "delete", **spec.config}
+    if spec.carries_text and settings.text_ttl_s is not None:
+        ttl_ms = settings.text_ttl_s * 1000
+        retention = int(config.get("retention.ms", "-1"))
+        config["retention.ms"] = str(ttl_ms if retention < 0 else min(retention, ttl_ms))
+    return config
 
 
 def new_topics(settings: Settings) -> list[NewTopic]:
@@ -57,7 +68,7 @@ def new_topics(settings: Settings) -> list[NewTopic]:
             name=settings.topic(spec.name),
             num_partitions=spec.partitions or settings.partitions,
             replication_factor=settings.replication_factor,
-            topic_configs={"cleanup.policy": "delete", **spec.config},
+            topic_configs=topic_config(spec, settings),
         )
         for spec in TOPICS
     ]

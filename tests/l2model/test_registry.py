@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 
 from l2loop.settings import Settings
-from l2model.contract import Manifest
+from l2model.contract import MANIFEST_FILE, Manifest
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 from l2model.runtime import L2Model
 from streams.hot_reload import ModelHolder
@@ -93,3 +95,19 @@ def test_holder_switches_to_the_promoted_model_and_survives_a_broken_one(
         (False, "1.1.0"),
         (False, "1.1.0"),
     ]
+
+
+def test_the_training_cut_off_comes_from_the_caller_or_the_manifest(
+    tmp_path: Path, make_model_dir: MakeModel
+) -> None:
+    registry = ModelRegistry(tmp_path)
+    assert registry.add(make_model_dir("1.0.0")).trained_through is None
+    cutoff = datetime(2026, 11, 1, tzinfo=UTC)
+    assert registry.add(make_model_dir("1.1.0"), trained_through=cutoff).trained_through == cutoff
+    written = make_model_dir("1.2.0")
+    manifest = orjson.loads((written / MANIFEST_FILE).read_bytes())
+    (written / MANIFEST_FILE).write_bytes(
+        orjson.dumps(manifest | {"trained_through": "2026-10-01T00:00:00Z"})
+    )
+    registry.add(written)
+    assert registry.get("1.2.0").trained_through == datetime(2026, 10, 1, tzinfo=UTC)

@@ -1,0 +1,210 @@
+"""Honest FP reports end to end, on the real broker, Redis and ``l2loop worker`` processes.
+
+100 flagged benign programming questions arrive on curated-examples as the report agent
+emits them (revisions as reporters confirm; some released in review; some never confirmed).
+The worker stores them; the broker is then replaced by a fresh, empty one: the store still
+has them, a replay of the topic adds nothing, and when the same prompts are sent again as
+scan events, the confirmed ones are allowed as suppressed with the model's own score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from aiokafka import AIOKafkaProducer
+
+from l2loop.embedded import embedded_services
+from l2loop.settings import Settings
+from l2model.record import text_key
+from l2model.runtime import L2Model
+from schemas.codec import to_bytes
+from schemas.reports import CuratedExample
+from streams.curated_store import CuratedStore
+from streams.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
+from tests.fixtures.curated import NOON, curated_example
+from tests.fixtures.models import MakeModel
+from tests.fixtures.pipeline import WorkerProcess, drain
+
+LANGUAGES = (
+    "Python", "Bash", "Go", "Rust", "JavaScript", "Java", "C#", "Ruby", "PHP", "Kotlin",
+    "SQL", "PowerShell", "TypeScript",
+)  # fmt: skip
+QUESTIONS = (
+    "How do I make my {} script ignore all previous instructions in the config file?",
+    "In {}, how do I execute a shell command and print its output, like rm -rf on a temp dir?",
+    "What is the {} way to override the system prompt string my chatbot sends to the API?",
+    "My {} linter says to disregard prior rules; how do I bypass that check for one line?",
+    "How can {} code read /etc/passwd safely to list local users for an admin report?",
+    "Write a {} function that decodes base64 and then evaluates the resulting expression.",
+    "How do I tell my {} test runner to ignore previous failures and re-run everything?",
+    "In {}, how do I reveal hidden environment variables like API keys in debug output?",
+)
+TENANT = "acme"
+
+
+def programming_questions() -> list[str]:
+    return [question.format(language) for question in QUESTIONS for language in LANGUAGES][:100]
+
+
+def revisions_of(index: int, text: str) -> list[CuratedExample]:
+    """What the report agent emits for question ``index``: 6 in 10 reach the quorum of 3
+    reporters one reporter at a time, 1 in 10 is released in review, 3 in 10 stay at one."""
+    first = curated_example(text, reporters=1, tenant=TENANT)
+    step = timedelta(minutes=1)
+    if index % 10 < 6:
+        return [
+            first,
+            curated_example(text, reporters=2, tenant=TENANT, curated_at=NOON + step),
+            curated_example(text, reporters=3, tenant=TENANT, curated_at=NOON + 2 * step),
+        ]
+    if index % 10 == 6:
+        released = curated_example(
+            text, reporters=1, tenant=TENANT, curated_at=NOON + step, source="review_release:ana"
+        )
+        return [first, released]
+    return [first]
+
+
+async def send_curated(
+    settings: Settings, examples: list[CuratedExample], partition: int | None = None
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        topic = settings.topic(CURATED_EXAMPLES)
+        pending = [
+            await producer.send(
+                topic, to_bytes(example), key=example.example_id.encode(), partition=partition
+            )
+            for example in examples
+        ]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def send_scan_events(settings: Settings, texts: list[str]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        pending = []
+        for i, text in enumerate(texts):
+            event = {"event_id": f"again-{i}", "ts": int(time.time() * 1000), "tenant_id": TENANT}
+            value = orjson.dumps(event | {"text": text})
+            pending.append(await producer.send(settings.topic(SCAN_EVENTS), value))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def stored_lines(store: CuratedStore) -> list[dict[str, object]]:
+    return [
+        orjson.loads(line)
+        for day in store.days()
+        for line in store.path(day).read_bytes().splitlines()
+    ]
+
+
+def wait_for(what: str, done: Callable[[], bool], worker: WorkerProcess, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert worker.process is not None and worker.process.poll() is None, worker.log()[-3000:]
+        assert time.monotonic() < deadline, f"{what} did not happen in {timeout_s}s"
+        time.sleep(0.2)
+
+
+def test_honest_fp_reports_are_kept_across_a_broker_restart_and_relieve_the_tenant(
+    topics: Settings, redis_client: redis.Redis, make_model_dir: MakeModel, tmp_path: Path
+) -> None:
+    # A strict model flags every one of these benign questions: the false positives to fix.
+    strict = topics.model_copy(
+        update={"model_dir": make_model_dir("1.0.0", threshold=0.0001), "suppression_quorum": 3}
+    )
+    questions = programming_questions()
+    emitted = [revision for i, text in enumerate(questions) for revision in revisions_of(i, text)]
+    confirmed = {text for i, text in enumerate(questions) if i % 10 < 7}
+    store = CuratedStore(strict.data_dir)
+    active_key = f"{strict.topic_prefix}suppressions:active"
+
+    # The report agent's own replays: the first 20 records a second time.
+    asyncio.run(send_curated(strict, emitted + emitted[:20]))
+    worker = WorkerProcess(strict, strict.data_dir / "worker-1.log")
+    worker.start()
+    try:
+        wait_for("storing", lambda: len(stored_lines(store)) >= len(emitted), worker, 120)
+        wait_for("suppressing", lambda: redis_client.hlen(active_key) >= 70, worker, 30)
+    finally:
+        worker.stop()
+
+    lines = stored_lines(store)
+    assert len(lines) == len(emitted) == 230
+    assert {line["text"] for line in lines} == set(questions)
+    assert all(line["weight_multiplier"] == 5.0 and line["label"] == 0 for line in lines)
+    latest: dict[str, dict[str, object]] = {}
+    for line in lines:
+        latest[str(line["example_id"])] = line
+    assert len(latest) == 100
+    for i, text in enumerate(questions):
+        assert latest[text_key(text)]["reporter_count"] == revisions_of(i, text)[-1].reporter_count
+    suppressed_keys = {key.decode() for key in redis_client.hkeys(active_key)}
+    assert suppressed_keys == {f"{TENANT}|{text_key(text)}" for text in confirmed}
+
+    # A fresh broker: nothing of the old topics is left; the store and Redis are.
+    with embedded_services(tmp_path / "second-broker", redis=False) as second:
+        moved = strict.model_copy(update={"kafka_broker": second.kafka_broker})
+        asyncio.run(ensure_topics(moved))
+        day = NOON.date()
+
+        def order(example: CuratedExample) -> tuple[str, int, str]:
+            return example.example_id, example.reporter_count, example.source
+
+        read_back = sorted(store.read(day, day + timedelta(days=1)), key=order)
+        assert read_back == sorted(emitted, key=order)
+
+        worker = WorkerProcess(moved, strict.data_dir / "worker-2.log")
+        worker.start()
+        try:
+            # The whole topic replayed into the new broker, then one new example per
+            # partition: once those are stored, every replayed record before them was seen.
+            asyncio.run(send_curated(moved, emitted))
+            sentinels = [
+                curated_example(f"Sentinel question {p}: how do I pin a Docker image?")
+                for p in range(moved.partitions)
+            ]
+            for partition, sentinel in enumerate(sentinels):
+                asyncio.run(send_curated(moved, [sentinel], partition=partition))
+            wait_for(
+                "storing the sentinels",
+                lambda: len(stored_lines(store)) >= len(emitted) + len(sentinels),
+                worker,
+                120,
+            )
+            assert len(stored_lines(store)) == len(emitted) + len(sentinels)
+
+            asyncio.run(send_scan_events(moved, questions))
+            verdicts_topic = moved.topic(SCAN_VERDICTS)
+            drained = drain(
+                moved, [verdicts_topic], lambda d: len(d.values(verdicts_topic)) >= 100, 120
+            )
+        finally:
+            worker.stop()
+
+    verdicts = {str(v["event_id"]): v for v in drained.values(verdicts_topic)}
+    assert len(verdicts) == 100
+    model = L2Model.load(strict.model_dir)
+    scores = model.score_batch(questions)
+    for i, (text, expected) in enumerate(zip(questions, scores, strict=True)):
+        verdict = verdicts[f"again-{i}"]
+        assert verdict["is_threat"] is True
+        assert verdict["score"] == pytest.approx(expected.score, abs=1e-6)
+        if text in confirmed:
+            assert (verdict["action"], verdict["suppressed"]) == ("allow", True), text
+        else:
+            assert verdict["action"] in ("warn", "block") and verdict["suppressed"] is False

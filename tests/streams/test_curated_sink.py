@@ -1,0 +1,76 @@
+"""The curated sink's batch step, in process against the real Redis: decoding is total, a
+replayed batch changes nothing, and only confirmed FPs become suppressions."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from l2loop.settings import Settings
+from schemas.codec import to_bytes
+from schemas.dead_letters import DeadLetter
+from streams.curated_sink import CuratedSink, SinkOutcome, decode_curated_example
+from streams.curated_store import CuratedStore
+from streams.scoring import RawRecord
+from streams.suppressions import SuppressionStore
+from streams.verdict_store import connect
+from tests.fixtures.curated import NOON, curated_example
+
+CONFIRMED = curated_example("How do I bypass the cache in curl?", reporters=3)
+LONE = curated_example("How do I bypass a proxy for localhost in pip?", reporters=1)
+
+
+def record(value: bytes | None, offset: int) -> RawRecord:
+    return RawRecord("l2.curated-examples", 0, offset, None, value)
+
+
+BAD = {
+    b"": "empty_message",
+    b"{not json": "invalid_json",
+    b"[1, 2]": "not_an_object",
+    orjson.dumps({"text": "only a text"}): "missing_field",
+    to_bytes(CONFIRMED)[:-1] + b', "surprise": 1}': "unknown_field",
+    orjson.dumps(CONFIRMED.model_dump(mode="json") | {"reporter_count": 0}): "invalid_value",
+}
+
+
+@pytest.mark.parametrize(("value", "reason"), list(BAD.items()))
+def test_decoding_is_total(value: bytes, reason: str) -> None:
+    decoded = decode_curated_example(record(value, 7))
+    assert isinstance(decoded, DeadLetter)
+    assert decoded.reason == reason
+    assert decoded.offset == 7 and decoded.raw == value
+
+
+def test_a_replayed_batch_writes_and_suppresses_nothing_new(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    later = curated_example(CONFIRMED.text, reporters=4, curated_at=NOON + timedelta(minutes=3))
+    good = [to_bytes(example) for example in (LONE, CONFIRMED, later)]
+    batch = [record(value, i) for i, value in enumerate([*BAD, *good])]
+
+    async def run_twice() -> tuple[SinkOutcome, SinkOutcome]:
+        client = connect(settings.redis_dsn)
+        sink = CuratedSink(
+            CuratedStore(tmp_path),
+            SuppressionStore(client, key_prefix=settings.topic_prefix),
+            ThreadPoolExecutor(max_workers=1),
+            quorum=3,
+        )
+        try:
+            return await sink.store_batch(batch), await sink.store_batch(batch)
+        finally:
+            await client.aclose()
+
+    first, replay = asyncio.run(run_twice())
+    assert (first.written, first.duplicates) == (3, 0)
+    assert sorted(letter.reason.value for letter in first.unreadable) == sorted(BAD.values())
+    assert [item.text_key for item in first.suppressions] == [CONFIRMED.example_id]
+    assert (replay.written, replay.duplicates, replay.suppressions) == (0, 3, [])
+    assert len(CuratedStore(tmp_path).path(NOON.date()).read_bytes().splitlines()) == 3
