@@ -63,6 +63,36 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
 
+    # Alerts (streams/alerts.py, streams/alert_sinks.py). Thresholds: DESIGN.md "Rules of the
+    # loop". A rule fires when the Wilson 95 % bound of a window crosses its threshold and
+    # clears at the lower one, so that a rate hovering at the threshold does not flap.
+    alert_min_samples: int = Field(100, ge=1, description="samples a window needs to alert")
+    alert_fp_rate: float = Field(0.02, gt=0, lt=1)
+    alert_fp_rate_clear: float = Field(0.015, ge=0, lt=1)
+    alert_recall: float = Field(0.90, gt=0, le=1)
+    alert_recall_clear: float = Field(0.92, gt=0, le=1)
+    alert_latency_p95_ms: float = Field(5.0, gt=0, description="model time per prompt")
+    alert_latency_p95_clear_ms: float = Field(4.0, gt=0)
+    alert_error_rate: float = Field(0.001, gt=0, lt=1)
+    alert_error_rate_clear: float = Field(0.0005, ge=0, lt=1)
+    # flag_rate_shift: the band is the trailing windows' median flag rate plus or minus this
+    # many robust deviations (1.4826 MAD), and never narrower than the floor on either side.
+    alert_flag_rate_trailing: int = Field(24, ge=2, description="trailing windows (hours)")
+    alert_flag_rate_min_trailing: int = Field(12, ge=2)
+    alert_flag_rate_band_sigmas: float = Field(4.0, gt=0)
+    alert_flag_rate_band_floor: float = Field(0.02, ge=0, lt=1)
+    alert_flag_rate_clear_share: float = Field(0.75, gt=0, le=1, description="of the band")
+    # Receivers. Each gets the state changes from a Redis outbox, so one that is down delays
+    # its own deliveries and never the stream.
+    alertmanager_url: str | None = Field(None, description="e.g. http://alertmanager:9093")
+    alert_webhook_url: str | None = Field(None, description="Alertmanager webhook JSON is POSTed")
+    alert_receiver_timeout_s: float = Field(5.0, gt=0)
+    alert_resend_s: float = Field(60.0, gt=0, description="Alertmanager re-send while firing")
+    alert_outbox_poll_s: float = Field(0.5, gt=0)
+    alert_outbox_max: int = Field(10_000, ge=1, description="state changes kept per receiver")
+    alert_history: int = Field(1_000, ge=1, description="resolved alerts kept for the API")
+    api_public_url: str | None = Field(None, description="the dashboard, as generatorURL")
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic_fragment(cls, value: str) -> str:
