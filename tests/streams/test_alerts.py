@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from l2loop.embedded import free_port
 from l2loop.settings import Settings
 from schemas.dead_letters import DeadLetter, DeadLetterReason
 from schemas.windows import AlertmanagerWebhook, WindowStats
@@ -254,3 +259,86 @@ def test_a_receiver_down_during_a_spike_still_gets_the_alert_once_back(
         ("fp_rate_spike", "firing"),
         ("fp_rate_spike", "resolved"),
     ], worker.log()[-3000:]
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path, webhook_receiver: WebhookReceiver) -> Iterator[str]:
+    """A real Alertmanager whose one route is the test's webhook receiver."""
+    if ALERTMANAGER is None:
+        pytest.skip("needs Alertmanager (Debian's `prometheus-alertmanager` package)")
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(
+        "route:\n"
+        "  receiver: hook\n"
+        "  group_by: [alertname, window_start, model_version]\n"
+        "  group_wait: 1s\n"
+        "  group_interval: 1s\n"
+        "  repeat_interval: 1h\n"
+        "receivers:\n"
+        "  - name: hook\n"
+        "    webhook_configs:\n"
+        f"      - url: {webhook_receiver.url}\n"
+        "        send_resolved: true\n"
+    )
+    port = free_port()
+    with (tmp_path / "alertmanager.log").open("wb") as log:
+        process = subprocess.Popen(
+            [
+                ALERTMANAGER,
+                f"--config.file={config}",
+                f"--storage.path={tmp_path / 'alertmanager-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for("Alertmanager", lambda: _answers(f"{url}/-/ready"), timeout_s=30)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_alerts_reach_a_real_alertmanager_and_its_receivers(
+    topics: Settings, webhook_receiver: WebhookReceiver, alertmanager: str
+) -> None:
+    settings = topics.model_copy(
+        update={"alertmanager_url": alertmanager, "retry_cap_s": 1.0, "alert_outbox_poll_s": 0.2}
+    )
+    webhook_receiver.start()
+    worker = WorkerProcess(settings, settings.data_dir / "worker.log")
+    worker.start()
+    try:
+        asyncio.run(publish_windows(settings, _stable_series(26)))
+        asyncio.run(publish_windows(settings, _spike_and_recovery(26)[:3]))
+        _wait_for("Alertmanager to notify", lambda: len(webhook_receiver.payloads()) >= 1)
+        held = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+        assert [a["labels"]["alertname"] for a in held] == ["fp_rate_spike"]
+        asyncio.run(publish_windows(settings, _spike_and_recovery(26)[3:]))
+        _wait_for(
+            "the resolved notification",
+            lambda: any(s[1] == "resolved" for s in _webhook_statuses(webhook_receiver)),
+        )
+    finally:
+        worker.stop()
+    statuses = _webhook_statuses(webhook_receiver)
+    spike_start = window(26).window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert {s[:3] for s in statuses} == {
+        ("fp_rate_spike", "firing", spike_start),
+        ("fp_rate_spike", "resolved", spike_start),
+    }, worker.log()[-3000:]
+    # Alertmanager computes its own fingerprint of the labels: one alert throughout.
+    assert len({s[3] for s in statuses}) == 1
