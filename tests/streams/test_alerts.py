@@ -163,6 +163,20 @@ def _spike_and_recovery(hour: int) -> list[WindowStats]:
     ]
 
 
+def _dreadful_but_tiny(hour: int) -> WindowStats:
+    return window(
+        hour,
+        events=60,
+        flagged=60,
+        canary_benign=30,
+        canary_fp=30,
+        canary_malicious=30,
+        canary_tp=0,
+        errors=20,
+        model_p95_ms=80.0,
+    )
+
+
 def _webhook_statuses(receiver: WebhookReceiver) -> list[tuple[str, str, str, str]]:
     statuses = []
     for body in receiver.payloads():
@@ -205,6 +219,8 @@ def test_stable_hours_raise_nothing_and_a_spike_raises_one_alert_delivered_once(
     try:
         asyncio.run(publish_windows(alert_settings, _stable_series(30)))
         asyncio.run(publish_windows(alert_settings, _spike_and_recovery(30)))
+        # Later, a window that looks dreadful on every rule but has too few samples.
+        asyncio.run(publish_windows(alert_settings, [_dreadful_but_tiny(40)]))
         _wait_for("the resolved alert", lambda: len(webhook_receiver.payloads()) >= 2)
         _wait_for(
             "every window evaluated",
