@@ -25,6 +25,7 @@ class RunningUp(BaseModel):
     kafka_broker: str
     redis_url: str
     topic_prefix: str
+    api_url: str | None = None
 
 
 def _runtime_path(settings: Settings) -> Path:
@@ -40,7 +41,7 @@ def find_running_up(settings: Settings) -> RunningUp | None:
 
 
 @contextlib.contextmanager
-def announce_up(settings: Settings) -> Iterator[None]:
+def announce_up(settings: Settings, api_url: str | None = None) -> Iterator[None]:
     path = _runtime_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = RunningUp(
@@ -48,6 +49,7 @@ def announce_up(settings: Settings) -> Iterator[None]:
         kafka_broker=",".join(settings.bootstrap_servers),
         redis_url=settings.redis_dsn,
         topic_prefix=settings.topic_prefix,
+        api_url=api_url,
     )
     path.write_bytes(orjson.dumps(record.model_dump()))
     try:

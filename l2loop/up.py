@@ -108,13 +108,22 @@ async def _summarise(settings: Settings, stop: asyncio.Event, out: TextIO) -> No
         out.write("\n")
 
 
+def worker_process(
+    settings: Settings, log_path: Path
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    return l2loop_process(settings, ("worker",), log_path)
+
+
 @contextlib.contextmanager
-def worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def l2loop_process(
+    settings: Settings, command: Sequence[str], log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``l2loop COMMAND`` in its own process with ``settings``, stopped on exit."""
     env = {**os.environ, **settings.to_env()}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "l2loop", "worker"],
+            [sys.executable, "-m", "l2loop", *command],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=sink,
@@ -181,11 +190,18 @@ def run_up(
     with serving_settings(settings.model_copy(update={"web_port": free_port()})) as live:
         asyncio.run(ensure_topics(live))
         log_path = live.data_dir / "logs" / "worker.log"
+        api_port = free_port()
+        api_url = f"http://{live.api_host}:{api_port}"
         out.write(
             f"l2loop up: broker={','.join(live.bootstrap_servers)} redis={live.redis_dsn} "
             f"prefix={live.topic_prefix} model={live.model_dir.name}\n"
-            f"worker log: {log_path}   other terminals: `l2loop tail scan-verdicts`   "
-            f"stop: Ctrl-C\n"
+            f"dashboard: {api_url}/   worker log: {log_path}   "
+            f"other terminals: `l2loop tail scan-verdicts`, `l2loop alerts`   stop: Ctrl-C\n"
         )
-        with announce_up(live), worker_process(live, log_path) as worker:
+        api_command = ("api", "--port", str(api_port))
+        with (
+            announce_up(live, api_url=api_url),
+            worker_process(live, log_path) as worker,
+            l2loop_process(live, api_command, live.data_dir / "logs" / "api.log"),
+        ):
             asyncio.run(_run(live, prompts, rate, duration_s, worker, out))
