@@ -56,9 +56,6 @@ class AlertReceiver(Protocol):
 
     async def deliver(self, alert: Alert) -> None: ...
 
-    async def resend(self, open_alerts: Sequence[Alert]) -> None:
-        """Called every ``resend_s`` with the firing alerts; most receivers need nothing."""
-
 
 async def post_json(client: httpx.AsyncClient, url: str, body: bytes) -> None:
     response = await client.post(url, content=body, headers={"content-type": "application/json"})
@@ -80,9 +77,6 @@ class TopicReceiver:
     async def deliver(self, alert: Alert) -> None:
         delivered = await self._publish(self._topic, alert.fingerprint.encode(), to_bytes(alert))
         await delivered
-
-    async def resend(self, open_alerts: Sequence[Alert]) -> None:
-        return None
 
 
 class WebhookReceiver:
@@ -106,7 +100,7 @@ class WebhookReceiver:
 
 def webhook_payload(alert: Alert, generator_url: str = "") -> AlertmanagerWebhook:
     return AlertmanagerWebhook(
-        groupKey=f"{{}}:{{alertname={alert.rule!r}, fingerprint={alert.fingerprint!r}}}",
+        groupKey=f'{{}}:{{alertname="{alert.rule}", fingerprint="{alert.fingerprint}"}}',
         status=alert.status,
         receiver="l2loop",
         groupLabels={"alertname": alert.rule},
@@ -170,6 +164,10 @@ if not holder then
 end
 return 0
 """
+
+
+# How long a lease outlives its holder: a dead worker's receivers wait at most this long.
+LEASE_TTL_S = 10.0
 
 
 class Lease:
@@ -282,6 +280,10 @@ class OutboxDrainer:
         )
 
     async def _resend_when_due(self) -> None:
+        # Only Alertmanager forgets a firing alert that is not sent again.
+        receiver = self._receiver
+        if not isinstance(receiver, AlertmanagerReceiver):
+            return
         if time.monotonic() - self._last_resend < self._resend_s:
             return
         self._last_resend = time.monotonic()
@@ -293,11 +295,11 @@ class OutboxDrainer:
         )
         try:
             await retry_until_done(
-                lambda: self._receiver.resend(list(open_alerts.values())),
-                dependency=self._receiver.name,
+                lambda: receiver.resend(list(open_alerts.values())),
+                dependency=receiver.name,
                 what="resend_alerts",
                 backoff=self._backoff,
                 transient=RECEIVER_ERRORS,
             )
         except ReceiverRejected as exc:
-            log.error("alert_resend_rejected", receiver=self._receiver.name, error=str(exc))
+            log.error("alert_resend_rejected", receiver=receiver.name, error=str(exc))

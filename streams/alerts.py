@@ -33,10 +33,12 @@ from streams.alert_rules import (
     window_field,
 )
 from streams.alert_sinks import (
+    LEASE_TTL_S,
     AlertmanagerReceiver,
     AlertReceiver,
     Lease,
     OutboxDrainer,
+    Publish,
     TopicReceiver,
     WebhookReceiver,
 )
@@ -136,7 +138,7 @@ def _generator_url(settings: Settings) -> str:
 
 
 def alert_receivers(
-    settings: Settings, publish: Any, http: httpx.AsyncClient
+    settings: Settings, publish: Publish, http: httpx.AsyncClient
 ) -> list[AlertReceiver]:
     """The receivers the settings ask for; the alerts topic always."""
     receivers: list[AlertReceiver] = [TopicReceiver(publish, settings.topic(ALERTS))]
@@ -186,7 +188,7 @@ def register_alert_agent(app: faust.App, settings: Settings) -> None:
                 redis_client,
                 store.outbox_key(receiver.name) + ":lease",
                 owner,
-                ttl_s=max(3.0, settings.session_timeout_s),
+                ttl_s=LEASE_TTL_S,
                 backoff=settings.backoff,
             ),
             backoff=settings.backoff,
