@@ -96,26 +96,25 @@ class AlertEvaluator:
         windows = latest_revisions(windows)
         if not windows:
             return []
-        trailing_fields = {
-            id(window): [
-                window_field(start, window.model_version)
-                for start in trailing_starts(window, self._limits.flag_rate_trailing)
+        own = [window_field(w.window_start, w.model_version) for w in windows]
+        trailing = [
+            [
+                window_field(start, w.model_version)
+                for start in trailing_starts(w, self._limits.flag_rate_trailing)
             ]
-            for window in windows
-        }
-        wanted = sorted({field for fields in trailing_fields.values() for field in fields})
-        open_alerts, known = await self._store.open_and_windows(wanted)
-        evaluated = [
-            (
-                window,
-                evaluate_window(
-                    window,
-                    [known[f] for f in trailing_fields[id(window)] if f in known],
-                    self._limits,
-                ),
-            )
-            for window in windows
+            for w in windows
         ]
+        wanted = sorted({*own, *(field for fields in trailing for field in fields)})
+        open_alerts, known = await self._store.open_and_windows(wanted)
+        evaluated = []
+        for window, field, fields in zip(windows, own, trailing, strict=True):
+            # A revision that arrives after a newer one (another partition, a replay) is
+            # judged by the newest the window agent has stored, never by its stale self.
+            newest = known.get(field)
+            if newest is not None and newest.revision > window.revision:
+                window = newest
+            before = [known[f] for f in fields if f in known]
+            evaluated.append((window, evaluate_window(window, before, self._limits)))
         made = await self._store.apply(alert_changes(evaluated, open_alerts))
         for alert in made:
             ALERT_CHANGES.labels(alert.rule, alert.status).inc()

@@ -28,7 +28,7 @@ from streams.scoring import RawRecord
 from streams.topics import ALERTS, WINDOW_STATS
 from tests.fixtures.pipeline import WorkerProcess, drain
 from tests.fixtures.receivers import WebhookReceiver
-from tests.fixtures.windows import publish_windows, window
+from tests.fixtures.windows import publish_windows, store_latest, window
 
 
 def _record(value: bytes | None) -> RawRecord:
@@ -96,6 +96,28 @@ def test_one_alert_per_window_and_rule_however_many_evaluators(
     state = redis_client.hgetall(f"{settings.topic_prefix}alerts:state")
     spike_id = alert_id("fp_rate_spike", _spike(100).window_start, "m1")
     assert state == {spike_id.encode(): b"resolved"}
+
+
+def test_a_stale_revision_is_judged_by_the_newest_one_stored(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    async def run() -> list[str]:
+        client = aioredis.Redis.from_url(settings.redis_dsn)
+        try:
+            # Revision 3 (diluted back under the clearing level) is already stored when the
+            # spiking revision 2 arrives late.
+            await store_latest(client, settings, [window(100, revision=3)])
+            evaluator = AlertEvaluator(
+                AlertStore(client, key_prefix=settings.topic_prefix), Thresholds()
+            )
+            made = await evaluator.evaluate([_spike(100, revision=2)])
+            made += await evaluator.evaluate([_spike(101, revision=1)])
+            return [f"{a.rule}:{a.labels['window_start']}" for a in made]
+        finally:
+            await client.aclose()
+
+    spike_start = window(101).window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert asyncio.run(run()) == [f"fp_rate_spike:{spike_start}"]
 
 
 def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
