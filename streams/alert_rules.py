@@ -244,6 +244,14 @@ def trailing_starts(window: WindowStats, count: int) -> list[datetime]:
     return [window.window_start - length * step for step in range(1, count + 1)]
 
 
+def following_starts(window: WindowStats, count: int) -> list[datetime]:
+    """The starts of the ``count`` windows after ``window``, oldest first."""
+    length = window.window_end - window.window_start
+    if length <= timedelta(0):
+        return []
+    return [window.window_start + length * step for step in range(1, count + 1)]
+
+
 def alert_id(rule: str, window_start: datetime, model_version: str) -> str:
     return f"{rule}|{int(window_start.timestamp())}|{model_version}"
 

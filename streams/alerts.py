@@ -29,6 +29,7 @@ from streams.alert_rules import (
     Thresholds,
     alert_changes,
     evaluate_window,
+    following_starts,
     trailing_starts,
     window_field,
 )
@@ -48,6 +49,9 @@ from streams.topics import ALERTS, WINDOW_STATS
 from streams.verdict_store import connect
 
 log = get_logger(__name__)
+
+# Stored windows after each evaluated one that are judged with it (see AlertEvaluator).
+FOLLOWING_WINDOWS = 2
 
 ALERTS_OPEN = Gauge("l2loop_alerts_open", "firing alerts, by rule", ["rule"])
 ALERT_CHANGES = Counter(
@@ -91,30 +95,51 @@ class AlertEvaluator:
         self._store = store
         self._limits = limits
 
+    def _trailing_fields(self, window: WindowStats) -> list[str]:
+        return [
+            window_field(start, window.model_version)
+            for start in trailing_starts(window, self._limits.flag_rate_trailing)
+        ]
+
     async def evaluate(self, windows: Sequence[WindowStats]) -> list[Alert]:
         """Returns the changes this call made (another evaluator may have made the rest)."""
         windows = latest_revisions(windows)
         if not windows:
             return []
-        own = [window_field(w.window_start, w.model_version) for w in windows]
-        trailing = [
-            [
-                window_field(start, w.model_version)
-                for start in trailing_starts(w, self._limits.flag_rate_trailing)
-            ]
+        # Windows travel on several partitions, so a spike's window may be read after the
+        # window that ends it: the stored windows right after each one are judged as well.
+        later = [
+            window_field(start, w.model_version)
             for w in windows
+            for start in following_starts(w, FOLLOWING_WINDOWS)
         ]
-        wanted = sorted({*own, *(field for fields in trailing for field in fields)})
-        open_alerts, known = await self._store.open_and_windows(wanted)
-        evaluated = []
-        for window, field, fields in zip(windows, own, trailing, strict=True):
+        wanted = {
+            *(window_field(w.window_start, w.model_version) for w in windows),
+            *later,
+            *(field for w in windows for field in self._trailing_fields(w)),
+        }
+        open_alerts, known = await self._store.open_and_windows(sorted(wanted))
+        judged: dict[str, WindowStats] = {}
+        for window in [*windows, *(known[field] for field in later if field in known)]:
+            field = window_field(window.window_start, window.model_version)
             # A revision that arrives after a newer one (another partition, a replay) is
             # judged by the newest the window agent has stored, never by its stale self.
             newest = known.get(field)
             if newest is not None and newest.revision > window.revision:
                 window = newest
-            before = [known[f] for f in fields if f in known]
-            evaluated.append((window, evaluate_window(window, before, self._limits)))
+            if field not in judged or judged[field].revision < window.revision:
+                judged[field] = window
+        evaluated = [
+            (
+                window,
+                evaluate_window(
+                    window,
+                    [known[f] for f in self._trailing_fields(window) if f in known],
+                    self._limits,
+                ),
+            )
+            for window in judged.values()
+        ]
         made = await self._store.apply(alert_changes(evaluated, open_alerts))
         for alert in made:
             ALERT_CHANGES.labels(alert.rule, alert.status).inc()

@@ -120,6 +120,26 @@ def test_a_stale_revision_is_judged_by_the_newest_one_stored(
     assert asyncio.run(run()) == [f"fp_rate_spike:{spike_start}"]
 
 
+def test_a_spike_read_after_the_window_that_ended_it_fires_and_resolves(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    async def run() -> list[tuple[str, str]]:
+        client = aioredis.Redis.from_url(settings.redis_dsn)
+        try:
+            evaluator = AlertEvaluator(
+                AlertStore(client, key_prefix=settings.topic_prefix), Thresholds()
+            )
+            # Hour 101's partition is read first; hour 100's spike arrives afterwards.
+            await store_latest(client, settings, [window(101), _spike(100)])
+            made = await evaluator.evaluate([window(101)])
+            made += await evaluator.evaluate([_spike(100)])
+            return [(a.rule, a.status) for a in made]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [("fp_rate_spike", "firing"), ("fp_rate_spike", "resolved")]
+
+
 def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
