@@ -140,6 +140,25 @@ def test_a_spike_read_after_the_window_that_ended_it_fires_and_resolves(
     assert asyncio.run(run()) == [("fp_rate_spike", "firing"), ("fp_rate_spike", "resolved")]
 
 
+def test_flag_rate_shift_reads_the_trailing_windows_from_the_store(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    async def run() -> list[str]:
+        client = aioredis.Redis.from_url(settings.redis_dsn)
+        try:
+            await store_latest(client, settings, [window(h, flagged=100) for h in range(24)])
+            evaluator = AlertEvaluator(
+                AlertStore(client, key_prefix=settings.topic_prefix), Thresholds()
+            )
+            made = await evaluator.evaluate([window(24, flagged=110)])
+            made += await evaluator.evaluate([window(25, flagged=400)])
+            return [f"{a.rule}:{a.window_start:%H}" for a in made]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [f"flag_rate_shift:{window(25).window_start:%H}"]
+
+
 def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -261,9 +280,15 @@ def test_stable_hours_raise_nothing_and_a_spike_raises_one_alert_delivered_once(
     try:
         asyncio.run(publish_windows(alert_settings, _stable_series(30)))
         asyncio.run(publish_windows(alert_settings, _spike_and_recovery(30)))
-        # Later, a window that looks dreadful on every rule but has too few samples.
-        asyncio.run(publish_windows(alert_settings, [_dreadful_but_tiny(40)]))
-        _wait_for("the resolved alert", lambda: len(webhook_receiver.payloads()) >= 2)
+        # Later, a window that looks dreadful on every rule but has too few samples, and one
+        # of a model that misses a family of threats.
+        asyncio.run(
+            publish_windows(
+                alert_settings,
+                [_dreadful_but_tiny(40), window(36, canary_malicious=1000, canary_tp=820)],
+            )
+        )
+        _wait_for("three deliveries", lambda: len(webhook_receiver.payloads()) >= 3)
         _wait_for(
             "every window evaluated",
             lambda: _consumed_everything(alert_settings, alert_settings.topic(WINDOW_STATS)),
@@ -273,16 +298,25 @@ def test_stable_hours_raise_nothing_and_a_spike_raises_one_alert_delivered_once(
     finally:
         worker.stop()
     spike_start = window(30).window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
+    recall_start = window(36).window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
     statuses = _webhook_statuses(webhook_receiver)
-    assert [s[:3] for s in statuses] == [
+    assert sorted(s[:3] for s in statuses) == [
         ("fp_rate_spike", "firing", spike_start),
         ("fp_rate_spike", "resolved", spike_start),
+        ("recall_drop", "firing", recall_start),
     ], worker.log()[-3000:]
-    assert statuses[0][3] == statuses[1][3]
+    spike = [s for s in statuses if s[0] == "fp_rate_spike"]
+    assert [s[1] for s in spike] == ["firing", "resolved"]
+    assert spike[0][3] == spike[1][3]
     records = _alert_records(alert_settings)
-    assert [(r["rule"], r["status"]) for r in records] == [
+    assert [(r["rule"], r["status"]) for r in records if r["rule"] == "fp_rate_spike"] == [
         ("fp_rate_spike", "firing"),
         ("fp_rate_spike", "resolved"),
+    ]
+    assert sorted((r["rule"], r["status"]) for r in records) == [
+        ("fp_rate_spike", "firing"),
+        ("fp_rate_spike", "resolved"),
+        ("recall_drop", "firing"),
     ]
 
 
