@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from l2loop.resilience import Backoff
@@ -90,8 +90,29 @@ class Settings(BaseSettings):
     alert_resend_s: float = Field(60.0, gt=0, description="Alertmanager re-send while firing")
     alert_outbox_poll_s: float = Field(0.5, gt=0)
     alert_outbox_max: int = Field(10_000, ge=1, description="state changes kept per receiver")
-    alert_history: int = Field(1_000, ge=1, description="resolved alerts kept for the API")
+    alert_history: int = Field(1_000, ge=1, description="state changes kept for the API")
     api_public_url: str | None = Field(None, description="the dashboard, as generatorURL")
+
+    @model_validator(mode="after")
+    def _alerts_clear_on_the_safe_side(self) -> Settings:
+        # A clearing level on the wrong side of its threshold would resolve a firing alert
+        # with the very reading that fired it.
+        wrong = [
+            name
+            for name, ok in (
+                ("alert_fp_rate_clear", self.alert_fp_rate_clear <= self.alert_fp_rate),
+                ("alert_recall_clear", self.alert_recall_clear >= self.alert_recall),
+                (
+                    "alert_latency_p95_clear_ms",
+                    self.alert_latency_p95_clear_ms <= self.alert_latency_p95_ms,
+                ),
+                ("alert_error_rate_clear", self.alert_error_rate_clear <= self.alert_error_rate),
+            )
+            if not ok
+        ]
+        if wrong:
+            raise ValueError(f"clearing levels on the wrong side of their thresholds: {wrong}")
+        return self
 
     @field_validator("topic_prefix")
     @classmethod
