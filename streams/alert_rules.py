@@ -3,7 +3,8 @@
 Every rule reads one window and answers ``crossed`` (fire), ``clear`` (below the lower,
 clearing threshold), ``between`` (keep whatever state there is) or ``too_few`` (not enough
 samples to say anything). For proportions the Wilson 95 % bound, not the point value, must
-cross: a window of 40 canaries with 2 false positives is 5 % but proves nothing.
+cross: a window of 40 canaries with 2 false positives is 5 % but proves nothing. The bounds
+are the window agent's (``Rate.interval``); a rate without one counts as ``too_few``.
 
 An alert belongs to one rule, one window and one model version, and it fires at most once.
 It resolves when its own window, revised, reads clear, or when a later window of the same
