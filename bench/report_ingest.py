@@ -29,7 +29,7 @@ from l2loop.clients import tail_records
 from l2loop.logs import configure
 from l2loop.services import serving_settings
 from l2loop.settings import Settings
-from l2loop.up import worker_process
+from l2loop.up import l2loop_process, running
 from l2model.record import TrainingRecord, text_key
 from l2model.runtime import L2Model
 from schemas.reports import CuratedExample
@@ -94,7 +94,15 @@ def score_agent_figures(live: Settings, name: str, sizes: tuple[int, int, int]) 
     if name != "none":
         loaded = asyncio.run(load_suppressions(settings, int(name)))
         print(f"loaded {loaded} suppressions for tenant {TENANT!r}")
-    with worker_process(settings, live.data_dir / f"bench-suppressions-{name}.log") as worker:
+    with running(
+        l2loop_process(
+            settings,
+            "worker",
+            ("worker",),
+            settings.web_port,
+            live.data_dir / f"bench-suppressions-{name}.log",
+        )
+    ) as worker:
         figures = asyncio.run(measure(settings, worker, *sizes))
     suppressed, seen = asyncio.run(count_suppressed(settings))
     print(f"{name} suppressions: {suppressed} of {seen} verdicts suppressed")

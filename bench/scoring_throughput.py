@@ -33,7 +33,7 @@ from l2loop.embedded import free_port
 from l2loop.logs import configure
 from l2loop.services import serving_settings
 from l2loop.settings import Settings
-from l2loop.up import percentile, worker_process
+from l2loop.up import l2loop_process, percentile, running
 from l2model.runtime import L2Model
 from streams.topics import SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
 from streams.transport import FETCH_MAX_WAIT_MS
@@ -231,7 +231,15 @@ def main() -> None:
         for s in (faust_settings, plain_settings):
             asyncio.run(ensure_topics(s))
         sizes = (args.events, args.latency_events, args.rate)
-        with worker_process(faust_settings, live.data_dir / "bench-worker.log") as worker:
+        with running(
+            l2loop_process(
+                faust_settings,
+                "worker",
+                ("worker",),
+                faust_settings.web_port,
+                live.data_dir / "bench-worker.log",
+            )
+        ) as worker:
             faust = asyncio.run(measure(faust_settings, worker, *sizes))
         with plain_loop_process(plain_settings) as loop_process:
             plain = asyncio.run(measure(plain_settings, loop_process, *sizes))

@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 import orjson
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from l2loop.logs import configure
+from l2loop.logs import configure, logging_config
 from l2loop.settings import Settings
 from l2model.cli import model
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
+from schemas.windows import Alert, Rate
+
+if TYPE_CHECKING:
+    from streams.alert_store import AlertStore
 
 T = TypeVar("T")
 
@@ -200,6 +204,126 @@ def topics(settings: Settings) -> None:
         name = live.topic(spec.name)
         state = "created" if name in created else "exists"
         click.echo(f"{name}\t{spec.partitions or live.partitions}\t{state}")
+
+
+@main.command()
+@click.option("--host", default=None, help="listen address (default: settings.api_host)")
+@click.option("--port", type=int, default=None, help="listen port (default: settings.api_port)")
+@click.pass_obj
+def api(settings: Settings, host: str | None, port: int | None) -> None:
+    """Serve the HTTP API and the dashboard page (windows, alerts, /metrics, /openapi.json)."""
+    import uvicorn
+
+    from l2loop.api.app import create_api
+    from l2loop.services import attached_settings
+
+    live = attached_settings(settings)
+    uvicorn.run(
+        create_api(live),
+        host=host or live.api_host,
+        port=live.api_port if port is None else port,
+        log_config=logging_config(live.log_level),
+        log_level=live.log_level.replace("warn", "warning").replace("crit", "critical"),
+    )
+
+
+def _alert_store_call(settings: Settings, call: Callable[[AlertStore], Awaitable[T]]) -> T:
+    from streams.alert_store import AlertStore
+    from streams.verdict_store import connect
+
+    async def run() -> T:
+        client = connect(settings.redis_dsn)
+        try:
+            return await call(AlertStore(client, key_prefix=settings.topic_prefix))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def _percent(rate: Rate) -> str:
+    return "-" if rate.value is None else f"{100 * rate.value:.2f}% ({rate.hits}/{rate.total})"
+
+
+@main.command()
+@click.option("--hours", default=48, show_default=True, help="hours up to the newest window")
+@click.pass_obj
+def windows(settings: Settings, hours: int) -> None:
+    """Print the windows of the last HOURS hours as a table, oldest first."""
+    from l2loop.services import attached_settings
+
+    live = attached_settings(settings)
+    found = _alert_store_call(live, lambda store: store.recent_windows(hours))
+    header = (
+        "window",
+        "model",
+        "rev",
+        "events",
+        "flag rate",
+        "canary FP",
+        "reported FP",
+        "recall",
+        "p95 ms",
+    )
+    rows = [
+        (
+            f"{w.window_start:%Y-%m-%d %H:%M}",
+            w.model_version,
+            str(w.revision),
+            str(w.events),
+            _percent(w.flag_rate),
+            _percent(w.canary_fp_rate),
+            _percent(w.reported_fp_rate),
+            _percent(w.recall),
+            "-" if w.model_latency_ms.p95 is None else f"{w.model_latency_ms.p95:.2f}",
+        )
+        for w in found
+    ]
+    _echo_table(header, rows)
+    if not rows:
+        click.echo("no windows yet")
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True, help="recent state changes to show")
+@click.pass_obj
+def alerts(settings: Settings, limit: int) -> None:
+    """Print the open alerts, then the latest state changes."""
+    from l2loop.services import attached_settings
+
+    live = attached_settings(settings)
+
+    async def read(store: AlertStore) -> tuple[list[Alert], list[Alert]]:
+        return list((await store.open_alerts()).values()), await store.history(limit)
+
+    open_alerts, recent = _alert_store_call(live, read)
+    header = ("status", "rule", "window", "model", "value", "threshold", "samples", "changed")
+    for title, shown in (("open", open_alerts), ("recent", recent)):
+        click.echo(f"{title}: {len(shown)}")
+        _echo_table(
+            header,
+            [
+                (
+                    a.status,
+                    a.rule,
+                    f"{a.window_start:%Y-%m-%d %H:%M}",
+                    a.model_version,
+                    f"{a.value:.4g}",
+                    f"{a.threshold:.4g}",
+                    str(a.samples),
+                    f"{a.changed_at:%Y-%m-%d %H:%M:%S}",
+                )
+                for a in shown
+            ],
+        )
+
+
+def _echo_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    if not rows:
+        return
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 main.add_command(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from l2loop.resilience import Backoff
@@ -97,6 +97,56 @@ class Settings(BaseSettings):
     # stores them itself: verdict store, curated store files, suppressions (no preview), and
     # the retention of the topics that carry texts when l2loop creates them (README, Privacy).
     text_ttl_s: int | None = Field(None, ge=3600)
+    # Alerts (streams/alerts.py, streams/alert_sinks.py). Thresholds: DESIGN.md "Rules of the
+    # loop". A rule fires when the Wilson 95 % bound of a window crosses its threshold and
+    # clears at the lower one, so that a rate hovering at the threshold does not flap.
+    alert_min_samples: int = Field(100, ge=1, description="samples a window needs to alert")
+    alert_fp_rate: float = Field(0.02, gt=0, lt=1)
+    alert_fp_rate_clear: float = Field(0.015, ge=0, lt=1)
+    alert_recall: float = Field(0.90, gt=0, le=1)
+    alert_recall_clear: float = Field(0.92, gt=0, le=1)
+    alert_latency_p95_ms: float = Field(5.0, gt=0, description="model time per prompt")
+    alert_latency_p95_clear_ms: float = Field(4.0, gt=0)
+    alert_error_rate: float = Field(0.001, gt=0, lt=1)
+    alert_error_rate_clear: float = Field(0.0005, ge=0, lt=1)
+    # flag_rate_shift: the band is the trailing windows' median flag rate plus or minus this
+    # many robust deviations (1.4826 MAD), and never narrower than the floor on either side.
+    alert_flag_rate_trailing: int = Field(24, ge=2, description="trailing windows (hours)")
+    alert_flag_rate_min_trailing: int = Field(12, ge=2)
+    alert_flag_rate_band_sigmas: float = Field(4.0, gt=0)
+    alert_flag_rate_band_floor: float = Field(0.02, ge=0, lt=1)
+    alert_flag_rate_clear_share: float = Field(0.75, gt=0, le=1, description="of the band")
+    # Receivers. Each gets the state changes from a Redis outbox, so one that is down delays
+    # its own deliveries and never the stream.
+    alertmanager_url: str | None = Field(None, description="e.g. http://alertmanager:9093")
+    alert_webhook_url: str | None = Field(None, description="Alertmanager webhook JSON is POSTed")
+    alert_receiver_timeout_s: float = Field(5.0, gt=0)
+    alert_resend_s: float = Field(60.0, gt=0, description="Alertmanager re-send while firing")
+    alert_outbox_poll_s: float = Field(0.5, gt=0)
+    alert_outbox_max: int = Field(10_000, ge=1, description="state changes kept per receiver")
+    alert_history: int = Field(1_000, ge=1, description="state changes kept for the API")
+    api_public_url: str | None = Field(None, description="the dashboard, as generatorURL")
+
+    @model_validator(mode="after")
+    def _alerts_clear_on_the_safe_side(self) -> Settings:
+        # A clearing level on the wrong side of its threshold would resolve a firing alert
+        # with the very reading that fired it.
+        wrong = [
+            name
+            for name, ok in (
+                ("alert_fp_rate_clear", self.alert_fp_rate_clear <= self.alert_fp_rate),
+                ("alert_recall_clear", self.alert_recall_clear >= self.alert_recall),
+                (
+                    "alert_latency_p95_clear_ms",
+                    self.alert_latency_p95_clear_ms <= self.alert_latency_p95_ms,
+                ),
+                ("alert_error_rate_clear", self.alert_error_rate_clear <= self.alert_error_rate),
+            )
+            if not ok
+        ]
+        if wrong:
+            raise ValueError(f"clearing levels on the wrong side of their thresholds: {wrong}")
+        return self
 
     @field_validator("topic_prefix")
     @classmethod

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -110,15 +112,28 @@ async def _summarise(
         out.write("\n")
 
 
-def worker_process(settings: Settings, log_path: Path) -> ManagedProcess:
-    """``l2loop worker`` as a child ``up`` supervises; it listens on its web port when up."""
+def l2loop_process(
+    settings: Settings, name: str, command: Sequence[str], port: int, log_path: Path
+) -> ManagedProcess:
+    """``l2loop COMMAND`` as a child ``up`` supervises; it listens on ``port`` when up."""
     return ManagedProcess(
-        "worker",
-        [sys.executable, "-m", "l2loop", "worker"],
-        settings.web_port,
+        name,
+        [sys.executable, "-m", "l2loop", *command],
+        port,
         log_path,
         env={**os.environ, **settings.to_env()},
     )
+
+
+@contextlib.contextmanager
+def running(process: ManagedProcess) -> Iterator[subprocess.Popen[bytes]]:
+    """``process`` started for the length of a with-block (benchmarks run workers so)."""
+    process.start()
+    assert process.process is not None
+    try:
+        yield process.process
+    finally:
+        process.stop()
 
 
 async def _run(
@@ -158,26 +173,34 @@ def run_up(
 ) -> None:
     with serving(settings.model_copy(update={"web_port": free_port()})) as (live, services):
         asyncio.run(ensure_topics(live))
-        log_path = live.data_dir / "logs" / "worker.log"
+        logs = live.data_dir / "logs"
+        log_path = logs / "worker.log"
+        api_port = free_port()
+        api_url = f"http://{live.api_host}:{api_port}"
         out.write(
             f"l2loop up: broker={','.join(live.bootstrap_servers)} "
             f"redis={redis_address(live.redis_dsn)} prefix={live.topic_prefix} "
             f"model={live.model_dir.name}\n"
-            f"worker log: {log_path}   other terminals: `l2loop tail scan-verdicts`   "
-            f"stop: Ctrl-C\n"
+            f"dashboard: {api_url}/   worker log: {log_path}   "
+            f"other terminals: `l2loop tail scan-verdicts`, `l2loop alerts`   stop: Ctrl-C\n"
         )
-        worker = worker_process(live, log_path)
+        worker = l2loop_process(live, "worker", ("worker",), live.web_port, log_path)
+        api = l2loop_process(
+            live, "api", ("api", "--port", str(api_port)), api_port, logs / "api.log"
+        )
         children = [
             # The embedded broker keeps topics in memory: a restarted one has none.
             Supervised(p, (lambda: ensure_topics(live)) if p.name == "tansu" else None)
             for p in services
         ]
-        supervisor = Supervisor([*children, Supervised(worker)])
-        with announce_up(live) as publish_pids:
+        supervisor = Supervisor([*children, Supervised(worker), Supervised(api)])
+        with announce_up(live, api_url=api_url) as publish_pids:
             worker.start()
+            api.start()
             supervisor.on_change = publish_pids
             publish_pids(supervisor.pids)
             try:
                 asyncio.run(_run(live, prompts, rate, duration_s, supervisor, out))
             finally:
+                api.stop()
                 worker.stop(timeout_s=live.shutdown_timeout_s + 5)

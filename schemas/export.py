@@ -10,8 +10,9 @@ from pydantic import BaseModel
 from schemas.dead_letters import DeadLetter
 from schemas.events import ScanEvent
 from schemas.verdicts import StoredVerdict, Verdict
+from schemas.windows import Alert
 
-EXPORTED: tuple[type[BaseModel], ...] = (ScanEvent, Verdict, StoredVerdict, DeadLetter)
+EXPORTED: tuple[type[BaseModel], ...] = (ScanEvent, Verdict, StoredVerdict, DeadLetter, Alert)
 
 
 def export_json_schemas(out_dir: Path) -> list[Path]:

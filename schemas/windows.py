@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,3 +79,95 @@ class WindowStats(BaseModel):
     @property
     def key(self) -> tuple[datetime, str]:
         return self.window_start, self.model_version
+
+
+AlertRule = Literal["fp_rate_spike", "recall_drop", "latency_p95", "error_rate", "flag_rate_shift"]
+AlertStatus = Literal["firing", "resolved"]
+
+# Alertmanager writes this instant as the end of an alert that has not ended.
+UNSET_END: Final = datetime(1, 1, 1, tzinfo=UTC)
+
+
+class Alert(BaseModel):
+    """One alert of one rule on one window, in one state; a record per state change.
+
+    It maps one-to-one onto an Alertmanager alert: ``rule`` is ``labels.alertname``, and
+    ``labels`` carry the rule, the window and the model version, so that the fingerprint (a
+    hash of the labels) names the same alert on every worker and in every receiver.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    rule: AlertRule
+    status: AlertStatus
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{16}$")
+    window_start: EventTime
+    window_end: EventTime
+    model_version: str
+    value: float = Field(description="the measured value: a rate, or milliseconds")
+    threshold: float = Field(description="the value the rule fires above (below for recall)")
+    bound: float | None = Field(
+        None, description="the Wilson 95 % bound that crossed the threshold, for proportions"
+    )
+    samples: int = Field(ge=0, description="the sample count behind the value")
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: EventTime
+    ends_at: EventTime | None = None
+    changed_at: EventTime = Field(default_factory=utc_now)
+
+
+class AlertmanagerAlert(BaseModel):
+    """One alert as Alertmanager's webhook sends it (``alerts[]`` of the payload)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    status: AlertStatus
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: EventTime
+    endsAt: EventTime = UNSET_END
+    generatorURL: str = ""
+    fingerprint: str
+
+    @classmethod
+    def from_alert(cls, alert: Alert, generator_url: str = "") -> AlertmanagerAlert:
+        return cls(
+            status=alert.status,
+            labels=alert.labels,
+            annotations=alert.annotations,
+            startsAt=alert.starts_at,
+            endsAt=alert.ends_at or UNSET_END,
+            generatorURL=generator_url,
+            fingerprint=alert.fingerprint,
+        )
+
+
+class AlertmanagerWebhook(BaseModel):
+    """The JSON body of Alertmanager's webhook receiver (payload ``version`` "4")."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: Literal["4"] = "4"
+    groupKey: str
+    truncatedAlerts: int = 0
+    status: AlertStatus
+    receiver: str
+    groupLabels: dict[str, str]
+    commonLabels: dict[str, str]
+    commonAnnotations: dict[str, str]
+    externalURL: str = ""
+    alerts: list[AlertmanagerAlert]
+
+
+class PostableAlert(BaseModel):
+    """One element of the body of Alertmanager's ``POST /api/v2/alerts``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    startsAt: EventTime
+    endsAt: EventTime
+    generatorURL: str = ""

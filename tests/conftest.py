@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.pipeline",
     "tests.fixtures.models",
     "tests.fixtures.faults",
+    "tests.fixtures.receivers",
 ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
 
 from l2loop.settings import Settings
@@ -49,5 +50,10 @@ def create_api(settings: Settings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # Routers import ApiContext from this module, so they are imported once it exists.
+    from l2loop.api.windows import router as windows_router
+
+    app.include_router(windows_router)
+    app.mount("/static", StaticFiles(packages=[("l2loop.api", "static")]), name="static")
     app.mount("/metrics", make_asgi_app())
     return app

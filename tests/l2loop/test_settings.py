@@ -50,3 +50,10 @@ def test_settings_are_frozen_and_checked() -> None:
 def test_unset_services_say_so() -> None:
     with pytest.raises(RuntimeError, match="L2LOOP_KAFKA_BROKER"):
         _ = Settings(kafka_broker=None).bootstrap_servers
+
+
+def test_alert_clearing_levels_must_lie_on_the_safe_side() -> None:
+    with pytest.raises(ValidationError, match="alert_recall_clear"):
+        Settings(alert_recall=0.9, alert_recall_clear=0.85)
+    with pytest.raises(ValidationError, match="alert_fp_rate_clear"):
+        Settings(alert_fp_rate=0.02, alert_fp_rate_clear=0.03)

@@ -1,0 +1,91 @@
+"""Windows, alerts and the dashboard page that charts them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict
+
+from l2loop.api.app import ApiContext, api_context
+from l2loop.settings import Settings
+from schemas.windows import Alert, WindowStats
+from streams.alert_store import AlertStore
+
+router = APIRouter()
+
+
+class AlertThresholds(BaseModel):
+    """The thresholds the evaluator applies, so that a chart can draw them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    min_samples: int
+    fp_rate: float
+    fp_rate_clear: float
+    recall: float
+    recall_clear: float
+    latency_p95_ms: float
+    error_rate: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AlertThresholds:
+        return cls(
+            min_samples=settings.alert_min_samples,
+            fp_rate=settings.alert_fp_rate,
+            fp_rate_clear=settings.alert_fp_rate_clear,
+            recall=settings.alert_recall,
+            recall_clear=settings.alert_recall_clear,
+            latency_p95_ms=settings.alert_latency_p95_ms,
+            error_rate=settings.alert_error_rate,
+        )
+
+
+class WindowsResponse(BaseModel):
+    hours: int
+    thresholds: AlertThresholds
+    windows: list[WindowStats]
+
+
+class AlertsResponse(BaseModel):
+    open: list[Alert]
+    recent: list[Alert]
+
+
+def alert_store(context: Annotated[ApiContext, Depends(api_context)]) -> AlertStore:
+    return AlertStore(context.redis, key_prefix=context.settings.topic_prefix)
+
+
+@router.get("/v1/windows", tags=["windows"])
+async def list_windows(
+    context: Annotated[ApiContext, Depends(api_context)],
+    store: Annotated[AlertStore, Depends(alert_store)],
+    hours: Annotated[int, Query(ge=1, le=24 * 90)] = 48,
+) -> WindowsResponse:
+    """Every model version's latest window of the ``hours`` hours up to the newest window."""
+    return WindowsResponse(
+        hours=hours,
+        thresholds=AlertThresholds.from_settings(context.settings),
+        windows=await store.recent_windows(hours),
+    )
+
+
+@router.get("/v1/alerts", tags=["alerts"])
+async def list_alerts(
+    store: Annotated[AlertStore, Depends(alert_store)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> AlertsResponse:
+    """The alerts firing now, and the latest state changes, newest first."""
+    open_alerts = await store.open_alerts()
+    return AlertsResponse(
+        open=sorted(open_alerts.values(), key=lambda a: a.starts_at, reverse=True),
+        recent=await store.history(limit),
+    )
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard() -> HTMLResponse:
+    page = resources.files("l2loop.api").joinpath("templates/dashboard.html").read_text()
+    return HTMLResponse(page)
