@@ -9,9 +9,26 @@ from pydantic import BaseModel
 
 from schemas.dead_letters import DeadLetter
 from schemas.events import ScanEvent
+from schemas.reports import (
+    CuratedExample,
+    LabelReport,
+    QuarantinedReport,
+    ReportOutcome,
+    ReviewDecision,
+)
 from schemas.verdicts import StoredVerdict, Verdict
 
-EXPORTED: tuple[type[BaseModel], ...] = (ScanEvent, Verdict, StoredVerdict, DeadLetter)
+EXPORTED: tuple[type[BaseModel], ...] = (
+    ScanEvent,
+    Verdict,
+    StoredVerdict,
+    DeadLetter,
+    LabelReport,
+    ReportOutcome,
+    CuratedExample,
+    QuarantinedReport,
+    ReviewDecision,
+)
 
 
 def export_json_schemas(out_dir: Path) -> list[Path]:

@@ -7,6 +7,7 @@ import faust
 import schemas.codec
 import streams.transport  # noqa: F401  (registers the l2kafka:// transport)
 from l2loop.settings import Settings
+from streams.reports import register_report_agent
 from streams.scoring import register_score_agent
 
 
@@ -33,4 +34,5 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.session_timeout_s / 3,
     )
     register_score_agent(app, settings)
+    register_report_agent(app, settings)
     return app

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from prometheus_client import make_asgi_app
 
@@ -20,6 +21,7 @@ class ApiContext:
 
     settings: Settings
     redis: aioredis.Redis
+    producer: AIOKafkaProducer
 
 
 def api_context(request: Request) -> ApiContext:
@@ -32,10 +34,13 @@ def create_api(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect(settings.redis_dsn)
-        app.state.context = ApiContext(settings=settings, redis=client)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+        await producer.start()
+        app.state.context = ApiContext(settings=settings, redis=client, producer=producer)
         try:
             yield
         finally:
+            await producer.stop()
             await client.aclose()
 
     app = FastAPI(
@@ -49,5 +54,9 @@ def create_api(settings: Settings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # Routers import ApiContext from here, so they are imported once this module is loaded.
+    from l2loop.api.reports import router as reports_router
+
+    app.include_router(reports_router)
     app.mount("/metrics", make_asgi_app())
     return app
