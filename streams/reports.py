@@ -183,6 +183,11 @@ def dead_letter_id(letter: DeadLetter) -> str:
     return f"dlq:{letter.source_topic}:{letter.partition}:{letter.offset}"
 
 
+def record_id(record: RawRecord) -> str:
+    """The ledger id of a report whose own id belongs to another report."""
+    return f"record:{record.topic}:{record.partition}:{record.offset}"
+
+
 class ReportRouter:
     """Decides where each report of a batch ends; writes only admission and support state."""
 
@@ -206,6 +211,7 @@ class ReportRouter:
     async def route(self, records: Sequence[RawRecord]) -> RoutedBatch:
         batch = RoutedBatch()
         reports: list[LabelReport] = []
+        sources: list[RawRecord] = []
         for record in records:
             decoded = decode_label_report(record)
             if isinstance(decoded, DeadLetter):
@@ -220,11 +226,17 @@ class ReportRouter:
                 )
             else:
                 reports.append(decoded)
+                sources.append(record)
         to_curate: list[tuple[Admitted, str]] = []
         answers = await self._admission.admit(reports)
-        for report, answer in zip(reports, answers, strict=True):
+        for report, source, answer in zip(reports, sources, answers, strict=True):
             if isinstance(answer, Rejection):
-                batch.outcomes.append(_rejected(report, answer))
+                outcome = _rejected(report, answer)
+                if answer.reason is RejectReason.REPORT_ID_TAKEN:
+                    # The id's outcome is the first report's; this one is kept (and counted)
+                    # under where it sat on the topic.
+                    outcome = outcome.model_copy(update={"report_id": record_id(source)})
+                batch.outcomes.append(outcome)
                 continue
             stored = answer.stored
             example_id = text_key(example_text(report, stored))
