@@ -160,8 +160,11 @@ def wait_for_ledger(settings: Settings, total: int, timeout_s: float = 120.0) ->
 
 
 @pytest.fixture
-def live(topics: Settings) -> Settings:
-    return topics.model_copy(update={"report_quota_per_reporter": QUOTA, "batch_size": 200})
+def live(topics: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings; a small per-reporter quota unless the test asks otherwise."""
+    changes = {"report_quota_per_reporter": QUOTA, "batch_size": 200}
+    changes.update(getattr(request, "param", {}))
+    return topics.model_copy(update=changes)
 
 
 @pytest.fixture
@@ -521,3 +524,106 @@ def test_two_thousand_mixed_reports_over_http_and_kafka_are_all_accounted_for(
             f"/v1/reports/{sample.report_id}", headers={"Authorization": f"Bearer {keys['acme']}"}
         )
         assert other.status_code == 404
+
+
+def _attack_prompts(settings: Settings, count: int) -> list[str]:
+    """Attack prompts of the demo corpus that the committed model scores well above the
+    review threshold: the texts a poisoner would most like to see relabelled benign."""
+    from l2model.runtime import L2Model
+    from workers.demo_traffic import demo_prompts
+
+    model = L2Model.load(settings.model_dir, threads=1)
+    attacks = list(dict.fromkeys(p.text for p in demo_prompts() if p.label == 1))[:200]
+    scores = model.score_batch(attacks)
+    confident = [t for t, s in zip(attacks, scores, strict=True) if s.score >= 0.97]
+    assert len(confident) >= count
+    return confident[:count]
+
+
+async def _await_verdicts(settings: Settings, event_ids: list[str]) -> dict[str, StoredVerdict]:
+    store = VerdictStore(connect(settings.redis_dsn), key_prefix=settings.topic_prefix, ttl_s=60)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            found = await store.get_many(event_ids)
+            if len(found) == len(event_ids) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.5)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("live", [{"report_quota_per_reporter": 50}], indirect=True)
+def test_fifty_reporters_cannot_relabel_confident_attacks_as_benign(
+    live: Settings, report_worker: WorkerProcess, api: ApiServer
+) -> None:
+    """1,000 FP reports from 50 reporters in 3 tenants on 20 attacks: all quarantined."""
+    from l2loop.clients import produce_lines
+    from streams.topics import SCAN_EVENTS
+
+    keys = _run(_setup_tenants(live))
+    tenants = ("acme", "globex", "initech")
+    attacks = _attack_prompts(live, 20)
+    events = {
+        (p, tenant): f"attack-{p:02d}-{tenant}" for p in range(len(attacks)) for tenant in tenants
+    }
+    scan_events = [
+        orjson.dumps(
+            {"event_id": eid, "ts": NOW.isoformat(), "tenant_id": tenant, "text": attacks[p]}
+        )
+        for (p, tenant), eid in events.items()
+    ]
+    # The verdicts come from the real score agent running the committed model.
+    _run(produce_lines(live, live.topic(SCAN_EVENTS), scan_events))
+    verdicts = _run(_await_verdicts(live, list(events.values())))
+    assert len(verdicts) == len(events), report_worker.log()[-3000:]
+    assert all(
+        v.verdict.is_threat and v.verdict.score >= live.report_high_confidence_score
+        for v in verdicts.values()
+    )
+
+    reports_by_reporter: dict[int, list[dict[str, Any]]] = {
+        r: [fp(events[(p, tenants[r % 3])], f"poisoner-{r}") for p in range(len(attacks))]
+        for r in range(50)
+    }
+    with httpx.Client(base_url=api.base_url, timeout=60) as client:
+        for r in range(25):
+            answer = client.post(
+                "/v1/reports",
+                json=reports_by_reporter[r],
+                headers={"Authorization": f"Bearer {keys[tenants[r % 3]]}"},
+            )
+            assert answer.status_code == 202, answer.text
+    _run(
+        _produce(
+            live,
+            [
+                (body["event_id"].encode(), orjson.dumps({**body, "tenant_id": tenants[r % 3]}))
+                for r in range(25, 50)
+                for body in (
+                    {**report, "report_id": f"k-{r}-{i}"}
+                    for i, report in enumerate(reports_by_reporter[r])
+                )
+            ],
+        )
+    )
+
+    counts = wait_for_ledger(live, 1000)
+    assert counts == {"quarantined": 1000}, counts
+    curated_topic, quarantine_topic = live.topic(CURATED_EXAMPLES), live.topic(REPORT_QUARANTINE)
+    drained = drain(
+        live,
+        [curated_topic, quarantine_topic],
+        lambda d: len(d.values(quarantine_topic)) >= 1000,
+        timeout_s=60,
+    )
+    assert drained.values(curated_topic) == []
+    held = drained.values(quarantine_topic)
+    assert len(held) == 1000
+    assert len({q["report"]["report_id"] for q in held}) == 1000  # type: ignore[index]
+    attack_keys = {text_key(text) for text in attacks}
+    for record in held:
+        assert record["reason"] == "high_confidence_threat" and record["detail"]
+        assert record["example_id"] in attack_keys
+    services_counts = Counter(str(q["report"]["reporter_id"]) for q in held)  # type: ignore[index]
+    assert len(services_counts) == 50
