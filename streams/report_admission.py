@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
+import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
@@ -93,7 +94,10 @@ class Admitted:
 
 
 def fingerprint(report: LabelReport) -> str:
-    return hashlib.sha256(to_bytes(report)).hexdigest()
+    """What makes two records the same report. ``reported_at`` is left out: a Kafka record
+    without one gets the time it is decoded, which differs on every replay."""
+    claim = report.model_dump(mode="json", exclude={"reported_at"})
+    return hashlib.sha256(orjson.dumps(claim, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
