@@ -89,8 +89,6 @@ return 1
 class Admitted:
     report: LabelReport
     stored: StoredVerdict | None
-    # False when this report had been admitted before (by the API, or before a crash).
-    fresh: bool
 
 
 def fingerprint(report: LabelReport) -> str:
@@ -174,7 +172,7 @@ class ReportAdmission:
             report = reports[index]
             code = result.decode() if isinstance(result, bytes) else str(result)
             if code in ("admitted", "replay"):
-                answers[index] = Admitted(report, stored.get(report.event_id), code == "admitted")
+                answers[index] = Admitted(report, stored.get(report.event_id))
             else:
                 answers[index] = _claim_rejection(report, RejectReason(code), now, window_ends)
         return [answer for answer in answers if answer is not None]

@@ -41,6 +41,7 @@ from schemas.reports import (
     CuratedExample,
     LabelReport,
     QuarantinedReport,
+    QuarantineReason,
     ReportOutcome,
     ReportRoute,
     ReviewAction,
@@ -280,7 +281,7 @@ class ReportRouter:
         batch: RoutedBatch,
         report: LabelReport,
         stored: StoredVerdict | None,
-        reason: Any,
+        reason: QuarantineReason,
         detail: str,
     ) -> None:
         held = quarantined_report(report, stored, reason, detail)
