@@ -48,6 +48,7 @@ from schemas.reports import (
     ReviewDecision,
 )
 from schemas.verdicts import StoredVerdict
+from streams.decoding import RawRecord, decode_record, raw_records
 from streams.report_admission import (
     Admitted,
     Quotas,
@@ -67,7 +68,7 @@ from streams.report_rules import (
     quarantined_report,
     stored_of,
 )
-from streams.scoring import Publish, RawRecord, decode_json_record
+from streams.scoring import Publish
 from streams.tenants import TenantKeys
 from streams.topics import CURATED_EXAMPLES, LABEL_REPORTS, LABEL_REPORTS_DLQ, REPORT_QUARANTINE
 from streams.verdict_store import VerdictStore, connect
@@ -90,7 +91,7 @@ return {1, redis.call('SCARD', KEYS[1]), redis.call('SCARD', KEYS[2]),
 
 
 def decode_label_report(record: RawRecord) -> LabelReport | DeadLetter:
-    return decode_json_record(record, LabelReport, "a label report")
+    return decode_record(record, LabelReport)
 
 
 def load_golden_keys(path: Path | None) -> frozenset[str]:
@@ -565,16 +566,7 @@ def register_report_agent(app: faust.App, settings: Settings) -> None:
                 settings.batch_size, settings.batch_within_s
             )
             async for events in batches:
-                records: list[RawRecord] = [
-                    RawRecord(
-                        event.message.topic,
-                        event.message.partition,
-                        event.message.offset,
-                        event.message.key,
-                        event.message.value,
-                    )
-                    for event in events
-                ]
+                records = raw_records(events)
                 # Admission and support claims are idempotent, so a retried batch is safe.
                 batch = await retry_until_done(
                     functools.partial(router.route, records),

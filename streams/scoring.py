@@ -12,12 +12,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, cast
 
 import faust
 import orjson
 from faust.streams import Stream
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
@@ -32,8 +32,6 @@ from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from streams.verdict_store import VerdictStore, connect
 
 log = get_logger(__name__)
-
-M = TypeVar("M", bound=BaseModel)
 
 # (topic, key, value) -> awaitable that resolves once the record is buffered and returns the
 # delivery future; both aiokafka's and Faust's producers fit behind it.
@@ -97,12 +95,8 @@ def dead_letter(
     )
 
 
-def decode_json_record(record: RawRecord, model: type[M], what: str) -> M | DeadLetter:
-    """Turns one raw record into ``model``, or a DeadLetter naming what is wrong with it.
-
-    Total: whatever the bytes, it returns and never raises. ``what`` names the record in
-    the error ("a scan event").
-    """
+def decode_scan_event(record: RawRecord) -> ScanEvent | DeadLetter:
+    """Turns one raw record into a ScanEvent, or a DeadLetter naming what is wrong with it."""
 
     def dead(reason: DeadLetterReason, error: str, event_id: str | None = None) -> DeadLetter:
         return dead_letter(record, reason, error, event_id)
@@ -120,20 +114,15 @@ def decode_json_record(record: RawRecord, model: type[M], what: str) -> M | Dead
     if not isinstance(payload, dict):
         return dead(
             DeadLetterReason.NOT_AN_OBJECT,
-            f"{what} is a JSON object, got {type(payload).__name__}",
+            f"a scan event is a JSON object, got {type(payload).__name__}",
         )
     try:
-        return model.model_validate(payload)
+        return ScanEvent.model_validate(payload)
     except ValidationError as exc:
         event_id = payload.get("event_id")
         return dead(
             _reason_for(exc), _describe(exc), event_id if isinstance(event_id, str) else None
         )
-
-
-def decode_scan_event(record: RawRecord) -> ScanEvent | DeadLetter:
-    """Turns one raw record into a ScanEvent, or a DeadLetter naming what is wrong with it."""
-    return decode_json_record(record, ScanEvent, "a scan event")
 
 
 def action_for(score: float, threshold: float, block_score: float) -> Action:

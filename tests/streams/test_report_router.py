@@ -13,8 +13,8 @@ import orjson
 from l2loop.settings import Settings
 from l2model.record import text_key
 from schemas.verdicts import StoredVerdict, Verdict
+from streams.decoding import RawRecord
 from streams.reports import ReportRouter, ReportServices, RoutedBatch, report_services
-from streams.scoring import RawRecord
 from streams.verdict_store import VerdictStore
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

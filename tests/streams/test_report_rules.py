@@ -12,6 +12,7 @@ from schemas.dead_letters import DeadLetter, DeadLetterReason
 from schemas.events import L1Hit, L1Summary
 from schemas.reports import LabelReport
 from schemas.verdicts import StoredVerdict, Verdict
+from streams.decoding import RawRecord
 from streams.report_rules import (
     CONFIRMED_WEIGHT,
     RejectReason,
@@ -24,7 +25,6 @@ from streams.report_rules import (
     retry_after,
 )
 from streams.reports import decode_label_report
-from streams.scoring import RawRecord
 from streams.tenants import TenantRecord
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
