@@ -24,6 +24,10 @@ from schemas.windows import Alert, Rate
 if TYPE_CHECKING:
     from streams.alert_store import AlertStore
 
+if TYPE_CHECKING:
+    from streams.reports import ReportServices
+    from streams.tenants import TenantKeys
+
 T = TypeVar("T")
 
 
@@ -509,3 +513,167 @@ def suppressions_revoke(
     if revoked is None:
         raise click.ClickException(f"{tenant} has no active suppression of {text_key}")
     click.echo(f"revoked: {tenant}\t{text_key}")
+
+
+def _with_reports(settings: Settings, call: Callable[[ReportServices], Awaitable[T]]) -> T:
+    from streams.reports import report_services
+
+    async def run() -> T:
+        services = report_services(settings)
+        try:
+            return await call(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(run())
+
+
+@main.group()
+def tenants() -> None:
+    """Tenants and their report API keys (only hashes are stored)."""
+
+
+def _tenant_call(settings: Settings, call: Callable[[TenantKeys], Awaitable[T]]) -> T:
+    from l2loop.services import attached_settings
+    from streams.tenants import TenantError
+
+    try:
+        return _with_reports(attached_settings(settings), lambda s: call(s.tenants))
+    except TenantError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@tenants.command("add")
+@click.argument("tenant_id")
+@click.pass_obj
+def tenants_add(settings: Settings, tenant_id: str) -> None:
+    """Register TENANT_ID and print its key: shown once, never stored."""
+    click.echo(_tenant_call(settings, lambda keys: keys.add(tenant_id)))
+
+
+@tenants.command("rotate")
+@click.argument("tenant_id")
+@click.pass_obj
+def tenants_rotate(settings: Settings, tenant_id: str) -> None:
+    """Print a new key for TENANT_ID; the old one stops working at once."""
+    click.echo(_tenant_call(settings, lambda keys: keys.rotate(tenant_id)))
+
+
+@tenants.command("revoke")
+@click.argument("tenant_id")
+@click.pass_obj
+def tenants_revoke(settings: Settings, tenant_id: str) -> None:
+    """Revoke TENANT_ID's key: its HTTP and Kafka reports are refused until `rotate`."""
+    record = _tenant_call(settings, lambda keys: keys.revoke(tenant_id))
+    click.echo(f"revoked {record.tenant_id}")
+
+
+@tenants.command("list")
+@click.pass_obj
+def tenants_list(settings: Settings) -> None:
+    """Every tenant: id, state, created, key issued."""
+    for record in _tenant_call(settings, lambda keys: keys.list()):
+        state = "active" if record.active else "revoked"
+        click.echo(
+            f"{record.tenant_id}\t{state}\t{record.created_at:%Y-%m-%d %H:%M}\t"
+            f"{record.key_issued_at:%Y-%m-%d %H:%M}"
+        )
+
+
+@main.group()
+def review() -> None:
+    """Quarantined reports: list them, release them into training, or discard them."""
+
+
+@review.command("list")
+@click.pass_obj
+def review_list(settings: Settings) -> None:
+    """Pending quarantined reports, oldest first, one JSON object a line."""
+    from l2loop.services import attached_settings
+
+    held = _with_reports(attached_settings(settings), lambda s: s.queue.pending())
+    for item in held:
+        line = {
+            "report_id": item.report.report_id,
+            "reason": item.reason,
+            "detail": item.detail,
+            "tenant_id": item.report.tenant_id,
+            "reporter_id": item.report.reporter_id,
+            "kind": item.report.kind,
+            "model_score": item.verdict.score if item.verdict is not None else None,
+            "text": item.text,
+        }
+        sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+
+
+@review.command("log")
+@click.pass_obj
+def review_log(settings: Settings) -> None:
+    """Every review decision so far (who, when, why), oldest first, as JSON lines."""
+    from l2loop.services import attached_settings
+
+    for decision in _with_reports(attached_settings(settings), lambda s: s.queue.decisions()):
+        sys.stdout.buffer.write(orjson.dumps(decision.model_dump(mode="json")) + b"\n")
+
+
+def _decide(settings: Settings, report_id: str, action: str, reviewer: str, why: str) -> str:
+    from aiokafka import AIOKafkaProducer
+
+    from l2loop.services import attached_settings
+    from streams.reports import Reviewer, ReviewError
+    from streams.topics import CURATED_EXAMPLES
+
+    live = attached_settings(settings)
+
+    async def decide(services: ReportServices) -> str:
+        producer = AIOKafkaProducer(bootstrap_servers=live.bootstrap_servers)
+        await producer.start()
+
+        async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+            delivery: Awaitable[object] = await producer.send(topic, value, key=key)
+            return delivery
+
+        try:
+            reviewer_ = Reviewer(
+                services.queue,
+                services.support,
+                services.ledger,
+                publish,
+                curated_topic=live.topic(CURATED_EXAMPLES),
+            )
+            if action == "release":
+                example = await reviewer_.release(report_id, reviewer, why)
+                return f"released {report_id}: example {example.example_id} curated"
+            await reviewer_.discard(report_id, reviewer, why)
+            return f"discarded {report_id}"
+        finally:
+            await producer.stop()
+
+    try:
+        return _with_reports(live, decide)
+    except ReviewError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+_REVIEWER = click.option("--reviewer", required=True, help="who decides (kept in the audit log)")
+_WHY = click.option("--why", required=True, help="why (kept in the audit log)")
+
+
+@review.command("release")
+@click.argument("report_id")
+@_REVIEWER
+@_WHY
+@click.pass_obj
+def review_release(settings: Settings, report_id: str, reviewer: str, why: str) -> None:
+    """Release REPORT_ID into curated-examples, marked released-in-review."""
+    click.echo(_decide(settings, report_id, "release", reviewer, why))
+
+
+@review.command("discard")
+@click.argument("report_id")
+@_REVIEWER
+@_WHY
+@click.pass_obj
+def review_discard(settings: Settings, report_id: str, reviewer: str, why: str) -> None:
+    """Discard REPORT_ID: it teaches nothing."""
+    click.echo(_decide(settings, report_id, "discard", reviewer, why))

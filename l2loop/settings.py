@@ -148,6 +148,24 @@ class Settings(BaseSettings):
             raise ValueError(f"clearing levels on the wrong side of their thresholds: {wrong}")
         return self
 
+    # User reports (streams/reports.py, streams/report_admission.py, l2loop/api/reports.py)
+    report_batch_max: int = Field(500, ge=1, description="most reports in one POST")
+    report_high_confidence_score: float = Field(
+        0.9, gt=0, le=1, description="an FP report on an event scored at or above goes to review"
+    )
+    report_quorum: int = Field(
+        3,
+        ge=2,
+        description="distinct reporters (a second tenant counts as one more) that "
+        "make a curated example production-confirmed",
+    )
+    report_quota_window_s: int = Field(3600, ge=1)
+    report_quota_per_reporter: int = Field(50, ge=1, description="reports per window")
+    report_quota_per_tenant: int = Field(5000, ge=1, description="reports per window")
+    report_keep_s: int = Field(
+        90 * 24 * 3600, ge=60, description="how long outcomes and duplicate guards are kept"
+    )
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic_fragment(cls, value: str) -> str:

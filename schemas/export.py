@@ -9,10 +9,28 @@ from pydantic import BaseModel
 
 from schemas.dead_letters import DeadLetter
 from schemas.events import ScanEvent
+from schemas.reports import (
+    CuratedExample,
+    LabelReport,
+    QuarantinedReport,
+    ReportOutcome,
+    ReviewDecision,
+)
 from schemas.verdicts import StoredVerdict, Verdict
 from schemas.windows import Alert
 
-EXPORTED: tuple[type[BaseModel], ...] = (ScanEvent, Verdict, StoredVerdict, DeadLetter, Alert)
+EXPORTED: tuple[type[BaseModel], ...] = (
+    ScanEvent,
+    Verdict,
+    StoredVerdict,
+    DeadLetter,
+    Alert,
+    LabelReport,
+    ReportOutcome,
+    CuratedExample,
+    QuarantinedReport,
+    ReviewDecision,
+)
 
 
 def export_json_schemas(out_dir: Path) -> list[Path]:

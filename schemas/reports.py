@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from l2model.record import TrainingRecord
 from schemas.common import SCHEMA_VERSION, EventTime, Identifier, Probability, utc_now
+from schemas.events import L1Summary
+from schemas.verdicts import Verdict
 
 ReportKind = Literal["false_positive", "false_negative", "confirmed_threat"]
 Channel = Literal["http", "kafka"]
@@ -51,6 +53,9 @@ class ReportOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     report_id: Identifier
+    tenant_id: Identifier | None = Field(
+        None, description="the reporting tenant: only it may read this outcome"
+    )
     route: ReportRoute
     reason: str = Field("", description="machine-readable code, e.g. 'not_flagged'")
     detail: str = ""
@@ -77,4 +82,52 @@ class CuratedExample(TrainingRecord):
     tenant_count: int = Field(1, ge=1)
     model_version: str
     model_score: Probability
+    confirmed: bool = Field(
+        False,
+        description="a quorum of distinct reporters, or released in review: enough for a "
+        "suppression to follow",
+    )
+    released_in_review: bool = False
+    reviewed_by: str | None = None
     curated_at: EventTime = Field(default_factory=utc_now)
+
+
+QuarantineReason = Literal["high_confidence_threat", "l1_critical", "conflicting_reports"]
+
+
+class QuarantinedReport(BaseModel):
+    """A report held for a person (``l2loop review``): what it claims and why it is held.
+
+    It carries the verdict and text it was joined to, so that a release long after the
+    verdict store forgot the event still builds the full training record.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    report: LabelReport
+    reason: QuarantineReason
+    detail: str
+    example_id: str = Field(min_length=64, max_length=64)
+    text: str
+    verdict: Verdict | None = None
+    l1: L1Summary | None = None
+    quarantined_at: EventTime = Field(default_factory=utc_now)
+
+
+ReviewAction = Literal["release", "discard"]
+
+
+class ReviewDecision(BaseModel):
+    """One person's decision on a quarantined report: who, when, why. Kept for audit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    report_id: Identifier
+    action: ReviewAction
+    reviewer: Identifier
+    why: str = Field(min_length=1, max_length=2000)
+    quarantine_reason: QuarantineReason
+    example_id: str = Field(min_length=64, max_length=64)
+    decided_at: EventTime = Field(default_factory=utc_now)

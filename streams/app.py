@@ -20,6 +20,7 @@ from l2loop.resilience import HEALTH, exit_after
 from l2loop.settings import Settings
 from streams.alerts import register_alert_agent
 from streams.curated_sink import register_curated_sink
+from streams.reports import register_report_agent
 from streams.scoring import register_score_agent
 from streams.windows import register_window_agent
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
     )
     register_score_agent(app, settings)
+    register_report_agent(app, settings)
     register_window_agent(app, settings)
     register_alert_agent(app, settings)
     register_curated_sink(app, settings)

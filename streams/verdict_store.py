@@ -47,5 +47,17 @@ class VerdictStore:
         raw = await self._client.get(self.key(event_id))
         return None if raw is None else StoredVerdict.model_validate_json(raw)
 
+    async def get_many(self, event_ids: Sequence[str]) -> dict[str, StoredVerdict]:
+        """The stored verdicts of ``event_ids`` that the store holds, in one round trip."""
+        if not event_ids:
+            return {}
+        wanted = list(dict.fromkeys(event_ids))
+        raws = await self._client.mget([self.key(event_id) for event_id in wanted])
+        return {
+            event_id: StoredVerdict.model_validate_json(raw)
+            for event_id, raw in zip(wanted, raws, strict=True)
+            if raw is not None
+        }
+
     async def close(self) -> None:
         await self._client.aclose()

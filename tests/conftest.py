@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.faults",
     "tests.fixtures.receivers",
+    "tests.fixtures.api",
 ]

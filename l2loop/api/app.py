@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
@@ -21,6 +22,7 @@ class ApiContext:
 
     settings: Settings
     redis: aioredis.Redis
+    producer: AIOKafkaProducer
 
 
 def api_context(request: Request) -> ApiContext:
@@ -33,10 +35,13 @@ def create_api(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect(settings.redis_dsn)
-        app.state.context = ApiContext(settings=settings, redis=client)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+        await producer.start()
+        app.state.context = ApiContext(settings=settings, redis=client, producer=producer)
         try:
             yield
         finally:
+            await producer.stop()
             await client.aclose()
 
     app = FastAPI(
@@ -51,8 +56,10 @@ def create_api(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     # Routers import ApiContext from this module, so they are imported once it exists.
+    from l2loop.api.reports import router as reports_router
     from l2loop.api.windows import router as windows_router
 
+    app.include_router(reports_router)
     app.include_router(windows_router)
     app.mount("/static", StaticFiles(packages=[("l2loop.api", "static")]), name="static")
     app.mount("/metrics", make_asgi_app())

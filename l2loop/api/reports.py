@@ -1,0 +1,319 @@
+"""``POST /v1/reports`` and ``GET /v1/reports/{id}``: user reports in over HTTP.
+
+A report is admitted here with the same checks the agent applies to Kafka records
+(``streams.report_admission``), then published to label-reports; the agent decides where
+it ends. Answers (README, "Reporting false positives"):
+
+- one report: the status of that report; a batch (a JSON array): 202 when every report was
+  accepted, the shared status when all were refused for the same status, 207 otherwise.
+  The body always lists one result per report, in order, with its own status.
+- 400/401/413 before any report is looked at: the body is not JSON, the key is missing,
+  unknown, rotated or revoked, or the batch is larger than the setting allows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from l2loop.api.app import ApiContext, api_context
+from l2loop.resilience import retry_until_done
+from schemas.codec import to_bytes
+from schemas.common import EventTime, Identifier, utc_now
+from schemas.reports import LabelReport, ReportKind, ReportOutcome, ReportRoute
+from streams.report_admission import Admitted
+from streams.report_rules import Rejection, RejectReason
+from streams.reports import ReportServices, report_services
+from streams.tenants import TenantRecord
+from streams.topics import LABEL_REPORTS
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+
+
+class ReportSubmission(BaseModel):
+    """One report as a client sends it; the tenant comes from the key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    report_id: Identifier | None = Field(
+        None, description="yours, to retry safely; assigned when absent"
+    )
+    event_id: Identifier
+    tenant_id: Identifier | None = Field(None, description="if given, must be the key's tenant")
+    reporter_id: Identifier
+    kind: ReportKind
+    reported_at: EventTime | None = None
+    reason: str = Field("", max_length=128)
+    comment: str = Field("", max_length=2000)
+    text: str | None = Field(None, max_length=32 * 1024, description="false_negative only")
+    event_ts: EventTime | None = Field(None, description="false_negative only")
+
+
+class ReportResult(BaseModel):
+    index: int
+    status: int
+    report_id: str | None = None
+    code: str | None = None
+    field: str | None = None
+    detail: str | None = None
+    retry_after_s: int | None = None
+
+
+class ReportsAnswer(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[ReportResult]
+
+
+class ApiError(BaseModel):
+    code: str
+    detail: str
+    field: str | None = None
+
+
+def _body_schema() -> dict[str, Any]:
+    # The body is parsed by hand (so that every fault gets its own code), so OpenAPI is told
+    # its shape explicitly.
+    one = ReportSubmission.model_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"oneOf": [one, {"type": "array", "items": one}]}}
+            },
+        }
+    }
+
+
+def _services(request: Request, context: ApiContext) -> ReportServices:
+    services: ReportServices | None = getattr(request.app.state, "report_services", None)
+    if services is None:
+        services = report_services(context.settings, context.redis)
+        request.app.state.report_services = services
+    return services
+
+
+def _error(rejection: Rejection, *, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ApiError(code=rejection.reason.value, detail=rejection.detail, field=rejection.field)
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=rejection.reason.http_status,
+        headers=headers,
+    )
+
+
+class Refused(Exception):
+    """The whole request is refused before any report is looked at."""
+
+    def __init__(self, rejection: Rejection, items: int) -> None:
+        super().__init__(rejection.detail)
+        self.rejection = rejection
+        self.items = items
+
+
+async def _authenticate(request: Request, services: ReportServices, items: int) -> TenantRecord:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Refused(
+            Rejection(RejectReason.MISSING_KEY, "send Authorization: Bearer <tenant key>"), items
+        )
+    entry = await services.tenants.lookup(key.strip())
+    if entry is None:
+        raise Refused(Rejection(RejectReason.BAD_KEY, "the key is not a tenant key"), items)
+    if entry.state != "active":
+        raise Refused(
+            Rejection(RejectReason.REVOKED_KEY, f"the key was {entry.state}; use the new one"),
+            items,
+        )
+    tenant = await services.tenants.get(entry.tenant_id)
+    if tenant is None or not tenant.active:
+        raise Refused(Rejection(RejectReason.REVOKED_KEY, "the tenant is revoked"), items)
+    return tenant
+
+
+def _field_of(error: ValidationError) -> tuple[str, str]:
+    first = error.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or "<root>"
+    return field, f"{field}: {first['msg']}"
+
+
+def _to_report(item: Any, tenant_id: str) -> LabelReport | Rejection:
+    if not isinstance(item, dict):
+        return Rejection(RejectReason.INVALID_FIELD, "a report is a JSON object", "<root>")
+    try:
+        submission = ReportSubmission.model_validate(item)
+    except ValidationError as exc:
+        field, detail = _field_of(exc)
+        return Rejection(RejectReason.INVALID_FIELD, detail, field)
+    if submission.tenant_id is not None and submission.tenant_id != tenant_id:
+        return Rejection(
+            RejectReason.WRONG_TENANT, "tenant_id is not the key's tenant", "tenant_id"
+        )
+    return LabelReport(
+        report_id=submission.report_id or uuid.uuid4().hex,
+        event_id=submission.event_id,
+        tenant_id=tenant_id,
+        reporter_id=submission.reporter_id,
+        kind=submission.kind,
+        reported_at=submission.reported_at or utc_now(),
+        reason=submission.reason,
+        comment=submission.comment,
+        text=submission.text,
+        event_ts=submission.event_ts,
+        channel="http",
+    )
+
+
+def _result(index: int, answer: LabelReport | Rejection) -> ReportResult:
+    if isinstance(answer, LabelReport):
+        return ReportResult(index=index, status=202, report_id=answer.report_id)
+    return ReportResult(
+        index=index,
+        status=answer.reason.http_status,
+        code=answer.reason.value,
+        field=answer.field,
+        detail=answer.detail,
+        retry_after_s=answer.retry_after_s,
+    )
+
+
+def _overall_status(results: list[ReportResult], batch: bool) -> int:
+    statuses = {result.status for result in results}
+    if not batch or len(statuses) == 1:
+        return results[0].status
+    return 207
+
+
+async def _publish(context: ApiContext, reports: list[LabelReport]) -> None:
+    topic = context.settings.topic(LABEL_REPORTS)
+
+    async def send_all() -> None:
+        pending = [
+            await context.producer.send(topic, to_bytes(report), key=report.event_id.encode())
+            for report in reports
+        ]
+        for delivery in pending:
+            await delivery
+
+    await retry_until_done(
+        send_all, dependency="kafka", what="publish_reports", backoff=context.settings.backoff
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ReportsAnswer,
+    responses={
+        207: {"model": ReportsAnswer, "description": "a batch whose reports fared differently"},
+        400: {"model": ApiError},
+        401: {"model": ApiError},
+        413: {"model": ApiError},
+        429: {"model": ReportsAnswer, "description": "quota used up; see Retry-After"},
+    },
+    openapi_extra=_body_schema(),
+)
+async def submit_reports(
+    request: Request, context: Annotated[ApiContext, Depends(api_context)]
+) -> Response:
+    """Report false positives, missed attacks or confirmed threats: one object or an array."""
+    services = _services(request, context)
+    parse_error: str | None = None
+    try:
+        payload = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        payload, parse_error = None, str(exc)
+    batch = isinstance(payload, list)
+    items: list[Any] = payload if isinstance(payload, list) else [payload]
+    try:
+        tenant = await _authenticate(request, services, len(items))
+        if parse_error is not None:
+            raise Refused(
+                Rejection(
+                    RejectReason.INVALID_JSON, f"the body is not JSON: {parse_error}", "body"
+                ),
+                1,
+            )
+        if not items:
+            raise Refused(Rejection(RejectReason.INVALID_FIELD, "the batch is empty", "body"), 1)
+        limit = context.settings.report_batch_max
+        if len(items) > limit:
+            raise Refused(
+                Rejection(
+                    RejectReason.BATCH_TOO_LARGE,
+                    f"{len(items)} reports in one request; at most {limit}",
+                    "body",
+                ),
+                len(items),
+            )
+    except Refused as refused:
+        await services.ledger.count_rejections([refused.rejection] * refused.items)
+        headers = (
+            {"WWW-Authenticate": "Bearer"} if refused.rejection.reason.http_status == 401 else None
+        )
+        return _error(refused.rejection, headers=headers)
+
+    answers: list[LabelReport | Rejection] = [_to_report(item, tenant.tenant_id) for item in items]
+    candidates = [answer for answer in answers if isinstance(answer, LabelReport)]
+    admitted = iter(await services.admission.admit(candidates))
+    for index, answer in enumerate(answers):
+        if isinstance(answer, LabelReport):
+            verdict = next(admitted)
+            answers[index] = answer if isinstance(verdict, Admitted) else verdict
+    accepted = [answer for answer in answers if isinstance(answer, LabelReport)]
+    refused_items = [answer for answer in answers if isinstance(answer, Rejection)]
+    if accepted:
+        await services.ledger.record(
+            [
+                ReportOutcome(
+                    report_id=report.report_id,
+                    tenant_id=report.tenant_id,
+                    route=ReportRoute.RECEIVED,
+                    reason="accepted",
+                    detail="admitted over HTTP; on its way to the report agent",
+                )
+                for report in accepted
+            ]
+        )
+        await _publish(context, accepted)
+    await services.ledger.count_rejections(refused_items)
+
+    results = [_result(index, answer) for index, answer in enumerate(answers)]
+    answer_body = ReportsAnswer(
+        accepted=len(accepted), rejected=len(refused_items), results=results
+    )
+    waits = [item.retry_after_s for item in refused_items if item.retry_after_s is not None]
+    headers = {"Retry-After": str(max(waits))} if waits else None
+    return JSONResponse(
+        answer_body.model_dump(exclude_none=True),
+        status_code=_overall_status(results, batch),
+        headers=headers,
+    )
+
+
+@router.get(
+    "/{report_id}",
+    response_model=ReportOutcome,
+    responses={401: {"model": ApiError}, 404: {"model": ApiError}},
+)
+async def report_outcome(
+    report_id: str, request: Request, context: Annotated[ApiContext, Depends(api_context)]
+) -> Response:
+    """Where a report ended (curated, quarantined, rejected) and why, or that it is on its way."""
+    services = _services(request, context)
+    try:
+        tenant = await _authenticate(request, services, 0)
+    except Refused as refused:
+        return _error(refused.rejection, headers={"WWW-Authenticate": "Bearer"})
+    outcome = await services.ledger.get(report_id)
+    # Another tenant's report is answered exactly like an unknown one.
+    if outcome is None or outcome.tenant_id != tenant.tenant_id:
+        body = ApiError(code="unknown_report", detail=f"no report {report_id!r} of this tenant")
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=404)
+    return JSONResponse(outcome.model_dump(mode="json"), status_code=200)

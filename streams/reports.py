@@ -1,0 +1,578 @@
+"""The report agent: label-reports in; curated-examples, report-quarantine or rejected out.
+
+Every report ends in exactly one place, recorded in the ledger with its reason:
+
+- ``curated``: a CuratedExample on curated-examples. Its weight and confidence grow with the
+  distinct reporters and tenants behind the same text; each new report re-emits the example
+  (same ``example_id``) so that consumers see the latest support.
+- ``quarantined``: a QuarantinedReport on report-quarantine and in the review queue, for a
+  false-positive claim on a confident or L1-critical detection, or a claim contradicting an
+  example already curated with the other label. Only ``l2loop review`` lets it out.
+- ``rejected``: admission refused it (``streams.report_admission``), or it names a text of
+  the golden set.
+- ``dead_lettered``: the bytes were not a LabelReport: a DeadLetter on label-reports.dlq.
+
+Outputs are delivered, then the outcomes recorded, then offsets committed; a crash replays
+the batch, and admission and the ledger recognise what they already saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, cast
+
+import faust
+import redis.asyncio as aioredis
+from faust.streams import Stream
+
+from l2loop.logs import get_logger
+from l2loop.resilience import Backoff, crash_only, retry_until_done
+from l2loop.settings import Settings
+from l2model.golden import golden_text_keys
+from l2model.record import text_key
+from schemas.codec import to_bytes
+from schemas.common import utc_now
+from schemas.dead_letters import DeadLetter
+from schemas.reports import (
+    CuratedExample,
+    LabelReport,
+    QuarantinedReport,
+    QuarantineReason,
+    ReportOutcome,
+    ReportRoute,
+    ReviewAction,
+    ReviewDecision,
+)
+from schemas.verdicts import StoredVerdict
+from streams.decoding import RawRecord, decode_record, raw_records
+from streams.report_admission import (
+    Admitted,
+    Quotas,
+    ReportAdmission,
+    ReportLedger,
+)
+from streams.report_rules import (
+    RELEASED,
+    Rejection,
+    RejectReason,
+    Strength,
+    Support,
+    curated_example,
+    example_strength,
+    example_text,
+    quarantine_reason,
+    quarantined_report,
+    stored_of,
+)
+from streams.scoring import Publish
+from streams.tenants import TenantKeys
+from streams.topics import CURATED_EXAMPLES, LABEL_REPORTS, LABEL_REPORTS_DLQ, REPORT_QUARANTINE
+from streams.verdict_store import VerdictStore, connect
+
+log = get_logger(__name__)
+
+# KEYS: reporters, tenants, report ids of the example under this label; reporters of the
+# example under the other label.  ARGV: reporter, tenant, report id, check conflict, keep s.
+_SUPPORT: Final = """
+if ARGV[4] == '1' and redis.call('SCARD', KEYS[4]) > 0 then
+  return {0, redis.call('SCARD', KEYS[4]), 0, {}}
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return {1, redis.call('SCARD', KEYS[1]), redis.call('SCARD', KEYS[2]),
+        redis.call('SMEMBERS', KEYS[3])}
+"""
+
+
+def decode_label_report(record: RawRecord) -> LabelReport | DeadLetter:
+    return decode_record(record, LabelReport)
+
+
+def _label(report: LabelReport) -> int:
+    return 0 if report.kind == "false_positive" else 1
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Support the example gained from one report, or the count that contradicts it."""
+
+    agreed: bool
+    support: Support
+
+
+class ExampleSupport:
+    """Distinct reporters, tenants and reports behind each curated text and label, in Redis."""
+
+    def __init__(self, client: aioredis.Redis, *, key_prefix: str, keep_s: int) -> None:
+        self._prefix = key_prefix
+        self._keep_s = keep_s
+        self._script = client.register_script(_SUPPORT)
+        self._client = client
+
+    def _keys(self, example_id: str, label: int) -> list[str]:
+        base = f"{self._prefix}example:{example_id}"
+        return [
+            f"{base}:{label}:reporters",
+            f"{base}:{label}:tenants",
+            f"{base}:{label}:reports",
+            f"{base}:{1 - label}:reporters",
+        ]
+
+    async def claim(
+        self, items: Sequence[tuple[LabelReport, str]], *, check_conflict: bool = True
+    ) -> list[Claim]:
+        """Adds each (report, example_id) to its example's support, in order, one round trip;
+        with ``check_conflict``, a text already curated under the other label gains nothing."""
+        if not items:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for report, example_id in items:
+                await self._script(
+                    keys=self._keys(example_id, _label(report)),
+                    args=[
+                        f"{report.tenant_id}/{report.reporter_id}",
+                        report.tenant_id,
+                        report.report_id,
+                        "1" if check_conflict else "0",
+                        self._keep_s,
+                    ],
+                    client=pipe,
+                )
+            replies = await pipe.execute()
+        claims = []
+        for agreed, reporters, tenants, report_ids in replies:
+            ids = sorted(
+                item.decode() if isinstance(item, bytes) else str(item) for item in report_ids
+            )
+            claims.append(Claim(bool(agreed), Support(ids, int(reporters), int(tenants))))
+        return claims
+
+
+@dataclass
+class RoutedBatch:
+    curated: list[CuratedExample] = field(default_factory=list)
+    quarantined: list[QuarantinedReport] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    outcomes: list[ReportOutcome] = field(default_factory=list)
+
+
+def _rejected(report: LabelReport, rejection: Rejection) -> ReportOutcome:
+    return ReportOutcome(
+        report_id=report.report_id,
+        tenant_id=report.tenant_id,
+        route=ReportRoute.REJECTED,
+        reason=rejection.reason.value,
+        detail=rejection.detail,
+    )
+
+
+def dead_letter_id(letter: DeadLetter) -> str:
+    """The ledger id of a record that never became a report: where it sat on the topic."""
+    return f"dlq:{letter.source_topic}:{letter.partition}:{letter.offset}"
+
+
+def record_id(record: RawRecord) -> str:
+    """The ledger id of a report whose own id belongs to another report."""
+    return f"record:{record.topic}:{record.partition}:{record.offset}"
+
+
+class ReportRouter:
+    """Decides where each report of a batch ends; writes only admission and support state."""
+
+    def __init__(
+        self,
+        admission: ReportAdmission,
+        support: ExampleSupport,
+        *,
+        golden_keys: frozenset[str],
+        high_confidence_score: float,
+        quorum: int,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._admission = admission
+        self._support = support
+        self._golden = golden_keys
+        self._high = high_confidence_score
+        self._quorum = quorum
+        self._clock = clock
+
+    async def route(self, records: Sequence[RawRecord]) -> RoutedBatch:
+        batch = RoutedBatch()
+        reports: list[LabelReport] = []
+        sources: list[RawRecord] = []
+        for record in records:
+            decoded = decode_label_report(record)
+            if isinstance(decoded, DeadLetter):
+                batch.dead_letters.append(decoded)
+                batch.outcomes.append(
+                    ReportOutcome(
+                        report_id=dead_letter_id(decoded),
+                        route=ReportRoute.DEAD_LETTERED,
+                        reason=decoded.reason.value,
+                        detail=decoded.error,
+                    )
+                )
+            else:
+                reports.append(decoded)
+                sources.append(record)
+        to_curate: list[tuple[Admitted, str]] = []
+        answers = await self._admission.admit(reports)
+        for report, source, answer in zip(reports, sources, answers, strict=True):
+            if isinstance(answer, Rejection):
+                outcome = _rejected(report, answer)
+                if answer.reason is RejectReason.REPORT_ID_TAKEN:
+                    # The id's outcome is the first report's; this one is kept (and counted)
+                    # under where it sat on the topic.
+                    outcome = outcome.model_copy(update={"report_id": record_id(source)})
+                batch.outcomes.append(outcome)
+                continue
+            stored = answer.stored
+            example_id = text_key(example_text(report, stored))
+            if example_id in self._golden:
+                batch.outcomes.append(
+                    _rejected(
+                        report,
+                        Rejection(RejectReason.GOLDEN_SET, "the golden set is never trained on"),
+                    )
+                )
+                continue
+            held = quarantine_reason(report, stored, self._high)
+            if held is not None:
+                self._quarantine(batch, report, stored, *held)
+                continue
+            to_curate.append((answer, example_id))
+        claims = await self._support.claim([(a.report, eid) for a, eid in to_curate])
+        now = self._clock()
+        for (admitted, _), claim in zip(to_curate, claims, strict=True):
+            report, stored = admitted.report, admitted.stored
+            if not claim.agreed:
+                self._quarantine(
+                    batch,
+                    report,
+                    stored,
+                    "conflicting_reports",
+                    f"{claim.support.reporters} reporter(s) had this text curated with the "
+                    "other label",
+                )
+                continue
+            strength = example_strength(
+                claim.support.reporters, claim.support.tenants, self._quorum
+            )
+            example = curated_example(report, stored, claim.support, strength, now=now)
+            batch.curated.append(example)
+            batch.outcomes.append(_curated(report, example, strength))
+        return batch
+
+    def _quarantine(
+        self,
+        batch: RoutedBatch,
+        report: LabelReport,
+        stored: StoredVerdict | None,
+        reason: QuarantineReason,
+        detail: str,
+    ) -> None:
+        held = quarantined_report(report, stored, reason, detail)
+        batch.quarantined.append(held)
+        batch.outcomes.append(
+            ReportOutcome(
+                report_id=report.report_id,
+                tenant_id=report.tenant_id,
+                route=ReportRoute.QUARANTINED,
+                reason=reason,
+                detail=detail,
+                example_id=held.example_id,
+            )
+        )
+
+
+def _curated(report: LabelReport, example: CuratedExample, strength: Strength) -> ReportOutcome:
+    return ReportOutcome(
+        report_id=report.report_id,
+        tenant_id=report.tenant_id,
+        route=ReportRoute.CURATED,
+        reason="confirmed" if strength.confirmed else "below_quorum",
+        detail=f"weight {strength.weight}, confidence {strength.confidence}, "
+        f"{example.reporter_count} reporter(s) in {example.tenant_count} tenant(s)",
+        example_id=example.example_id,
+    )
+
+
+class ReviewQueue:
+    """Quarantined reports awaiting a person, and the audit log of every decision on them.
+
+    Pending reports sit in a Redis hash; each decision is appended to a Redis stream (the
+    audit trail, in order) and kept per report in a hash, in one transaction that also
+    takes the report out of the queue.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, key_prefix: str) -> None:
+        self._client = client
+        self._pending = f"{key_prefix}review-pending"
+        self._decisions = f"{key_prefix}review-decisions"
+        self._log = f"{key_prefix}review-log"
+
+    async def hold(self, items: Sequence[QuarantinedReport]) -> None:
+        if items:
+            mapping: dict[str | bytes, bytes] = {
+                item.report.report_id: to_bytes(item) for item in items
+            }
+            await self._client.hset(self._pending, mapping=mapping)  # type: ignore[arg-type]
+
+    async def pending(self) -> list[QuarantinedReport]:
+        raws = await self._client.hvals(self._pending)
+        held = [QuarantinedReport.model_validate_json(raw) for raw in raws]
+        return sorted(held, key=lambda item: (item.quarantined_at, item.report.report_id))
+
+    async def get(self, report_id: str) -> QuarantinedReport | None:
+        raw = await self._client.hget(self._pending, report_id)
+        return None if raw is None else QuarantinedReport.model_validate_json(raw)
+
+    async def decide(self, decision: ReviewDecision) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.xadd(self._log, {"decision": to_bytes(decision)})
+            pipe.hset(self._decisions, decision.report_id, to_bytes(decision))
+            pipe.hdel(self._pending, decision.report_id)
+            await pipe.execute()
+
+    async def decisions(self) -> list[ReviewDecision]:
+        """The audit trail, oldest first."""
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._client.xrange(self._log))
+        return [ReviewDecision.model_validate_json(fields[b"decision"]) for _, fields in entries]
+
+
+class ReviewError(Exception):
+    """A review decision that cannot be made as asked; the message says why."""
+
+
+class Reviewer:
+    """``l2loop review``: releases a quarantined report into curated-examples, or discards it."""
+
+    def __init__(
+        self,
+        queue: ReviewQueue,
+        support: ExampleSupport,
+        ledger: ReportLedger,
+        publish: Publish,
+        *,
+        curated_topic: str,
+    ) -> None:
+        self._queue = queue
+        self._support = support
+        self._ledger = ledger
+        self._publish = publish
+        self._curated_topic = curated_topic
+
+    async def _take(self, report_id: str) -> QuarantinedReport:
+        held = await self._queue.get(report_id)
+        if held is None:
+            raise ReviewError(f"report {report_id!r} is not in quarantine")
+        return held
+
+    async def release(self, report_id: str, reviewer: str, why: str) -> CuratedExample:
+        held = await self._take(report_id)
+        report, stored = held.report, stored_of(held)
+        # The reviewer has read the text: a conflict with the other label is theirs to judge.
+        (claim,) = await self._support.claim([(report, held.example_id)], check_conflict=False)
+        example = curated_example(
+            report, stored, claim.support, RELEASED, now=utc_now(), released_by=reviewer
+        )
+        # Delivered before the decision is recorded: a crash in between leaves the report in
+        # quarantine, and releasing it again re-emits the same example_id.
+        delivery = await self._publish(
+            self._curated_topic, example.example_id.encode(), to_bytes(example)
+        )
+        await delivery
+        await self._record(held, "release", reviewer, why, ReportRoute.CURATED, example.example_id)
+        return example
+
+    async def discard(self, report_id: str, reviewer: str, why: str) -> ReviewDecision:
+        held = await self._take(report_id)
+        return await self._record(held, "discard", reviewer, why, ReportRoute.REJECTED, None)
+
+    async def _record(
+        self,
+        held: QuarantinedReport,
+        action: ReviewAction,
+        reviewer: str,
+        why: str,
+        route: ReportRoute,
+        example_id: str | None,
+    ) -> ReviewDecision:
+        decision = ReviewDecision(
+            report_id=held.report.report_id,
+            action=action,
+            reviewer=reviewer,
+            why=why,
+            quarantine_reason=held.reason,
+            example_id=held.example_id,
+        )
+        await self._queue.decide(decision)
+        reason = "released_in_review" if action == "release" else "discarded_in_review"
+        outcome = ReportOutcome(
+            report_id=held.report.report_id,
+            tenant_id=held.report.tenant_id,
+            route=route,
+            reason=reason,
+            detail=f"{reviewer}: {why}",
+            example_id=example_id,
+        )
+        counter = "released" if action == "release" else "discarded"
+        await self._ledger.record(
+            [outcome], counter=lambda _: counter, moving_from=ReportRoute.QUARANTINED
+        )
+        return decision
+
+
+class ReportSink:
+    """Delivers a routed batch: records to Kafka first, then the review queue and ledger."""
+
+    def __init__(
+        self,
+        publish: Publish,
+        queue: ReviewQueue,
+        ledger: ReportLedger,
+        *,
+        settings: Settings,
+    ) -> None:
+        self._publish = publish
+        self._queue = queue
+        self._ledger = ledger
+        self._backoff: Backoff = settings.backoff
+        self._curated = settings.topic(CURATED_EXAMPLES)
+        self._quarantine = settings.topic(REPORT_QUARANTINE)
+        self._dlq = settings.topic(LABEL_REPORTS_DLQ)
+
+    async def _publish_all(self, batch: RoutedBatch) -> None:
+        pending = [
+            await self._publish(self._curated, ex.example_id.encode(), to_bytes(ex))
+            for ex in batch.curated
+        ]
+        pending += [
+            await self._publish(self._quarantine, q.report.report_id.encode(), to_bytes(q))
+            for q in batch.quarantined
+        ]
+        pending += [
+            await self._publish(self._dlq, letter.key, to_bytes(letter))
+            for letter in batch.dead_letters
+        ]
+        await asyncio.gather(*pending)
+
+    async def deliver(self, batch: RoutedBatch) -> None:
+        if batch.curated or batch.quarantined or batch.dead_letters:
+            await retry_until_done(
+                lambda: self._publish_all(batch),
+                dependency="kafka",
+                what="deliver_reports",
+                backoff=self._backoff,
+            )
+        await retry_until_done(
+            lambda: self._queue.hold(batch.quarantined),
+            dependency="redis",
+            what="hold_quarantined",
+            backoff=self._backoff,
+        )
+        await retry_until_done(
+            lambda: self._ledger.record(batch.outcomes),
+            dependency="redis",
+            what="record_outcomes",
+            backoff=self._backoff,
+        )
+
+
+@dataclass(frozen=True)
+class ReportServices:
+    """The Redis-backed parts of the report path, built once per process."""
+
+    client: aioredis.Redis
+    admission: ReportAdmission
+    ledger: ReportLedger
+    support: ExampleSupport
+    queue: ReviewQueue
+    tenants: TenantKeys
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def report_services(settings: Settings, client: aioredis.Redis | None = None) -> ReportServices:
+    client = client or connect(settings.redis_dsn)
+    prefix = settings.topic_prefix
+    tenants = TenantKeys(client, key_prefix=prefix)
+    verdicts = VerdictStore(client, key_prefix=prefix, ttl_s=settings.verdict_ttl_s)
+    admission = ReportAdmission(
+        client,
+        verdicts,
+        tenants,
+        key_prefix=prefix,
+        quotas=Quotas(
+            window_s=settings.report_quota_window_s,
+            per_reporter=settings.report_quota_per_reporter,
+            per_tenant=settings.report_quota_per_tenant,
+        ),
+        keep_s=settings.report_keep_s,
+    )
+    return ReportServices(
+        client=client,
+        admission=admission,
+        ledger=ReportLedger(client, key_prefix=prefix, keep_s=settings.report_keep_s),
+        support=ExampleSupport(client, key_prefix=prefix, keep_s=settings.report_keep_s),
+        queue=ReviewQueue(client, key_prefix=prefix),
+        tenants=tenants,
+    )
+
+
+def register_report_agent(app: faust.App, settings: Settings) -> None:
+    """Declares the report agent: label-reports -> curated-examples | report-quarantine |
+    rejected | label-reports.dlq."""
+    services = report_services(settings)
+    router = ReportRouter(
+        services.admission,
+        services.support,
+        golden_keys=golden_text_keys(settings.golden_version),
+        high_confidence_score=settings.report_high_confidence_score,
+        quorum=settings.report_quorum,
+    )
+    source = app.topic(
+        settings.topic(LABEL_REPORTS),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+
+    async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        return await app.producer.send(topic, key, value, None, None, None)
+
+    @app.agent(source, name="reports")
+    @crash_only("reports")
+    async def reports(stream: faust.StreamT[bytes]) -> None:
+        sink = ReportSink(publish, services.queue, services.ledger, settings=settings)
+        log.info("report_agent_started", quorum=settings.report_quorum)
+        try:
+            batches = cast(Stream[bytes], stream).take_events(
+                settings.batch_size, settings.batch_within_s
+            )
+            async for events in batches:
+                records = raw_records(events)
+                # Admission and support claims are idempotent, so a retried batch is safe.
+                batch = await retry_until_done(
+                    functools.partial(router.route, records),
+                    dependency="redis",
+                    what="route_reports",
+                    backoff=settings.backoff,
+                )
+                await sink.deliver(batch)
+                log.debug(
+                    "reports_routed",
+                    records=len(records),
+                    curated=len(batch.curated),
+                    quarantined=len(batch.quarantined),
+                    dead_letters=len(batch.dead_letters),
+                )
+        finally:
+            await services.close()

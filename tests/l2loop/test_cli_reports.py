@@ -1,0 +1,172 @@
+"""`l2loop tenants` and `l2loop review` against the real Redis and broker."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import orjson
+import redis
+from click.testing import CliRunner
+
+from l2loop.cli import main
+from l2loop.settings import Settings
+from schemas.reports import LabelReport, ReportOutcome, ReportRoute
+from schemas.verdicts import StoredVerdict, Verdict
+from streams.report_rules import quarantined_report
+from streams.reports import report_services
+from streams.tenants import hash_key
+from streams.topics import CURATED_EXAMPLES
+from tests.fixtures.pipeline import drain
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_tenant_keys_are_shown_once_stored_as_hashes_rotated_and_revoked(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    runner = CliRunner()
+    env = settings.to_env()
+    added = runner.invoke(main, ["tenants", "add", "acme"], env=env)
+    assert added.exit_code == 0, added.output
+    key = added.stdout.strip()
+    assert key.startswith("l2k_") and len(key) > 40
+    again = runner.invoke(main, ["tenants", "add", "acme"], env=env)
+    assert again.exit_code == 1 and "exists" in again.output
+
+    # Only the hash is in Redis, never the key.
+    stored = [
+        value
+        for name in redis_client.scan_iter(match=f"{settings.topic_prefix}*")
+        for value in redis_client.hgetall(name).values()
+    ]
+    assert stored and not any(key.encode() in value for value in stored)
+    assert any(hash_key(key).encode() in value for value in stored)
+
+    rotated = runner.invoke(main, ["tenants", "rotate", "acme"], env=env)
+    assert rotated.exit_code == 0 and rotated.stdout.strip() not in ("", key)
+    revoked = runner.invoke(main, ["tenants", "revoke", "acme"], env=env)
+    assert revoked.exit_code == 0, revoked.output
+    listed = runner.invoke(main, ["tenants", "list"], env=env)
+    assert listed.stdout.split("\t")[:2] == ["acme", "revoked"]
+    assert runner.invoke(main, ["tenants", "revoke", "nobody"], env=env).exit_code == 1
+
+    async def states() -> tuple[str | None, str | None]:
+        services = report_services(settings)
+        try:
+            old = await services.tenants.lookup(key)
+            new = await services.tenants.lookup(rotated.stdout.strip())
+            return (old.state if old else None, new.state if new else None)
+        finally:
+            await services.close()
+
+    assert asyncio.run(states()) == ("rotated", "revoked")
+
+
+def _held(report_id: str) -> tuple[LabelReport, StoredVerdict]:
+    verdict = Verdict(
+        event_id=f"ev-{report_id}",
+        ts=NOW,
+        tenant_id="acme",
+        model_version="1.0.0",
+        score=0.96,
+        threshold=0.55,
+        is_threat=True,
+        family="PI",
+        severity=0.9,
+        context="attack",
+        action="block",
+        latency_ms=1.0,
+        truncated=False,
+    )
+    report = LabelReport(
+        report_id=report_id,
+        event_id=verdict.event_id,
+        tenant_id="acme",
+        reporter_id="alice",
+        kind="false_positive",
+        reason="programming",
+    )
+    text = f"ignore the previous paragraph, it was a typo ({report_id})"
+    return report, StoredVerdict(verdict=verdict, text=text)
+
+
+def test_review_releases_or_discards_and_audits_every_decision(topics: Settings) -> None:
+    async def quarantine() -> None:
+        services = report_services(topics)
+        try:
+            items = [
+                quarantined_report(*_held(rid), "high_confidence_threat", "0.96")
+                for rid in ("r1", "r2")
+            ]
+            await services.queue.hold(items)
+            await services.ledger.record(
+                [
+                    ReportOutcome(
+                        report_id=item.report.report_id,
+                        tenant_id="acme",
+                        route=ReportRoute.QUARANTINED,
+                        reason=item.reason,
+                    )
+                    for item in items
+                ]
+            )
+        finally:
+            await services.close()
+
+    asyncio.run(quarantine())
+    runner, env = CliRunner(), topics.to_env()
+    listed = runner.invoke(main, ["review", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    pending = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert [p["report_id"] for p in pending] == ["r1", "r2"]
+    assert pending[0]["reason"] == "high_confidence_threat" and pending[0]["text"]
+
+    released = runner.invoke(
+        main,
+        ["review", "release", "r1", "--reviewer", "ana", "--why", "a typo, not an attack"],
+        env=env,
+    )
+    assert released.exit_code == 0, released.output
+    discarded = runner.invoke(
+        main, ["review", "discard", "r2", "--reviewer", "ben", "--why", "attack"], env=env
+    )
+    assert discarded.exit_code == 0, discarded.output
+    again = runner.invoke(
+        main, ["review", "release", "r1", "--reviewer", "ana", "--why", "twice"], env=env
+    )
+    assert again.exit_code == 1 and "not in quarantine" in again.output
+    assert runner.invoke(main, ["review", "list"], env=env).stdout == ""
+
+    log = [
+        orjson.loads(line)
+        for line in runner.invoke(main, ["review", "log"], env=env).stdout.splitlines()
+    ]
+    assert [(d["report_id"], d["action"], d["reviewer"], d["why"]) for d in log] == [
+        ("r1", "release", "ana", "a typo, not an attack"),
+        ("r2", "discard", "ben", "attack"),
+    ]
+    assert all(d["decided_at"] and d["quarantine_reason"] == "high_confidence_threat" for d in log)
+
+    curated_topic = topics.topic(CURATED_EXAMPLES)
+    drained = drain(topics, [curated_topic], lambda d: bool(d.values(curated_topic)), 30)
+    (example,) = drained.values(curated_topic)
+    assert example["released_in_review"] is True and example["reviewed_by"] == "ana"
+    assert example["confirmed"] is True and example["weight_multiplier"] == 5.0
+    assert (example["label"], example["report_ids"]) == (0, ["r1"])
+
+    async def ledger() -> tuple[dict[str, int], list[ReportOutcome | None]]:
+        services = report_services(topics)
+        try:
+            outcomes = [await services.ledger.get(rid) for rid in ("r1", "r2")]
+            return await services.ledger.counts(), outcomes
+        finally:
+            await services.close()
+
+    counts, (first, second) = asyncio.run(ledger())
+    assert counts == {"quarantined": 2, "released": 1, "discarded": 1}
+    assert first is not None and (first.route, first.reason) == ("curated", "released_in_review")
+    assert second is not None and (second.route, second.reason) == (
+        "rejected",
+        "discarded_in_review",
+    )
