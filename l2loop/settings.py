@@ -12,6 +12,7 @@ from l2loop.resilience import Backoff
 from l2model.artifacts import default_model_dir
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
+WORKER_ROLES = ("score", "reports", "windows", "alerts", "curated")
 
 
 class Settings(BaseSettings):
@@ -30,7 +31,9 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
 
-    # Faust worker
+    # Faust worker. Roles: which agents this worker runs (comma-separated: score, reports,
+    # windows, alerts, curated; "all" for every one), so that roles scale separately.
+    worker_roles: str = "all"
     app_id: str = "l2loop"
     web_port: int = Field(6066, ge=0, le=65535)
     data_dir: Path = Path("var")
@@ -190,6 +193,21 @@ class Settings(BaseSettings):
     def stored_verdict_ttl_s(self) -> int:
         """A stored verdict holds its text, so the text TTL bounds it too."""
         return min(self.verdict_ttl_s, self.text_ttl_s or self.verdict_ttl_s)
+
+    @field_validator("worker_roles")
+    @classmethod
+    def _known_roles(cls, value: str) -> str:
+        roles = {part.strip() for part in value.split(",") if part.strip()}
+        unknown = roles - {"all", *WORKER_ROLES}
+        if unknown or not roles:
+            raise ValueError(f"roles are {', '.join(WORKER_ROLES)} or all; got {value!r}")
+        return value
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The worker's roles, in the order their agents are registered."""
+        wanted = {part.strip() for part in self.worker_roles.split(",")}
+        return WORKER_ROLES if "all" in wanted else tuple(r for r in WORKER_ROLES if r in wanted)
 
     @property
     def backoff(self) -> Backoff:

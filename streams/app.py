@@ -7,6 +7,7 @@ Every worker also serves ``/health`` (its dependencies' state, l2loop.resilience
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -51,13 +52,21 @@ def create_app(settings: Settings) -> faust.App:
         # not committed, so the events are replayed (at-least-once).
         stream_wait_empty=False,
     )
-    register_score_agent(app, settings)
-    register_report_agent(app, settings)
-    register_window_agent(app, settings)
-    register_alert_agent(app, settings)
-    register_curated_sink(app, settings)
+    for role in settings.roles:
+        ROLES[role](app, settings)
     _serve_health_and_metrics(app)
     return app
+
+
+# What each worker role runs: one agent (with its timers) per role, so that roles scale
+# apart (`L2LOOP_WORKER_ROLES=score` on many workers, `windows,alerts` on one, ...).
+ROLES: dict[str, Callable[[faust.App, Settings], None]] = {
+    "score": register_score_agent,
+    "reports": register_report_agent,
+    "windows": register_window_agent,
+    "alerts": register_alert_agent,
+    "curated": register_curated_sink,
+}
 
 
 def _serve_health_and_metrics(app: faust.App) -> None:
