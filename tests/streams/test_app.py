@@ -9,7 +9,6 @@ import pytest
 from l2loop.settings import WORKER_ROLES, Settings
 from streams.app import ROLES, create_app
 
-
 # The agent each role's registration declares.
 AGENT_OF = {
     "score": "score",
