@@ -22,6 +22,8 @@ class DeadLetterReason(StrEnum):
     TEXT_TOO_LARGE = "text_too_large"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     SCORING_FAILED = "scoring_failed"
+    # A well-formed label report (from Kafka) that failed a check; the error names the check.
+    REPORT_REFUSED = "report_refused"
 
 
 class DeadLetter(BaseModel):

@@ -8,9 +8,10 @@ Every report ends in exactly one place, recorded in the ledger with its reason:
 - ``quarantined``: a QuarantinedReport on report-quarantine and in the review queue, for a
   false-positive claim on a confident or L1-critical detection, or a claim contradicting an
   example already curated with the other label. Only ``l2loop review`` lets it out.
-- ``rejected``: admission refused it (``streams.report_admission``), or it names a text of
-  the golden set.
-- ``dead_lettered``: the bytes were not a LabelReport: a DeadLetter on label-reports.dlq.
+- ``rejected``: admission refused an HTTP report (``streams.report_admission``; the client
+  was told), or it names a text of the golden set.
+- ``dead_lettered``: a DeadLetter on label-reports.dlq: the bytes were not a LabelReport, or
+  a Kafka report failed a check (reason ``report_refused``, the check's code in ``error``).
 
 Outputs are delivered, then the outcomes recorded, then offsets committed; a crash replays
 the batch, and admission and the ledger recognise what they already saw.
@@ -36,7 +37,7 @@ from l2model.golden import golden_text_keys
 from l2model.record import text_key
 from schemas.codec import to_bytes
 from schemas.common import utc_now
-from schemas.dead_letters import DeadLetter
+from schemas.dead_letters import DeadLetter, DeadLetterReason
 from schemas.reports import (
     CuratedExample,
     LabelReport,
@@ -48,7 +49,7 @@ from schemas.reports import (
     ReviewDecision,
 )
 from schemas.verdicts import StoredVerdict
-from streams.decoding import RawRecord, decode_record, raw_records
+from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
 from streams.report_admission import (
     Admitted,
     Quotas,
@@ -172,6 +173,10 @@ def _rejected(report: LabelReport, rejection: Rejection) -> ReportOutcome:
     )
 
 
+def _dead_lettered(outcome: ReportOutcome) -> ReportOutcome:
+    return outcome.model_copy(update={"route": ReportRoute.DEAD_LETTERED})
+
+
 def dead_letter_id(letter: DeadLetter) -> str:
     """The ledger id of a record that never became a report: where it sat on the topic."""
     return f"dlq:{letter.source_topic}:{letter.partition}:{letter.offset}"
@@ -230,17 +235,13 @@ class ReportRouter:
                     # The id's outcome is the first report's; this one is kept (and counted)
                     # under where it sat on the topic.
                     outcome = outcome.model_copy(update={"report_id": record_id(source)})
-                batch.outcomes.append(outcome)
+                self._refuse(batch, report, source, answer, outcome)
                 continue
             stored = answer.stored
             example_id = text_key(example_text(report, stored))
             if example_id in self._golden:
-                batch.outcomes.append(
-                    _rejected(
-                        report,
-                        Rejection(RejectReason.GOLDEN_SET, "the golden set is never trained on"),
-                    )
-                )
+                golden = Rejection(RejectReason.GOLDEN_SET, "the golden set is never trained on")
+                self._refuse(batch, report, source, golden, _rejected(report, golden))
                 continue
             held = quarantine_reason(report, stored, self._high)
             if held is not None:
@@ -268,6 +269,30 @@ class ReportRouter:
             batch.curated.append(example)
             batch.outcomes.append(_curated(report, example, strength))
         return batch
+
+    @staticmethod
+    def _refuse(
+        batch: RoutedBatch,
+        report: LabelReport,
+        source: RawRecord,
+        rejection: Rejection,
+        outcome: ReportOutcome,
+    ) -> None:
+        """A report that failed a check. Over HTTP the client was told (the API ran the same
+        checks); a Kafka producer reads refusals where it reads those of scan events: on the
+        dead-letter topic, with the check's reason."""
+        if report.channel != "kafka":
+            batch.outcomes.append(outcome)
+            return
+        batch.dead_letters.append(
+            dead_letter(
+                source,
+                DeadLetterReason.REPORT_REFUSED,
+                f"{rejection.reason.value}: {rejection.detail}",
+                report.report_id,
+            )
+        )
+        batch.outcomes.append(_dead_lettered(outcome))
 
     def _quarantine(
         self,

@@ -112,6 +112,7 @@ def test_support_grows_per_distinct_reporter_and_tenant_and_replays_change_nothi
             await services.ledger.record(routed.outcomes)
             first.curated += routed.curated
             first.quarantined += routed.quarantined
+            first.dead_letters += routed.dead_letters
             first.outcomes += routed.outcomes
         counts = await services.ledger.counts()
         replay = await router.route(reports[:4])
@@ -133,10 +134,13 @@ def test_support_grows_per_distinct_reporter_and_tenant_and_replays_change_nothi
     assert weights[3] == (5.0, 1.0, True)  # two reporters in two tenants reach the quorum of 3
 
     by_id = {o.report_id: o for o in first.outcomes}
-    assert (by_id["r5"].route, by_id["r5"].reason) == ("rejected", "golden_set")
+    # Sent over Kafka: refused onto the dead-letter topic, naming the check.
+    assert (by_id["r5"].route, by_id["r5"].reason) == ("dead_lettered", "golden_set")
+    (refused,) = [letter for letter in first.dead_letters if letter.event_id == "r5"]
+    assert refused.reason == "report_refused" and refused.error.startswith("golden_set:")
     assert (by_id["r6"].route, by_id["r6"].reason) == ("quarantined", "conflicting_reports")
     assert [q.report.report_id for q in first.quarantined] == ["r6"]
-    assert counts == {"curated": 4, "quarantined": 1, "rejected:golden_set": 1}
+    assert counts == {"curated": 4, "quarantined": 1, "dead_lettered:golden_set": 1}
 
     # A replay is admitted again without spending quota, and counts nothing twice.
     assert len(replay.curated) == 4 and after_replay == counts

@@ -216,6 +216,8 @@ def build_cases(world: World) -> list[Case]:
         return case
 
     def kafka(category: str, route: str, reason: str, body: Any) -> Case:
+        # A Kafka report that fails a check ends on label-reports.dlq with the check's reason.
+        route = "dead_lettered" if route == "rejected" else route
         report_id = body.get("report_id") if isinstance(body, dict) else None
         case = Case("kafka", category, route, reason, None, body, report_id=report_id)
         cases.append(case)
@@ -437,7 +439,7 @@ def test_two_thousand_mixed_reports_over_http_and_kafka_are_all_accounted_for(
     outcomes = _run(_outcomes(live, [c.report_id for c in cases if c.report_id]))
     spam = [c for c in kafka_cases if c.category == "over_quota"]
     spam_routes = Counter(outcomes[c.report_id]["route"] for c in spam if c.report_id)
-    assert spam_routes == {"curated": QUOTA, "rejected": 40 - QUOTA}
+    assert spam_routes == {"curated": QUOTA, "dead_lettered": 40 - QUOTA}
     for c in spam:
         assert c.report_id is not None
         c.route = outcomes[c.report_id]["route"]
@@ -455,7 +457,9 @@ def test_two_thousand_mixed_reports_over_http_and_kafka_are_all_accounted_for(
         if case.category == "id_taken":
             continue
         if case.route in ("curated", "quarantined") or (
-            case.channel == "kafka" and case.route == "rejected"
+            case.channel == "kafka"
+            and case.route == "dead_lettered"
+            and case.category != "malformed"
         ):
             assert case.report_id is not None, case
             outcome = outcomes.get(case.report_id)
@@ -471,7 +475,10 @@ def test_two_thousand_mixed_reports_over_http_and_kafka_are_all_accounted_for(
     assert sum(counts.values()) == 2000
 
     # What reached the topics: one curated example per curated report, one quarantined
-    # record per quarantined report, one dead letter per malformed record.
+    # record per quarantined report, one dead letter per malformed or refused Kafka record.
+    dead = [c for c in kafka_cases if c.route == "dead_lettered"]
+    malformed = [c for c in dead if c.category == "malformed"]
+    refused = [c for c in dead if c.category != "malformed"]
     curated_topic, quarantine_topic, dlq_topic = (
         live.topic(CURATED_EXAMPLES),
         live.topic(REPORT_QUARANTINE),
@@ -483,7 +490,7 @@ def test_two_thousand_mixed_reports_over_http_and_kafka_are_all_accounted_for(
         lambda d: (
             len(d.values(curated_topic)) >= expected["curated"]
             and len(d.values(quarantine_topic)) >= expected["quarantined"]
-            and len(d.values(dlq_topic)) >= 100
+            and len(d.values(dlq_topic)) >= len(dead)
         ),
         timeout_s=60,
     )
@@ -507,11 +514,15 @@ def test_two_thousand_mixed_reports_over_http_and_kafka_are_all_accounted_for(
         c.report_id for c in cases if c.route == "quarantined"
     )
     letters = drained.values(dlq_topic)
-    assert Counter(str(letter["reason"]) for letter in letters) == Counter(
-        c.reason for c in kafka_cases if c.route == "dead_lettered"
+    unreadable = [letter for letter in letters if letter["reason"] != "report_refused"]
+    assert Counter(str(letter["reason"]) for letter in unreadable) == Counter(
+        c.reason for c in malformed
     )
-    raws = {base64.urlsafe_b64decode(str(letter["raw"])) for letter in letters}
-    assert raws == {c.body for c in kafka_cases if c.route == "dead_lettered"}
+    raws = {base64.urlsafe_b64decode(str(letter["raw"])) for letter in unreadable}
+    assert raws == {c.body for c in malformed}
+    # A refused report's dead letter names the check it failed.
+    refusals = [str(letter["error"]) for letter in letters if letter["reason"] == "report_refused"]
+    assert Counter(error.split(":")[0] for error in refusals) == Counter(c.reason for c in refused)
 
     # GET answers the reporting tenant, and no one else.
     sample = next(c for c in cases if c.channel == "http" and c.route == "quarantined")
