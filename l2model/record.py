@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,8 +77,10 @@ class TrainingRecord(BaseModel):
         sub_category: str = "",
         rule_id: str = "",
         notes: str = "",
+        **extra: Any,
     ) -> Self:
-        """A record whose label and indices are derived from ``family`` and ``context``."""
+        """A record whose label and indices are derived from ``family`` and ``context``;
+        ``extra`` are the fields of a subclass (a curated example's provenance)."""
         return cls(
             text=text,
             label=0 if family == BENIGN else 1,
@@ -93,6 +95,7 @@ class TrainingRecord(BaseModel):
             sub_category=sub_category,
             rule_id=rule_id,
             notes=notes,
+            **extra,
         )
 
     @property

@@ -291,15 +291,12 @@ def curated_example(
         f"{report.kind} reported by {support.reporters} reporter(s) in {support.tenants} "
         f"tenant(s); model {model_version} scored {model_score:.3f}{review}"
     )
-    return CuratedExample(
-        text=text,
-        label=0 if family == BENIGN else 1,
-        family=family,
-        family_idx=FAMILIES.index(family),
-        severity_score=severity,
-        context=context,
-        context_idx=CONTEXTS.index(context),
-        weight_multiplier=strength.weight,
+    return CuratedExample.build(
+        text,
+        family,
+        context,
+        severity=severity,
+        weight=strength.weight,
         confidence=strength.confidence,
         source=f"{_SOURCES[report.kind]}_{now:%Y_%m_%d}",
         sub_category=report.reason if report.reason not in THREAT_FAMILIES else "",

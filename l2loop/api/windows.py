@@ -7,45 +7,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from l2loop.api.app import ApiContext, api_context
-from l2loop.settings import Settings
 from schemas.windows import Alert, WindowStats
+from streams.alert_rules import Thresholds
 from streams.alert_store import AlertStore
 
 router = APIRouter()
 
 
-class AlertThresholds(BaseModel):
-    """The thresholds the evaluator applies, so that a chart can draw them."""
-
-    model_config = ConfigDict(frozen=True)
-
-    min_samples: int
-    fp_rate: float
-    fp_rate_clear: float
-    recall: float
-    recall_clear: float
-    latency_p95_ms: float
-    error_rate: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AlertThresholds:
-        return cls(
-            min_samples=settings.alert_min_samples,
-            fp_rate=settings.alert_fp_rate,
-            fp_rate_clear=settings.alert_fp_rate_clear,
-            recall=settings.alert_recall,
-            recall_clear=settings.alert_recall_clear,
-            latency_p95_ms=settings.alert_latency_p95_ms,
-            error_rate=settings.alert_error_rate,
-        )
-
-
 class WindowsResponse(BaseModel):
     hours: int
-    thresholds: AlertThresholds
+    thresholds: Thresholds
     windows: list[WindowStats]
 
 
@@ -67,7 +41,7 @@ async def list_windows(
     """Every model version's latest window of the ``hours`` hours up to the newest window."""
     return WindowsResponse(
         hours=hours,
-        thresholds=AlertThresholds.from_settings(context.settings),
+        thresholds=Thresholds.from_settings(context.settings),
         windows=await store.recent_windows(hours),
     )
 
