@@ -23,7 +23,10 @@ def test_an_unexpected_redis_error_ends_the_worker_with_one_line(
     server = own_redis()
     server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
-    settings = fault_settings(service_endpoints[0], url, tmp_path / "var")
+    # The score agent alone: with every role, whichever agent writes first meets the error.
+    settings = fault_settings(service_endpoints[0], url, tmp_path / "var").model_copy(
+        update={"worker_roles": "score"}
+    )
     asyncio.run(ensure_topics(settings))
     worker = start_worker(settings, tmp_path)
     # Out of memory with no eviction: writes are refused with an error that is not an

@@ -48,6 +48,9 @@ def test_redis_killed_mid_stream_and_restarted(
     values, reasons = make_traffic(total, total // 20, seed=outage_s)
     worker = start_worker(settings, tmp_path)
     try:
+        # The outage must meet a running agent, not one still starting (that is the
+        # start-up test's case).
+        wait_for_log(worker, "event=score_agent_started")
 
         async def scenario() -> None:
             send = asyncio.create_task(send_paced(settings, values, per_second=rate))
