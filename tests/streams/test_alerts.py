@@ -15,19 +15,18 @@ import orjson
 import pytest
 import redis
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from l2loop.embedded import free_port
 from l2loop.settings import Settings
 from schemas.dead_letters import DeadLetter, DeadLetterReason
-from schemas.windows import AlertmanagerWebhook, WindowStats
+from schemas.windows import WindowStats
 from streams.alert_rules import Thresholds, alert_id
 from streams.alert_store import AlertStore
 from streams.alerts import AlertEvaluator, decode_window_stats
-from streams.scoring import RawRecord
+from streams.decoding import RawRecord
 from streams.topics import ALERTS, WINDOW_STATS
-from tests.fixtures.pipeline import WorkerProcess, drain
-from tests.fixtures.receivers import WebhookReceiver
+from tests.fixtures.pipeline import WorkerProcess, consumed_everything, drain
+from tests.fixtures.receivers import WebhookReceiver, webhook_statuses
 from tests.fixtures.windows import publish_windows, store_latest, window
 
 
@@ -167,32 +166,6 @@ def _wait_for(what: str, condition: Callable[[], bool], timeout_s: float = 90.0)
         time.sleep(0.2)
 
 
-def _consumed_everything(settings: Settings, topic: str) -> bool:
-    """Whether the worker's group has committed offsets at the end of every partition."""
-
-    async def check() -> bool:
-        # A consumer of the worker's group that never joins it: it only reads the commits.
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=settings.app_id,
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        try:
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []
-            ]
-            ends = await consumer.end_offsets(partitions)
-            for tp, end in ends.items():
-                if end > 0 and ((await consumer.committed(tp)) or 0) < end:
-                    return False
-            return bool(partitions)
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(check())
-
-
 def _stable_series(hours: int) -> list[WindowStats]:
     """Hours of ordinary traffic, each window emitted as it fills (revisions 1..3)."""
     series = []
@@ -238,23 +211,6 @@ def _dreadful_but_tiny(hour: int) -> WindowStats:
     )
 
 
-def _webhook_statuses(receiver: WebhookReceiver) -> list[tuple[str, str, str, str]]:
-    statuses = []
-    for body in receiver.payloads():
-        payload = AlertmanagerWebhook.model_validate(body)
-        assert payload.version == "4"
-        for alert in payload.alerts:
-            statuses.append(
-                (
-                    alert.labels["alertname"],
-                    alert.status,
-                    alert.labels["window_start"],
-                    alert.fingerprint,
-                )
-            )
-    return statuses
-
-
 def _alert_records(settings: Settings) -> list[dict[str, Any]]:
     topic = settings.topic(ALERTS)
     return [dict(r) for r in drain(settings, [topic], lambda d: False, timeout_s=2).values(topic)]
@@ -291,7 +247,7 @@ def test_stable_hours_raise_nothing_and_a_spike_raises_one_alert_delivered_once(
         _wait_for("three deliveries", lambda: len(webhook_receiver.payloads()) >= 3)
         _wait_for(
             "every window evaluated",
-            lambda: _consumed_everything(alert_settings, alert_settings.topic(WINDOW_STATS)),
+            lambda: consumed_everything(alert_settings, alert_settings.topic(WINDOW_STATS)),
         )
         # Let a duplicate, if one were coming, arrive.
         time.sleep(2 * alert_settings.alert_outbox_poll_s + 1)
@@ -299,7 +255,7 @@ def test_stable_hours_raise_nothing_and_a_spike_raises_one_alert_delivered_once(
         worker.stop()
     spike_start = window(30).window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
     recall_start = window(36).window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
-    statuses = _webhook_statuses(webhook_receiver)
+    statuses = webhook_statuses(webhook_receiver)
     assert sorted(s[:3] for s in statuses) == [
         ("fp_rate_spike", "firing", spike_start),
         ("fp_rate_spike", "resolved", spike_start),
@@ -346,7 +302,7 @@ def test_a_receiver_down_during_a_spike_still_gets_the_alert_once_back(
         time.sleep(2 * alert_settings.alert_outbox_poll_s + 1)
     finally:
         worker.stop()
-    statuses = _webhook_statuses(webhook_receiver)
+    statuses = webhook_statuses(webhook_receiver)
     assert [s[:2] for s in statuses] == [
         ("fp_rate_spike", "firing"),
         ("fp_rate_spike", "resolved"),
@@ -422,11 +378,11 @@ def test_alerts_reach_a_real_alertmanager_and_its_receivers(
         asyncio.run(publish_windows(settings, _spike_and_recovery(26)[3:]))
         _wait_for(
             "the resolved notification",
-            lambda: any(s[1] == "resolved" for s in _webhook_statuses(webhook_receiver)),
+            lambda: any(s[1] == "resolved" for s in webhook_statuses(webhook_receiver)),
         )
     finally:
         worker.stop()
-    statuses = _webhook_statuses(webhook_receiver)
+    statuses = webhook_statuses(webhook_receiver)
     spike_start = window(26).window_start.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert {s[:3] for s in statuses} == {
         ("fp_rate_spike", "firing", spike_start),
