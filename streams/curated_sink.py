@@ -150,6 +150,7 @@ def register_curated_sink(app: faust.App, settings: Settings) -> None:
         ttl_s = settings.text_ttl_s
 
         @app.timer(interval=min(3600.0, ttl_s / 4))  # type: ignore[untyped-decorator]
+        @crash_only("curated_redaction")
         async def drop_expired_texts() -> None:
             dropped = await sink.redact_older_than(ttl_s)
             if dropped:

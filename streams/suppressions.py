@@ -2,7 +2,7 @@
 
 A suppression is made only from a curated false-positive example that the defences accepted
 with enough confidence: ``reporter_count`` (distinct reporters) at least the quorum, or
-released by a person in review (``source`` starting with ``review_release``). It is per
+released by a person in review (``released_in_review``). It is per
 tenant and keyed by the hash of the normalised text (``l2model.record.text_key``); the
 scorer asks about a whole batch in one Redis command and answers ``allow`` with
 ``suppressed: true``, keeping the model's score.
@@ -35,9 +35,6 @@ from l2model.record import BENIGN, text_key
 from schemas.reports import CuratedExample
 from schemas.suppressions import PREVIEW_CHARS, EndedSuppression, Suppression
 
-# The report agent marks an example released by a person in review with this source prefix.
-REVIEW_RELEASE = "review_release"
-
 
 def member(tenant_id: str, key: str) -> str:
     # text_key is always 64 hex characters at the end, so whatever characters a tenant id
@@ -54,7 +51,7 @@ def confirms_suppression(example: CuratedExample, quorum: int) -> bool:
     return (
         example.report_kind == "false_positive"
         and example.family == BENIGN
-        and (example.reporter_count >= quorum or example.source.startswith(REVIEW_RELEASE))
+        and (example.reporter_count >= quorum or example.released_in_review)
     )
 
 
@@ -77,7 +74,7 @@ def _still_ended(example: CuratedExample, ended: EndedSuppression) -> bool:
     """A revocation by a person stands against quorums; only a later review release lifts it."""
     if ended.ended != "revoked":
         return False
-    return not (example.source.startswith(REVIEW_RELEASE) and example.curated_at > ended.ended_at)
+    return not (example.released_in_review and example.curated_at > ended.ended_at)
 
 
 class SuppressionStore:

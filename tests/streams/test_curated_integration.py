@@ -66,7 +66,7 @@ def revisions_of(index: int, text: str) -> list[CuratedExample]:
         ]
     if index % 10 == 6:
         released = curated_example(
-            text, reporters=1, tenant=TENANT, curated_at=NOON + step, source="review_release:ana"
+            text, reporters=1, tenant=TENANT, curated_at=NOON + step, released_in_review=True
         )
         return [first, released]
     return [first]

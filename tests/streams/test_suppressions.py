@@ -40,22 +40,26 @@ def with_store(settings: Settings, call: Callable[[SuppressionStore], Awaitable[
 
 
 @pytest.mark.parametrize(
-    ("reporters", "source", "kind", "confirmed"),
+    ("reporters", "released", "kind", "confirmed"),
     [
-        (1, "production_false_positive", "false_positive", False),
-        (2, "production_false_positive", "false_positive", False),
-        (3, "production_false_positive", "false_positive", True),
-        (7, "production_false_positive", "false_positive", True),
-        (1, "review_release:alice", "false_positive", True),
-        (1, "production_review_release", "false_positive", False),
-        (5, "production_detection", "confirmed_threat", False),
-        (5, "review_release:bob", "false_negative", False),
+        (1, False, "false_positive", False),
+        (2, False, "false_positive", False),
+        (3, False, "false_positive", True),
+        (7, False, "false_positive", True),
+        (1, True, "false_positive", True),
+        (5, False, "confirmed_threat", False),
+        (5, True, "false_negative", False),
     ],
 )
 def test_only_a_quorum_or_a_review_release_confirms(
-    reporters: int, source: str, kind: str, confirmed: bool
+    reporters: int, released: bool, kind: str, confirmed: bool
 ) -> None:
-    example = curated_example(QUESTION, reporters=reporters, source=source, kind=kind)  # type: ignore[arg-type]
+    example = curated_example(
+        QUESTION,
+        reporters=reporters,
+        kind=kind,
+        released_in_review=released,  # type: ignore[arg-type]
+    )
     assert confirms_suppression(example, quorum=3) is confirmed
 
 
@@ -102,7 +106,7 @@ def test_a_revocation_stands_until_a_later_review_release(
         release = curated_example(
             QUESTION,
             reporters=9,
-            source="review_release:lead",
+            released_in_review=True,
             curated_at=NOON + timedelta(days=401),
         )
         after_release = await store.create_from([release], quorum=3)
