@@ -212,7 +212,7 @@ async def run_demo_reporters(
                 quorum=settings.report_quorum,
                 high_confidence_score=settings.report_high_confidence_score,
             )
-            await asyncio.gather(
+            statuses = await asyncio.gather(
                 *(
                     retry_until_done(
                         functools.partial(post_reports, http, keys[tenant], reports),
@@ -225,6 +225,11 @@ async def run_demo_reporters(
                 )
             )
             posted += sum(len(reports) for reports in by_tenant.values())
+            # An embedded Redis that was restarted comes back empty: keys are issued again.
+            unknown = [t for t, status in zip(by_tenant, statuses, strict=True) if status == 401]
+            if unknown:
+                log.warning("demo_tenant_keys_reissued", tenants=",".join(unknown))
+                keys |= await issue_keys(settings, unknown)
     finally:
         await http.aclose()
         await consumer.stop()

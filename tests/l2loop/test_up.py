@@ -29,7 +29,11 @@ from tests.fixtures.windows import window
 class UpProcess:
     def __init__(self, data_dir: Path, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("L2LOOP_")}
-        env |= {"L2LOOP_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+        env |= {
+            "L2LOOP_DATA_DIR": str(data_dir),
+            "L2LOOP_REGISTRY_DIR": str(data_dir / "models" / "registry"),
+            "PYTHONUNBUFFERED": "1",
+        }
         self.data_dir = data_dir
         self.lines: list[str] = []
         # wait_for looks only at lines after the last one it matched: the line must be new.
