@@ -350,7 +350,7 @@ def run_up(
             f"demo: windows of {window_s}s (production: an hour, L2LOOP_WINDOW_SIZE_S)   "
             f"canaries={live.canary_probes_per_min:g}/min   simulated users report FPs over "
             f"the API{spiking}\n"
-            f"dashboard: {api_url}/   worker log: {log_path}   "
+            f"dashboard: {api_url}/?refresh=10   worker log: {log_path}   "
             f"other terminals: `l2loop tail scan-verdicts`, `l2loop alerts`   stop: Ctrl-C\n"
         )
         worker = l2loop_process(live, "worker", ("worker",), live.web_port, log_path)
