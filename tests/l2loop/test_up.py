@@ -121,10 +121,12 @@ def test_up_shows_a_spike_fire_and_resolve_and_the_reports_of_its_users(tmp_path
     )
     try:
         up.wait_for(lambda line: line.startswith("demo: windows of 60s"))
+        up.wait_for(lambda line: line.startswith("dashboard: http://") and "?refresh=" in line)
         version = Settings().spike_model_version
         spike = f"model {version},"
-        fired = up.wait_for(lambda line: line.startswith("ALERT fp_rate_spike firing"), 180)
-        assert spike in fired
+        up.wait_for(
+            lambda line: line.startswith("ALERT fp_rate_spike firing") and spike in line, 180
+        )
         up.wait_for(
             lambda line: line.startswith("ALERT fp_rate_spike resolved") and spike in line, 180
         )
