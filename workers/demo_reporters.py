@@ -60,8 +60,9 @@ class SentPrompts:
 class Reporting:
     """How the simulated users behave. Per tick (a second) at most ``honest_per_tick``
     flagged benign events are reported, each by a quorum of users with ``quorum_share``
-    (else by one), and a hostile report goes out with ``hostile_chance``. The caps keep
-    users within the per-reporter quotas for a demo of an hour, spike included."""
+    (else by one), and a hostile report goes out with ``hostile_chance``. With the default
+    quotas (50 reports per reporter an hour) the caps keep honest users within them through
+    a spike of several minutes; past that, the quota refusals show as rejected reports."""
 
     honest_per_tick: int = 4
     quorum_share: float = 0.5
