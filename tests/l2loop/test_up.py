@@ -131,7 +131,10 @@ def test_up_shows_a_spike_fire_and_resolve_and_the_reports_of_its_users(tmp_path
             lambda line: line.startswith("ALERT fp_rate_spike resolved") and spike in line, 180
         )
         # The dashboard's API tells the same story.
-        recent = httpx.get(f"{up.running().api_url}/v1/alerts", timeout=5).json()["recent"]
+        api_url = up.running().api_url
+        windows = httpx.get(f"{api_url}/v1/windows", timeout=5).json()["windows"]
+        assert {w["model_version"] for w in windows} >= {version}
+        recent = httpx.get(f"{api_url}/v1/alerts", timeout=5).json()["recent"]
         statuses = {
             a["status"]
             for a in recent
@@ -151,10 +154,14 @@ def test_up_shows_a_spike_fire_and_resolve_and_the_reports_of_its_users(tmp_path
         assert re.fullmatch(r"\d+\.\d%/\d+", figures["recall"])
         assert re.fullmatch(r"(-|\d+\.\d%/\d+)", figures["fp"])
         assert re.fullmatch(r"\d+(\(\w+(,\w+)*\))?", figures["alerts"])
+        assert int(figures["verdicts"]) > 0
+        up.process.send_signal(signal.SIGINT)
+        assert up.process.wait(timeout=60) == 0
+        assert not (up.data_dir / "up.json").exists()
     finally:
         if up.process.poll() is None:
             up.process.send_signal(signal.SIGINT)
-        assert up.process.wait(timeout=60) == 0
+            up.process.wait(timeout=60)
 
 
 def test_the_demo_canary_rate_lets_every_window_alert_on_either_label() -> None:
