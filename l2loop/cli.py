@@ -91,14 +91,44 @@ def worker(settings: Settings) -> None:
 @main.command()
 @click.option("--rate", default=200.0, show_default=True, help="demo events per second")
 @click.option("--duration", default=0.0, show_default=True, help="seconds to run; 0 = until Ctrl-C")
+@click.option(
+    "--window",
+    "window_s",
+    type=click.IntRange(min=60),
+    default=60,
+    show_default=True,
+    help="window length in seconds (production: 3600)",
+)
+@click.option(
+    "--spike-at",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="seconds after start: promote an over-sensitive model (an FP spike)",
+)
+@click.option(
+    "--spike-for",
+    type=click.FloatRange(min=0, min_open=True),
+    default=90.0,
+    show_default=True,
+    help="seconds the spike lasts before the rollback",
+)
 @click.pass_obj
-def up(settings: Settings, rate: float, duration: float) -> None:
-    """Embedded broker + Redis, a scoring worker, demo traffic and a live one-line summary."""
-    from l2loop.up import run_up
+def up(
+    settings: Settings,
+    rate: float,
+    duration: float,
+    window_s: int,
+    spike_at: float | None,
+    spike_for: float,
+) -> None:
+    """Embedded broker + Redis, worker, API, demo traffic, canaries and reporting users, an
+    optional FP spike, and a live summary: FP rate, recall, alerts, reports, suppressions."""
+    from l2loop.up import Spike, run_up
     from workers.demo_traffic import demo_prompts
 
     configure("warn")
-    run_up(settings, demo_prompts(), rate=rate, duration_s=duration)
+    spike = Spike(at_s=spike_at, for_s=spike_for) if spike_at is not None else None
+    run_up(settings, demo_prompts(), rate=rate, duration_s=duration, window_s=window_s, spike=spike)
 
 
 @main.command()

@@ -1,27 +1,73 @@
-"""``l2loop up``: embedded broker and Redis, a scoring worker, demo traffic, a live summary."""
+"""``l2loop up``: embedded broker and Redis, a worker running every agent, the API, demo
+traffic, canaries, simulated users who report, an optional FP spike, and a live summary.
+
+The demo runs short windows (``window_s``, a minute by default) so that a newcomer sees
+windows close and alerts fire and resolve within minutes; the canary rate is raised so that
+each window holds enough probes to alert on."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 import orjson
 
 from l2loop.embedded import ManagedProcess, free_port
+from l2loop.logs import get_logger
+from l2loop.resilience import TRANSIENT_ERRORS
 from l2loop.services import announce_up, redis_address, serving
 from l2loop.settings import Settings
 from l2loop.supervision import Supervised, Supervisor
-from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
+from l2model.golden import load_golden
+from schemas.dead_letters import DeadLetter
+from schemas.windows import Alert, Rate, WindowStats
+from streams.alert_rules import window_field
+from streams.alert_store import AlertStore
+from streams.decoding import RawRecord, decode_record
+from streams.report_admission import ReportLedger
+from streams.suppressions import SuppressionStore
+from streams.topics import ALERTS, SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
+from streams.verdict_store import connect
+from workers.canary import run_canary
+from workers.demo_reporters import SentPrompts, run_demo_reporters
 from workers.demo_traffic import Prompt, run_demo_traffic
+from workers.spike import run_spike
+
+log = get_logger(__name__)
+
+# The demo's window: short enough to watch windows close and alerts resolve.
+DEMO_WINDOW_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Spike:
+    """``--spike-at``/``--spike-for``: seconds after start, and for how long."""
+
+    at_s: float
+    for_s: float
+
+
+def demo_canary_rate(settings: Settings) -> float:
+    """Probes a minute that give each window four times the samples an alert needs, of
+    benign and of malicious probes alike, so that a spike of a quarter window can alert
+    (never fewer than the configured rate)."""
+    probes = load_golden(settings.golden_version).probes
+    benign = sum(probe.label == 0 for probe in probes)
+    scarcer = min(benign, len(probes) - benign) / len(probes)
+    per_window = 4 * settings.alert_min_samples / scarcer
+    return max(settings.canary_probes_per_min, math.ceil(per_window * 60 / settings.window_size_s))
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -52,6 +98,11 @@ class LiveSummary:
     def add_dead_letter(self) -> None:
         self.total_dead += 1
 
+    def current_window(self, window_s: int, now_epoch: float) -> str:
+        """The ``windows:latest`` field of this window of the model serving now."""
+        start = datetime.fromtimestamp(int(now_epoch) // window_s * window_s, tz=UTC)
+        return window_field(start, self.model_version)
+
     def line(self, now: float) -> str:
         while self.verdicts and self.verdicts[0][0] < now - self.span_s:
             self.verdicts.popleft()
@@ -66,6 +117,82 @@ class LiveSummary:
         )
 
 
+def _percent(rate: Rate) -> str:
+    """A rate and the samples behind it: ``1.2%/240``."""
+    return "-" if rate.value is None else f"{100 * rate.value:.1f}%/{rate.total}"
+
+
+@dataclass
+class LoopFigures:
+    """What the loop has measured, read from Redis about once a second: this window of the
+    model serving now, the open alerts, where reports ended, the active suppressions."""
+
+    window: WindowStats | None = None
+    open_rules: list[str] = field(default_factory=list)
+    reports: dict[str, int] = field(default_factory=dict)
+    suppressions: int = 0
+
+    def line(self) -> str:
+        window = self.window
+        measured = (
+            f"window={window.window_start:%H:%M} fp={_percent(window.canary_fp_rate)} "
+            f"reported_fp={_percent(window.reported_fp_rate)} recall={_percent(window.recall)}"
+            if window is not None
+            else "window=- fp=- reported_fp=- recall=-"
+        )
+        rules = f"({','.join(sorted(set(self.open_rules)))})" if self.open_rules else ""
+        rejected = sum(n for name, n in self.reports.items() if name.startswith("rejected:"))
+        return (
+            f"{measured}  alerts={len(self.open_rules)}{rules}  "
+            f"curated={self.reports.get('curated', 0)} "
+            f"quarantined={self.reports.get('quarantined', 0)} rejected={rejected} "
+            f"suppressions={self.suppressions}"
+        )
+
+
+async def _read_figures(
+    settings: Settings, stop: asyncio.Event, summary: LiveSummary, figures: LoopFigures
+) -> None:
+    """Refreshes ``figures`` every second. A display, not a write: while Redis is away the
+    last figures stay on the line (the supervisor says what happened)."""
+    client = connect(settings.redis_dsn)
+    prefix = settings.topic_prefix
+    alerts = AlertStore(client, key_prefix=prefix)
+    ledger = ReportLedger(client, key_prefix=prefix, keep_s=settings.report_keep_s)
+    suppressions = SuppressionStore(client, key_prefix=prefix)
+    try:
+        while not stop.is_set():
+            field_name = summary.current_window(settings.window_size_s, time.time())
+            try:
+                windows, open_alerts, reports, active = await asyncio.gather(
+                    alerts.windows([field_name]),
+                    alerts.open_alerts(),
+                    ledger.counts(),
+                    suppressions.count(),
+                )
+            except TRANSIENT_ERRORS as exc:
+                log.debug("live_figures_unavailable", error=str(exc))
+            else:
+                figures.window = windows[0] if windows else None
+                figures.open_rules = [alert.rule for alert in open_alerts.values()]
+                figures.reports = reports
+                figures.suppressions = active
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+    finally:
+        await client.aclose()
+
+
+def alert_line(alert: Alert) -> str:
+    """One terminal line per alert state change, as the alerts topic carries them."""
+    detail = alert.annotations.get("resolved_by") if alert.status == "resolved" else None
+    return (
+        f"ALERT {alert.rule} {alert.status}: model {alert.model_version}, window "
+        f"{alert.labels.get('window_start', alert.window_start.isoformat())}: "
+        f"{detail or alert.annotations.get('description', '')}"
+    )
+
+
 def _epoch(value: object) -> float:
     from datetime import datetime
 
@@ -73,21 +200,27 @@ def _epoch(value: object) -> float:
 
 
 async def _summarise(
-    settings: Settings, stop: asyncio.Event, out: TextIO, supervisor: Supervisor
+    settings: Settings,
+    stop: asyncio.Event,
+    out: TextIO,
+    supervisor: Supervisor,
+    summary: LiveSummary,
+    figures: LoopFigures,
 ) -> None:
     from aiokafka import AIOKafkaConsumer
 
     verdicts, dlq = settings.topic(SCAN_VERDICTS), settings.topic(SCAN_EVENTS_DLQ)
+    alerts = settings.topic(ALERTS)
     consumer = AIOKafkaConsumer(
         verdicts,
         dlq,
+        alerts,
         bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
         auto_offset_reset="latest",
         enable_auto_commit=False,
     )
     await consumer.start()
-    summary = LiveSummary()
     tty = out.isatty()
     next_print = time.monotonic() + 1.0
     try:
@@ -98,18 +231,31 @@ async def _summarise(
                 for record in records:
                     if tp.topic == dlq:
                         summary.add_dead_letter()
+                    elif tp.topic == alerts:
+                        raw = RawRecord(
+                            tp.topic, tp.partition, record.offset, record.key, record.value
+                        )
+                        alert = decode_record(raw, Alert, id_field="fingerprint")
+                        if not isinstance(alert, DeadLetter):
+                            # On a terminal, above the live line, which is drawn again below.
+                            line = alert_line(alert)
+                            out.write(f"\r\x1b[2K{line}\n" if tty else f"{line}\n")
                     else:
                         summary.add_verdict(now, orjson.loads(record.value))
             if now >= next_print:
                 next_print = now + 1.0
-                text = summary.line(now)
+                measured = figures.line()
                 if supervisor.notice:
-                    text += f"  | {supervisor.notice}"
-                out.write(f"\r\x1b[2K{text}" if tty else f"{text}\n")
+                    measured += f"  | {supervisor.notice}"
+                if tty:
+                    # Two lines, redrawn in place: the cursor goes back to the first.
+                    out.write(f"\r\x1b[2K{summary.line(now)}\n\x1b[2K{measured}\x1b[1A\r")
+                else:
+                    out.write(f"{summary.line(now)}  {measured}\n")
                 out.flush()
     finally:
         await consumer.stop()
-        out.write("\n")
+        out.write("\n\n" if tty else "\n")
 
 
 def l2loop_process(
@@ -141,6 +287,8 @@ async def _run(
     prompts: Sequence[Prompt],
     rate: float,
     duration_s: float,
+    spike: Spike | None,
+    api_url: str,
     supervisor: Supervisor,
     out: TextIO,
 ) -> None:
@@ -150,7 +298,9 @@ async def _run(
         loop.add_signal_handler(signum, stop.set)
     if duration_s > 0:
         loop.call_later(duration_s, stop.set)
-    await asyncio.gather(
+    sent = SentPrompts()
+    summary, figures = LiveSummary(), LoopFigures()
+    jobs: list[Awaitable[object]] = [
         supervisor.watch(stop),
         run_demo_traffic(
             settings.bootstrap_servers,
@@ -158,9 +308,16 @@ async def _run(
             prompts,
             rate_per_s=rate,
             stop=stop,
+            on_sent=sent.remember,
         ),
-        _summarise(settings, stop, out, supervisor),
-    )
+        run_canary(settings, stop),
+        run_demo_reporters(settings, stop, api_url=api_url, sent=sent),
+        _read_figures(settings, stop, summary, figures),
+        _summarise(settings, stop, out, supervisor, summary, figures),
+    ]
+    if spike is not None:
+        jobs.append(run_spike(settings, stop, at_s=spike.at_s, for_s=spike.for_s))
+    await asyncio.gather(*jobs)
 
 
 def run_up(
@@ -169,19 +326,31 @@ def run_up(
     *,
     rate: float,
     duration_s: float,
+    window_s: int = DEMO_WINDOW_S,
+    spike: Spike | None = None,
     out: TextIO = sys.stdout,
 ) -> None:
-    with serving(settings.model_copy(update={"web_port": free_port()})) as (live, services):
+    demo = settings.model_copy(update={"web_port": free_port(), "window_size_s": window_s})
+    demo = demo.model_copy(update={"canary_probes_per_min": demo_canary_rate(demo)})
+    with serving(demo) as (live, services):
         asyncio.run(ensure_topics(live))
         logs = live.data_dir / "logs"
         log_path = logs / "worker.log"
         api_port = free_port()
         api_url = f"http://{live.api_host}:{api_port}"
+        spiking = (
+            f"   FP spike: {spike.for_s:g}s from {spike.at_s:g}s after start"
+            if spike is not None
+            else ""
+        )
         out.write(
             f"l2loop up: broker={','.join(live.bootstrap_servers)} "
             f"redis={redis_address(live.redis_dsn)} prefix={live.topic_prefix} "
             f"model={live.model_dir.name}\n"
-            f"dashboard: {api_url}/   worker log: {log_path}   "
+            f"demo: windows of {window_s}s (production: an hour, L2LOOP_WINDOW_SIZE_S)   "
+            f"canaries={live.canary_probes_per_min:g}/min   simulated users report FPs over "
+            f"the API{spiking}\n"
+            f"dashboard: {api_url}/?refresh=10   worker log: {log_path}   "
             f"other terminals: `l2loop tail scan-verdicts`, `l2loop alerts`   stop: Ctrl-C\n"
         )
         worker = l2loop_process(live, "worker", ("worker",), live.web_port, log_path)
@@ -200,7 +369,7 @@ def run_up(
             supervisor.on_change = publish_pids
             publish_pids(supervisor.pids)
             try:
-                asyncio.run(_run(live, prompts, rate, duration_s, supervisor, out))
+                asyncio.run(_run(live, prompts, rate, duration_s, spike, api_url, supervisor, out))
             finally:
                 api.stop()
                 worker.stop(timeout_s=live.shutdown_timeout_s + 5)

@@ -8,14 +8,17 @@ are the window agent's (``Rate.interval``); a rate without one counts as ``too_f
 
 An alert belongs to one rule, one window and one model version, and it fires at most once.
 It resolves when its own window, revised, reads clear, or when a later window of the same
-model version reads clear: the spike is over.
+model version reads clear: the spike is over. A model version that no longer serves has no
+later windows, so its alert also resolves when a later window of another version reads clear
+and the alert's version has no window at that time: another model serves in its place, and
+it reads clear (a rollback ends a bad model's spike so).
 """
 
 from __future__ import annotations
 
 import hashlib
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -321,8 +324,8 @@ def resolved_alert(firing: Alert, by: WindowStats, evaluation: Evaluation) -> Al
             "changed_at": now,
             "annotations": {
                 **firing.annotations,
-                "resolved_by": f"window {by.window_start:%Y-%m-%dT%H:%M:%SZ} revision "
-                f"{by.revision}: {_describe(evaluation)}",
+                "resolved_by": f"window {by.window_start:%Y-%m-%dT%H:%M:%SZ} "
+                f"({by.model_version}) revision {by.revision}: {_describe(evaluation)}",
             },
         }
     )
@@ -336,15 +339,29 @@ class Change:
     alert: Alert
 
 
+def replaced(alert: Alert, by: WindowStats, known_windows: Collection[str] | None) -> bool:
+    """Whether ``by`` is a later window of another model version at a time when the alert's
+    version had no window: that version no longer served. ``known_windows`` are the window
+    fields known to exist; None when not known, and then nothing counts as replaced."""
+    return (
+        known_windows is not None
+        and alert.model_version != by.model_version
+        and alert.window_start < by.window_start
+        and window_field(by.window_start, alert.model_version) not in known_windows
+    )
+
+
 def alert_changes(
     windows: Sequence[tuple[WindowStats, Sequence[Evaluation]]],
     open_alerts: Mapping[str, Alert],
+    known_windows: Collection[str] | None = None,
 ) -> list[Change]:
     """The changes the evaluated windows call for, oldest window first.
 
     ``open_alerts`` are the firing alerts by id. A crossing proposes a firing alert (Redis
     refuses it if that window and rule ever fired); a clear reading resolves the open alert of
-    its own window and those of earlier windows of the same model version and rule.
+    its own window, those of earlier windows of the same model version and rule, and those of
+    versions it ``replaced`` (judged against ``known_windows``).
     """
     still_open = dict(open_alerts)
     changes: list[Change] = []
@@ -360,8 +377,13 @@ def alert_changes(
                     (key, alert)
                     for key, alert in still_open.items()
                     if alert.rule == evaluation.rule
-                    and alert.model_version == window.model_version
-                    and alert.window_start <= window.window_start
+                    and (
+                        (
+                            alert.model_version == window.model_version
+                            and alert.window_start <= window.window_start
+                        )
+                        or replaced(alert, window, known_windows)
+                    )
                 ]
                 for key, alert in sorted(ended, key=lambda item: item[1].window_start):
                     del still_open[key]

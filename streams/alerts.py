@@ -1,7 +1,8 @@
 """The alert evaluator: window-stats in, alert state changes into Redis and its outboxes.
 
 Each batch costs two Redis round trips: one reads the open alerts and the trailing windows
-the flag-rate rule needs, one records every change (streams.alert_store). Receivers are fed
+the flag-rate rule needs, one records every change (streams.alert_store); a third only
+while an alert of a model version that may have been replaced is open. Receivers are fed
 from the outboxes by background tasks (streams.alert_sinks), never from the stream, so a
 receiver that is down cannot hold up the windows.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -25,6 +26,7 @@ from schemas.dead_letters import DeadLetter
 from schemas.windows import Alert, WindowStats
 from streams.alert_rules import (
     RULES,
+    Evaluation,
     Thresholds,
     alert_changes,
     evaluate_window,
@@ -89,6 +91,31 @@ class AlertEvaluator:
             for start in trailing_starts(window, self._limits.flag_rate_trailing)
         ]
 
+    async def _known_windows(
+        self,
+        evaluated: Sequence[tuple[WindowStats, Sequence[Evaluation]]],
+        open_alerts: Mapping[str, Alert],
+        known: Mapping[str, WindowStats],
+    ) -> set[str]:
+        """The window fields that exist among those that tell whether a clear window of one
+        model version replaced the version of an open alert (alert_rules.replaced). Only
+        while an open alert of another version is older than a clear window does this cost
+        a third round trip."""
+        asked = {
+            window_field(window.window_start, alert.model_version)
+            for window, evaluations in evaluated
+            if any(evaluation.reading == "clear" for evaluation in evaluations)
+            for alert in open_alerts.values()
+            if alert.model_version != window.model_version
+            and alert.window_start < window.window_start
+        }
+        missing = sorted(asked - known.keys())
+        found = await self._store.windows(missing) if missing else []
+        return {
+            *known.keys(),
+            *(window_field(w.window_start, w.model_version) for w in found),
+        }
+
     async def evaluate(self, windows: Sequence[WindowStats]) -> list[Alert]:
         """Returns the changes this call made (another evaluator may have made the rest)."""
         windows = latest_revisions(windows)
@@ -128,7 +155,8 @@ class AlertEvaluator:
             )
             for window in judged.values()
         ]
-        made = await self._store.apply(alert_changes(evaluated, open_alerts))
+        known_windows = await self._known_windows(evaluated, open_alerts, known)
+        made = await self._store.apply(alert_changes(evaluated, open_alerts, known_windows))
         for alert in made:
             ALERT_CHANGES.labels(alert.rule, alert.status).inc()
             log.warning(

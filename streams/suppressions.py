@@ -155,6 +155,10 @@ class SuppressionStore:
         )
         return [item for item, new in zip(creating, created, strict=True) if new]
 
+    async def count(self) -> int:
+        """How many suppressions are active, over every tenant."""
+        return int(await self._client.hlen(self._active))
+
     async def active(self, tenant_id: str | None = None) -> list[Suppression]:
         raw = cast(dict[bytes, bytes], await self._client.hgetall(self._active))
         found = [Suppression.model_validate_json(value) for value in raw.values()]

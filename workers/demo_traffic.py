@@ -104,6 +104,8 @@ async def run_demo_traffic(
     canary_share: float = 0.0,
     seed: int = 7,
     stop: asyncio.Event,
+    # Told the prompt of each valid event sent (the demo's users know what they typed).
+    on_sent: Callable[[str, Prompt], None] | None = None,
 ) -> int:
     """Sends events at about ``rate_per_s`` until ``stop`` is set; returns how many."""
     rng = random.Random(seed)
@@ -120,7 +122,10 @@ async def run_demo_traffic(
                 if rng.random() < malformed_share:
                     _, value = malformed_event(sent, event_id)
                 else:
-                    value = scan_event(rng, event_id, rng.choice(prompts), canary_share)
+                    prompt = rng.choice(prompts)
+                    value = scan_event(rng, event_id, prompt, canary_share)
+                    if on_sent is not None:
+                        on_sent(event_id, prompt)
                 await producer.send(topic, value, key=event_id.encode())
                 sent += 1
             await asyncio.sleep(0.02)

@@ -1,18 +1,12 @@
-"""The command line against the real broker: produce, tail, schemas, topics, up."""
+"""The command line against the real broker: produce, tail, schemas, topics, model, canary
+(`l2loop up` has its own file, test_up.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import orjson
-import pytest
 from click.testing import CliRunner
 
 from l2loop.cli import main
@@ -65,44 +59,6 @@ def test_client_commands_explain_a_missing_broker(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["tail", "scan-verdicts"], env=env)
     assert result.exit_code != 0
     assert "start `l2loop up` first" in result.output
-
-
-def _wait_for_api(up_json: Path, up: subprocess.Popen[str]) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and up.poll() is None:
-        if up_json.exists():
-            api_url = orjson.loads(up_json.read_bytes()).get("api_url")
-            with contextlib.suppress(httpx.TransportError):
-                if api_url and httpx.get(f"{api_url}/healthz", timeout=2).status_code == 200:
-                    return str(api_url)
-        time.sleep(0.2)
-    raise AssertionError("l2loop up did not announce an API that answers")
-
-
-@pytest.mark.timeout(120)
-def test_up_runs_the_whole_loop_on_embedded_services(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("L2LOOP_")}
-    env |= {"L2LOOP_DATA_DIR": str(tmp_path / "var"), "PYTHONUNBUFFERED": "1"}
-    if "L2LOOP_MODEL_DIR" in os.environ:
-        env["L2LOOP_MODEL_DIR"] = os.environ["L2LOOP_MODEL_DIR"]
-    up = subprocess.Popen(
-        [sys.executable, "-m", "l2loop", "up", "--duration", "14", "--rate", "150"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    # While it runs, other commands find it, and its HTTP service answers.
-    api_url = _wait_for_api(tmp_path / "var" / "up.json", up)
-    assert httpx.get(f"{api_url}/v1/windows", timeout=5).status_code == 200
-    stdout, stderr = up.communicate(timeout=100)
-    done = subprocess.CompletedProcess(up.args, up.returncode, stdout, stderr)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    summaries = [line for line in done.stdout.splitlines() if line.startswith("events/s=")]
-    last = dict(part.split("=", 1) for part in summaries[-1].split())
-    assert int(last["verdicts"]) > 0
-    assert int(last["dlq"]) >= 0
-    assert not (tmp_path / "var" / "up.json").exists()
 
 
 def test_model_promote_list_rollback(topics: Settings, make_model_dir) -> None:

@@ -1,9 +1,12 @@
-"""``l2loop up`` supervises what it started: a worker or embedded server that dies is
-restarted, and the live line says what happened and when it recovered."""
+"""``l2loop up`` shows the loop: canaries, windows, alerts that fire and resolve around a
+demo FP spike, reports and suppressions on the live line; and it supervises what it
+started: a worker or embedded server that dies is restarted, and the live line says what
+happened and when it recovered."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,22 +15,31 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from l2loop.services import RunningUp
+from l2loop.settings import Settings
+from l2loop.up import LoopFigures, demo_canary_rate
+from l2model.golden import load_golden
+from tests.fixtures.windows import window
 
 
 class UpProcess:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("L2LOOP_")}
-        env |= {"L2LOOP_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+        env |= {
+            "L2LOOP_DATA_DIR": str(data_dir),
+            "L2LOOP_REGISTRY_DIR": str(data_dir / "models" / "registry"),
+            "PYTHONUNBUFFERED": "1",
+        }
         self.data_dir = data_dir
         self.lines: list[str] = []
         # wait_for looks only at lines after the last one it matched: the line must be new.
         self.cursor = 0
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "l2loop", "up", "--rate", "100", "--duration", "150"],
+            [sys.executable, "-m", "l2loop", "up", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -62,7 +74,7 @@ def _verdicts(line: str) -> int:
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[UpProcess]:
-    process = UpProcess(tmp_path / "var")
+    process = UpProcess(tmp_path / "var", "--rate", "100", "--duration", "150")
     try:
         yield process
     finally:
@@ -95,3 +107,89 @@ def test_up_restarts_a_killed_worker_and_a_killed_redis(up: UpProcess) -> None:
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0
     assert not (up.data_dir / "up.json").exists()
+
+
+def _figures(line: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in line.split() if "=" in part)
+
+
+@pytest.mark.timeout(300)
+def test_up_shows_a_spike_fire_and_resolve_and_the_reports_of_its_users(tmp_path: Path) -> None:
+    up = UpProcess(
+        tmp_path / "var",
+        *("--rate", "80", "--duration", "280", "--spike-at", "5", "--spike-for", "35"),
+    )
+    try:
+        up.wait_for(lambda line: line.startswith("demo: windows of 60s"))
+        up.wait_for(lambda line: line.startswith("dashboard: http://") and "?refresh=" in line)
+        version = Settings().spike_model_version
+        spike = f"model {version},"
+        up.wait_for(
+            lambda line: line.startswith("ALERT fp_rate_spike firing") and spike in line, 180
+        )
+        up.wait_for(
+            lambda line: line.startswith("ALERT fp_rate_spike resolved") and spike in line, 180
+        )
+        # The dashboard's API tells the same story.
+        api_url = up.running().api_url
+        windows = httpx.get(f"{api_url}/v1/windows", timeout=5).json()["windows"]
+        assert {w["model_version"] for w in windows} >= {version}
+        recent = httpx.get(f"{api_url}/v1/alerts", timeout=5).json()["recent"]
+        statuses = {
+            a["status"]
+            for a in recent
+            if a["rule"] == "fp_rate_spike" and a["model_version"] == version
+        }
+        assert statuses == {"firing", "resolved"}
+
+        # Honest users' reports were curated, some by a quorum that made suppressions; the
+        # hostile users' reports of real attacks were quarantined. The window's FP rate and
+        # recall are shown with their sample counts.
+        def shown(line: str) -> bool:
+            figures = _figures(line)
+            counts = [figures.get(k, "0") for k in ("curated", "quarantined", "suppressions")]
+            return all(int(n) > 0 for n in counts) and "%/" in figures.get("recall", "")
+
+        figures = _figures(up.wait_for(shown, 60))
+        assert re.fullmatch(r"\d+\.\d%/\d+", figures["recall"])
+        assert re.fullmatch(r"(-|\d+\.\d%/\d+)", figures["fp"])
+        assert re.fullmatch(r"\d+(\(\w+(,\w+)*\))?", figures["alerts"])
+        assert int(figures["verdicts"]) > 0
+        up.process.send_signal(signal.SIGINT)
+        assert up.process.wait(timeout=60) == 0
+        assert not (up.data_dir / "up.json").exists()
+    finally:
+        if up.process.poll() is None:
+            up.process.send_signal(signal.SIGINT)
+            up.process.wait(timeout=60)
+
+
+def test_the_demo_canary_rate_lets_every_window_alert_on_either_label() -> None:
+    probes = load_golden(Settings().golden_version).probes
+    shares = [sum(p.label == label for p in probes) / len(probes) for label in (0, 1)]
+    for window_s in (60, 300):
+        settings = Settings(window_size_s=window_s, alert_min_samples=100)
+        per_window = demo_canary_rate(settings) * window_s / 60
+        # Within the first half of a window, benign and malicious probes alike are enough.
+        assert all(per_window * share / 2 >= 100 for share in shares)
+    # Hourly windows get enough at the configured rate, which is kept.
+    hourly = Settings(window_size_s=3600, canary_probes_per_min=60)
+    assert demo_canary_rate(hourly) == 60
+
+
+def test_the_live_figures_name_the_window_alerts_reports_and_suppressions() -> None:
+    empty = LoopFigures().line()
+    assert "fp=- " in empty and "alerts=0 " in empty and "curated=0" in empty
+    spike = window(100, canary_benign=200, canary_fp=40, canary_malicious=150, canary_tp=150)
+    figures = LoopFigures(
+        window=spike,
+        open_rules=["fp_rate_spike", "latency_p95", "fp_rate_spike"],
+        reports={"curated": 7, "quarantined": 2, "rejected:duplicate": 3, "rejected:golden_set": 1},
+        suppressions=4,
+    )
+    shown = _figures(figures.line())
+    assert shown["fp"] == "20.0%/200"
+    assert shown["recall"] == "100.0%/150"
+    assert shown["alerts"] == "3(fp_rate_spike,latency_p95)"
+    assert (shown["curated"], shown["quarantined"], shown["rejected"]) == ("7", "2", "4")
+    assert shown["suppressions"] == "4"

@@ -21,7 +21,7 @@ from streams.alert_rules import (
     recall_drop,
     trailing_starts,
 )
-from tests.fixtures.windows import HOUR, window
+from tests.fixtures.windows import HOUR, window, window_field
 
 LIMITS = Thresholds()
 
@@ -117,8 +117,10 @@ def test_trailing_starts_step_back_by_the_window_length() -> None:
     assert [window(30).window_start - s for s in starts] == [HOUR, 2 * HOUR, 3 * HOUR]
 
 
-def _spike(hour: int, revision: int = 1) -> WindowStats:
-    return window(hour, revision=revision, canary_benign=1000, canary_fp=80)
+def _spike(hour: int, revision: int = 1, model_version: str = "m1") -> WindowStats:
+    return window(
+        hour, revision=revision, model_version=model_version, canary_benign=1000, canary_fp=80
+    )
 
 
 def _changes(windows: list[WindowStats], open_alerts: dict[str, Alert]) -> list[Change]:
@@ -156,6 +158,29 @@ def test_a_clear_window_resolves_only_its_rule_and_model_version() -> None:
     assert _changes([window(101, model_version="m2")], open_alerts) == []
     # An earlier window reading clear does not end a later window's alert.
     assert _changes([window(99)], open_alerts) == []
+
+
+def test_a_clear_window_of_the_model_serving_in_its_place_resolves_a_replaced_version() -> None:
+    spike = _changes([_spike(100, model_version="spike")], {})[0]
+    open_alerts = {spike.alert_id: spike.alert}
+    clear = window(101, model_version="m1")
+    evaluated = [(clear, evaluate_window(clear, [], LIMITS))]
+    # The spike version served on in hour 101 beside m1: its alert stays open.
+    both = {window_field(clear), window_field(window(101, model_version="spike"))}
+    assert alert_changes(evaluated, open_alerts, both) == []
+    # Hour 101 was served by m1 alone: the spike version was replaced and m1 reads clear.
+    resolved = alert_changes(evaluated, open_alerts, {window_field(clear)})
+    assert [(c.alert_id, c.alert.status) for c in resolved] == [(spike.alert_id, "resolved")]
+    assert "(m1)" in resolved[0].alert.annotations["resolved_by"]
+    # A window of the same time, or one that is not clear, replaces nothing.
+    same_hour = window(100, model_version="m1")
+    assert (
+        alert_changes([(same_hour, evaluate_window(same_hour, [], LIMITS))], open_alerts, set())
+        == []
+    )
+    bad = _spike(101, model_version="m1")
+    changes = alert_changes([(bad, evaluate_window(bad, [], LIMITS))], open_alerts, set())
+    assert [c.alert.model_version for c in changes] == ["m1"]
 
 
 def test_every_rule_gets_its_own_alert_per_window() -> None:

@@ -139,6 +139,38 @@ def test_a_spike_read_after_the_window_that_ended_it_fires_and_resolves(
     assert asyncio.run(run()) == [("fp_rate_spike", "firing"), ("fp_rate_spike", "resolved")]
 
 
+def test_a_rolled_back_version_s_spike_resolves_once_the_restored_model_reads_clear(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    async def run() -> list[tuple[str, str, str]]:
+        client = aioredis.Redis.from_url(settings.redis_dsn)
+        try:
+            evaluator = AlertEvaluator(
+                AlertStore(client, key_prefix=settings.topic_prefix), Thresholds()
+            )
+            spike = window(100, model_version="spike", canary_benign=1000, canary_fp=80)
+            served_on = window(101, model_version="spike", canary_benign=1000, canary_fp=80)
+            await store_latest(client, settings, [spike, served_on, window(101)])
+            made = await evaluator.evaluate([spike])
+            # Hour 101 still has a window of the spike version: not replaced yet.
+            made += await evaluator.evaluate([window(101)])
+            # Hour 102 is the restored model's alone, and it reads clear.
+            await store_latest(client, settings, [window(102)])
+            made += await evaluator.evaluate([window(102)])
+            return [
+                (a.rule, a.status, a.model_version)
+                for a in made
+                if a.window_start == spike.window_start
+            ]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [
+        ("fp_rate_spike", "firing", "spike"),
+        ("fp_rate_spike", "resolved", "spike"),
+    ]
+
+
 def test_flag_rate_shift_reads_the_trailing_windows_from_the_store(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
