@@ -3,7 +3,7 @@ and the score agent's throughput with 10,000 suppressions loaded beside its thro
 none; same broker, same run.
 
     python bench/report_ingest.py [--events 10000] [--latency-events 2000] [--rate 500]
-        [--suppressions 10000] [--batches 200] [--http-single 1000] [--http-batches 20]
+        [--suppressions 10000] [--batches 50] [--http-single 1000] [--http-batches 20]
         [--batch-size 100] [--concurrency 8] [--kafka-reports 2000] [--kafka-paced 1000]
         [--kafka-rate 200]
 
@@ -148,9 +148,16 @@ async def batch_costs(
     client = connect(settings.redis_dsn)
     store = SuppressionStore(client, key_prefix=settings.topic_prefix)
     holder = SimpleNamespace(current=model)
-    common = {"model_max_chars": settings.model_max_chars, "block_score": settings.block_score}
-    plain = Scorer(holder, executor, **common)
-    relieving = Scorer(holder, executor, suppressions=store, **common)
+    plain, relieving = (
+        Scorer(
+            holder,
+            executor,
+            model_max_chars=settings.model_max_chars,
+            block_score=settings.block_score,
+            suppressions=lookup,
+        )
+        for lookup in (None, store)
+    )
     values = events(settings.batch_size, seed=3)
     records = [RawRecord("bench", 0, i, None, value) for i, value in enumerate(values)]
     pairs = [(TENANT, text_key(str(orjson.loads(v)["text"]))) for v in values]
@@ -381,7 +388,10 @@ async def kafka_ingest(
     reports = [label_report(t) for t in paced]
     sent = await produce_reports(settings, reports, rate)
     await until_routed(ledger, routed(after) + len(paced))
-    outcomes = await asyncio.gather(*(ledger.get(r.report_id) for r in reports))
+    outcomes = []
+    for start in range(0, len(reports), 50):  # within the client's connection pool
+        chunk = reports[start : start + 50]
+        outcomes += await asyncio.gather(*(ledger.get(r.report_id) for r in chunk))
     latencies = [
         (o.decided_at.timestamp() - sent[o.report_id]) * 1000 for o in outcomes if o is not None
     ]
@@ -454,7 +464,7 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=2_000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--suppressions", type=int, default=10_000)
-    parser.add_argument("--batches", type=int, default=200, help="in-process batches per side")
+    parser.add_argument("--batches", type=int, default=50, help="in-process batches per side")
     parser.add_argument("--http-single", type=int, default=1_000, help="one-report requests")
     parser.add_argument("--http-batches", type=int, default=20, help="batch requests")
     parser.add_argument("--batch-size", type=int, default=100)

@@ -14,10 +14,12 @@ their own model version and benign probes get flagged (about 23 % of the golden 
 probes at 0.01, against 0.1 % for the model in service). Nothing is faked downstream: the
 verdicts, windows and alerts are the worker's.
 
-1. Throughput: ``--stable-hours`` of traffic are sent as one backlog. The score agent's rate is
-   its verdicts/s from the first to the last verdict; the window agent's is read from its
-   per-partition marks in Redis (the last applied offset, written with every apply), polled
-   every 50 ms; its lag is how long after the last verdict it had applied everything.
+1. Throughput: ``--stable-hours`` of traffic are sent as one backlog to a fresh worker. The
+   score agent's rate is its verdicts/s from the first to the last verdict. The window agent
+   reads those verdicts as they come; its progress is read from its per-partition marks in
+   Redis (the last applied offset, written with every apply), polled every 50 ms. Printed:
+   when it first applied, its rate while it caught up (with the score agent running beside
+   it), the most verdicts it was behind once caught up, and when it was done.
 2. Spike at the start of a window: the spike model is promoted (the switch is confirmed by
    unlabelled probe events before any spike traffic is sent), then the next hour's traffic is
    sent from its first second at ``--rate`` events/s.
@@ -27,19 +29,31 @@ verdicts, windows and alerts are the worker's.
    first window holds only what is left of its hour and may stay under
    ``L2LOOP_ALERT_MIN_SAMPLES``; the alert then comes from the next window.
 4. The window agent alone: every verdict of the run copied, as it is, to a fresh topic set
-   and drained by a fresh worker whose score agent has nothing to do: its capacity.
+   and drained by a fresh worker whose score agent has nothing to do (the alert evaluator
+   runs beside it, on the windows it emits): its capacity in verdicts/s, from its first
+   apply to its last, to set beside the score agent's rate of 1.
 
 For 2 and 3: labelled events from the onset to the firing (as held by the window revision the
-alert was judged on); the least the rule needs, judged event by event on the same verdicts
-(so the difference is the window agent's batching); wall time from the onset's first event to
+alert was judged on); what the rule needs when the same verdicts are taken one by one in
+event-time order (the window agent applies them in batches, interleaving four partitions, so
+the two differ by a batch either way); wall time from the onset's first event to
 the alert, and from the event that completed the evidence to the alert (the pipeline's own
-delay). Uses L2LOOP_KAFKA_BROKER / L2LOOP_REDIS_URL when set, else embedded services.
+delay).
+
+Last, computed rather than measured: a spike inside one model version (the traffic changes,
+not the model; seen through analyst labels, say) shares its window with the stable traffic
+before it, so where in the window it starts matters. For onsets 0, 15, 30 and 45 minutes into
+a window, the labelled events ``fp_rate_spike`` needs, from expected counts at the FP rates
+this run measured, judged by the rule's own code.
+
+Uses L2LOOP_KAFKA_BROKER / L2LOOP_REDIS_URL when set, else embedded services.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import subprocess
 import time
 from collections import defaultdict
@@ -334,7 +348,7 @@ class Pipeline:
 class SpikeFigures:
     onset: str
     labelled_at_alert: int
-    least_needed: int
+    in_order: int
     benign_samples: int
     wall_from_onset_s: float
     wall_from_evidence_s: float
@@ -342,7 +356,7 @@ class SpikeFigures:
     alert_window: str
 
 
-def least_needed(
+def in_order(
     spike: Sequence[Slot], flagged: dict[str, bool], config: WindowConfig, limits: Thresholds
 ) -> tuple[int, str]:
     """The labelled events from the onset after which the rule first reads 'crossed', judged
@@ -388,7 +402,7 @@ async def spike_figures(
         and v.payload["model_version"] == p.spike_version
         for v in p.verdicts.seen
     }
-    needed, evidence_id = least_needed(spike, flagged, config, limits)
+    needed, evidence_id = in_order(spike, flagged, config, limits)
     revisions = [
         w for w in await window_revisions(p.settings) if w.model_version == p.spike_version
     ]
@@ -417,7 +431,7 @@ async def spike_figures(
     return SpikeFigures(
         onset=f"{into.total_seconds() / 60:.1f} min into its window",
         labelled_at_alert=labelled,
-        least_needed=needed,
+        in_order=needed,
         benign_samples=alert.samples,
         wall_from_onset_s=fired - onset_wall,
         wall_from_evidence_s=fired - p.sent[evidence_id],
@@ -427,30 +441,63 @@ async def spike_figures(
     )
 
 
-async def run_spike(p: Pipeline, spike: Sequence[Slot], rate: float) -> SpikeFigures:
+async def run_spike(p: Pipeline, spike: Sequence[Slot], rate: float) -> SpikeFigures | str:
+    """The figures of one spike, or why there are none."""
     await p.switch_to(p.spike_version, spike[0].ts)
     since = p.layout.hour_start(int((spike[0].ts - p.layout.t0) / HOUR))
     onset_wall = time.time()
     await p.send(spike, rate)
     await p.scored(spike)
-    await wait_for("the fp_rate_spike alert", lambda: p.firing(since) is not None, 120)
+    try:
+        await wait_for("the alert", lambda: p.firing(since) is not None, 60)
+    except RuntimeError:
+        labelled = sum(s.label is not None for s in spike)
+        return f"no alert within the spike's {labelled} labelled events and 60 s after"
     alert = p.firing(since)
     assert alert is not None
-    figures = await spike_figures(p, spike, onset_wall, alert)
-    return figures
+    return await spike_figures(p, spike, onset_wall, alert)
 
 
 @dataclass
 class Throughput:
-    score_per_s: float
-    window_per_s: float
-    window_lag_s: float
     verdicts: int
+    score_per_s: float
+    first_apply_s: float  # the window agent's first apply, after the first verdict
+    catch_up_per_s: float  # its rate while it had a backlog, the score agent running beside
+    caught_up_s: float  # when it first had applied every verdict delivered so far
+    scoring_s: float  # when the score agent's last verdict came
+    steady_lag: int  # once caught up: the most verdicts it was behind the score agent
+    done_after_s: float  # how long after the last verdict it had applied everything
+
+
+def keeping_up(
+    arrivals: Sequence[float], samples: Sequence[tuple[float, int]], total: int, score_rate: float
+) -> Throughput:
+    """The window agent's progress against the verdicts' arrivals (both in this process's
+    clock)."""
+
+    def delivered(t: float) -> int:
+        return bisect.bisect_right(arrivals, t)
+
+    started = next((t, n) for t, n in samples if n > 0)
+    caught = next((t, n) for t, n in samples if t > started[0] and n >= delivered(t))
+    done = next(t for t, n in samples if n >= total)
+    steady = [delivered(t) - n for t, n in samples if caught[0] <= t <= done]
+    return Throughput(
+        verdicts=total,
+        score_per_s=score_rate,
+        first_apply_s=started[0] - arrivals[0],
+        catch_up_per_s=(caught[1] - started[1]) / max(caught[0] - started[0], 1e-9),
+        caught_up_s=caught[0] - arrivals[0],
+        scoring_s=arrivals[-1] - arrivals[0],
+        steady_lag=max(steady, default=0),
+        done_after_s=done - arrivals[-1],
+    )
 
 
 async def pipeline_run(
     settings: Settings, worker: subprocess.Popen[bytes], args: argparse.Namespace
-) -> tuple[Throughput, list[SpikeFigures], list[Seen]]:
+) -> tuple[Throughput, list[SpikeFigures | str], list[Seen]]:
     t0 = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - 24 * HOUR
     layout = Layout(t0, args.labelled_per_hour, args.production_per_hour, settings)
     verdicts = Collector(settings, SCAN_VERDICTS, worker)
@@ -471,10 +518,9 @@ async def pipeline_run(
         arrivals = [v.arrived for v in verdicts.seen]
         score_rate = (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-9)
         await wait_for("the window agent", lambda: progress.applied() >= len(stable), 300)
-        window_rate, window_done = progress.rate(len(stable))
-        throughput = Throughput(score_rate, window_rate, window_done - arrivals[-1], len(stable))
+        throughput = keeping_up(arrivals, progress.samples, len(stable), score_rate)
         # 2. Spike at the start of the next hour's window.
-        figures = []
+        figures: list[SpikeFigures | str] = []
         hour = args.stable_hours
         base = (await pointer.current() or Manifest.read(settings.model_dir)).version
         figures.append(
@@ -526,6 +572,52 @@ async def window_agent_alone(
         await asyncio.gather(task, return_exceptions=True)
 
 
+@dataclass(frozen=True)
+class Rates:
+    stable: float  # benign labelled events flagged by the model in service
+    spike: float  # ... by the spike model
+    benign_share: float
+
+
+def observed_rates(verdicts: Sequence[Seen], spike_version: str) -> Rates:
+    counts: dict[tuple[bool, int], list[int]] = defaultdict(lambda: [0, 0])
+    for v in verdicts:
+        truth = v.payload.get("ground_truth")
+        if isinstance(truth, dict):
+            cell = counts[(v.payload["model_version"] == spike_version, int(truth["label"]))]
+            cell[0] += 1
+            cell[1] += bool(v.payload["is_threat"])
+    benign = counts[(False, 0)][0] + counts[(True, 0)][0]
+    labelled = benign + counts[(False, 1)][0] + counts[(True, 1)][0]
+    return Rates(
+        stable=counts[(False, 0)][1] / max(1, counts[(False, 0)][0]),
+        spike=counts[(True, 0)][1] / max(1, counts[(True, 0)][0]),
+        benign_share=benign / max(1, labelled),
+    )
+
+
+def same_version_table(rates: Rates, settings: Settings, per_hour: int) -> list[tuple[int, str]]:
+    """Labelled events a spike needs to fire when it shares its window and model version with
+    ``before`` labelled events of stable traffic (expected counts, judged by fp_rate_spike):
+    a spike of the traffic rather than of the model, seen through analyst labels, say."""
+    config = WindowConfig.from_settings(settings)
+    limits = Thresholds.from_settings(settings)
+    rows = []
+    for before in (0, per_hour // 4, per_hour // 2, 3 * per_hour // 4):
+        benign0 = before * rates.benign_share
+        needed = "not this window"
+        for after in range(1, per_hour - before + 1):
+            benign = benign0 + after * rates.benign_share
+            fp = benign0 * rates.stable + after * rates.benign_share * rates.spike
+            counts = {GT_BENIGN: round(benign), FP: round(fp)}
+            window = render(WindowCounts(0, "one", 1, counts, {}), config)
+            if fp_rate_spike(window, limits).reading == "crossed":
+                needed = str(after)
+                break
+        rows.append((before, needed))
+    return rows
+
+
 async def registered(settings: Settings) -> Settings:
     """A registry of the run's own holding the model in service, promoted (so that the spike
     can roll back to it, as workers/spike.py ensures), and the spike model."""
@@ -567,6 +659,7 @@ def main() -> None:
             l2loop_process(settings, "worker", ("worker",), settings.web_port, log_path)
         ) as worker:
             throughput, spikes, verdicts = asyncio.run(pipeline_run(settings, worker, args))
+        rates = observed_rates(verdicts, settings.spike_model_version)
         alone = fresh(live, "windows-alone")
         asyncio.run(ensure_topics(alone))
         with running(
@@ -580,20 +673,36 @@ def main() -> None:
         f"min samples {settings.alert_min_samples}, FP threshold {settings.alert_fp_rate}"
     )
     print(
-        f"{'spike onset':<34}{'labelled':>10}{'least':>8}{'benign':>8}{'wall s':>9}"
+        f"{'spike onset':<34}{'labelled':>10}{'ordered':>8}{'benign':>8}{'wall s':>9}"
         f"{'evid. s':>9}{'ev. min':>9}  alert window"
     )
     for s in spikes:
+        if isinstance(s, str):
+            print(s)
+            continue
         print(
-            f"{s.onset:<34}{s.labelled_at_alert:>10}{s.least_needed:>8}{s.benign_samples:>8}"
+            f"{s.onset:<34}{s.labelled_at_alert:>10}{s.in_order:>8}{s.benign_samples:>8}"
             f"{s.wall_from_onset_s:>9.2f}{s.wall_from_evidence_s:>9.2f}"
             f"{s.event_time_min:>9.1f}  {s.alert_window}"
         )
     print("goal: the alert within 500 labelled events of the onset")
     print(
+        "computed, not measured: one model version whose benign FP rate jumps from "
+        f"{rates.stable:.2%} to {rates.spike:.2%} inside a window ({rates.benign_share:.0%} of "
+        "labelled events benign), by the rule's own code"
+    )
+    print(f"{'labelled events before the onset':<34}{'labelled after':>16}")
+    for before, after in same_version_table(rates, settings, args.labelled_per_hour):
+        into = f"{before} ({60 * before / args.labelled_per_hour:.0f} min)"
+        print(f"{into:<34}{after:>16}")
+    print(
         f"backlog of {throughput.verdicts} events, one worker: score agent "
-        f"{throughput.score_per_s:.0f} verdicts/s; window agent {throughput.window_per_s:.0f} "
-        f"verdicts/s, done {throughput.window_lag_s:.2f} s after the last verdict"
+        f"{throughput.score_per_s:.0f} verdicts/s. Window agent: first apply "
+        f"{throughput.first_apply_s:.1f} s after the first verdict, then caught up at "
+        f"{throughput.catch_up_per_s:.0f} verdicts/s, caught up at {throughput.caught_up_s:.1f} s "
+        f"(the last verdict came at {throughput.scoring_s:.1f} s), at most "
+        f"{throughput.steady_lag} verdicts behind after that; done "
+        f"{throughput.done_after_s:.2f} s after the last verdict"
     )
     print(f"window agent alone over {len(verdicts)} copied verdicts: {alone_rate:.0f} verdicts/s")
 
