@@ -34,10 +34,16 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2model.contract import MANIFEST_FILE, MODEL_FILE, Manifest, ModelInput
+from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUT_BINARY, Manifest, ModelInput
 from l2model.corpus import CorpusSplit, generate_corpus, read_jsonl, split_corpus
 from l2model.corpus.hard_negatives import hard_negatives
-from l2model.evaluation import ClassifierMetrics, LabeledPrompt, classifier_metrics, score_texts
+from l2model.evaluation import (
+    ClassifierMetrics,
+    LabeledPrompt,
+    classifier_metrics,
+    score_texts,
+    threat_scores,
+)
 from l2model.gate import GateReport, Targets, gate, recorded_int8_loss
 from l2model.golden import load_golden
 from l2model.lite import (
@@ -149,7 +155,11 @@ def train_candidate(
         raise RuntimeError(f"ONNX graph departs from scikit-learn by {gap:.2e}")
     validation = [*base.validation, *new.split.validation]
     outputs = run_graph(session, [r.text for r in validation])
-    threshold = validation_threshold(validation, outputs)
+    # The gate demands every hard negative benign, so the threshold stays above the training
+    # split's hard negatives too, not only the validation split's (decision 0013).
+    trained_hard = [r.text for r in records if r.is_hard_negative]
+    hard_scores = threat_scores(run_graph(session, trained_hard)[OUTPUT_BINARY])
+    threshold = validation_threshold(validation, outputs, hard_scores)
     manifest = Manifest.model_validate(
         {
             "name": NAME,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import cast
 
 import redis.asyncio as aioredis
+from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.redis import RedisJobStore
 from apscheduler.schedulers.base import BaseScheduler
@@ -200,8 +201,11 @@ def cron_trigger(settings: Settings) -> CronTrigger:
     return CronTrigger.from_crontab(settings.scheduler_cron, timezone=UTC)
 
 
-def configure_scheduler(scheduler: BaseScheduler, settings: Settings) -> BaseScheduler:
-    """Redis job store, one worker thread, coalesced runs within the misfire grace."""
+def configure_scheduler(
+    scheduler: BaseScheduler, settings: Settings, executor: BaseExecutor | None = None
+) -> BaseScheduler:
+    """Redis job store, one worker thread (or ``executor``), coalesced runs within the
+    misfire grace."""
     # RedisJobStore makes its own sync client from keyword arguments, not from a URL.
     connection = parse_url(settings.redis_dsn)  # type: ignore[no-untyped-call]
     scheduler.configure(
@@ -212,7 +216,7 @@ def configure_scheduler(scheduler: BaseScheduler, settings: Settings) -> BaseSch
                 **connection,
             )
         },
-        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        executors={"default": executor or ThreadPoolExecutor(max_workers=1)},
         job_defaults={
             "coalesce": True,
             "misfire_grace_time": settings.scheduler_misfire_grace_s,
