@@ -295,13 +295,14 @@ class RetrainOutcome(BaseModel):
     report: str
 
 
-async def _current_model(settings: Settings) -> tuple[Path, str | None]:
+async def _current_model_dir(settings: Settings) -> Path:
+    """The model the scorers run: the registry pointer's, else the configured directory."""
     client = connect(settings.redis_dsn)
     try:
         current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
     finally:
         await client.aclose()
-    return (Path(current.path), current.version) if current else (settings.model_dir, None)
+    return Path(current.path) if current else settings.model_dir
 
 
 async def _promote(settings: Settings, registry: ModelRegistry, version: str) -> Promotion:
@@ -361,8 +362,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
     when the gate accepts, and writes the run's report beside the dataset. Synchronous: the
     scheduler runs it in a worker thread."""
     new = NewData.read(dataset_dir)
-    current_dir, _ = asyncio.run(_current_model(settings))
-    current = L2Model.load(current_dir)
+    current = L2Model.load(asyncio.run(_current_model_dir(settings)))
     registry = ModelRegistry(settings.registry_dir)
     version = next_version(registry, current.version)
     candidate = train_and_judge(
