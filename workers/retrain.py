@@ -55,7 +55,7 @@ from l2model.lite import (
     session_for,
     train_lite,
 )
-from l2model.record import TrainingRecord
+from l2model.record import TrainingRecord, text_key
 from l2model.registry import ModelPointer, ModelRegistry, semver_key
 from l2model.runtime import L2Model
 from l2model.training import manifest_bytes, threshold_selection, validation_threshold
@@ -235,7 +235,10 @@ def gate_inputs(
         LabeledPrompt.model_validate(probe.model_dump())
         for probe in load_golden(golden_version).probes
     ]
-    hard = [*hard_negatives(), *(r for r in new.test if r.is_hard_negative)]
+    # The hand-written list and the dataset's own, each text once.
+    hard = list(
+        {text_key(r.text): r for r in (*hard_negatives(), *new.test) if r.is_hard_negative}.values()
+    )
     sets: list[tuple[str, Targets, list[LabeledPrompt]]] = []
     if new.test:
         sets.append(("dataset test split", "no_worse", _prompts(new.test)))
