@@ -403,7 +403,7 @@ def promote(
     (registered first). Running scorers switch within seconds, between batches. The
     suppressions made before the model's training-data cut-off expire."""
     from l2loop.services import attached_settings
-    from streams.suppressions import SuppressionStore
+    from workers.promotion import promote_version
 
     live = attached_settings(settings)
     registry = ModelRegistry(live.registry_dir)
@@ -417,20 +417,24 @@ def promote(
             raise click.UsageError("--trained-through is recorded when a directory is registered")
         else:
             meta = registry.get(target)
-        current = _pointer_call(live, lambda pointer: pointer.promote(registry, meta.version))
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"current model: {current.version} ({current.path})")
-    if meta.trained_through is not None:
-        through = meta.trained_through
-        # After the pointer moved: a crash between the two is repaired by promoting again.
-        expired = _redis_call(
+        promotion = _redis_call(
             live,
-            lambda client: SuppressionStore(client, key_prefix=live.topic_prefix).expire_before(
-                through, version=meta.version
+            lambda client: promote_version(
+                client,
+                registry,
+                meta.version,
+                key_prefix=live.topic_prefix,
+                backoff=live.backoff,
             ),
         )
-        click.echo(f"suppressions expired: {len(expired)} (made before {through.isoformat()})")
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"current model: {promotion.current.version} ({promotion.current.path})")
+    if promotion.trained_through is not None:
+        click.echo(
+            f"suppressions expired: {len(promotion.expired)} "
+            f"(made before {promotion.trained_through.isoformat()})"
+        )
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -707,3 +711,108 @@ def review_release(settings: Settings, report_id: str, reviewer: str, why: str) 
 def review_discard(settings: Settings, report_id: str, reviewer: str, why: str) -> None:
     """Discard REPORT_ID: it teaches nothing."""
     click.echo(_decide(settings, report_id, "discard", reviewer, why))
+
+
+@main.group()
+def loop() -> None:
+    """The whole loop on labelled prompts: does a cycle cut the false positives reported?"""
+
+
+@loop.command("simulate")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--report-share",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="share of FPs (users) and misses (analysts) reported  [default: settings]",
+)
+@click.option("--seed", type=int, default=None, help="[default: L2LOOP_REPLAY_SEED]")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where the dataset, candidate and table go  [default: DATA_DIR/loop-simulation]",
+)
+@click.pass_obj
+def loop_simulate(
+    settings: Settings, data: Path, report_share: float | None, seed: int | None, out: Path | None
+) -> None:
+    """One cycle offline on DATA (labelled JSONL): split it in halves, simulate reports of the
+    current model's errors on the replayed half, train and gate a candidate as a quarterly
+    cycle does, and print FP rate and recall before/after on the held-out half and the
+    golden set. No topic, API or Redis is involved; nothing is registered or promoted."""
+    from workers.loop_replay import render_simulation, simulate_cycle
+
+    share = settings.replay_report_share if report_share is None else report_share
+    chosen_seed = settings.replay_seed if seed is None else seed
+    target = out or settings.data_dir / "loop-simulation"
+    result = simulate_cycle(settings, data, target, share=share, seed=chosen_seed)
+    click.echo(render_simulation(result, data, share, chosen_seed))
+    click.echo(f"written to {target / 'simulation.md'}")
+
+
+@main.command()
+@click.pass_obj
+def scheduler(settings: Settings) -> None:
+    """Run the quarterly cycle on its cron (L2LOOP_SCHEDULER_CRON, UTC) until Ctrl-C. The job
+    is kept in Redis; however many schedulers run, each quarter's cycle runs once."""
+    import signal
+    import threading
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from l2loop.services import attached_settings
+    from workers.scheduler import JOB_ID, configure_scheduler, start_scheduler
+
+    live = attached_settings(settings)
+    running = configure_scheduler(BackgroundScheduler(), live)
+    start_scheduler(running, live)
+    click.echo(f"next quarterly cycle: {running.get_job(JOB_ID).next_run_time}")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    running.shutdown(wait=False)
+
+
+@main.group()
+def dataset() -> None:
+    """Retraining datasets from the curated store."""
+
+
+@dataset.command("assemble")
+@click.option("--quarter", help="a quarter like 2026Q3  [default: the last one that ended]")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="first day (UTC)")
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), help="day after the last")
+@click.option("--retrain", is_flag=True, help="then train, gate and (on accept) promote")
+@click.pass_obj
+def dataset_assemble(
+    settings: Settings,
+    quarter: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    retrain: bool,
+) -> None:
+    """Assemble the dataset of a quarter or a date range now (and with --retrain close the
+    loop on it). Waits for no one but a cycle of the same period running elsewhere."""
+    from l2loop.services import attached_settings
+    from workers.scheduler import CyclePeriod, now_utc, run_exclusively
+
+    if quarter is not None and (since or until):
+        raise click.UsageError("give --quarter or --since/--until, not both")
+    if (since is None) != (until is None):
+        raise click.UsageError("--since and --until go together")
+    try:
+        if since is not None and until is not None:
+            period = CyclePeriod.between(_as_utc(since), _as_utc(until))
+        elif quarter is not None:
+            period = CyclePeriod.of_quarter(quarter)
+        else:
+            period = CyclePeriod.before(now_utc())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    live = attached_settings(settings)
+    record = asyncio.run(run_exclusively(live, period, retrain=retrain, once=False))
+    if record is None:
+        raise click.ClickException(f"a cycle of {period.label} is running elsewhere")
+    click.echo(record.model_dump_json(indent=2))

@@ -169,6 +169,31 @@ class Settings(BaseSettings):
         90 * 24 * 3600, ge=60, description="how long outcomes and duplicate guards are kept"
     )
 
+    # Quarterly cycle: scheduler, retraining, loop replay (workers/scheduler.py,
+    # workers/retrain.py, workers/loop_replay.py; docs/decisions/0013-retraining-loop.md).
+    # The cron (UTC) fires the cycle of the quarter before the firing; a run missed by less
+    # than the grace still starts (several missed runs start once); the per-quarter lock
+    # expires this long after its holder stops renewing it (it renews every third of it).
+    scheduler_cron: str = "0 2 1 1,4,7,10 *"
+    scheduler_misfire_grace_s: int = Field(6 * 3600, ge=1)
+    scheduler_lock_ttl_s: int = Field(600, ge=10)
+    # The cron's cycle retrains (and promotes on accept) after assembling; off: assembly only.
+    scheduler_retrain: bool = True
+    # "auto": the guide's rule, incremental below `retrain_full_from` new training examples,
+    # full retraining from there. Incremental keeps the base vocabulary and multiplies the
+    # new examples' weights by `retrain_incremental_weight` (the guide's fine-tuning weight
+    # 10.0 over its production weight 5.0); full refits everything at the recorded weights.
+    retrain_mode: Literal["auto", "incremental", "full"] = "auto"
+    retrain_full_from: int = Field(10_000, ge=1)
+    retrain_incremental_weight: float = Field(2.0, gt=0)
+    # The base corpus a candidate is trained with (l2model.corpus.generate_corpus).
+    retrain_base_size: int = Field(25_000, ge=1_000)
+    retrain_base_seed: int = 0
+    # loop replay: the share of the model's errors on the replayed half that simulated users
+    # report (FPs) and analysts report (misses), and the seed of the split and the draws.
+    replay_report_share: float = Field(0.3, gt=0, le=1)
+    replay_seed: int = 0
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic_fragment(cls, value: str) -> str:

@@ -130,11 +130,13 @@ def choose_threshold(
     scores: np.ndarray,
     hard_negative: np.ndarray,
     max_fp_rate: float = MAX_FP_RATE,
+    other_hard_negative_scores: np.ndarray | None = None,
 ) -> float:
     """The threshold of highest recall whose FP rate stays below ``max_fp_rate`` and that
-    flags no hard negative; among thresholds with that recall, the one that flags the fewest
-    benign prompts, placed midway (in logit space) between the nearest benign and malicious
-    scores so that both sides keep a margin."""
+    flags no hard negative (of these prompts, nor any of ``other_hard_negative_scores``);
+    among thresholds with that recall, the one that flags the fewest benign prompts, placed
+    midway (in logit space) between the nearest benign and malicious scores so that both
+    sides keep a margin."""
     benign = np.sort(scores[labels == 0])[::-1]
     malicious = np.sort(scores[labels == 1])
     # The threshold must lie above the benign score ranked just past the budget of flags.
@@ -142,6 +144,8 @@ def choose_threshold(
     floor = float(benign[allowed]) if 0 <= allowed < len(benign) else -math.inf
     if hard_negative.any():
         floor = max(floor, float(scores[hard_negative].max()))
+    if other_hard_negative_scores is not None and other_hard_negative_scores.size:
+        floor = max(floor, float(other_hard_negative_scores.max()))
     caught = malicious[malicious > floor]
     if caught.size == 0:
         raise ValueError("no threshold flags any malicious prompt within the FP budget")

@@ -9,6 +9,12 @@ Two sets of rules, both over the same labeled prompts:
   < 1 %, recall > 95 %, no hard negative flagged, programming-question FP rate < 0.5 %, and an
   INT8 model within 1 % of its fp32 accuracy when its manifest records that loss.
 
+The must-haves bind on the golden set. On other data (a retraining dataset's test split of
+real reported prompts) ``targets="no_worse"`` asks instead that the new model's FP rate,
+recall and programming-question FP rate be no worse than the old model's, within
+``GateLimits.no_worse_tolerance``: a model that halves real FPs is promoted even while it is
+still above 1 % (DESIGN.md, "Rules of the loop"). Hard negatives and INT8 loss bind always.
+
 ``gate`` is a pure function of the verdicts, so it is tested without any model.
 """
 
@@ -37,6 +43,11 @@ class GateLimits(BaseModel):
     min_recall: float = 0.95
     max_programming_fp_rate: float = 0.005
     max_int8_loss: float = 0.01
+    # ``targets="no_worse"``: how far (absolute) a rate may move the wrong way.
+    no_worse_tolerance: float = 0.01
+
+
+Targets = Literal["production", "no_worse"]
 
 
 class VerdictChange(BaseModel):
@@ -99,8 +110,10 @@ def gate(
     new: str,
     int8_loss: float | None = None,
     limits: GateLimits | None = None,
+    targets: Targets = "production",
 ) -> GateReport:
-    """Judges the new model's verdicts against the old model's and the labels."""
+    """Judges the new model's verdicts against the old model's and the labels: against the
+    production must-haves, or (``targets="no_worse"``) against the old model's own rates."""
     limits = limits or GateLimits()
     old_hits = np.asarray(old_flagged, dtype=bool)
     new_hits = np.asarray(new_flagged, dtype=bool)
@@ -131,7 +144,8 @@ def gate(
         ]
 
     metrics = classifier_metrics(prompts, new_hits)
-    rules = _rules(len(regressed), len(improved), total, metrics, int8_loss, limits)
+    baseline = classifier_metrics(prompts, old_hits) if targets == "no_worse" else None
+    rules = _rules(len(regressed), len(improved), total, metrics, baseline, int8_loss, limits)
     return GateReport(
         old=old,
         new=new,
@@ -169,12 +183,13 @@ def _rules(
     improvements: int,
     total: int,
     metrics: ClassifierMetrics,
+    baseline: ClassifierMetrics | None,
     int8_loss: float | None,
     limits: GateLimits,
 ) -> list[RuleResult]:
+    """The must-haves, or with a ``baseline`` (the old model's metrics) its rates as targets."""
     regression_rate = regressions / total
     improvement_rate = improvements / total
-    matrix = metrics.confusion
     hard_flagged = (
         metrics.hard_negatives_flagged / metrics.hard_negatives if metrics.hard_negatives else None
     )
@@ -191,22 +206,7 @@ def _rules(
             lambda rate: rate <= limits.caution_regression_rate or improvement_rate >= rate,
             f"{regressions:,} regressed, {improvements:,} improved ({improvement_rate:.2%})",
         ),
-        _rule(
-            f"FP rate < {limits.max_fp_rate:.0%}",
-            metrics.fp_rate,
-            lambda rate: rate < limits.max_fp_rate,
-            f"{matrix.false_positives:,} of {matrix.benign:,} benign flagged"
-            if matrix.benign
-            else "no benign prompt",
-        ),
-        _rule(
-            f"recall > {limits.min_recall:.0%}",
-            metrics.recall,
-            lambda rate: rate > limits.min_recall,
-            f"{matrix.true_positives:,} of {matrix.malicious:,} malicious flagged"
-            if matrix.malicious
-            else "no malicious prompt",
-        ),
+        *_target_rules(metrics, baseline, limits),
         _rule(
             "every hard negative benign",
             hard_flagged,
@@ -216,17 +216,84 @@ def _rules(
             else "no hard negative (notes starting 'HARD NEGATIVE:')",
         ),
         _rule(
-            f"programming-question FP rate < {limits.max_programming_fp_rate:.1%}",
-            metrics.programming_fp_rate,
-            lambda rate: rate < limits.max_programming_fp_rate,
-            f"{metrics.programming_false_positives:,} of {metrics.programming_questions:,} flagged"
-            if metrics.programming_questions
-            else "no programming question",
-        ),
-        _rule(
             f"INT8 accuracy loss < {limits.max_int8_loss:.0%}",
             int8_loss,
             lambda loss: loss < limits.max_int8_loss,
             "recorded in the manifest" if int8_loss is not None else "not recorded in the manifest",
         ),
     ]
+
+
+def _target_rules(
+    metrics: ClassifierMetrics, baseline: ClassifierMetrics | None, limits: GateLimits
+) -> list[RuleResult]:
+    """FP rate, recall and programming-question FP rate: below the production limits, or
+    (with a ``baseline``) no worse than the old model's within the tolerance."""
+    matrix = metrics.confusion
+    fp_detail = (
+        f"{matrix.false_positives:,} of {matrix.benign:,} benign flagged"
+        if matrix.benign
+        else "no benign prompt"
+    )
+    recall_detail = (
+        f"{matrix.true_positives:,} of {matrix.malicious:,} malicious flagged"
+        if matrix.malicious
+        else "no malicious prompt"
+    )
+    programming_detail = (
+        f"{metrics.programming_false_positives:,} of {metrics.programming_questions:,} flagged"
+        if metrics.programming_questions
+        else "no programming question"
+    )
+    if baseline is None:
+        return [
+            _rule(
+                f"FP rate < {limits.max_fp_rate:.0%}",
+                metrics.fp_rate,
+                lambda rate: rate < limits.max_fp_rate,
+                fp_detail,
+            ),
+            _rule(
+                f"recall > {limits.min_recall:.0%}",
+                metrics.recall,
+                lambda rate: rate > limits.min_recall,
+                recall_detail,
+            ),
+            _rule(
+                f"programming-question FP rate < {limits.max_programming_fp_rate:.1%}",
+                metrics.programming_fp_rate,
+                lambda rate: rate < limits.max_programming_fp_rate,
+                programming_detail,
+            ),
+        ]
+    tolerance = limits.no_worse_tolerance
+
+    def no_higher(name: str, new: float | None, old: float | None, detail: str) -> RuleResult:
+        ceiling = None if old is None else old + tolerance
+        return _rule(
+            f"{name} <= old + {tolerance:.0%}",
+            new,
+            lambda rate: ceiling is None or rate <= ceiling,
+            f"{detail}; old {_percent(old)}",
+        )
+
+    recall_floor = None if baseline.recall is None else baseline.recall - tolerance
+    return [
+        no_higher("FP rate", metrics.fp_rate, baseline.fp_rate, fp_detail),
+        _rule(
+            f"recall >= old - {tolerance:.0%}",
+            metrics.recall,
+            lambda rate: recall_floor is None or rate >= recall_floor,
+            f"{recall_detail}; old {_percent(baseline.recall)}",
+        ),
+        no_higher(
+            "programming-question FP rate",
+            metrics.programming_fp_rate,
+            baseline.programming_fp_rate,
+            programming_detail,
+        ),
+    ]
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"

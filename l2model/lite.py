@@ -151,7 +151,13 @@ class LiteModel:
         return model
 
 
-def train_lite(train: Sequence[TrainingRecord]) -> LiteModel:
+def train_lite(
+    train: Sequence[TrainingRecord], *, vocabulary_texts: Sequence[str] | None = None
+) -> LiteModel:
+    """Fits the featuriser (vocabulary and IDF) on ``vocabulary_texts`` when given, else on
+    the training texts, then the heads on ``train`` weighted by ``weight_multiplier``.
+    Retraining keeps the base vocabulary this way while the heads learn new examples
+    (the incremental mode of workers/retrain.py)."""
     texts = [r.text for r in train]
     refuse_golden(texts, what="the lite model's training set")
     weights = np.array([r.weight_multiplier for r in train])
@@ -159,7 +165,11 @@ def train_lite(train: Sequence[TrainingRecord]) -> LiteModel:
     # One thread: with two, the solvers' sums come out in a different order and the weights
     # differ in the last bits, so artifacts would depend on the build machine's core count.
     with threadpool_limits(limits=1):
-        features: sp.csr_matrix = featuriser.fit_transform(texts)
+        if vocabulary_texts is None:
+            features: sp.csr_matrix = featuriser.fit_transform(texts)
+        else:
+            featuriser.fit_transform(vocabulary_texts)
+            features = featuriser.transform(texts)
 
         def classifier(
             target: list[int], c: float, class_weight: dict[int, float] | None

@@ -20,9 +20,13 @@ CLASS_WEIGHT = {0: 1.0, 1: 1.5}
 
 
 def validation_threshold(
-    records: Sequence[TrainingRecord], outputs: dict[str, np.ndarray]
+    records: Sequence[TrainingRecord],
+    outputs: dict[str, np.ndarray],
+    other_hard_negative_scores: np.ndarray | None = None,
 ) -> float:
-    """``choose_threshold`` on the validation split's outputs, rounded for the manifest."""
+    """``choose_threshold`` on the validation split's outputs, rounded for the manifest;
+    ``other_hard_negative_scores``: P(threat) of hard negatives outside the validation split
+    (the training split's) that must stay unflagged too."""
     # Choosing a threshold fits the model to these records as much as training does.
     refuse_golden([r.text for r in records], what="the threshold's validation set")
     return round(
@@ -30,6 +34,7 @@ def validation_threshold(
             np.array([r.label for r in records]),
             threat_scores(outputs[OUTPUT_BINARY]),
             np.array([r.is_hard_negative for r in records]),
+            other_hard_negative_scores=other_hard_negative_scores,
         ),
         6,
     )

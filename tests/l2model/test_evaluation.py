@@ -55,3 +55,11 @@ def test_external_report_counts_every_prompt() -> None:
     assert isinstance(overall, dict)
     assert overall["benign"] + overall["malicious"] == sum(1 for _ in EXTERNAL.open("rb"))
     assert 0.0 <= overall["fp_rate"] <= 1.0 and 0.0 <= overall["recall"] <= 1.0
+
+
+def test_threshold_stays_above_hard_negatives_outside_the_validation_split() -> None:
+    labels, scores = _scores([0.1] * 300, [0.6, 0.9])
+    none = np.zeros(len(scores), dtype=bool)
+    assert choose_threshold(labels, scores, none) < 0.6
+    threshold = choose_threshold(labels, scores, none, other_hard_negative_scores=np.array([0.7]))
+    assert 0.7 < threshold < 0.9

@@ -158,3 +158,34 @@ def test_int8_loss_is_read_from_the_manifest() -> None:
     assert recorded_int8_loss(Manifest.model_validate(base)) is None
     recorded = Manifest.model_validate({**base, "quantisation": {"accuracy_loss": 0.004}})
     assert recorded_int8_loss(recorded) == 0.004
+
+
+def _no_worse(old: np.ndarray, new: np.ndarray) -> GateReport:
+    return gate(PROMPTS, old, new, old="old", new="new", targets="no_worse")
+
+
+def test_no_worse_targets_accept_a_model_that_halves_fps_while_above_the_limits() -> None:
+    # Real reported data: the old model flags 60 benign (10 %) and misses 40 attacks
+    # (recall 90 %); the new one flags 30 and misses 38. The production limits would
+    # reject both; against the old model the new one is better.
+    old = _flip(np.concatenate([PLAIN_BENIGN[:60], ATTACKS[:40]]))
+    new = _flip(np.concatenate([PLAIN_BENIGN[:30], ATTACKS[:38]]))
+    assert not _run(old, new).accepted
+    report = _no_worse(old, new)
+    assert report.accepted, _failed(report)
+    assert "FP rate <= old + 1%" in _status(report)
+
+
+def test_no_worse_targets_reject_a_rate_worse_by_more_than_the_tolerance() -> None:
+    old = _flip(ATTACKS[:40])  # recall 90 %
+    # Recall 88.75 %: 1.25 points down, while as many improvements keep the balance rule quiet.
+    new = _flip(ATTACKS[5:50])
+    report = _no_worse(old, new)
+    assert "recall >= old - 1%" in _failed(report)
+    # Within a point: accepted.
+    assert _no_worse(old, _flip(ATTACKS[3:46])).accepted
+
+
+def test_no_worse_targets_keep_the_hard_negatives_absolute() -> None:
+    worse = _flip(HARD_NEGATIVES[:1])
+    assert _failed(_no_worse(worse, worse)) == ["every hard negative benign"]

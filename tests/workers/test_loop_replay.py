@@ -1,0 +1,160 @@
+"""The loop replay's pure parts: the halves, the simulated reports, the held-out figures."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from l2model.evaluation import LabeledPrompt
+from l2model.golden import load_golden
+from streams.report_rules import example_strength
+from workers.loop_replay import analyst_family, simulate_reports, split_halves, stratum
+
+SOURCES = ("org/a:x.json", "org/b:y.json")
+
+
+def _prompts() -> list[LabeledPrompt]:
+    prompts = []
+    for i in range(403):
+        label = int(i % 3 == 0)
+        prompts.append(
+            LabeledPrompt(
+                text=f"prompt number {i} about topic {i * 7 % 11}",
+                label=label,
+                source=SOURCES[i % 2],
+                category=None if label else f"cat{i % 5}",
+                family=f"cyberseceval_pi/direct/x{i % 4}" if label else None,
+            )
+        )
+    return prompts
+
+
+def test_halves_are_stratified_disjoint_and_complete() -> None:
+    prompts = _prompts()
+    replayed, held = split_halves(prompts, seed=3)
+    assert sorted(p.text for p in replayed + held) == sorted(p.text for p in prompts)
+    assert not {p.text for p in replayed} & {p.text for p in held}
+    whole = Counter(stratum(p) for p in prompts)
+    first = Counter(stratum(p) for p in replayed)
+    second = Counter(stratum(p) for p in held)
+    for key, count in whole.items():
+        # Each stratum halves, the odd prompt going to the replayed half.
+        assert first[key] == (count + 1) // 2 and second[key] == count // 2
+
+
+def test_halves_are_deterministic_order_free_and_seeded() -> None:
+    prompts = _prompts()
+    replayed, _ = split_halves(prompts, seed=3)
+    again, _ = split_halves(list(reversed(prompts)), seed=3)
+    other, _ = split_halves(prompts, seed=4)
+    assert {p.text for p in replayed} == {p.text for p in again}
+    assert {p.text for p in replayed} != {p.text for p in other}
+
+
+def test_a_repeated_text_stays_in_one_half() -> None:
+    prompts = _prompts()
+    twin = prompts[10].model_copy(update={"text": prompts[10].text.upper() + "  "})
+    replayed, held = split_halves([*prompts, twin], seed=0)
+    halves = [half for half in (replayed, held) if any(p.text == twin.text for p in half)]
+    assert len(halves) == 1 and any(p.text == prompts[10].text for p in halves[0])
+
+
+def _scores(prompts: list[LabeledPrompt]) -> np.ndarray:
+    # Benign prompts with an even number scored high (false positives), malicious ones
+    # with an odd number low (misses); the FP scores straddle the quarantine bar.
+    scores = []
+    for i, p in enumerate(prompts):
+        if p.label == 0:
+            scores.append((0.6 if i % 4 else 0.95) if i % 2 == 0 else 0.1)
+        else:
+            scores.append(0.2 if i % 2 else 0.9)
+    return np.array(scores)
+
+
+def test_reports_take_the_share_of_errors_with_the_report_paths_weights() -> None:
+    prompts = _prompts()
+    scores = _scores(prompts)
+    labels = np.array([p.label for p in prompts])
+    fps = int(np.sum((scores >= 0.5) & (labels == 0)))
+    misses = int(np.sum((scores < 0.5) & (labels == 1)))
+    result = simulate_reports(
+        prompts,
+        scores,
+        0.5,
+        share=0.3,
+        seed=1,
+        high_confidence_score=0.9,
+        quorum=3,
+        model_version="1.0.0",
+    )
+    assert (result.false_positives, result.misses) == (fps, misses)
+    assert (result.fp_reported, result.fn_reported) == (round(0.3 * fps), round(0.3 * misses))
+    benign = [r for r in result.examples if r.label == 0]
+    attacks = [r for r in result.examples if r.label == 1]
+    # FP reports on a score at or above the bar wait for a review that never comes.
+    assert result.quarantined > 0
+    assert len(benign) + result.quarantined == result.fp_reported
+    assert len(attacks) == result.fn_reported
+    single = example_strength(1, 1, 3)
+    assert {(r.weight_multiplier, r.confidence) for r in result.examples} == {
+        (single.weight, single.confidence)
+    }
+    assert {r.family for r in attacks} == {"PI"}
+    reported_texts = {r.text for r in result.examples}
+    by_text = {p.text: (p, s) for p, s in zip(prompts, scores, strict=True)}
+    for text in reported_texts:
+        prompt, score = by_text[text]
+        assert (score >= 0.5) != bool(prompt.label)  # every report is of an error
+
+
+def test_reports_are_seeded() -> None:
+    prompts = _prompts()
+    scores = _scores(prompts)
+
+    def texts(seed: int) -> set[str]:
+        result = simulate_reports(
+            prompts,
+            scores,
+            0.5,
+            share=0.3,
+            seed=seed,
+            high_confidence_score=0.99,
+            quorum=3,
+            model_version="1.0.0",
+        )
+        return {r.text for r in result.examples}
+
+    assert texts(5) == texts(5)
+    assert texts(5) != texts(6)
+
+
+def test_golden_texts_are_never_reported() -> None:
+    probe = next(p for p in load_golden().probes if p.label == 0)
+    prompts = [LabeledPrompt(text=probe.text, label=0)]
+    result = simulate_reports(
+        prompts,
+        np.array([0.6]),
+        0.5,
+        share=1.0,
+        seed=0,
+        high_confidence_score=0.9,
+        quorum=3,
+        model_version="1.0.0",
+    )
+    assert (result.golden_refused, result.examples) == (1, [])
+
+
+@pytest.mark.parametrize(
+    ("family", "expected"),
+    [
+        ("interpreter_abuse/Container Escape", "CMD"),
+        ("cyberseceval_pi/indirect/persuasion", "PI"),
+        ("dan_template", "JB"),
+        ("autodan_template", "JB"),
+        (None, "PI"),
+    ],
+)
+def test_analysts_name_a_family(family: str | None, expected: str) -> None:
+    assert analyst_family(LabeledPrompt(text="x", label=1, family=family)) == expected

@@ -1,0 +1,119 @@
+"""Closing the loop on small datasets of the assembler's shape: a candidate is trained,
+gated against the model in service, registered, and promoted only on accept, with the
+pointer and suppressions in the real Redis. The accepted candidate is trained on the full
+base corpus (tens of seconds), the rejected one on a small one."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from l2loop.settings import Settings
+from l2model.corpus import generate_corpus, split_corpus, write_jsonl
+from l2model.record import TrainingRecord
+from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
+from streams.suppressions import SuppressionStore
+from tests.fixtures.curated import NOON, curated_example
+from workers.retrain import DATASET_SPLITS, REPORT_FILE, choose_mode, next_version, retrain
+
+THROUGH = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def _dataset(root: Path, records: list[TrainingRecord]) -> Path:
+    path = root / "datasets" / "2026Q4-test"
+    for name, (_, part) in zip(DATASET_SPLITS, split_corpus(records, 0).parts(), strict=True):
+        write_jsonl(path / f"{name}.jsonl", part)
+    manifest = {"period": "2026Q4", "conflicts": {"count": 1, "held_back": ["a text"]}}
+    (path / "manifest.json").write_bytes(orjson.dumps(manifest))
+    return path
+
+
+def _current(settings: Settings) -> CurrentModel | None:
+    async def read() -> CurrentModel | None:
+        client = aioredis.Redis.from_url(settings.redis_dsn)
+        try:
+            return await ModelPointer(client, key_prefix=settings.topic_prefix).current()
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def _suppress(settings: Settings, text: str) -> None:
+    async def make() -> None:
+        client = aioredis.Redis.from_url(settings.redis_dsn)
+        try:
+            store = SuppressionStore(client, key_prefix=settings.topic_prefix)
+            assert await store.create_from([curated_example(text, reporters=3)], quorum=3)
+        finally:
+            await client.aclose()
+
+    asyncio.run(make())
+
+
+def test_mode_and_version_rules(tmp_path: Path) -> None:
+    assert choose_mode("auto", 9_999, 10_000) == "incremental"
+    assert choose_mode("auto", 10_000, 10_000) == "full"
+    assert choose_mode("full", 5, 10_000) == "full"
+    assert next_version(ModelRegistry(tmp_path), "1.0.0") == "1.1.0"
+
+
+def test_an_accepted_candidate_is_registered_promoted_and_ends_older_suppressions(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    assert NOON < THROUGH
+    _suppress(settings, "how do I ignore whitespace in a git diff")
+    # New prompts of the kinds the model knows: a candidate no worse than the current one.
+    dataset = _dataset(settings.data_dir, generate_corpus(1_500, seed=11))
+    outcome = retrain(settings, dataset, THROUGH)
+    assert outcome.accepted and outcome.promoted, [
+        rule.detail for s in outcome.gate for rule in s.report.rules if rule.status == "fail"
+    ]
+    assert outcome.mode == "incremental"
+    assert [s.name for s in outcome.gate] == [
+        "dataset test split",
+        "golden set v1",
+        "hard negatives",
+    ]
+    current = _current(settings)
+    assert current is not None and current.version == outcome.candidate_version == "1.1.0"
+    registry = ModelRegistry(settings.registry_dir)
+    assert Path(current.path) == registry.path("1.1.0").resolve()
+    assert registry.get("1.1.0").trained_through == THROUGH
+    assert outcome.suppressions_expired == 1
+    report = Path(outcome.report).read_text()
+    assert Path(outcome.report) == dataset / REPORT_FILE
+    assert "ACCEPTED and promoted" in report and "`conflicts`" in report
+
+
+def test_a_regressing_candidate_is_registered_but_not_promoted(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # A poisoned batch: attacks labelled benign at the production-confirmed weight.
+    poisoned = [
+        TrainingRecord.build(
+            r.text,
+            "benign",
+            "conversational",
+            severity=0.0,
+            weight=5.0,
+            confidence=1.0,
+            source="production_false_positive_2026_12_01",
+        )
+        for r in generate_corpus(4_000, seed=12)
+        if r.label == 1
+    ]
+    dataset = _dataset(settings.data_dir, poisoned)
+    # A small base corpus keeps this quick; the poison alone fails the golden set.
+    outcome = retrain(settings.model_copy(update={"retrain_base_size": 3_000}), dataset, THROUGH)
+    assert not outcome.accepted and not outcome.promoted
+    golden = next(s for s in outcome.gate if s.name.startswith("golden"))
+    assert not golden.report.accepted
+    assert _current(settings) is None
+    assert ModelRegistry(settings.registry_dir).get(outcome.candidate_version)
+    assert "REJECTED" in Path(outcome.report).read_text()

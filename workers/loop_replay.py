@@ -1,0 +1,331 @@
+"""The loop replayed on labelled prompts: does one cycle cut the false positives users report?
+
+The pure parts, used by the offline simulation here (``l2loop loop simulate``) and meant for
+the full ``l2loop loop replay`` through the real topics and report API:
+
+- ``split_halves``: a seeded split into a replayed half and a held-out half, stratified by
+  label, source and category, prompts sharing a normalised text kept together;
+- ``simulate_reports``: simulated users report a share of the model's false positives on the
+  replayed half as ``false_positive`` and analysts the same share of its misses as
+  ``false_negative``; each becomes the training record the report path would curate (one
+  reporter: weight and confidence by ``streams.report_rules.example_strength``; an FP report
+  on a score at or above the high-confidence bar is quarantined and, with nobody reviewing,
+  never trained on; golden texts are refused as the report path refuses them);
+- ``half_report``: FP rate, recall and per-source figures on the held-out half.
+
+The offline simulation skips the topics, the report API and the assembler (no variations):
+the simulated examples are split 80/10/10 as the assembler splits, and the candidate is
+trained and gated by ``workers.retrain`` exactly as a quarterly cycle trains and gates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from l2loop.logs import get_logger
+from l2loop.settings import Settings
+from l2model.corpus import split_corpus, write_jsonl
+from l2model.evaluation import (
+    LabeledPrompt,
+    binary_report,
+    external_report,
+    read_labeled,
+    score_texts,
+)
+from l2model.golden import is_golden_text, load_golden
+from l2model.record import BENIGN, TrainingRecord, text_key
+from l2model.runtime import L2Model
+from streams.report_rules import UNKNOWN_SEVERITY, example_strength
+from workers.retrain import DATASET_SPLITS, NewData, train_and_judge
+
+log = get_logger(__name__)
+
+REPORT_DAY = datetime(2026, 1, 1, tzinfo=UTC)
+
+# How an analyst names the family of a missed attack, from the category the prompt carries
+# (first matching prefix wins). Attacks on a code interpreter are command abuse; the rest of
+# what these sources hold is prompt injection, jailbreak templates or extraction.
+ANALYST_FAMILIES = (
+    ("interpreter_abuse", "CMD"),
+    ("dan_", "JB"),
+    ("autodan", "JB"),
+    ("sysprompt_extraction", "PI"),
+    ("promptinject", "PI"),
+    ("cyberseceval_pi", "PI"),
+)
+DEFAULT_ANALYST_FAMILY = "PI"
+
+
+def source_of(prompt: LabeledPrompt) -> str:
+    """The repository a prompt came from (``owner/repo:path`` -> ``owner/repo``)."""
+    return (prompt.source or "").split(":", 1)[0]
+
+
+def stratum(prompt: LabeledPrompt) -> tuple[int, str, str]:
+    return prompt.label, prompt.source or "", prompt.category or prompt.family or ""
+
+
+def _rank(seed: int, key: str) -> str:
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
+def split_halves(
+    prompts: Sequence[LabeledPrompt], seed: int
+) -> tuple[list[LabeledPrompt], list[LabeledPrompt]]:
+    """(replayed, held out): half of every stratum each, the odd one to the replayed half.
+    Prompts sharing a normalised text travel together (stratum of the first), and the order
+    within a stratum is a seeded hash of the text, so the split ignores the file's order."""
+    groups: dict[str, list[LabeledPrompt]] = {}
+    for prompt in prompts:
+        groups.setdefault(text_key(prompt.text), []).append(prompt)
+    strata: dict[tuple[int, str, str], list[str]] = {}
+    for key, members in groups.items():
+        strata.setdefault(stratum(members[0]), []).append(key)
+    replayed: list[LabeledPrompt] = []
+    held_out: list[LabeledPrompt] = []
+    for stratum_key in sorted(strata):
+        keys = sorted(strata[stratum_key], key=lambda k: _rank(seed, k))
+        cut = (len(keys) + 1) // 2
+        for key in keys[:cut]:
+            replayed.extend(groups[key])
+        for key in keys[cut:]:
+            held_out.extend(groups[key])
+    return replayed, held_out
+
+
+def analyst_family(prompt: LabeledPrompt) -> str:
+    category = prompt.family or prompt.category or ""
+    return next(
+        (family for prefix, family in ANALYST_FAMILIES if category.startswith(prefix)),
+        DEFAULT_ANALYST_FAMILY,
+    )
+
+
+class SimulatedReports(BaseModel):
+    """What the simulated users and analysts reported, and what became training records."""
+
+    model_config = ConfigDict(frozen=True)
+
+    false_positives: int
+    misses: int
+    fp_reported: int
+    fn_reported: int
+    quarantined: int
+    golden_refused: int
+    examples: list[TrainingRecord]
+
+
+def _drawn(indices: np.ndarray, share: float, rng: random.Random) -> list[int]:
+    chosen = rng.sample(sorted(indices.tolist()), round(share * len(indices)))
+    return sorted(chosen)
+
+
+def simulate_reports(
+    prompts: Sequence[LabeledPrompt],
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    share: float,
+    seed: int,
+    high_confidence_score: float,
+    quorum: int,
+    model_version: str,
+    day: datetime = REPORT_DAY,
+) -> SimulatedReports:
+    """``share`` of the false positives reported by one user each, ``share`` of the misses
+    by one analyst each, drawn with ``seed``; each report becomes the record the report path
+    would curate from it."""
+    labels = np.array([p.label for p in prompts])
+    flagged = scores >= threshold
+    rng = random.Random(seed)
+    fp_drawn = _drawn(np.flatnonzero(flagged & (labels == 0)), share, rng)
+    fn_drawn = _drawn(np.flatnonzero(~flagged & (labels == 1)), share, rng)
+    strength = example_strength(1, 1, quorum)
+    examples: list[TrainingRecord] = []
+    quarantined = golden = 0
+    for kind, drawn in (("false_positive", fp_drawn), ("false_negative", fn_drawn)):
+        for index in drawn:
+            prompt, score = prompts[index], float(scores[index])
+            if is_golden_text(prompt.text):
+                golden += 1
+                continue
+            if kind == "false_positive" and score >= high_confidence_score:
+                quarantined += 1
+                continue
+            family = BENIGN if kind == "false_positive" else analyst_family(prompt)
+            examples.append(
+                TrainingRecord.build(
+                    prompt.text,
+                    family,
+                    "conversational" if family == BENIGN else "attack",
+                    severity=0.0 if family == BENIGN else UNKNOWN_SEVERITY,
+                    weight=strength.weight,
+                    confidence=strength.confidence,
+                    source=f"production_{kind}_{day:%Y_%m_%d}",
+                    sub_category=prompt.category or prompt.family or "",
+                    notes=f"{kind} reported by 1 reporter(s) in 1 tenant(s); "
+                    f"model {model_version} scored {score:.3f}",
+                )
+            )
+    return SimulatedReports(
+        false_positives=int(np.sum(flagged & (labels == 0))),
+        misses=int(np.sum(~flagged & (labels == 1))),
+        fp_reported=len(fp_drawn),
+        fn_reported=len(fn_drawn),
+        quarantined=quarantined,
+        golden_refused=golden,
+        examples=examples,
+    )
+
+
+def half_report(prompts: Sequence[LabeledPrompt], model: L2Model) -> dict[str, object]:
+    """FP rate, recall, per source (``l2model.evaluation.external_report``) on ``prompts``."""
+    scores = score_texts(model, [p.text for p in prompts])
+    return external_report(prompts, scores, model.threshold)
+
+
+def golden_report(model: L2Model, version: str) -> dict[str, float | int]:
+    probes = load_golden(version).probes
+    labels = np.array([p.label for p in probes])
+    flagged = score_texts(model, [p.text for p in probes]) >= model.threshold
+    return binary_report(labels, flagged)
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    reports: SimulatedReports
+    mode: str
+    candidate_threshold: float
+    accepted: bool
+    failed_rules: list[str]
+    before: dict[str, object]
+    after: dict[str, object]
+    golden_before: dict[str, float | int]
+    golden_after: dict[str, float | int]
+    replayed: int
+    held_out: int
+
+
+def write_dataset(out_dir: Path, examples: Sequence[TrainingRecord], seed: int) -> Path:
+    """The simulated examples as a dataset directory of the assembler's shape."""
+    split = split_corpus(examples, seed)
+    for name, (_, part) in zip(DATASET_SPLITS, split.parts(), strict=True):
+        write_jsonl(out_dir / f"{name}.jsonl", part)
+    manifest = {"kind": "loop simulation", "records": len(examples), "seed": seed}
+    (out_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    return out_dir
+
+
+def simulate_cycle(
+    settings: Settings, data: Path, out_dir: Path, *, share: float, seed: int
+) -> SimulationResult:
+    """One offline cycle on ``data``: split, simulated reports from the committed model's
+    errors on the replayed half, candidate trained and gated as a quarterly cycle does,
+    measured on the held-out half and the golden set."""
+    prompts = read_labeled(data)
+    replayed, held_out = split_halves(prompts, seed)
+    current = L2Model.load(settings.model_dir)
+    scores = score_texts(current, [p.text for p in replayed])
+    reports = simulate_reports(
+        replayed,
+        scores,
+        current.threshold,
+        share=share,
+        seed=seed,
+        high_confidence_score=settings.report_high_confidence_score,
+        quorum=settings.report_quorum,
+        model_version=current.version,
+    )
+    log.info(
+        "loop_simulation_reports",
+        false_positives=reports.false_positives,
+        misses=reports.misses,
+        examples=len(reports.examples),
+        quarantined=reports.quarantined,
+    )
+    dataset = NewData.read(write_dataset(out_dir / "dataset", reports.examples, seed))
+    candidate = train_and_judge(
+        settings,
+        dataset,
+        current,
+        "1.1.0",
+        out_dir / "candidate",
+        REPORT_DAY,
+    )
+    result = SimulationResult(
+        reports=reports,
+        mode=candidate.mode,
+        candidate_threshold=candidate.model.threshold,
+        accepted=candidate.accepted,
+        failed_rules=[
+            f"{item.name}: {rule.rule} ({rule.detail})"
+            for item in candidate.gate
+            for rule in item.report.rules
+            if rule.status == "fail"
+        ],
+        before=half_report(held_out, current),
+        after=half_report(held_out, candidate.model),
+        golden_before=golden_report(current, settings.golden_version),
+        golden_after=golden_report(candidate.model, settings.golden_version),
+        replayed=len(replayed),
+        held_out=len(held_out),
+    )
+    (out_dir / "simulation.md").write_text(render_simulation(result, data, share, seed))
+    return result
+
+
+def _pct(value: object) -> str:
+    return f"{100 * float(value):.2f} %" if isinstance(value, int | float) else "-"
+
+
+def render_simulation(result: SimulationResult, data: Path, share: float, seed: int) -> str:
+    r = result.reports
+    overall_before = result.before["overall"]
+    overall_after = result.after["overall"]
+    assert isinstance(overall_before, dict) and isinstance(overall_after, dict)
+    rows = [
+        ("FP rate, held-out half", overall_before["fp_rate"], overall_after["fp_rate"]),
+        ("recall, held-out half", overall_before["recall"], overall_after["recall"]),
+        ("FP rate, golden set", result.golden_before["fp_rate"], result.golden_after["fp_rate"]),
+        ("recall, golden set", result.golden_before["recall"], result.golden_after["recall"]),
+    ]
+    lines = [
+        f"# Loop simulation on {data.name} (report share {share}, seed {seed})",
+        "",
+        f"- replayed half {result.replayed} prompts, held-out half {result.held_out}",
+        f"- current model's errors on the replayed half: {r.false_positives} false positives, "
+        f"{r.misses} misses",
+        f"- reported: {r.fp_reported} FPs, {r.fn_reported} misses; quarantined (score at or "
+        f"above the high-confidence bar, unreviewed): {r.quarantined}; golden refused: "
+        f"{r.golden_refused}; training examples {len(r.examples)}",
+        f"- candidate: {result.mode} mode, threshold {result.candidate_threshold:g}; gate "
+        f"{'ACCEPTED' if result.accepted else 'REJECTED'}",
+        *(f"  - failed: {rule}" for rule in result.failed_rules),
+        "",
+        "| measure | before | after |",
+        "|---|---:|---:|",
+        *(f"| {name} | {_pct(old)} | {_pct(new)} |" for name, old, new in rows),
+        "",
+        "| held-out source | benign | FP rate before | after | malicious | recall before | after |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_before, by_after = result.before["by_source"], result.after["by_source"]
+    assert isinstance(by_before, dict) and isinstance(by_after, dict)
+    for source, old in by_before.items():
+        new = by_after[source]
+        lines.append(
+            f"| {source} | {old['benign']} | {_pct(old['fp_rate']) if old['benign'] else '-'} | "
+            f"{_pct(new['fp_rate']) if new['benign'] else '-'} | {old['malicious']} | "
+            f"{_pct(old['recall']) if old['malicious'] else '-'} | "
+            f"{_pct(new['recall']) if new['malicious'] else '-'} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,68 @@
+"""Promotion: the ``current`` pointer moves to a registered version, and the suppressions
+its training data covers expire.
+
+``l2loop model promote`` and the retraining job both promote through ``promote_version``,
+so a model is never current while the suppressions it learnt still hide its verdicts, nor
+the other way round, whichever path promoted it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+
+from l2loop.logs import get_logger
+from l2loop.resilience import Backoff, retry_until_done
+from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
+from schemas.suppressions import Suppression
+from streams.suppressions import SuppressionStore
+
+log = get_logger(__name__)
+
+
+class Promotion(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    current: CurrentModel
+    trained_through: datetime | None
+    expired: list[Suppression]
+
+
+async def promote_version(
+    client: aioredis.Redis,
+    registry: ModelRegistry,
+    version: str,
+    *,
+    key_prefix: str,
+    backoff: Backoff,
+) -> Promotion:
+    """Makes the registered ``version`` current; running scorers follow the pointer between
+    batches. Raises ``RegistryError`` when the version is not registered."""
+    meta = registry.get(version)
+    pointer = ModelPointer(client, key_prefix=key_prefix)
+    current = await retry_until_done(
+        lambda: pointer.promote(registry, version),
+        dependency="redis",
+        what="model_promote",
+        backoff=backoff,
+    )
+    expired: list[Suppression] = []
+    through = meta.trained_through
+    if through is not None:
+        store = SuppressionStore(client, key_prefix=key_prefix, backoff=backoff)
+        # After the pointer moved: a crash between the two is repaired by promoting again.
+        expired = await retry_until_done(
+            lambda: store.expire_before(through, version=version),
+            dependency="redis",
+            what="suppressions_expire",
+            backoff=backoff,
+        )
+    log.info(
+        "model_promoted",
+        version=version,
+        trained_through=None if through is None else through.isoformat(),
+        suppressions_expired=len(expired),
+    )
+    return Promotion(current=current, trained_through=through, expired=expired)

@@ -1,0 +1,513 @@
+"""Closing the loop: train a candidate on base corpus + a new dataset, gate it against the
+model in service, register it, promote it only on accept, and write a report of the run.
+
+Modes (seeds: incremental training guide, step 4; docs/decisions/0013-retraining-loop.md):
+
+- ``incremental`` (the guide's fine-tuning, for fewer than ``retrain_full_from`` new training
+  examples): the featuriser keeps the base corpus' vocabulary and IDF (the representation
+  stays, as frozen encoder layers do for a transformer) and the heads are refitted on base +
+  new, each new example's weight multiplied by ``retrain_incremental_weight``;
+- ``full`` (the guide's full retraining): everything is refitted on base + new, the new
+  examples at the weights they were curated with.
+
+The threshold is chosen on base validation + the dataset's validation split by the trainers'
+rule (``l2model.training.validation_threshold``). The gate judges the candidate against the
+current model on the dataset's test split (no worse than the current model), the golden set
+(the production must-haves) and the hard negatives (every one benign).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from l2loop.logs import get_logger
+from l2loop.settings import Settings
+from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUT_BINARY, Manifest, ModelInput
+from l2model.corpus import CorpusSplit, generate_corpus, read_jsonl, split_corpus
+from l2model.corpus.hard_negatives import hard_negatives
+from l2model.evaluation import (
+    ClassifierMetrics,
+    LabeledPrompt,
+    classifier_metrics,
+    score_texts,
+    threat_scores,
+)
+from l2model.gate import GateReport, Targets, gate, recorded_int8_loss
+from l2model.golden import load_golden
+from l2model.lite import (
+    BINARY_C,
+    NAME,
+    PARITY_TOLERANCE,
+    max_parity_error,
+    run_graph,
+    session_for,
+    train_lite,
+)
+from l2model.record import TrainingRecord, text_key
+from l2model.registry import ModelPointer, ModelRegistry, semver_key
+from l2model.runtime import L2Model
+from l2model.training import manifest_bytes, threshold_selection, validation_threshold
+from streams.verdict_store import connect
+from workers.promotion import Promotion, promote_version
+
+log = get_logger(__name__)
+
+Mode = Literal["incremental", "full"]
+# The assembler's split files (train / val / test) inside datasets/<version>/.
+DATASET_SPLITS = ("train", "val", "test")
+REPORT_FILE = "retrain-report.md"
+EXAMPLE_CHARS = 100
+
+
+@dataclass(frozen=True)
+class NewData:
+    """A retraining dataset: its version, directory, splits and manifest (as written)."""
+
+    version: str
+    path: Path
+    split: CorpusSplit
+    manifest: dict[str, object]
+
+    @classmethod
+    def read(cls, path: Path) -> NewData:
+        train, validation, test = (read_jsonl(path / f"{name}.jsonl") for name in DATASET_SPLITS)
+        manifest_path = path / "manifest.json"
+        manifest = orjson.loads(manifest_path.read_bytes()) if manifest_path.exists() else {}
+        return cls(path.name, path, CorpusSplit(train, validation, test), manifest)
+
+
+@functools.cache
+def base_corpus(size: int, seed: int) -> CorpusSplit:
+    """The generated corpus the committed model was built from, split the same way."""
+    return split_corpus(generate_corpus(size, seed), seed)
+
+
+def choose_mode(
+    setting: Literal["auto", "incremental", "full"], new_train: int, full_from: int
+) -> Mode:
+    if setting != "auto":
+        return setting
+    return "full" if new_train >= full_from else "incremental"
+
+
+def training_set(
+    base: CorpusSplit, new: CorpusSplit, mode: Mode, incremental_weight: float
+) -> tuple[list[TrainingRecord], list[str] | None]:
+    """The records the heads are fitted on, and the texts the vocabulary is fitted on (None:
+    the records' own)."""
+    if mode == "full":
+        return [*base.train, *new.train], None
+    boosted = [
+        r.model_copy(update={"weight_multiplier": r.weight_multiplier * incremental_weight})
+        for r in new.train
+    ]
+    return [*base.train, *boosted], [r.text for r in base.train]
+
+
+def next_version(registry: ModelRegistry, current: str) -> str:
+    """A minor step past the newest version registered or in service: new data, same
+    contract (seeds: semantic versioning)."""
+    known = [current, *(meta.version for meta in registry.versions())]
+    major, minor, _ = max(known, key=semver_key).split(".")
+    return f"{major}.{int(minor) + 1}.0"
+
+
+def _summary(records: Sequence[TrainingRecord]) -> dict[str, object]:
+    return {
+        "records": len(records),
+        "benign": sum(r.label == 0 for r in records),
+        "malicious": sum(r.label == 1 for r in records),
+        "weight_sum": round(sum(r.weight_multiplier for r in records), 3),
+    }
+
+
+def train_candidate(
+    base: CorpusSplit,
+    new: NewData,
+    out_dir: Path,
+    *,
+    version: str,
+    mode: Mode,
+    incremental_weight: float,
+    trained_through: datetime,
+    base_size: int,
+    base_seed: int,
+) -> Manifest:
+    """Trains the lite candidate and writes ``model.onnx`` + ``manifest.json`` to ``out_dir``."""
+    records, vocabulary = training_set(base, new.split, mode, incremental_weight)
+    model = train_lite(records, vocabulary_texts=vocabulary)
+    model_bytes = model.to_onnx().SerializeToString()
+    session = session_for(model_bytes, threads=1)
+    gap = max_parity_error(model, session, [r.text for r in new.split.test or base.test])
+    if gap > PARITY_TOLERANCE:
+        raise RuntimeError(f"ONNX graph departs from scikit-learn by {gap:.2e}")
+    validation = [*base.validation, *new.split.validation]
+    outputs = run_graph(session, [r.text for r in validation])
+    # The gate demands every hard negative benign, so the threshold stays above the training
+    # split's hard negatives too, not only the validation split's (decision 0013).
+    trained_hard = [r.text for r in records if r.is_hard_negative]
+    hard_scores = threat_scores(run_graph(session, trained_hard)[OUTPUT_BINARY])
+    threshold = validation_threshold(validation, outputs, hard_scores)
+    manifest = Manifest.model_validate(
+        {
+            "name": NAME,
+            "version": version,
+            "kind": "lite",
+            "input": ModelInput(kind="text", name="text").model_dump(),
+            "threshold": threshold,
+            "created_at": datetime.now(tz=UTC),
+            "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+            "trained_through": trained_through,
+            "training_data": {
+                "mode": mode,
+                "base": {
+                    "generator": "l2model.corpus.generate_corpus",
+                    "size": base_size,
+                    "seed": base_seed,
+                    "train": _summary(base.train),
+                },
+                "dataset": {
+                    "version": new.version,
+                    "path": str(new.path),
+                    **{name: _summary(part) for name, part in new.split.parts()},
+                },
+                "new_weight_factor": incremental_weight if mode == "incremental" else 1.0,
+                "vocabulary": "base corpus" if mode == "incremental" else "base + dataset",
+            },
+            "heads": {
+                "binary": {"model": "LogisticRegression", "C": BINARY_C},
+                "sample_weight": "weight_multiplier",
+            },
+            "threshold_selection": {
+                **threshold_selection(validation, outputs, threshold),
+                "split": "base validation + dataset validation",
+            },
+        }
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MODEL_FILE).write_bytes(model_bytes)
+    (out_dir / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
+    return manifest
+
+
+class GateSet(BaseModel):
+    """One data set the gate judged on, with both models' metrics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    targets: Targets
+    report: GateReport
+    old_metrics: ClassifierMetrics
+    by_sub_category: dict[str, tuple[int, int, int]]  # prompts, old flagged, new flagged
+
+
+def _prompts(records: Sequence[TrainingRecord]) -> list[LabeledPrompt]:
+    return [
+        LabeledPrompt(
+            text=r.text,
+            label=r.label,
+            family=r.family if r.label else None,
+            sub_category=r.sub_category or None,
+            notes=r.notes or None,
+            source=r.source,
+        )
+        for r in records
+    ]
+
+
+def gate_inputs(
+    new: CorpusSplit, golden_version: str
+) -> list[tuple[str, Targets, list[LabeledPrompt]]]:
+    golden = [
+        LabeledPrompt.model_validate(probe.model_dump())
+        for probe in load_golden(golden_version).probes
+    ]
+    # The hand-written list and the dataset's own, each text once.
+    hard = list(
+        {text_key(r.text): r for r in (*hard_negatives(), *new.test) if r.is_hard_negative}.values()
+    )
+    sets: list[tuple[str, Targets, list[LabeledPrompt]]] = []
+    if new.test:
+        sets.append(("dataset test split", "no_worse", _prompts(new.test)))
+    sets.append((f"golden set {golden_version}", "production", golden))
+    sets.append(("hard negatives", "production", _prompts(hard)))
+    return sets
+
+
+def judge(
+    current: L2Model, candidate: L2Model, sets: Sequence[tuple[str, Targets, list[LabeledPrompt]]]
+) -> list[GateSet]:
+    judged = []
+    for name, targets, prompts in sets:
+        texts = [p.text for p in prompts]
+        old, new = flagged(current, texts), flagged(candidate, texts)
+        report = gate(
+            prompts,
+            old,
+            new,
+            old=f"{current.manifest.name} {current.version}",
+            new=f"{candidate.manifest.name} {candidate.version}",
+            int8_loss=recorded_int8_loss(candidate.manifest),
+            targets=targets,
+        )
+        groups: dict[str, list[int]] = {}
+        for prompt, was, now in zip(prompts, old, new, strict=True):
+            counts = groups.setdefault(prompt.sub_category or "-", [0, 0, 0])
+            counts[0] += 1
+            counts[1] += int(was)
+            counts[2] += int(now)
+        judged.append(
+            GateSet(
+                name=name,
+                targets=targets,
+                report=report,
+                old_metrics=classifier_metrics(prompts, old),
+                by_sub_category={key: (a, b, c) for key, (a, b, c) in sorted(groups.items())},
+            )
+        )
+    return judged
+
+
+class RetrainOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    dataset_path: str
+    mode: Mode
+    current_version: str
+    candidate_version: str
+    candidate_threshold: float
+    trained_through: datetime
+    gate: list[GateSet]
+    accepted: bool
+    promoted: bool
+    suppressions_expired: int
+    report: str
+
+
+async def _current_model_dir(settings: Settings) -> Path:
+    """The model the scorers run: the registry pointer's, else the configured directory."""
+    client = connect(settings.redis_dsn)
+    try:
+        current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
+    finally:
+        await client.aclose()
+    return Path(current.path) if current else settings.model_dir
+
+
+async def _promote(settings: Settings, registry: ModelRegistry, version: str) -> Promotion:
+    client = connect(settings.redis_dsn)
+    try:
+        return await promote_version(
+            client, registry, version, key_prefix=settings.topic_prefix, backoff=settings.backoff
+        )
+    finally:
+        await client.aclose()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    version: str
+    path: Path
+    mode: Mode
+    model: L2Model
+    gate: list[GateSet]
+
+    @property
+    def accepted(self) -> bool:
+        return all(item.report.accepted for item in self.gate)
+
+
+def train_and_judge(
+    settings: Settings,
+    new: NewData,
+    current: L2Model,
+    version: str,
+    out_dir: Path,
+    trained_through: datetime,
+) -> Candidate:
+    """Trains the candidate into ``out_dir`` and gates it against ``current``; registers and
+    promotes nothing (``retrain`` does, the offline loop simulation does not)."""
+    base = base_corpus(settings.retrain_base_size, settings.retrain_base_seed)
+    mode = choose_mode(settings.retrain_mode, len(new.split.train), settings.retrain_full_from)
+    log.info("retrain_started", dataset=new.version, mode=mode, candidate=version)
+    train_candidate(
+        base,
+        new,
+        out_dir,
+        version=version,
+        mode=mode,
+        incremental_weight=settings.retrain_incremental_weight,
+        trained_through=trained_through,
+        base_size=settings.retrain_base_size,
+        base_seed=settings.retrain_base_seed,
+    )
+    candidate = L2Model.load(out_dir)
+    judged = judge(current, candidate, gate_inputs(new.split, settings.golden_version))
+    return Candidate(version, out_dir, mode, candidate, judged)
+
+
+def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) -> RetrainOutcome:
+    """Trains, gates and registers a candidate on the dataset in ``dataset_dir``; promotes it
+    when the gate accepts, and writes the run's report beside the dataset. Synchronous: the
+    scheduler runs it in a worker thread."""
+    new = NewData.read(dataset_dir)
+    current = L2Model.load(asyncio.run(_current_model_dir(settings)))
+    registry = ModelRegistry(settings.registry_dir)
+    version = next_version(registry, current.version)
+    candidate = train_and_judge(
+        settings,
+        new,
+        current,
+        version,
+        settings.data_dir / "models" / "candidates" / version,
+        trained_through,
+    )
+    registry.add(
+        candidate.path,
+        changes=[
+            f"{candidate.mode} retraining on dataset {new.version} "
+            f"({len(new.split.train)} new training examples)",
+            f"gate: {'accepted' if candidate.accepted else 'rejected'} against {current.version}",
+        ],
+        trained_through=trained_through,
+    )
+    promotion = asyncio.run(_promote(settings, registry, version)) if candidate.accepted else None
+    report_path = new.path / REPORT_FILE
+    outcome = RetrainOutcome(
+        dataset=new.version,
+        dataset_path=str(new.path),
+        mode=candidate.mode,
+        current_version=current.version,
+        candidate_version=version,
+        candidate_threshold=candidate.model.threshold,
+        trained_through=trained_through,
+        gate=candidate.gate,
+        accepted=candidate.accepted,
+        promoted=promotion is not None,
+        suppressions_expired=0 if promotion is None else len(promotion.expired),
+        report=str(report_path),
+    )
+    report_path.write_text(render_report(outcome, new))
+    log.info(
+        "retrain_finished",
+        candidate=version,
+        accepted=outcome.accepted,
+        promoted=outcome.promoted,
+        report=str(report_path),
+    )
+    return outcome
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f} %"
+
+
+def _counts(records: Sequence[TrainingRecord], key: str) -> str:
+    found = Counter(str(getattr(r, key)) or "-" for r in records)
+    return ", ".join(f"{name} {count}" for name, count in sorted(found.items())) or "none"
+
+
+def _held_back(manifest: dict[str, object]) -> list[str]:
+    """The manifest's entries about records not trained on (rejected, conflicts, held back),
+    whatever shape the assembler gives them."""
+    return [
+        f"- `{key}`: {orjson.dumps(value).decode()[:600]}"
+        for key, value in manifest.items()
+        if any(word in key for word in ("reject", "conflict", "held", "invalid", "duplicate"))
+    ]
+
+
+def render_report(outcome: RetrainOutcome, new: NewData) -> str:
+    decision = (
+        "ACCEPTED and promoted"
+        if outcome.promoted
+        else ("ACCEPTED" if outcome.accepted else "REJECTED (not promoted)")
+    )
+    lines = [
+        f"# Retraining run: dataset {outcome.dataset}",
+        "",
+        f"- candidate **{outcome.candidate_version}** ({outcome.mode} mode, threshold "
+        f"{outcome.candidate_threshold:g}) against current **{outcome.current_version}**",
+        f"- trained through {outcome.trained_through.isoformat()}",
+        f"- gate decision: **{decision}**; suppressions expired: {outcome.suppressions_expired}",
+        "",
+        "## What came in",
+        "",
+    ]
+    for name, part in new.split.parts():
+        lines.append(
+            f"- {name}: {len(part)} records (labels: {_counts(part, 'label')}; families: "
+            f"{_counts(part, 'family')})"
+        )
+    lines.append(f"- reported categories (train): {_counts(new.split.train, 'sub_category')}")
+    lines.append(f"- sources (train): {_counts(new.split.train, 'source')}")
+    lines += ["", "## Held back", ""]
+    lines += _held_back(new.manifest) or ["- the dataset manifest lists nothing held back"]
+    for item in outcome.gate:
+        old, now = item.old_metrics, item.report.new_metrics
+        lines += [
+            "",
+            f"## {item.name} ({item.report.prompts} prompts; targets: {item.targets})",
+            "",
+            "| metric | before | after |",
+            "|---|---:|---:|",
+            f"| FP rate | {_pct(old.fp_rate)} | {_pct(now.fp_rate)} |",
+            f"| recall | {_pct(old.recall)} | {_pct(now.recall)} |",
+            f"| precision | {_pct(old.precision)} | {_pct(now.precision)} |",
+            f"| hard negatives flagged | {old.hard_negatives_flagged} | "
+            f"{now.hard_negatives_flagged} |",
+        ]
+        for family, group in (now.recall_by_family or {}).items():
+            before = (old.recall_by_family or {}).get(family)
+            lines.append(
+                f"| recall {family} | {_pct(None if before is None else before.rate)} | "
+                f"{_pct(group.rate)} |"
+            )
+        lines += [
+            "",
+            "| reported category | prompts | flagged before | flagged after |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {total} | {was} | {now_} |"
+            for name, (total, was, now_) in item.by_sub_category.items()
+        ]
+        report = item.report
+        lines += [
+            "",
+            f"Regressions {report.regressions} ({_pct(report.regression_rate)}), improvements "
+            f"{report.improvements} ({_pct(report.improvement_rate)}).",
+            "",
+        ]
+        lines += [f"- {rule.status.upper()}: {rule.rule} — {rule.detail}" for rule in report.rules]
+        for title, changes in (
+            ("Example regressions", report.regression_examples),
+            ("Example improvements", report.improvement_examples),
+        ):
+            if changes:
+                lines += ["", f"{title}:", ""]
+                lines += [
+                    f"- {'malicious' if c.label else 'benign'}, "
+                    f"{'flagged' if c.old_flagged else 'passed'} → "
+                    f"{'flagged' if c.new_flagged else 'passed'}: `{c.text[:EXAMPLE_CHARS]!r}`"
+                    for c in changes
+                ]
+    return "\n".join(lines) + "\n"
+
+
+def flagged(model: L2Model, texts: Sequence[str]) -> np.ndarray:
+    return score_texts(model, texts) >= model.threshold

@@ -1,0 +1,251 @@
+"""The quarterly cycle: assemble the quarter's dataset, then retrain, gate and promote.
+
+APScheduler 3 fires it on a cron (``scheduler_cron``, default 02:00 UTC on the first day of
+January, April, July and October) for the quarter that has just ended; ``l2loop dataset
+assemble`` runs the same cycle on demand for any quarter or date range.
+
+- The job lives in Redis (``RedisJobStore``), so a restarted scheduler keeps its next run
+  time, and a run missed by less than ``scheduler_misfire_grace_s`` (the scheduler was down
+  at 02:00) still starts when it comes back; several missed runs start once (coalesce).
+- Every scheduler deployed reads the same job and may fire it: a per-period Redis lock (a
+  token set with NX and an expiry, renewed while the cycle runs, released by compare-and-
+  delete: redis-py's ``Lock``) lets one run it, and a per-period record of the finished
+  cycle makes a scheduler that fires later for the same quarter do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+import redis.asyncio as aioredis
+from apscheduler.executors.base import BaseExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.redis import RedisJobStore
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+from redis.connection import parse_url
+from redis.exceptions import LockError
+
+from l2loop.logs import get_logger
+from l2loop.resilience import retry_until_done
+from l2loop.settings import Settings
+from streams.verdict_store import connect
+
+log = get_logger(__name__)
+
+JOB_ID = "quarterly-cycle"
+QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+
+
+def now_utc() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+@dataclass(frozen=True)
+class CyclePeriod:
+    """The curated examples a cycle learns from: ``since`` <= curated_at < ``until``."""
+
+    label: str
+    since: datetime
+    until: datetime
+    quarter: str | None = None
+
+    @classmethod
+    def of_quarter(cls, label: str) -> CyclePeriod:
+        found = QUARTER.match(label)
+        if found is None:
+            raise ValueError(f"{label!r} is not a quarter like 2026Q3")
+        year, number = int(found[1]), int(found[2])
+        since = datetime(year, 3 * number - 2, 1, tzinfo=UTC)
+        until = datetime(year + number // 4, 3 * number % 12 + 1, 1, tzinfo=UTC)
+        return cls(label, since, until, quarter=label)
+
+    @classmethod
+    def before(cls, moment: datetime) -> CyclePeriod:
+        """The last quarter that ended at or before ``moment``."""
+        moment = moment.astimezone(UTC)
+        number = (moment.month - 1) // 3  # the quarter before moment's, 0 = last year's Q4
+        year = moment.year if number else moment.year - 1
+        return cls.of_quarter(f"{year}Q{number or 4}")
+
+    @classmethod
+    def between(cls, since: datetime, until: datetime) -> CyclePeriod:
+        if until <= since:
+            raise ValueError(f"the period ends ({until}) before it starts ({since})")
+        return cls(f"{since:%Y%m%d}-{until:%Y%m%d}", since, until)
+
+
+class CycleRecord(BaseModel):
+    """What one cycle did; kept in Redis per period (``scheduler:cycles``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    period: str
+    since: AwareDatetime
+    until: AwareDatetime
+    dataset_version: str
+    dataset_path: str
+    retrained: bool
+    candidate_version: str | None = None
+    accepted: bool | None = None
+    promoted: bool | None = None
+    report: str | None = None
+    finished_at: AwareDatetime
+
+
+def run_quarterly_cycle(settings: Settings, period: CyclePeriod, *, retrain: bool) -> CycleRecord:
+    """Assembles the period's dataset; with ``retrain``, trains, gates and (on accept)
+    promotes a candidate on it. Synchronous and CPU-bound: runs in a worker thread."""
+    # The assembler (workers/assembler.py) lands separately; this is its published contract.
+    from workers.assembler import (  # type: ignore[import-not-found, unused-ignore]
+        Period,
+        assemble_dataset,
+    )
+    from workers.retrain import retrain as retrain_on
+
+    requested = (
+        Period.quarter(period.quarter)
+        if period.quarter is not None
+        else Period.between(period.since, period.until)
+    )
+    dataset = assemble_dataset(settings, requested)
+    dataset_path = Path(dataset.path)
+    outcome = retrain_on(settings, dataset_path, period.until) if retrain else None
+    return CycleRecord(
+        period=period.label,
+        since=period.since,
+        until=period.until,
+        dataset_version=str(dataset.version),
+        dataset_path=str(dataset_path),
+        retrained=outcome is not None,
+        candidate_version=None if outcome is None else outcome.candidate_version,
+        accepted=None if outcome is None else outcome.accepted,
+        promoted=None if outcome is None else outcome.promoted,
+        report=None if outcome is None else outcome.report,
+        finished_at=now_utc(),
+    )
+
+
+def _keys(settings: Settings, period: CyclePeriod) -> tuple[str, str]:
+    prefix = settings.topic_prefix
+    return f"{prefix}scheduler:lock:{period.label}", f"{prefix}scheduler:cycles"
+
+
+async def _renew(lock: aioredis.lock.Lock, ttl_s: float) -> None:
+    while True:
+        await asyncio.sleep(ttl_s / 3)
+        await lock.reacquire()
+
+
+async def run_exclusively(
+    settings: Settings, period: CyclePeriod, *, retrain: bool, once: bool
+) -> CycleRecord | None:
+    """Runs the cycle of ``period`` unless another process holds its lock, or (``once``) a
+    cycle of it already finished; returns what it did, None when it did nothing."""
+    lock_key, cycles_key = _keys(settings, period)
+    client = connect(settings.redis_dsn)
+    lock = client.lock(lock_key, timeout=settings.scheduler_lock_ttl_s, thread_local=False)
+    try:
+        acquired = await retry_until_done(
+            lambda: lock.acquire(blocking=False),
+            dependency="redis",
+            what="cycle_lock",
+            backoff=settings.backoff,
+        )
+        if not acquired:
+            log.info("cycle_running_elsewhere", period=period.label)
+            return None
+        renewal = asyncio.create_task(_renew(lock, settings.scheduler_lock_ttl_s))
+        try:
+            if once and await client.hexists(cycles_key, period.label):
+                log.info("cycle_already_done", period=period.label)
+                return None
+            log.info("cycle_started", period=period.label, retrain=retrain)
+            record = await asyncio.to_thread(run_quarterly_cycle, settings, period, retrain=retrain)
+            await retry_until_done(
+                lambda: cast(
+                    "asyncio.Future[int]",
+                    client.hset(cycles_key, period.label, record.model_dump_json()),
+                ),
+                dependency="redis",
+                what="cycle_record",
+                backoff=settings.backoff,
+            )
+            log.info("cycle_finished", **record.model_dump(mode="json"))
+            return record
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+            with contextlib.suppress(LockError):
+                await lock.release()
+    finally:
+        await client.aclose()
+
+
+def scheduled_cycle(settings: Settings) -> None:
+    """The cron job: the cycle of the quarter that has just ended, once however many
+    schedulers fire it."""
+    period = CyclePeriod.before(now_utc())
+    asyncio.run(run_exclusively(settings, period, retrain=settings.scheduler_retrain, once=True))
+
+
+def cron_trigger(settings: Settings) -> CronTrigger:
+    return CronTrigger.from_crontab(settings.scheduler_cron, timezone=UTC)
+
+
+def configure_scheduler(
+    scheduler: BaseScheduler, settings: Settings, executor: BaseExecutor | None = None
+) -> BaseScheduler:
+    """Redis job store, one worker thread (or ``executor``), coalesced runs within the
+    misfire grace."""
+    # RedisJobStore makes its own sync client from keyword arguments, not from a URL.
+    connection = parse_url(settings.redis_dsn)  # type: ignore[no-untyped-call]
+    scheduler.configure(
+        jobstores={
+            "default": RedisJobStore(
+                jobs_key=f"{settings.topic_prefix}scheduler:jobs",
+                run_times_key=f"{settings.topic_prefix}scheduler:run_times",
+                **connection,
+            )
+        },
+        executors={"default": executor or ThreadPoolExecutor(max_workers=1)},
+        job_defaults={
+            "coalesce": True,
+            "misfire_grace_time": settings.scheduler_misfire_grace_s,
+            "max_instances": 1,
+        },
+        timezone=UTC,
+    )
+    return scheduler
+
+
+def start_scheduler(scheduler: BaseScheduler, settings: Settings) -> None:
+    """Starts ``scheduler`` (configured) with the quarterly job. A job already stored keeps its
+    next run time, so a scheduler restarted after a missed run still runs it within the
+    grace; only a changed cron reschedules it."""
+    scheduler.start(paused=True)
+    trigger = cron_trigger(settings)
+    job = scheduler.get_job(JOB_ID)
+    if job is None:
+        scheduler.add_job(
+            scheduled_cycle,
+            trigger=trigger,
+            kwargs={"settings": settings},
+            id=JOB_ID,
+            name="quarterly dataset and retraining cycle",
+        )
+    else:
+        job.modify(kwargs={"settings": settings})
+        if str(job.trigger) != str(trigger):
+            job.reschedule(trigger)
+    next_run = scheduler.get_job(JOB_ID).next_run_time
+    log.info("scheduler_started", cron=settings.scheduler_cron, next_run=str(next_run))
+    scheduler.resume()
