@@ -78,7 +78,8 @@ def _serve_health_and_metrics(app: faust.App) -> None:
 
     @app.page("/metrics")
     async def metrics(view: View, request: Request) -> Response:
-        return view.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+        # As a header: aiohttp refuses a content_type argument that carries a charset.
+        return view.bytes(generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class Worker(faust.Worker):

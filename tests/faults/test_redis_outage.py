@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from streams.topics import ensure_topics
@@ -74,7 +75,7 @@ def test_redis_killed_mid_stream_and_restarted(
 
 
 @pytest.mark.timeout(120)
-def test_sigterm_stops_a_worker_that_is_waiting_out_an_outage(
+def test_an_outage_shows_on_health_and_sigterm_still_stops_the_worker(
     own_redis: MakeService, service_endpoints: tuple[str, str], tmp_path: Path
 ) -> None:
     redis = own_redis()
@@ -89,6 +90,13 @@ def test_sigterm_stops_a_worker_that_is_waiting_out_an_outage(
     redis.kill()
     asyncio.run(send_paced(settings, values, per_second=200))
     wait_for_log(worker, "event=dependency_unavailable")
+    # The outage is visible from outside: /health says degraded, /metrics says Redis is down.
+    web = f"http://127.0.0.1:{settings.web_port}"
+    health = httpx.get(f"{web}/health", timeout=5).json()
+    assert health["status"] == "degraded"
+    (redis_state,) = [d for d in health["dependencies"] if d["dependency"] == "redis"]
+    assert redis_state["up"] is False and redis_state["attempts"] >= 1
+    assert 'l2loop_dependency_up{dependency="redis"} 0.0' in httpx.get(f"{web}/metrics").text
     assert worker.process is not None
     worker.process.send_signal(signal.SIGTERM)
     # Within the worker's shutdown bound (5 s here) plus start-up slack, not "eventually".
