@@ -166,6 +166,37 @@ class Settings(BaseSettings):
         90 * 24 * 3600, ge=60, description="how long outcomes and duplicate guards are kept"
     )
 
+    # Dataset assembly (workers/assembler.py; DESIGN.md "Rules of the loop", seeds:
+    # incremental training guide). Weights: production-confirmed examples get the confirmed
+    # weight, less-supported reports keep the report agent's weight within bulk..confirmed,
+    # variations of a false positive get min + (max - min) * its confidence. The class ratio
+    # (majority:minority) is counted over base corpus + dataset and reached by dropping
+    # variations only. Fractions are train/val/test, cut per stratum; the seed orders groups
+    # and draws variations. The base corpus is the one the committed model was built from.
+    assembly_variations_per_fp: int = Field(5, ge=0, le=50)
+    assembly_variation_weight_min: float = Field(2.0, gt=0)
+    assembly_variation_weight_max: float = Field(2.5, gt=0)
+    assembly_confirmed_weight: float = Field(5.0, gt=0)
+    assembly_bulk_weight: float = Field(1.0, gt=0)
+    assembly_max_class_ratio: float = Field(3.0, ge=1.0)
+    assembly_train_fraction: float = Field(0.8, gt=0, lt=1)
+    assembly_val_fraction: float = Field(0.1, ge=0, lt=1)
+    assembly_test_fraction: float = Field(0.1, ge=0, lt=1)
+    assembly_seed: int = 0
+    assembly_base_size: int = Field(25_000, ge=1_000)
+    assembly_base_seed: int = 0
+    assembly_progress_every: int = Field(100_000, ge=1, description="records per progress line")
+    assembly_manifest_examples: int = Field(
+        20, ge=0, description="rejected lines and conflicts listed in the manifest itself"
+    )
+
+    @model_validator(mode="after")
+    def _split_fractions_make_a_whole(self) -> Settings:
+        shares = (self.assembly_train_fraction, self.assembly_val_fraction)
+        if abs(sum(shares) + self.assembly_test_fraction - 1.0) > 1e-9:
+            raise ValueError("assembly train, val and test fractions must sum to 1")
+        return self
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_a_topic_fragment(cls, value: str) -> str:
