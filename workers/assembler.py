@@ -405,6 +405,7 @@ def _validation_reason(exc: ValidationError) -> tuple[str, str]:
 
 @dataclass
 class _Resolved:
+    levels: int = 0
     examples: int = 0
     superseded: int = 0
     duplicate_of_base: int = 0
@@ -427,7 +428,8 @@ def _resolve(
     temp: Path,
     ticker: _Ticker,
 ) -> _Resolved:
-    resolved = _Resolved(variation_ranks=[array("Q") for _ in range(config.variations_per_fp)])
+    levels = _variation_levels(scan, base_labels, config)
+    resolved = _Resolved(levels=levels, variation_ranks=[array("Q") for _ in range(levels)])
     taken = {_compact(key) for key in base_labels} | {_compact(key) for key in golden}
     taken |= {int.from_bytes(key[:8]) for key in scan.examples}
     paraphraser = Paraphraser(lambda text: _compact(text_key(text)) in taken)
@@ -457,12 +459,14 @@ def _resolve(
             _spill(spill, group, record, _ORIGINAL, 0)
             resolved.additions[_source_kind(record.source)] += 1
             resolved.originals[record.label] += 1
-            if record.label != 0 or config.variations_per_fp == 0:
+            if record.label != 0:
                 continue
             resolved.fp_examples += 1
+            if levels == 0:
+                continue
             rng = random.Random(f"{config.seed}:{example.example_id}")
-            made = paraphraser.variations(record.text, config.variations_per_fp, rng)
-            resolved.fp_short += len(made) < config.variations_per_fp
+            made = paraphraser.variations(record.text, levels, rng)
+            resolved.fp_short += len(made) < levels
             weight = round(config.variation_weight_min + spread * record.confidence, 3)
             for number, variation in enumerate(made):
                 variation_key = text_key(variation.text)
@@ -485,6 +489,26 @@ def _resolve(
         os.fsync(spill.fileno())
     ticker.done("resolve", total)
     return resolved
+
+
+def _variation_levels(scan: _Scan, base_labels: Mapping[str, int], config: AssemblyConfig) -> int:
+    """Variations to make per false positive: as configured, or fewer when balancing would
+    drop them anyway (so that no dropped variation takes a text another one could have had).
+
+    Which examples become additions is known from the scan alone: one label (no conflict),
+    not in the base corpus."""
+    fp = malicious = 0
+    for key, latest in scan.examples.items():
+        if latest.labels == 0b11 or key.hex() in base_labels:
+            continue
+        fp += latest.labels == 0b01
+        malicious += latest.labels == 0b10
+    if fp == 0:
+        return 0
+    base_malicious = sum(base_labels.values())
+    base_benign = len(base_labels) - base_malicious
+    room = int(config.max_class_ratio * (base_malicious + malicious)) - base_benign - fp
+    return max(0, min(config.variations_per_fp, -(-room // fp)))
 
 
 def _weighted(example: CuratedExample, config: AssemblyConfig) -> TrainingRecord:
@@ -734,6 +758,7 @@ def _manifest(
         "conflicts": conflicts.summary(),
         "variations": {
             "per_false_positive": config.variations_per_fp,
+            "made_per_false_positive": resolved.levels,
             "false_positives": resolved.fp_examples,
             "false_positives_with_fewer": resolved.fp_short,
             "made": sum(len(ranks) for ranks in resolved.variation_ranks),

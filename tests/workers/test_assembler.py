@@ -430,7 +430,9 @@ def test_balancing_drops_variations_only(tmp_path: Path) -> None:
     assert balance["before"]["malicious"] == 400
     assert balance["met"]
     assert balance["after"]["benign"] <= 3.5 * 400
-    assert built.manifest["variations"]["dropped_to_balance"] > 0
+    # room for 3.5 * 400 - 600 - 300 = 500 variations: two per FP are made, 100 dropped
+    assert built.manifest["variations"]["made_per_false_positive"] == 2
+    assert built.manifest["variations"]["dropped_to_balance"] == 100
     records = [r for name in SPLITS for r in read_jsonl(built.split_path(name))]
     assert {r.text for r in records if r.source != VARIATION_SOURCE} == set(fps)
     assert balance["after"]["benign"] == 600 + len(records)
