@@ -74,7 +74,7 @@ VARIATION_SOURCE = "synthetic_variation"
 _LOCK_FILE = ".assembly.lock"
 _TEMP_PREFIX = ".tmp-"
 _SPILL_FILE = "spill.tsv"
-_TRAINING_FIELDS = frozenset(TrainingRecord.model_fields)
+_TRAINING_FIELDS = set(TrainingRecord.model_fields)
 _DATED_SOURCE = re.compile(r"_\d{4}_\d{2}_\d{2}$")
 # Original records sort before their variations within an example's block of the spill.
 _ORIGINAL = -1
@@ -519,7 +519,7 @@ def _weighted(example: CuratedExample, config: AssemblyConfig) -> TrainingRecord
         weight = config.confirmed_weight
     else:
         weight = min(max(example.weight_multiplier, config.bulk_weight), config.confirmed_weight)
-    fields = {name: value for name, value in example if name in _TRAINING_FIELDS}
+    fields = example.model_dump(include=_TRAINING_FIELDS)
     fields["weight_multiplier"] = weight
     return TrainingRecord.model_validate(fields)
 

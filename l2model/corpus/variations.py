@@ -92,9 +92,12 @@ class Parsed:
 
 
 def parse(text: str) -> Parsed:
-    opener = next((o for o in _OPENERS if text.startswith(o)), "")
+    # Most texts carry no decor: the tuple tests are one C call each.
+    opener = next(o for o in _OPENERS if text.startswith(o)) if text.startswith(_OPENERS) else ""
     body = text[len(opener) :]
-    closer = next((c for c in _CLOSERS if body.endswith(c) and len(body) > len(c)), "")
+    closer = ""
+    if body.endswith(_CLOSERS):
+        closer = next((c for c in _CLOSERS if body.endswith(c) and len(body) > len(c)), "")
     body = body[: len(body) - len(closer)] if closer else body
     match = _FRAME_RE.match(body)
     frame = match.group(0) if match else ""
