@@ -191,10 +191,12 @@ class Settings(BaseSettings):
     )
 
     @model_validator(mode="after")
-    def _split_fractions_make_a_whole(self) -> Settings:
+    def _assembly_shares_and_weights_make_sense(self) -> Settings:
         shares = (self.assembly_train_fraction, self.assembly_val_fraction)
         if abs(sum(shares) + self.assembly_test_fraction - 1.0) > 1e-9:
             raise ValueError("assembly train, val and test fractions must sum to 1")
+        if self.assembly_variation_weight_min > self.assembly_variation_weight_max:
+            raise ValueError("assembly_variation_weight_min is above _max")
         return self
 
     @field_validator("topic_prefix")
