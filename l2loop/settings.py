@@ -186,13 +186,45 @@ class Settings(BaseSettings):
     retrain_mode: Literal["auto", "incremental", "full"] = "auto"
     retrain_full_from: int = Field(10_000, ge=1)
     retrain_incremental_weight: float = Field(2.0, gt=0)
-    # The base corpus a candidate is trained with (l2model.corpus.generate_corpus).
-    retrain_base_size: int = Field(25_000, ge=1_000)
-    retrain_base_seed: int = 0
+    # The base corpus every dataset is assembled against and every candidate is trained
+    # with (l2model.corpus.generate_corpus): the one the committed model was built from.
+    base_corpus_size: int = Field(25_000, ge=1_000)
+    base_corpus_seed: int = 0
     # loop replay: the share of the model's errors on the replayed half that simulated users
     # report (FPs) and analysts report (misses), and the seed of the split and the draws.
     replay_report_share: float = Field(0.3, gt=0, le=1)
     replay_seed: int = 0
+
+    # Dataset assembly (workers/assembler.py; DESIGN.md "Rules of the loop", seeds:
+    # incremental training guide). Weights: production-confirmed examples get the confirmed
+    # weight, less-supported reports keep the report agent's weight within bulk..confirmed,
+    # variations of a false positive get min + (max - min) * its confidence. The class ratio
+    # (majority:minority) is counted over base corpus + dataset and reached by dropping
+    # variations only. Fractions are train/val/test, cut per stratum; the seed orders groups
+    # and draws variations.
+    assembly_variations_per_fp: int = Field(5, ge=0, le=50)
+    assembly_variation_weight_min: float = Field(2.0, gt=0)
+    assembly_variation_weight_max: float = Field(2.5, gt=0)
+    assembly_confirmed_weight: float = Field(5.0, gt=0)
+    assembly_bulk_weight: float = Field(1.0, gt=0)
+    assembly_max_class_ratio: float = Field(3.0, ge=1.0)
+    assembly_train_fraction: float = Field(0.8, gt=0, lt=1)
+    assembly_val_fraction: float = Field(0.1, ge=0, lt=1)
+    assembly_test_fraction: float = Field(0.1, ge=0, lt=1)
+    assembly_seed: int = 0
+    assembly_progress_every: int = Field(100_000, ge=1, description="records per progress line")
+    assembly_manifest_examples: int = Field(
+        20, ge=0, description="rejected lines and conflicts listed in the manifest itself"
+    )
+
+    @model_validator(mode="after")
+    def _assembly_shares_and_weights_make_sense(self) -> Settings:
+        shares = (self.assembly_train_fraction, self.assembly_val_fraction)
+        if abs(sum(shares) + self.assembly_test_fraction - 1.0) > 1e-9:
+            raise ValueError("assembly train, val and test fractions must sum to 1")
+        if self.assembly_variation_weight_min > self.assembly_variation_weight_max:
+            raise ValueError("assembly_variation_weight_min is above _max")
+        return self
 
     @field_validator("topic_prefix")
     @classmethod

@@ -341,7 +341,7 @@ def train_and_judge(
 ) -> Candidate:
     """Trains the candidate into ``out_dir`` and gates it against ``current``; registers and
     promotes nothing (``retrain`` does, the offline loop simulation does not)."""
-    base = base_corpus(settings.retrain_base_size, settings.retrain_base_seed)
+    base = base_corpus(settings.base_corpus_size, settings.base_corpus_seed)
     mode = choose_mode(settings.retrain_mode, len(new.split.train), settings.retrain_full_from)
     log.info("retrain_started", dataset=new.version, mode=mode, candidate=version)
     train_candidate(
@@ -352,8 +352,8 @@ def train_and_judge(
         mode=mode,
         incremental_weight=settings.retrain_incremental_weight,
         trained_through=trained_through,
-        base_size=settings.retrain_base_size,
-        base_seed=settings.retrain_base_seed,
+        base_size=settings.base_corpus_size,
+        base_seed=settings.base_corpus_seed,
     )
     candidate = L2Model.load(out_dir)
     judged = judge(current, candidate, gate_inputs(new.split, settings.golden_version))

@@ -103,17 +103,16 @@ class CycleRecord(BaseModel):
 def run_quarterly_cycle(settings: Settings, period: CyclePeriod, *, retrain: bool) -> CycleRecord:
     """Assembles the period's dataset; with ``retrain``, trains, gates and (on accept)
     promotes a candidate on it. Synchronous and CPU-bound: runs in a worker thread."""
-    # The assembler (workers/assembler.py) lands separately; this is its published contract.
-    from workers.assembler import (  # type: ignore[import-not-found, unused-ignore]
-        Period,
-        assemble_dataset,
-    )
+    from workers.assembler import Period, assemble_dataset
     from workers.retrain import retrain as retrain_on
 
+    # The assembler reads whole UTC days of curated_at.
     requested = (
         Period.quarter(period.quarter)
         if period.quarter is not None
-        else Period.between(period.since, period.until)
+        else Period.between(
+            period.since.astimezone(UTC).date(), period.until.astimezone(UTC).date()
+        )
     )
     dataset = assemble_dataset(settings, requested)
     dataset_path = Path(dataset.path)

@@ -57,3 +57,19 @@ def test_alert_clearing_levels_must_lie_on_the_safe_side() -> None:
         Settings(alert_recall=0.9, alert_recall_clear=0.85)
     with pytest.raises(ValidationError, match="alert_fp_rate_clear"):
         Settings(alert_fp_rate=0.02, alert_fp_rate_clear=0.03)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"assembly_val_fraction": 0.2},
+        {"assembly_train_fraction": 0.7},
+        {"assembly_variation_weight_min": 3.0},
+    ],
+)
+def test_assembly_split_shares_and_variation_weights_must_make_sense(
+    wrong: dict[str, float],
+) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**wrong)  # type: ignore[arg-type]
+    Settings(assembly_train_fraction=0.7, assembly_val_fraction=0.15, assembly_test_fraction=0.15)

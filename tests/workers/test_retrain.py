@@ -110,7 +110,7 @@ def test_a_regressing_candidate_is_registered_but_not_promoted(
     ]
     dataset = _dataset(settings.data_dir, poisoned)
     # A small base corpus keeps this quick; the poison alone fails the golden set.
-    outcome = retrain(settings.model_copy(update={"retrain_base_size": 3_000}), dataset, THROUGH)
+    outcome = retrain(settings.model_copy(update={"base_corpus_size": 3_000}), dataset, THROUGH)
     assert not outcome.accepted and not outcome.promoted
     golden = next(s for s in outcome.gate if s.name.startswith("golden"))
     assert not golden.report.accepted
