@@ -186,6 +186,12 @@ class Settings(BaseSettings):
     retrain_mode: Literal["auto", "incremental", "full"] = "auto"
     retrain_full_from: int = Field(10_000, ge=1)
     retrain_incremental_weight: float = Field(2.0, gt=0)
+    # The least weight a hard negative is trained with in a retraining set, base or new: the
+    # guide's "increase weight for hard negative examples" (troubleshooting, "FPR increases
+    # after update"; the hard negatives are what the gate must never flag), at the
+    # expert weight of DESIGN.md (production-confirmed 5.0, expert 3-4, synthetic 2.0-2.5,
+    # bulk 1.0). Hand-written hard negatives are expert examples: the middle of 3-4.
+    retrain_hard_negative_weight: float = Field(3.5, gt=0)
     # The base corpus every dataset is assembled against and every candidate is trained
     # with (l2model.corpus.generate_corpus): the one the committed model was built from.
     base_corpus_size: int = Field(25_000, ge=1_000)

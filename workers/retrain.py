@@ -10,6 +10,9 @@ Modes (seeds: incremental training guide, step 4; docs/decisions/0013-retraining
 - ``full`` (the guide's full retraining): everything is refitted on base + new, the new
   examples at the weights they were curated with.
 
+In both, every hard negative (base or new) weighs at least ``retrain_hard_negative_weight``,
+the expert weight (the guide's remedy for a rising FP rate; decision 0013).
+
 The threshold is chosen on base validation + the dataset's validation split by the trainers'
 rule (``l2model.training.validation_threshold``). The gate judges the candidate against the
 current model on the dataset's test split (no worse than the current model), the golden set
@@ -102,18 +105,34 @@ def choose_mode(
     return "full" if new_train >= full_from else "incremental"
 
 
+def _weighted(record: TrainingRecord, hard_negative_weight: float, factor: float) -> TrainingRecord:
+    weight = record.weight_multiplier
+    if record.is_hard_negative:
+        # A floor, not a value: a production-confirmed hard negative keeps its 5.0.
+        weight = max(weight, hard_negative_weight)
+    weight *= factor
+    if weight == record.weight_multiplier:
+        return record
+    return record.model_copy(update={"weight_multiplier": weight})
+
+
 def training_set(
-    base: CorpusSplit, new: CorpusSplit, mode: Mode, incremental_weight: float
+    base: CorpusSplit,
+    new: CorpusSplit,
+    mode: Mode,
+    *,
+    incremental_weight: float,
+    hard_negative_weight: float,
 ) -> tuple[list[TrainingRecord], list[str] | None]:
     """The records the heads are fitted on, and the texts the vocabulary is fitted on (None:
-    the records' own)."""
-    if mode == "full":
-        return [*base.train, *new.train], None
-    boosted = [
-        r.model_copy(update={"weight_multiplier": r.weight_multiplier * incremental_weight})
-        for r in new.train
+    the records' own). Hard negatives weigh at least ``hard_negative_weight``; in incremental
+    mode the new records' weights are then multiplied by ``incremental_weight``."""
+    factor = incremental_weight if mode == "incremental" else 1.0
+    records = [
+        *(_weighted(r, hard_negative_weight, 1.0) for r in base.train),
+        *(_weighted(r, hard_negative_weight, factor) for r in new.train),
     ]
-    return [*base.train, *boosted], [r.text for r in base.train]
+    return records, [r.text for r in base.train] if mode == "incremental" else None
 
 
 def next_version(registry: ModelRegistry, current: str) -> str:
@@ -141,12 +160,19 @@ def train_candidate(
     version: str,
     mode: Mode,
     incremental_weight: float,
+    hard_negative_weight: float,
     trained_through: datetime,
     base_size: int,
     base_seed: int,
 ) -> Manifest:
     """Trains the lite candidate and writes ``model.onnx`` + ``manifest.json`` to ``out_dir``."""
-    records, vocabulary = training_set(base, new.split, mode, incremental_weight)
+    records, vocabulary = training_set(
+        base,
+        new.split,
+        mode,
+        incremental_weight=incremental_weight,
+        hard_negative_weight=hard_negative_weight,
+    )
     model = train_lite(records, vocabulary_texts=vocabulary)
     model_bytes = model.to_onnx().SerializeToString()
     session = session_for(model_bytes, threads=1)
@@ -184,6 +210,7 @@ def train_candidate(
                     **{name: _summary(part) for name, part in new.split.parts()},
                 },
                 "new_weight_factor": incremental_weight if mode == "incremental" else 1.0,
+                "hard_negative_weight_floor": hard_negative_weight,
                 "vocabulary": "base corpus" if mode == "incremental" else "base + dataset",
             },
             "heads": {
@@ -351,6 +378,7 @@ def train_and_judge(
         version=version,
         mode=mode,
         incremental_weight=settings.retrain_incremental_weight,
+        hard_negative_weight=settings.retrain_hard_negative_weight,
         trained_through=trained_through,
         base_size=settings.base_corpus_size,
         base_seed=settings.base_corpus_seed,

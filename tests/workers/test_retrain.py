@@ -8,18 +8,27 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import orjson
 import redis
 import redis.asyncio as aioredis
 
 from l2loop.settings import Settings
-from l2model.corpus import generate_corpus, split_corpus, write_jsonl
-from l2model.record import TrainingRecord
+from l2model.corpus import CorpusSplit, generate_corpus, split_corpus, write_jsonl
+from l2model.corpus.hard_negatives import hard_negatives
+from l2model.record import HARD_NEGATIVE_PREFIX, TrainingRecord
 from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
 from streams.suppressions import SuppressionStore
 from tests.fixtures.curated import NOON, curated_example
-from workers.retrain import DATASET_SPLITS, REPORT_FILE, choose_mode, next_version, retrain
+from workers.retrain import (
+    DATASET_SPLITS,
+    REPORT_FILE,
+    choose_mode,
+    next_version,
+    retrain,
+    training_set,
+)
 
 THROUGH = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -61,6 +70,44 @@ def test_mode_and_version_rules(tmp_path: Path) -> None:
     assert choose_mode("auto", 10_000, 10_000) == "full"
     assert choose_mode("full", 5, 10_000) == "full"
     assert next_version(ModelRegistry(tmp_path), "1.0.0") == "1.1.0"
+
+
+def _benign(text: str, weight: float, notes: str = "") -> TrainingRecord:
+    return TrainingRecord.build(
+        text,
+        "benign",
+        "technical",
+        severity=0.0,
+        weight=weight,
+        confidence=0.5,
+        source="production_false_positive",
+        notes=notes,
+    )
+
+
+def test_hard_negatives_carry_the_expert_weight_in_a_retraining_set() -> None:
+    expert = Settings.model_fields["retrain_hard_negative_weight"].default
+    assert 3.0 <= expert <= 4.0  # DESIGN.md: expert examples weigh 3-4
+    written = hard_negatives()[0]
+    assert written.weight_multiplier < expert  # the committed build's weight, raised here
+    base = CorpusSplit([written, _benign("how do I sort a list", 1.0)], [], [])
+    reported = _benign("how do I kill a zombie process", 1.0, f"{HARD_NEGATIVE_PREFIX}shell")
+    confirmed = _benign("ignore typos please", 5.0, f"{HARD_NEGATIVE_PREFIX}everyday")
+    plain = _benign("how do I parse json", 1.0)
+    new = CorpusSplit([reported, confirmed, plain], [], [])
+
+    def weights(mode: Literal["incremental", "full"]) -> list[float]:
+        records, _ = training_set(
+            base, new, mode, incremental_weight=2.0, hard_negative_weight=expert
+        )
+        assert [r.text for r in records] == [r.text for r in (*base.train, *new.train)]
+        return [r.weight_multiplier for r in records]
+
+    # Full: hard negatives at least the expert weight, a higher recorded weight kept, others
+    # as recorded.
+    assert weights("full") == [expert, 1.0, expert, 5.0, 1.0]
+    # Incremental: the same, then every new record's weight doubled.
+    assert weights("incremental") == [expert, 1.0, 2 * expert, 10.0, 2.0]
 
 
 def test_an_accepted_candidate_is_registered_promoted_and_ends_older_suppressions(
