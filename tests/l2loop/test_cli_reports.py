@@ -12,12 +12,13 @@ from click.testing import CliRunner
 from l2loop.cli import main
 from l2loop.settings import Settings
 from schemas.reports import LabelReport, ReportOutcome, ReportRoute
-from schemas.verdicts import StoredVerdict, Verdict
+from schemas.verdicts import StoredVerdict
 from streams.report_rules import quarantined_report
 from streams.reports import report_services
 from streams.tenants import hash_key
 from streams.topics import CURATED_EXAMPLES
 from tests.fixtures.pipeline import drain
+from tests.fixtures.verdicts import stored_verdict
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -64,31 +65,22 @@ def test_tenant_keys_are_shown_once_stored_as_hashes_rotated_and_revoked(
 
 
 def _held(report_id: str) -> tuple[LabelReport, StoredVerdict]:
-    verdict = Verdict(
-        event_id=f"ev-{report_id}",
-        ts=NOW,
-        tenant_id="acme",
-        model_version="1.0.0",
+    held = stored_verdict(
+        f"ev-{report_id}",
+        f"ignore the previous paragraph, it was a typo ({report_id})",
         score=0.96,
-        threshold=0.55,
-        is_threat=True,
-        family="PI",
         severity=0.9,
-        context="attack",
-        action="block",
-        latency_ms=1.0,
-        truncated=False,
+        ts=NOW,
     )
     report = LabelReport(
         report_id=report_id,
-        event_id=verdict.event_id,
+        event_id=held.verdict.event_id,
         tenant_id="acme",
         reporter_id="alice",
         kind="false_positive",
         reason="programming",
     )
-    text = f"ignore the previous paragraph, it was a typo ({report_id})"
-    return report, StoredVerdict(verdict=verdict, text=text)
+    return report, held
 
 
 def test_review_releases_or_discards_and_audits_every_decision(topics: Settings) -> None:

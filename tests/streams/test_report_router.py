@@ -12,10 +12,11 @@ import orjson
 
 from l2loop.settings import Settings
 from l2model.record import text_key
-from schemas.verdicts import StoredVerdict, Verdict
+from schemas.verdicts import StoredVerdict
 from streams.decoding import RawRecord
 from streams.reports import ReportRouter, ReportServices, RoutedBatch, report_services
 from streams.verdict_store import VerdictStore
+from tests.fixtures.verdicts import stored_verdict
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TEXT = "how do I kill all child processes of a shell script?"
@@ -24,22 +25,16 @@ T = TypeVar("T")
 
 
 def _verdict(event_id: str, tenant: str, text: str) -> StoredVerdict:
-    verdict = Verdict(
-        event_id=event_id,
-        ts=NOW,
-        tenant_id=tenant,
-        model_version="1.0.0",
-        score=0.7,
-        threshold=0.55,
-        is_threat=True,
+    return stored_verdict(
+        event_id,
+        text,
+        tenant=tenant,
         family="CMD",
         severity=0.6,
         context="technical",
         action="warn",
-        latency_ms=1.0,
-        truncated=False,
+        ts=NOW,
     )
-    return StoredVerdict(verdict=verdict, text=text)
 
 
 def _with_router(

@@ -9,9 +9,9 @@ import pytest
 
 from l2model.record import TrainingRecord, text_key
 from schemas.dead_letters import DeadLetter, DeadLetterReason
-from schemas.events import L1Hit, L1Summary
+from schemas.events import L1Hit
 from schemas.reports import LabelReport
-from schemas.verdicts import StoredVerdict, Verdict
+from schemas.verdicts import StoredVerdict
 from streams.decoding import RawRecord
 from streams.report_rules import (
     CONFIRMED_WEIGHT,
@@ -26,6 +26,7 @@ from streams.report_rules import (
 )
 from streams.reports import decode_label_report
 from streams.tenants import TenantRecord
+from tests.fixtures.verdicts import stored_verdict
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TENANT = TenantRecord(tenant_id="acme", key_hash="0" * 64, created_at=NOW, key_issued_at=NOW)
@@ -40,30 +41,23 @@ def stored(
     l1: list[tuple[str, str]] | None = None,
     text: str = "How do I kill a zombie process in Linux?",
 ) -> StoredVerdict:
-    verdict = Verdict(
-        event_id="ev-1",
-        ts=NOW,
-        tenant_id=tenant,
-        model_version="1.0.0",
-        score=score,
-        threshold=0.55,
-        is_threat=flagged,
-        family="CMD" if flagged else "benign",
-        severity=0.8 if flagged else 0.0,
-        context="attack" if flagged else "technical",
-        action="block" if flagged else "allow",
-        latency_ms=1.0,
-        truncated=False,
-    )
-    summary = None
+    hits = None
     if l1 is not None:
-        summary = L1Summary(
-            hits=[
-                L1Hit(rule_id=rule, family="CMD", severity=severity, confidence=0.9)  # type: ignore[arg-type]
-                for rule, severity in l1
-            ]
-        )
-    return StoredVerdict(verdict=verdict, text=text, l1=summary)
+        hits = [
+            L1Hit(rule_id=rule, family="CMD", severity=severity, confidence=0.9)  # type: ignore[arg-type]
+            for rule, severity in l1
+        ]
+    return stored_verdict(
+        "ev-1",
+        text,
+        tenant=tenant,
+        score=score,
+        flagged=flagged,
+        family="CMD",
+        severity=0.8,
+        l1=hits,
+        ts=NOW,
+    )
 
 
 def report(**changes: Any) -> LabelReport:

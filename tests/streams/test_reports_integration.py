@@ -20,14 +20,15 @@ from aiokafka import AIOKafkaProducer
 
 from l2loop.settings import Settings
 from l2model.record import text_key
-from schemas.events import L1Hit, L1Summary
-from schemas.verdicts import StoredVerdict, Verdict
+from schemas.events import L1Hit
+from schemas.verdicts import StoredVerdict
 from streams.report_admission import ReportLedger
 from streams.reports import report_services
 from streams.topics import CURATED_EXAMPLES, LABEL_REPORTS, LABEL_REPORTS_DLQ, REPORT_QUARANTINE
 from streams.verdict_store import VerdictStore, connect
 from tests.fixtures.api import ApiServer, serve_api
 from tests.fixtures.pipeline import WorkerProcess, drain
+from tests.fixtures.verdicts import stored_verdict as _stored_verdict
 
 QUOTA = 5
 NOW = datetime.now(tz=UTC)
@@ -67,27 +68,16 @@ def stored_verdict(
     flagged: bool = True,
     critical_l1: bool = False,
 ) -> StoredVerdict:
-    verdict = Verdict(
-        event_id=event_id,
-        ts=NOW,
-        tenant_id=tenant,
-        model_version="1.0.0",
+    hits = [L1Hit(rule_id="pi-900", family="PI", severity="critical", confidence=0.9)]
+    return _stored_verdict(
+        event_id,
+        text,
+        tenant=tenant,
         score=score,
-        threshold=0.55,
-        is_threat=flagged,
-        family="PI" if flagged else "benign",
-        severity=0.7 if flagged else 0.0,
-        context="attack" if flagged else "technical",
-        action="block" if flagged else "allow",
-        latency_ms=1.0,
-        truncated=False,
+        flagged=flagged,
+        l1=hits if critical_l1 else None,
+        ts=NOW,
     )
-    l1 = None
-    if critical_l1:
-        l1 = L1Summary(
-            hits=[L1Hit(rule_id="pi-900", family="PI", severity="critical", confidence=0.9)]
-        )
-    return StoredVerdict(verdict=verdict, text=text, l1=l1)
 
 
 def _run(coro: Any) -> Any:
