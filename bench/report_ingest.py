@@ -43,8 +43,7 @@ from types import SimpleNamespace
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaProducer
-from scoring_throughput import PROMPTS, Figures, events, fresh, measure
+from scoring_throughput import PROMPTS, Figures, events, fresh, measure, send_keyed
 
 from l2loop.clients import tail_records
 from l2loop.embedded import free_port
@@ -347,29 +346,8 @@ async def produce_reports(
     settings: Settings, reports: Sequence[LabelReport], rate: float | None
 ) -> dict[str, float]:
     """Sends to label-reports keyed by event id (paced at ``rate``/s); returns send times."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
-    await producer.start()
-    sent: dict[str, float] = {}
-    step = max(1, int((rate or 1e9) / 100))
-    try:
-        pending = []
-        began = time.monotonic()
-        for start in range(0, len(reports), step):
-            for report in reports[start : start + step]:
-                sent[report.report_id] = time.time()
-                pending.append(
-                    await producer.send(
-                        settings.topic(LABEL_REPORTS),
-                        to_bytes(report),
-                        key=report.event_id.encode(),
-                    )
-                )
-            if rate:
-                await asyncio.sleep(max(0.0, began + (start + step) / rate - time.monotonic()))
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return sent
+    records = [(r.report_id, r.event_id.encode(), to_bytes(r)) for r in reports]
+    return await send_keyed(settings, settings.topic(LABEL_REPORTS), records, rate)
 
 
 async def kafka_ingest(

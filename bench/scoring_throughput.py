@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +73,30 @@ async def send_backlog(settings: Settings, values: list[bytes]) -> None:
         await asyncio.gather(*[await producer.send(settings.topic(SCAN_EVENTS), v) for v in values])
     finally:
         await producer.stop()
+
+
+async def send_keyed(
+    settings: Settings, topic: str, records: Sequence[tuple[str, bytes, bytes]], rate: float | None
+) -> dict[str, float]:
+    """Sends ``(id, key, value)`` records to ``topic``, paced at ``rate``/s in steps of 10 ms
+    (as fast as it goes when None); returns each id's send time."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    sent: dict[str, float] = {}
+    step = max(1, int((rate or 1e9) / 100))
+    try:
+        pending = []
+        began = time.monotonic()
+        for start in range(0, len(records), step):
+            for record_id, key, value in records[start : start + step]:
+                sent[record_id] = time.time()
+                pending.append(await producer.send(topic, value, key=key))
+            if rate:
+                await asyncio.sleep(max(0.0, began + (start + step) / rate - time.monotonic()))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
 
 
 async def send_paced(settings: Settings, count: int, rate: int, seed: int) -> None:

@@ -64,7 +64,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from scoring_throughput import fresh
+from scoring_throughput import fresh, send_keyed
 
 from l2loop.logs import configure
 from l2loop.services import serving_settings
@@ -255,28 +255,9 @@ class WindowProgress:
 
 
 async def send(settings: Settings, slots: Sequence[Slot], rate: float | None) -> dict[str, float]:
-    """Sends keyed by event id, paced at ``rate``/s in steps of 10 ms; returns send times."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
-    await producer.start()
-    sent: dict[str, float] = {}
-    step = max(1, int((rate or 1e9) / 100))
-    try:
-        pending = []
-        began = time.monotonic()
-        for start in range(0, len(slots), step):
-            for slot in slots[start : start + step]:
-                sent[slot.event_id] = time.time()
-                pending.append(
-                    await producer.send(
-                        settings.topic(SCAN_EVENTS), slot.value, key=slot.event_id.encode()
-                    )
-                )
-            if rate:
-                await asyncio.sleep(max(0.0, began + (start + step) / rate - time.monotonic()))
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return sent
+    """Sends keyed by event id, paced at ``rate``/s; returns send times."""
+    records = [(slot.event_id, slot.event_id.encode(), slot.value) for slot in slots]
+    return await send_keyed(settings, settings.topic(SCAN_EVENTS), records, rate)
 
 
 @dataclass
