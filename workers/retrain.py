@@ -10,8 +10,9 @@ Modes (seeds: incremental training guide, step 4; docs/decisions/0013-retraining
 - ``full`` (the guide's full retraining): everything is refitted on base + new, the new
   examples at the weights they were curated with.
 
-In both, every hard negative (base or new) weighs at least ``retrain_hard_negative_weight``,
-the expert weight (the guide's remedy for a rising FP rate; decision 0013).
+In both, every hand-written hard negative is trained on, whichever base split it fell in, and
+every hard negative (base or new) weighs at least ``retrain_hard_negative_weight``, the expert
+weight (the guide's remedy for a rising FP rate; decision 0013).
 
 The threshold is chosen on base validation + the dataset's validation split by the trainers'
 rule (``l2model.training.validation_threshold``). The gate judges the candidate against the
@@ -125,11 +126,16 @@ def training_set(
     hard_negative_weight: float,
 ) -> tuple[list[TrainingRecord], list[str] | None]:
     """The records the heads are fitted on, and the texts the vocabulary is fitted on (None:
-    the records' own). Hard negatives weigh at least ``hard_negative_weight``; in incremental
-    mode the new records' weights are then multiplied by ``incremental_weight``."""
+    the records' own). Every hand-written hard negative is among them, not only those of the
+    base training split (the seeds: all of them "MUST INCLUDE"; the golden set's held-out
+    variants measure how the boundary generalises). Hard negatives weigh at least
+    ``hard_negative_weight``; in incremental mode the new records' weights are then
+    multiplied by ``incremental_weight``."""
     factor = incremental_weight if mode == "incremental" else 1.0
+    in_base = {text_key(r.text) for r in base.train}
+    written = [r for r in hard_negatives() if text_key(r.text) not in in_base]
     records = [
-        *(_weighted(r, hard_negative_weight, 1.0) for r in base.train),
+        *(_weighted(r, hard_negative_weight, 1.0) for r in (*base.train, *written)),
         *(_weighted(r, hard_negative_weight, factor) for r in new.train),
     ]
     return records, [r.text for r in base.train] if mode == "incremental" else None
@@ -181,8 +187,8 @@ def train_candidate(
         raise RuntimeError(f"ONNX graph departs from scikit-learn by {gap:.2e}")
     validation = [*base.validation, *new.split.validation]
     outputs = run_graph(session, [r.text for r in validation])
-    # The gate demands every hard negative benign, so the threshold stays above the training
-    # split's hard negatives too, not only the validation split's (decision 0013).
+    # The gate demands every hard negative benign, so the threshold stays above every one
+    # trained on too, not only the validation split's (decision 0013).
     trained_hard = [r.text for r in records if r.is_hard_negative]
     hard_scores = threat_scores(run_graph(session, trained_hard)[OUTPUT_BINARY])
     threshold = validation_threshold(validation, outputs, hard_scores)
@@ -211,6 +217,7 @@ def train_candidate(
                 },
                 "new_weight_factor": incremental_weight if mode == "incremental" else 1.0,
                 "hard_negative_weight_floor": hard_negative_weight,
+                "hard_negatives": "every hand-written one, whichever base split holds it",
                 "vocabulary": "base corpus" if mode == "incremental" else "base + dataset",
             },
             "heads": {

@@ -100,8 +100,16 @@ def test_hard_negatives_carry_the_expert_weight_in_a_retraining_set() -> None:
         records, _ = training_set(
             base, new, mode, incremental_weight=2.0, hard_negative_weight=expert
         )
-        assert [r.text for r in records] == [r.text for r in (*base.train, *new.train)]
-        return [r.weight_multiplier for r in records]
+        # Every other hand-written hard negative joins the base training split, once.
+        others = [r.text for r in hard_negatives()[1:]]
+        assert [r.text for r in records] == [
+            *(r.text for r in base.train),
+            *others,
+            *(r.text for r in new.train),
+        ]
+        weighed = [r.weight_multiplier for r in records]
+        assert set(weighed[2 : 2 + len(others)]) == {expert}
+        return [*weighed[:2], *weighed[2 + len(others) :]]
 
     # Full: hard negatives at least the expert weight, a higher recorded weight kept, others
     # as recorded.
