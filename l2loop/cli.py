@@ -121,8 +121,9 @@ def up(
     spike_at: float | None,
     spike_for: float,
 ) -> None:
-    """Embedded broker + Redis, worker, API, demo traffic, canaries and reporting users, an
-    optional FP spike, and a live summary: FP rate, recall, alerts, reports, suppressions."""
+    """Embedded broker + Redis, worker, API, quarterly scheduler, demo traffic, canaries and
+    reporting users, an optional FP spike, and a live summary: FP rate, recall, alerts,
+    reports, suppressions."""
     from l2loop.up import Spike, run_up
     from workers.demo_traffic import demo_prompts
 

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import cast
 
+import redis
 import redis.asyncio as aioredis
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -161,6 +162,23 @@ def cron_trigger(settings: Settings) -> CronTrigger:
     return CronTrigger.from_crontab(settings.scheduler_cron, timezone=UTC)
 
 
+def _job_store_keys(settings: Settings) -> tuple[str, str]:
+    """The job store's hash of jobs and sorted set of their next run times."""
+    prefix = settings.topic_prefix
+    return f"{prefix}scheduler:jobs", f"{prefix}scheduler:run_times"
+
+
+def next_cycle_at(settings: Settings) -> datetime | None:
+    """When the quarterly job runs next, as the job store keeps it; None while no scheduler
+    has stored it. Reads the run times only: the job itself is a pickle of code and settings."""
+    client = redis.Redis.from_url(settings.redis_dsn)
+    try:
+        run_at = client.zscore(_job_store_keys(settings)[1], JOB_ID)
+    finally:
+        client.close()
+    return None if run_at is None else datetime.fromtimestamp(run_at, tz=UTC)
+
+
 def configure_scheduler(
     scheduler: BaseScheduler, settings: Settings, executor: BaseExecutor | None = None
 ) -> BaseScheduler:
@@ -168,13 +186,10 @@ def configure_scheduler(
     misfire grace."""
     # RedisJobStore makes its own sync client from keyword arguments, not from a URL.
     connection = parse_url(settings.redis_dsn)  # type: ignore[no-untyped-call]
+    jobs_key, run_times_key = _job_store_keys(settings)
     scheduler.configure(
         jobstores={
-            "default": RedisJobStore(
-                jobs_key=f"{settings.topic_prefix}scheduler:jobs",
-                run_times_key=f"{settings.topic_prefix}scheduler:run_times",
-                **connection,
-            )
+            "default": RedisJobStore(jobs_key=jobs_key, run_times_key=run_times_key, **connection)
         },
         executors={"default": executor or ThreadPoolExecutor(max_workers=1)},
         job_defaults={

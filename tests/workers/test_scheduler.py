@@ -29,6 +29,7 @@ from workers.scheduler import (
     CycleRecord,
     configure_scheduler,
     due_period,
+    next_cycle_at,
     scheduled_cycle,
     start_scheduler,
 )
@@ -135,6 +136,14 @@ def test_a_cycle_learns_from_the_quarter_that_ended_before_its_utc_day() -> None
     )
     with pytest.raises(ValueError):
         Period.quarter("2026Q5")
+
+
+def test_the_next_cycle_is_read_from_the_job_store(
+    settings: Settings, clock: Clock, schedulers: list[DrivenScheduler]
+) -> None:
+    assert next_cycle_at(settings) is None
+    _start(settings, schedulers)
+    assert next_cycle_at(settings) == datetime(2026, 4, 1, 2, tzinfo=UTC)
 
 
 def test_two_schedulers_run_each_quarter_once_over_a_year(
