@@ -431,8 +431,8 @@ def report_figures(live: Settings, args: argparse.Namespace) -> IngestRun:
         settings, "api", ("api", "--port", str(port)), port, logs / "bench-reports-api.log"
     )
     with running(worker), running(api):
-        worker.wait_until_listening(60.0)
-        api.wait_until_listening(60.0)
+        worker.wait_until_ready(60.0)
+        api.wait_until_ready(60.0)
         return asyncio.run(ingest(settings, f"http://127.0.0.1:{port}", args))
 
 

@@ -121,8 +121,9 @@ def up(
     spike_at: float | None,
     spike_for: float,
 ) -> None:
-    """Embedded broker + Redis, worker, API, demo traffic, canaries and reporting users, an
-    optional FP spike, and a live summary: FP rate, recall, alerts, reports, suppressions."""
+    """Embedded broker + Redis, worker, API, quarterly scheduler, demo traffic, canaries and
+    reporting users, an optional FP spike, and a live summary: FP rate, recall, alerts,
+    reports, suppressions."""
     from l2loop.up import Spike, run_up
     from workers.demo_traffic import demo_prompts
 
@@ -796,7 +797,8 @@ def dataset_assemble(
     """Assemble the dataset of a quarter or a date range now (and with --retrain close the
     loop on it). Waits for no one but a cycle of the same period running elsewhere."""
     from l2loop.services import attached_settings
-    from workers.scheduler import CyclePeriod, now_utc, run_exclusively
+    from workers.assembler import Period
+    from workers.scheduler import due_period, now_utc, run_exclusively
 
     if quarter is not None and (since or until):
         raise click.UsageError("give --quarter or --since/--until, not both")
@@ -804,15 +806,15 @@ def dataset_assemble(
         raise click.UsageError("--since and --until go together")
     try:
         if since is not None and until is not None:
-            period = CyclePeriod.between(_as_utc(since), _as_utc(until))
+            period = Period.between(since.date(), until.date())
         elif quarter is not None:
-            period = CyclePeriod.of_quarter(quarter)
+            period = Period.quarter(quarter)
         else:
-            period = CyclePeriod.before(now_utc())
+            period = due_period(now_utc())
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     live = attached_settings(settings)
     record = asyncio.run(run_exclusively(live, period, retrain=retrain, once=False))
     if record is None:
-        raise click.ClickException(f"a cycle of {period.label} is running elsewhere")
+        raise click.ClickException(f"a cycle of {period.name} is running elsewhere")
     click.echo(record.model_dump_json(indent=2))

@@ -74,14 +74,21 @@ def redis_binary() -> str:
 
 @dataclass
 class ManagedProcess:
-    """A child server process, started in its own session so Ctrl-C reaches us first."""
+    """A child process, started in its own session so Ctrl-C reaches us first. It is up
+    when something accepts connections on ``port``, or, for one that serves no port (the
+    scheduler), when ``ready`` says so."""
 
     name: str
     argv: list[str]
-    port: int
+    port: int | None
     log_path: Path
     env: dict[str, str] | None = None
+    ready: Callable[[], bool] | None = None
     process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.port is None and self.ready is None:
+            raise ValueError(f"{self.name}: a port or a readiness check says when it is up")
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +104,18 @@ class ManagedProcess:
             )
         log.info("service_starting", service=self.name, port=self.port, pid=self.process.pid)
 
-    def wait_until_listening(self, timeout_s: float = 30.0) -> None:
+    def _is_ready(self) -> bool:
+        if self.ready is not None:
+            return self.ready()
+        assert self.port is not None  # __post_init__ sees to it
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+        ):
+            return True
+        return False
+
+    def wait_until_ready(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -105,14 +123,12 @@ class ManagedProcess:
                     f"{self.name} exited with code {self.process.returncode} during start-up; "
                     f"see {self.log_path}"
                 )
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
+            if self._is_ready():
                 return
             time.sleep(0.05)
+        waited_for = "get ready" if self.ready is not None else f"listen on port {self.port}"
         raise EmbeddedServiceError(
-            f"{self.name} did not listen on port {self.port} in {timeout_s}s"
+            f"{self.name} did not {waited_for} in {timeout_s}s; see {self.log_path}"
         )
 
     @property
@@ -211,7 +227,7 @@ def embedded_services(
             valkey.start()
             redis_url = f"redis://127.0.0.1:{valkey.port}/0"
         for process in processes:
-            process.wait_until_listening(timeout_s)
+            process.wait_until_ready(timeout_s)
         if kafka:
             _wait_for("kafka", broker, lambda: kafka_answers([broker]), timeout_s)
         if redis:

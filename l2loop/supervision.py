@@ -65,7 +65,7 @@ class Supervisor:
             # Started from this thread, not a pool thread: a child asks to die with its
             # parent, and for Linux the parent is the thread that forked it.
             child.process.start()
-            await asyncio.to_thread(child.process.wait_until_listening, 60.0)
+            await asyncio.to_thread(child.process.wait_until_ready, 60.0)
             if child.after_restart is not None:
                 await child.after_restart()
         except EmbeddedServiceError as exc:

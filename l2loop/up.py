@@ -1,5 +1,6 @@
-"""``l2loop up``: embedded broker and Redis, a worker running every agent, the API, demo
-traffic, canaries, simulated users who report, an optional FP spike, and a live summary.
+"""``l2loop up``: embedded broker and Redis, a worker running every agent, the API, the
+quarterly scheduler, demo traffic, canaries, simulated users who report, an optional FP
+spike, and a live summary.
 
 The demo runs short windows (``window_s``, a minute by default) so that a newcomer sees
 windows close and alerts fire and resolve within minutes; the canary rate is raised so that
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS
 from l2loop.services import announce_up, redis_address, serving
 from l2loop.settings import Settings
-from l2loop.supervision import Supervised, Supervisor
+from l2loop.supervision import AfterRestart, Supervised, Supervisor
 from l2model.golden import load_golden
 from schemas.dead_letters import DeadLetter
 from schemas.windows import Alert, Rate, WindowStats
@@ -43,6 +44,7 @@ from streams.verdict_store import connect
 from workers.canary import run_canary
 from workers.demo_reporters import SentPrompts, run_demo_reporters
 from workers.demo_traffic import Prompt, run_demo_traffic
+from workers.scheduler import next_cycle_at
 from workers.spike import run_spike
 
 log = get_logger(__name__)
@@ -259,16 +261,35 @@ async def _summarise(
 
 
 def l2loop_process(
-    settings: Settings, name: str, command: Sequence[str], port: int, log_path: Path
+    settings: Settings,
+    name: str,
+    command: Sequence[str],
+    port: int | None,
+    log_path: Path,
+    ready: Callable[[], bool] | None = None,
 ) -> ManagedProcess:
-    """``l2loop COMMAND`` as a child ``up`` supervises; it listens on ``port`` when up."""
+    """``l2loop COMMAND`` as a child ``up`` supervises; it is up when it listens on ``port``
+    or, serving none, when ``ready`` says so."""
     return ManagedProcess(
         name,
         [sys.executable, "-m", "l2loop", *command],
         port,
         log_path,
         env={**os.environ, **settings.to_env()},
+        ready=ready,
     )
+
+
+def scheduler_process(settings: Settings, log_path: Path) -> ManagedProcess:
+    """``l2loop scheduler``: it serves no port; it is up once the quarterly job is stored."""
+
+    def job_stored() -> bool:
+        try:
+            return next_cycle_at(settings) is not None
+        except TRANSIENT_ERRORS:
+            return False
+
+    return l2loop_process(settings, "scheduler", ("scheduler",), None, log_path, job_stored)
 
 
 @contextlib.contextmanager
@@ -357,19 +378,44 @@ def run_up(
         api = l2loop_process(
             live, "api", ("api", "--port", str(api_port)), api_port, logs / "api.log"
         )
-        children = [
+        scheduler = scheduler_process(live, logs / "scheduler.log")
+
+        async def store_the_job_again() -> None:
+            # The embedded Redis keeps nothing across a restart: a scheduler started again
+            # stores its quarterly job there again (started from this, the main, thread).
+            await asyncio.to_thread(scheduler.stop)
+            scheduler.start()
+            await asyncio.to_thread(scheduler.wait_until_ready, 60.0)
+
+        after_restart: dict[str, AfterRestart] = {
             # The embedded broker keeps topics in memory: a restarted one has none.
-            Supervised(p, (lambda: ensure_topics(live)) if p.name == "tansu" else None)
-            for p in services
-        ]
-        supervisor = Supervisor([*children, Supervised(worker), Supervised(api)])
+            "tansu": lambda: ensure_topics(live),
+            "redis": store_the_job_again,
+        }
+        children = [Supervised(p, after_restart.get(p.name)) for p in services]
+        supervisor = Supervisor(
+            [*children, Supervised(worker), Supervised(api), Supervised(scheduler)]
+        )
         with announce_up(live, api_url=api_url) as publish_pids:
             worker.start()
             api.start()
-            supervisor.on_change = publish_pids
-            publish_pids(supervisor.pids)
+            scheduler.start()
             try:
+                scheduler.wait_until_ready(60.0)
+                out.write(
+                    f"scheduler: next quarterly cycle at {_next_cycle(live)} "
+                    f"(L2LOOP_SCHEDULER_CRON={live.scheduler_cron!r}, UTC)   "
+                    f"scheduler log: {logs / 'scheduler.log'}\n"
+                )
+                supervisor.on_change = publish_pids
+                publish_pids(supervisor.pids)
                 asyncio.run(_run(live, prompts, rate, duration_s, spike, api_url, supervisor, out))
             finally:
+                scheduler.stop()
                 api.stop()
                 worker.stop(timeout_s=live.shutdown_timeout_s + 5)
+
+
+def _next_cycle(settings: Settings) -> str:
+    when = next_cycle_at(settings)
+    return "-" if when is None else f"{when:%Y-%m-%d %H:%M} UTC"

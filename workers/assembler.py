@@ -43,7 +43,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, time
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, Self
@@ -85,7 +85,8 @@ _ORIGINAL = -1
 
 @dataclass(frozen=True)
 class Period:
-    """Days ``start`` <= day < ``end`` (UTC days of ``curated_at``), named for the version."""
+    """Days ``start`` <= day < ``end`` (UTC days of ``curated_at``), named for the version
+    (and for the scheduler's per-period lock and record)."""
 
     name: str
     start: date
@@ -119,6 +120,11 @@ class Period:
         number = (day.month - 1) // 3 + 1
         year, number = (day.year - 1, 4) if number == 1 else (day.year, number - 1)
         return cls.quarter(f"{year}Q{number}")
+
+    @property
+    def trained_through(self) -> datetime:
+        """The moment the period's data ends: midnight UTC starting ``end``."""
+        return datetime.combine(self.end, time(), tzinfo=UTC)
 
 
 class AssemblyConfig(BaseModel):

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import cast
 
+import redis
 import redis.asyncio as aioredis
 from apscheduler.executors.base import BaseExecutor
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -37,49 +36,21 @@ from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.settings import Settings
 from streams.verdict_store import connect
+from workers.assembler import Period, assemble_dataset
 
 log = get_logger(__name__)
 
 JOB_ID = "quarterly-cycle"
-QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
 
 
 def now_utc() -> datetime:
     return datetime.now(tz=UTC)
 
 
-@dataclass(frozen=True)
-class CyclePeriod:
-    """The curated examples a cycle learns from: ``since`` <= curated_at < ``until``."""
-
-    label: str
-    since: datetime
-    until: datetime
-    quarter: str | None = None
-
-    @classmethod
-    def of_quarter(cls, label: str) -> CyclePeriod:
-        found = QUARTER.match(label)
-        if found is None:
-            raise ValueError(f"{label!r} is not a quarter like 2026Q3")
-        year, number = int(found[1]), int(found[2])
-        since = datetime(year, 3 * number - 2, 1, tzinfo=UTC)
-        until = datetime(year + number // 4, 3 * number % 12 + 1, 1, tzinfo=UTC)
-        return cls(label, since, until, quarter=label)
-
-    @classmethod
-    def before(cls, moment: datetime) -> CyclePeriod:
-        """The last quarter that ended at or before ``moment``."""
-        moment = moment.astimezone(UTC)
-        number = (moment.month - 1) // 3  # the quarter before moment's, 0 = last year's Q4
-        year = moment.year if number else moment.year - 1
-        return cls.of_quarter(f"{year}Q{number or 4}")
-
-    @classmethod
-    def between(cls, since: datetime, until: datetime) -> CyclePeriod:
-        if until <= since:
-            raise ValueError(f"the period ends ({until}) before it starts ({since})")
-        return cls(f"{since:%Y%m%d}-{until:%Y%m%d}", since, until)
+def due_period(moment: datetime) -> Period:
+    """The period a cycle at ``moment`` learns from: the last quarter that ended at or
+    before it, in UTC days."""
+    return Period.quarter_before(moment.astimezone(UTC).date())
 
 
 class CycleRecord(BaseModel):
@@ -88,8 +59,8 @@ class CycleRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     period: str
-    since: AwareDatetime
-    until: AwareDatetime
+    start: date
+    end: date
     dataset_version: str
     dataset_path: str
     retrained: bool
@@ -100,27 +71,18 @@ class CycleRecord(BaseModel):
     finished_at: AwareDatetime
 
 
-def run_quarterly_cycle(settings: Settings, period: CyclePeriod, *, retrain: bool) -> CycleRecord:
+def run_quarterly_cycle(settings: Settings, period: Period, *, retrain: bool) -> CycleRecord:
     """Assembles the period's dataset; with ``retrain``, trains, gates and (on accept)
     promotes a candidate on it. Synchronous and CPU-bound: runs in a worker thread."""
-    from workers.assembler import Period, assemble_dataset
     from workers.retrain import retrain as retrain_on
 
-    # The assembler reads whole UTC days of curated_at.
-    requested = (
-        Period.quarter(period.quarter)
-        if period.quarter is not None
-        else Period.between(
-            period.since.astimezone(UTC).date(), period.until.astimezone(UTC).date()
-        )
-    )
-    dataset = assemble_dataset(settings, requested)
+    dataset = assemble_dataset(settings, period)
     dataset_path = Path(dataset.path)
-    outcome = retrain_on(settings, dataset_path, period.until) if retrain else None
+    outcome = retrain_on(settings, dataset_path, period.trained_through) if retrain else None
     return CycleRecord(
-        period=period.label,
-        since=period.since,
-        until=period.until,
+        period=period.name,
+        start=period.start,
+        end=period.end,
         dataset_version=str(dataset.version),
         dataset_path=str(dataset_path),
         retrained=outcome is not None,
@@ -132,9 +94,9 @@ def run_quarterly_cycle(settings: Settings, period: CyclePeriod, *, retrain: boo
     )
 
 
-def _keys(settings: Settings, period: CyclePeriod) -> tuple[str, str]:
+def _keys(settings: Settings, period: Period) -> tuple[str, str]:
     prefix = settings.topic_prefix
-    return f"{prefix}scheduler:lock:{period.label}", f"{prefix}scheduler:cycles"
+    return f"{prefix}scheduler:lock:{period.name}", f"{prefix}scheduler:cycles"
 
 
 async def _renew(lock: aioredis.lock.Lock, ttl_s: float) -> None:
@@ -144,7 +106,7 @@ async def _renew(lock: aioredis.lock.Lock, ttl_s: float) -> None:
 
 
 async def run_exclusively(
-    settings: Settings, period: CyclePeriod, *, retrain: bool, once: bool
+    settings: Settings, period: Period, *, retrain: bool, once: bool
 ) -> CycleRecord | None:
     """Runs the cycle of ``period`` unless another process holds its lock, or (``once``) a
     cycle of it already finished; returns what it did, None when it did nothing."""
@@ -159,19 +121,19 @@ async def run_exclusively(
             backoff=settings.backoff,
         )
         if not acquired:
-            log.info("cycle_running_elsewhere", period=period.label)
+            log.info("cycle_running_elsewhere", period=period.name)
             return None
         renewal = asyncio.create_task(_renew(lock, settings.scheduler_lock_ttl_s))
         try:
-            if once and await client.hexists(cycles_key, period.label):
-                log.info("cycle_already_done", period=period.label)
+            if once and await client.hexists(cycles_key, period.name):
+                log.info("cycle_already_done", period=period.name)
                 return None
-            log.info("cycle_started", period=period.label, retrain=retrain)
+            log.info("cycle_started", period=period.name, retrain=retrain)
             record = await asyncio.to_thread(run_quarterly_cycle, settings, period, retrain=retrain)
             await retry_until_done(
                 lambda: cast(
                     "asyncio.Future[int]",
-                    client.hset(cycles_key, period.label, record.model_dump_json()),
+                    client.hset(cycles_key, period.name, record.model_dump_json()),
                 ),
                 dependency="redis",
                 what="cycle_record",
@@ -192,12 +154,29 @@ async def run_exclusively(
 def scheduled_cycle(settings: Settings) -> None:
     """The cron job: the cycle of the quarter that has just ended, once however many
     schedulers fire it."""
-    period = CyclePeriod.before(now_utc())
+    period = due_period(now_utc())
     asyncio.run(run_exclusively(settings, period, retrain=settings.scheduler_retrain, once=True))
 
 
 def cron_trigger(settings: Settings) -> CronTrigger:
     return CronTrigger.from_crontab(settings.scheduler_cron, timezone=UTC)
+
+
+def _job_store_keys(settings: Settings) -> tuple[str, str]:
+    """The job store's hash of jobs and sorted set of their next run times."""
+    prefix = settings.topic_prefix
+    return f"{prefix}scheduler:jobs", f"{prefix}scheduler:run_times"
+
+
+def next_cycle_at(settings: Settings) -> datetime | None:
+    """When the quarterly job runs next, as the job store keeps it; None while no scheduler
+    has stored it. Reads the run times only: the job itself is a pickle of code and settings."""
+    client = redis.Redis.from_url(settings.redis_dsn)
+    try:
+        run_at = client.zscore(_job_store_keys(settings)[1], JOB_ID)
+    finally:
+        client.close()
+    return None if run_at is None else datetime.fromtimestamp(run_at, tz=UTC)
 
 
 def configure_scheduler(
@@ -207,13 +186,10 @@ def configure_scheduler(
     misfire grace."""
     # RedisJobStore makes its own sync client from keyword arguments, not from a URL.
     connection = parse_url(settings.redis_dsn)  # type: ignore[no-untyped-call]
+    jobs_key, run_times_key = _job_store_keys(settings)
     scheduler.configure(
         jobstores={
-            "default": RedisJobStore(
-                jobs_key=f"{settings.topic_prefix}scheduler:jobs",
-                run_times_key=f"{settings.topic_prefix}scheduler:run_times",
-                **connection,
-            )
+            "default": RedisJobStore(jobs_key=jobs_key, run_times_key=run_times_key, **connection)
         },
         executors={"default": executor or ThreadPoolExecutor(max_workers=1)},
         job_defaults={

@@ -25,7 +25,7 @@ async def _kill_mid_stream(
     await asyncio.sleep(outage_s)
     # Forked from this thread: the server dies with the thread that started it.
     redis.process.start()
-    await asyncio.to_thread(redis.process.wait_until_listening)
+    await asyncio.to_thread(redis.process.wait_until_ready)
     await send
 
 

@@ -3,7 +3,7 @@ scheduler (the cycle body stands in for the assembler and trainer)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import orjson
 import pytest
@@ -13,19 +13,20 @@ from click.testing import CliRunner
 import workers.scheduler
 from l2loop.cli import main
 from l2loop.settings import Settings
-from workers.scheduler import CyclePeriod, CycleRecord
+from workers.assembler import Period
+from workers.scheduler import CycleRecord
 
 
 @pytest.fixture
-def periods(monkeypatch: pytest.MonkeyPatch) -> list[tuple[CyclePeriod, bool]]:
-    asked: list[tuple[CyclePeriod, bool]] = []
+def periods(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Period, bool]]:
+    asked: list[tuple[Period, bool]] = []
 
-    def run(settings: Settings, period: CyclePeriod, *, retrain: bool) -> CycleRecord:
+    def run(settings: Settings, period: Period, *, retrain: bool) -> CycleRecord:
         asked.append((period, retrain))
         return CycleRecord(
-            period=period.label,
-            since=period.since,
-            until=period.until,
+            period=period.name,
+            start=period.start,
+            end=period.end,
             dataset_version="v-test",
             dataset_path="-",
             retrained=retrain,
@@ -37,13 +38,13 @@ def periods(monkeypatch: pytest.MonkeyPatch) -> list[tuple[CyclePeriod, bool]]:
 
 
 def test_a_quarter_or_a_range_runs_now_even_when_done_before(
-    settings: Settings, redis_client: redis.Redis, periods: list[tuple[CyclePeriod, bool]]
+    settings: Settings, redis_client: redis.Redis, periods: list[tuple[Period, bool]]
 ) -> None:
     runner, env = CliRunner(), settings.to_env()
     for _ in range(2):
         result = runner.invoke(main, ["dataset", "assemble", "--quarter", "2026Q3"], env=env)
         assert result.exit_code == 0, result.output
-    assert [(p.quarter, retrain) for p, retrain in periods] == [("2026Q3", False)] * 2
+    assert periods == [(Period.quarter("2026Q3"), False)] * 2
     assert orjson.loads(result.stdout)["period"] == "2026Q3"
     result = runner.invoke(
         main,
@@ -52,16 +53,12 @@ def test_a_quarter_or_a_range_runs_now_even_when_done_before(
     )
     assert result.exit_code == 0, result.output
     period, retrain = periods[-1]
-    assert (period.since, period.until, period.quarter, retrain) == (
-        datetime(2026, 8, 1, tzinfo=UTC),
-        datetime(2026, 9, 1, tzinfo=UTC),
-        None,
-        True,
-    )
+    assert (period, retrain) == (Period.between(date(2026, 8, 1), date(2026, 9, 1)), True)
+    assert period.name == "20260801-20260901"
 
 
 def test_a_period_being_assembled_elsewhere_is_refused(
-    settings: Settings, redis_client: redis.Redis, periods: list[tuple[CyclePeriod, bool]]
+    settings: Settings, redis_client: redis.Redis, periods: list[tuple[Period, bool]]
 ) -> None:
     redis_client.set(f"{settings.topic_prefix}scheduler:lock:2026Q3", "another-token", px=60_000)
     result = CliRunner().invoke(

@@ -1,15 +1,18 @@
-"""The embedded broker and Redis start for real, answer, and are gone afterwards."""
+"""The embedded broker and Redis start for real, answer, and are gone afterwards; a child
+that serves no port is up when its own check says so."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from pathlib import Path
 
+import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from l2loop.embedded import embedded_services
+from l2loop.embedded import EmbeddedServiceError, ManagedProcess, embedded_services
 
 
 def _listening(port: int) -> bool:
@@ -42,3 +45,34 @@ def test_only_the_missing_service_is_started(tmp_path: Path) -> None:
     with embedded_services(tmp_path, kafka=False) as endpoints:
         assert endpoints.kafka_broker == ""
         assert endpoints.redis_url.startswith("redis://127.0.0.1:")
+
+
+def test_a_process_without_a_port_is_up_when_its_check_says_so(tmp_path: Path) -> None:
+    marker = tmp_path / "ready"
+    touch = f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(60)"
+    child = ManagedProcess(
+        "toucher",
+        [sys.executable, "-c", touch],
+        None,
+        tmp_path / "toucher.log",
+        ready=marker.exists,
+    )
+    child.start()
+    try:
+        child.wait_until_ready(30.0)
+        assert marker.exists() and child.exit_code is None
+    finally:
+        child.stop()
+
+    quitter = ManagedProcess(
+        "quitter",
+        [sys.executable, "-c", "raise SystemExit(3)"],
+        None,
+        tmp_path / "q.log",
+        ready=lambda: False,
+    )
+    quitter.start()
+    with pytest.raises(EmbeddedServiceError, match="exited with code 3"):
+        quitter.wait_until_ready(30.0)
+    with pytest.raises(ValueError):
+        ManagedProcess("unknowable", ["true"], None, tmp_path / "u.log")

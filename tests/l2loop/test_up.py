@@ -1,7 +1,7 @@
 """``l2loop up`` shows the loop: canaries, windows, alerts that fire and resolve around a
-demo FP spike, reports and suppressions on the live line; and it supervises what it
-started: a worker or embedded server that dies is restarted, and the live line says what
-happened and when it recovered."""
+demo FP spike, reports and suppressions on the live line, and when the scheduler runs the
+next quarterly cycle; and it supervises what it started: a worker, scheduler or embedded
+server that dies is restarted, and the live line says what happened and when it recovered."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
+from l2loop.embedded import current_pid_alive
 from l2loop.services import RunningUp
 from l2loop.settings import Settings
 from l2loop.up import LoopFigures, demo_canary_rate
 from l2model.golden import load_golden
 from tests.fixtures.windows import window
+from workers.scheduler import next_cycle_at
 
 
 class UpProcess:
@@ -89,9 +92,29 @@ def _flowing(up: UpProcess) -> int:
     return _verdicts(up.wait_for(lambda line: _verdicts(line) > start))
 
 
+def _shown_next_cycle(up: UpProcess) -> str:
+    """The next quarterly cycle as the scheduler stored it in up's Redis."""
+    running = up.running()
+    settings = Settings(redis_url=running.redis_url, topic_prefix=running.topic_prefix)
+    when = next_cycle_at(settings)
+    assert when is not None
+    return f"{when:%Y-%m-%d %H:%M} UTC"
+
+
 @pytest.mark.timeout(300)
-def test_up_restarts_a_killed_worker_and_a_killed_redis(up: UpProcess) -> None:
+def test_up_restarts_a_killed_worker_scheduler_and_redis(up: UpProcess) -> None:
+    # The scheduler runs beside the worker and says when the next quarterly cycle is due:
+    # 02:00 UTC on the first day of the next quarter (the default cron).
+    started = up.wait_for(lambda line: line.startswith("scheduler: next quarterly cycle at "))
+    due = started.split(" at ", 1)[1].split(" (", 1)[0]
+    when = datetime.strptime(due, "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+    assert (when.month, when.day, when.hour, when.minute) in {(m, 1, 2, 0) for m in (1, 4, 7, 10)}
+    assert timedelta(0) < when - datetime.now(tz=UTC) <= timedelta(days=92)
+    assert _shown_next_cycle(up) == due
     _flowing(up)
+    scheduler_pid = up.running().processes["scheduler"]
+    assert current_pid_alive(scheduler_pid)
+
     worker_pid = up.running().processes["worker"]
     os.kill(worker_pid, signal.SIGKILL)
     up.wait_for(lambda line: "worker exited (code -9)" in line)
@@ -103,6 +126,16 @@ def test_up_restarts_a_killed_worker_and_a_killed_redis(up: UpProcess) -> None:
     up.wait_for(lambda line: "redis restarted at" in line and "recovered" in line)
     # Scoring goes on once Redis is back: the verdict count keeps growing.
     assert _flowing(up) > before
+    # The restarted Redis is empty: the scheduler was started again to store its job there.
+    assert up.running().processes["scheduler"] != scheduler_pid
+    assert _shown_next_cycle(up) == due
+
+    scheduler_pid = up.running().processes["scheduler"]
+    os.kill(scheduler_pid, signal.SIGKILL)
+    # Its job is still stored, so it is up again within the second the live line shows.
+    up.wait_for(lambda line: "scheduler restarted at" in line and "(exit -9), recovered" in line)
+    assert current_pid_alive(up.running().processes["scheduler"])
+    assert up.running().processes["scheduler"] != scheduler_pid
 
     up.process.send_signal(signal.SIGINT)
     assert up.process.wait(timeout=60) == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import apscheduler.executors.base
@@ -23,11 +23,13 @@ from apscheduler.schedulers.base import BaseScheduler
 
 import workers.scheduler
 from l2loop.settings import Settings
+from workers.assembler import Period
 from workers.scheduler import (
     JOB_ID,
-    CyclePeriod,
     CycleRecord,
     configure_scheduler,
+    due_period,
+    next_cycle_at,
     scheduled_cycle,
     start_scheduler,
 )
@@ -82,15 +84,15 @@ class Cycles:
 def cycles(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Cycles:
     recorded = Cycles()
 
-    def run(settings: Settings, period: CyclePeriod, *, retrain: bool) -> CycleRecord:
-        recorded.runs.append((period.label, clock.now))
+    def run(settings: Settings, period: Period, *, retrain: bool) -> CycleRecord:
+        recorded.runs.append((period.name, clock.now))
         recorded.started.set()
         if recorded.hold is not None:
             recorded.hold.wait(timeout=30)
         return CycleRecord(
-            period=period.label,
-            since=period.since,
-            until=period.until,
+            period=period.name,
+            start=period.start,
+            end=period.end,
             dataset_version="test",
             dataset_path="-",
             retrained=retrain,
@@ -117,18 +119,31 @@ def _start(settings: Settings, started: list[DrivenScheduler]) -> DrivenSchedule
     return scheduler
 
 
-def test_quarter_arithmetic() -> None:
-    q3 = CyclePeriod.of_quarter("2026Q3")
-    assert (q3.since, q3.until) == (
-        datetime(2026, 7, 1, tzinfo=UTC),
-        datetime(2026, 10, 1, tzinfo=UTC),
+def test_a_cycle_learns_from_the_quarter_that_ended_before_its_utc_day() -> None:
+    q3 = Period.quarter("2026Q3")
+    assert (q3.start, q3.end) == (date(2026, 7, 1), date(2026, 10, 1))
+    assert q3.trained_through == datetime(2026, 10, 1, tzinfo=UTC)
+    assert Period.quarter("2026Q4").trained_through == datetime(2027, 1, 1, tzinfo=UTC)
+    assert due_period(datetime(2027, 1, 1, 2, tzinfo=UTC)).name == "2026Q4"
+    assert due_period(datetime(2026, 4, 1, 2, tzinfo=UTC)).name == "2026Q1"
+    assert due_period(datetime(2026, 6, 30, 23, tzinfo=UTC)).name == "2026Q1"
+    # The UTC day decides, not the moment's own calendar.
+    assert due_period(datetime(2026, 3, 31, 23, tzinfo=timezone(timedelta(hours=-5)))).name == (
+        "2026Q1"
     )
-    assert CyclePeriod.of_quarter("2026Q4").until == datetime(2027, 1, 1, tzinfo=UTC)
-    assert CyclePeriod.before(datetime(2027, 1, 1, 2, tzinfo=UTC)).label == "2026Q4"
-    assert CyclePeriod.before(datetime(2026, 4, 1, 2, tzinfo=UTC)).label == "2026Q1"
-    assert CyclePeriod.before(datetime(2026, 6, 30, 23, tzinfo=UTC)).label == "2026Q1"
+    assert due_period(datetime(2026, 4, 1, 1, tzinfo=timezone(timedelta(hours=2)))).name == (
+        "2025Q4"
+    )
     with pytest.raises(ValueError):
-        CyclePeriod.of_quarter("2026Q5")
+        Period.quarter("2026Q5")
+
+
+def test_the_next_cycle_is_read_from_the_job_store(
+    settings: Settings, clock: Clock, schedulers: list[DrivenScheduler]
+) -> None:
+    assert next_cycle_at(settings) is None
+    _start(settings, schedulers)
+    assert next_cycle_at(settings) == datetime(2026, 4, 1, 2, tzinfo=UTC)
 
 
 def test_two_schedulers_run_each_quarter_once_over_a_year(
