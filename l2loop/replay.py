@@ -355,7 +355,7 @@ async def await_outcomes(
     decided: dict[str, ReportRoute] = {}
     while len(decided) < len(report_ids):
         waiting = [report_id for report_id in report_ids if report_id not in decided]
-        outcomes = await asyncio.gather(*(ledger.get(report_id) for report_id in waiting))
+        outcomes = await ledger.get_many(waiting)
         for report_id, outcome in zip(waiting, outcomes, strict=True):
             if outcome is not None and outcome.route is not ReportRoute.RECEIVED:
                 decided[report_id] = outcome.route
