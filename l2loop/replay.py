@@ -42,7 +42,7 @@ from l2loop.services import await_services, redis_address, serving
 from l2loop.settings import Settings
 from l2loop.up import l2loop_process, running
 from l2model.evaluation import LabeledPrompt, read_labeled
-from l2model.registry import ModelPointer
+from l2model.registry import ModelPointer, ModelRegistry
 from l2model.runtime import L2Model
 from schemas.codec import to_bytes
 from schemas.events import ScanEvent
@@ -409,39 +409,26 @@ async def await_curated(
         await reader.poll()
 
 
-async def _current_model(settings: Settings, start: L2Model) -> L2Model:
+async def _serving_version(settings: Settings, start: L2Model) -> str:
+    """The version the registry pointer names (the scorers follow it), else the start's."""
     client = connect(settings.redis_dsn)
     try:
         current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
     finally:
         await client.aclose()
-    if current is None or Path(current.path) == start.model_dir:
-        return start
-    return await asyncio.to_thread(L2Model.load, Path(current.path))
-
-
-async def _figures(
-    name: str, model: L2Model, held_out: Sequence[LabeledPrompt], golden: str
-) -> Figures:
-    return Figures(
-        f"{name} ({model.version})",
-        await asyncio.to_thread(half_report, held_out, model),
-        await asyncio.to_thread(golden_report, model, golden),
-    )
+    return start.version if current is None else current.version
 
 
 async def run_cycles(
     live: Settings,
     options: ReplayOptions,
     replayed: Sequence[LabeledPrompt],
-    held_out: Sequence[LabeledPrompt],
     start: L2Model,
     worker: ManagedProcess,
     api_url: str,
     echo: Callable[[str], None],
-) -> tuple[list[CycleOutcome], list[Figures]]:
+) -> list[CycleOutcome]:
     started = datetime.now(tz=UTC)
-    columns = [await _figures("before", start, held_out, live.golden_version)]
     key = (await issue_keys(live, [REPLAY_TENANT]))[REPLAY_TENANT]
     client = connect(live.redis_dsn)
     ledger = ReportLedger(client, key_prefix=live.topic_prefix, keep_s=live.report_keep_s)
@@ -449,14 +436,14 @@ async def run_cycles(
     reader = VerdictReader(live, worker)
     labels = np.array([p.label for p in replayed])
     outcomes: list[CycleOutcome] = []
-    serving_model = start
+    in_service = start.version
     await reader.start()
     try:
         for cycle in range(1, options.cycles + 1):
-            await reader.await_version(serving_model.version)
+            await reader.await_version(in_service)
             tag = f"c{cycle}"
             event_ids = [f"{tag}-{index}" for index in range(len(replayed))]
-            echo(f"cycle {cycle}: {len(replayed)} events, model {serving_model.version}")
+            echo(f"cycle {cycle}: {len(replayed)} events, model {in_service}")
             await produce_lines(
                 live,
                 live.topic(SCAN_EVENTS),
@@ -485,7 +472,7 @@ async def run_cycles(
                 await ledger.counts(),
                 posted.quota_retries,
                 events=len(replayed),
-                model_version=serving_model.version,
+                model_version=in_service,
                 drawn=drawn,
             )
             period = cycle_period(started, datetime.now(tz=UTC))
@@ -493,19 +480,16 @@ async def run_cycles(
             record = await run_exclusively(live, period, retrain=True, once=False)
             if record is None:
                 raise ReplayError(f"a cycle of {period.label} is running elsewhere")
-            serving_model = await _current_model(live, start)
+            in_service = await _serving_version(live, start)
             outcome = CycleOutcome(
-                cycle=cycle, reports=tally, record=record, serving_after=serving_model.version
+                cycle=cycle, reports=tally, record=record, serving_after=in_service
             )
             echo("\n".join(cycle_lines(outcome)))
             outcomes.append(outcome)
-            columns.append(
-                await _figures(f"after cycle {cycle}", serving_model, held_out, live.golden_version)
-            )
     finally:
         await reader.stop()
         await client.aclose()
-    return outcomes, columns
+    return outcomes
 
 
 def cycle_lines(cycle: CycleOutcome) -> list[str]:
@@ -523,6 +507,40 @@ def cycle_lines(cycle: CycleOutcome) -> list[str]:
         f"{'promoted' if c.promoted else 'not promoted'}; serving {cycle.serving_after}"
         + (f"; report {c.report}" if c.report else ""),
     ]
+
+
+def table_columns(record: ReplayRecord) -> list[tuple[str, str]]:
+    """The models the table measures, as (heading, version): the one in service at the
+    start, the one in service after each cycle, and each rejected candidate (what the gate
+    kept out of service)."""
+    columns = [("before", record.start_model)]
+    for cycle in record.cycles:
+        columns.append((f"after cycle {cycle.cycle}", cycle.serving_after))
+        candidate = cycle.record.candidate_version
+        if candidate is not None and not cycle.record.promoted:
+            columns.append((f"cycle {cycle.cycle} candidate, rejected", candidate))
+    return columns
+
+
+def measure(
+    record: ReplayRecord,
+    held_out: Sequence[LabeledPrompt],
+    start: L2Model,
+    settings: Settings,
+) -> list[Figures]:
+    """Every column of the table, each version scored once."""
+    registry = ModelRegistry(settings.registry_dir)
+    measured: dict[str, tuple[dict[str, object], dict[str, float | int]]] = {}
+    columns = []
+    for heading, version in table_columns(record):
+        if version not in measured:
+            model = start if version == start.version else L2Model.load(registry.path(version))
+            measured[version] = (
+                half_report(held_out, model),
+                golden_report(model, settings.golden_version),
+            )
+        columns.append(Figures(f"{heading} ({version})", *measured[version]))
+    return columns
 
 
 def render_replay(record: ReplayRecord, data: Path, columns: Sequence[Figures]) -> str:
@@ -579,12 +597,11 @@ def run_replay(
         )
         with running(worker), running(api):
             api.wait_until_listening(live.startup_timeout_s)
-            cycles, columns = asyncio.run(
+            cycles = asyncio.run(
                 run_cycles(
                     live,
                     options,
                     replayed,
-                    held_out,
                     start,
                     worker,
                     f"http://{live.api_host}:{api_port}",
@@ -604,7 +621,7 @@ def run_replay(
         start_model=start.version,
         cycles=cycles,
     )
-    table = render_replay(record, data, columns)
+    table = render_replay(record, data, measure(record, held_out, start, isolated))
     out.mkdir(parents=True, exist_ok=True)
     (state_dir / RECORD_FILE).write_bytes(
         orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2)

@@ -17,11 +17,13 @@ import redis
 
 from l2loop.replay import (
     RECORD_FILE,
+    CycleOutcome,
     ReplayRecord,
     ReportTally,
     cycle_period,
     replayable,
     report_submissions,
+    table_columns,
     tally_reports,
 )
 from l2loop.settings import Settings
@@ -41,6 +43,7 @@ from workers.loop_replay import (
     sample_prompts,
     split_halves,
 )
+from workers.scheduler import CycleRecord
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "eval" / "external-dev.jsonl"
 SAMPLE = 300
@@ -108,6 +111,46 @@ def test_false_positives_name_the_event_and_misses_carry_text_and_family() -> No
     assert fp.reporter_id != fn.reporter_id
 
 
+def test_the_table_shows_the_model_in_service_after_each_cycle_and_rejected_candidates() -> None:
+    def cycle(number: int, candidate: str, promoted: bool, serving: str) -> CycleOutcome:
+        record = CycleRecord(
+            period="p",
+            since=datetime(2026, 1, 1, tzinfo=UTC),
+            until=datetime(2026, 1, 2, tzinfo=UTC),
+            dataset_version="d",
+            dataset_path="/d",
+            retrained=True,
+            candidate_version=candidate,
+            accepted=promoted,
+            promoted=promoted,
+            finished_at=datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        reports = tally_reports(
+            {}, {}, 0, events=1, model_version="x", drawn=DrawnReports(0, 0, [], [])
+        )
+        return CycleOutcome(cycle=number, reports=reports, record=record, serving_after=serving)
+
+    record = ReplayRecord(
+        data="d",
+        sample=None,
+        share=0.3,
+        seed=0,
+        topic_prefix="replay-x.",
+        state_dir="/s",
+        replayed=1,
+        held_out=1,
+        not_replayable=0,
+        start_model="1.0.0",
+        cycles=[cycle(1, "1.1.0", False, "1.0.0"), cycle(2, "1.2.0", True, "1.2.0")],
+    )
+    assert table_columns(record) == [
+        ("before", "1.0.0"),
+        ("after cycle 1", "1.0.0"),
+        ("cycle 1 candidate, rejected", "1.1.0"),
+        ("after cycle 2", "1.2.0"),
+    ]
+
+
 def test_the_tally_is_what_the_ledger_counted_less_the_quota_refusals_tried_again() -> None:
     tally = tally_reports(
         {"curated": 5, "rejected:golden_set": 1},
@@ -126,24 +169,21 @@ def test_the_tally_is_what_the_ledger_counted_less_the_quota_refusals_tried_agai
 def _independent_figures(
     record: ReplayRecord, registry: ModelRegistry, golden_version: str
 ) -> list[str]:
+    """The table's figures measured here, on the held-out half split again from the file."""
     prompts = sample_prompts(read_labeled(DATA), SAMPLE, record.seed)
     _, held_out = split_halves(prompts, record.seed)
     start = L2Model.load(default_model_dir())
-
-    def figures(name: str, version: str) -> Figures:
+    columns = []
+    for heading, version in table_columns(record):
         model = start if version == start.version else L2Model.load(registry.path(version))
-        return Figures(
-            f"{name} ({version})",
-            half_report(held_out, model),
-            golden_report(model, golden_version),
+        columns.append(
+            Figures(
+                f"{heading} ({version})",
+                half_report(held_out, model),
+                golden_report(model, golden_version),
+            )
         )
-
-    return render_figures(
-        [
-            figures("before", record.start_model),
-            *(figures(f"after cycle {c.cycle}", c.serving_after) for c in record.cycles),
-        ]
-    )
+    return render_figures(columns)
 
 
 def _pointer(settings: Settings, prefix: str) -> str | None:
