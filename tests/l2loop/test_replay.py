@@ -33,6 +33,7 @@ from l2model.registry import ModelPointer, ModelRegistry
 from l2model.runtime import L2Model
 from schemas.verdicts import Verdict
 from streams.curated_store import CuratedStore
+from streams.report_admission import ReportLedger
 from streams.verdict_store import connect
 from workers.loop_replay import (
     DrawnReports,
@@ -186,6 +187,17 @@ def _independent_figures(
     return render_figures(columns)
 
 
+def _ledger_counts(settings: Settings, prefix: str) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        client = connect(settings.redis_dsn)
+        try:
+            return await ReportLedger(client, key_prefix=prefix, keep_s=60).counts()
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
 def _pointer(settings: Settings, prefix: str) -> str | None:
     async def read() -> str | None:
         client = connect(settings.redis_dsn)
@@ -243,8 +255,19 @@ def test_a_small_replay_closes_the_loop_and_accounts_for_every_report(
         # Every drawn report ended somewhere the ledger names, and some taught something.
         for cycle in record.cycles:
             reports: ReportTally = cycle.reports
+            assert (reports.fp_reported, reports.fn_reported) == (
+                round(record.share * reports.false_positives),
+                round(record.share * reports.misses),
+            )
             assert reports.reported > 0 and reports.accounted == reports.reported
             assert reports.curated > 0
+        # The ledger itself, read here, holds exactly what the cycles say.
+        counts = _ledger_counts(settings, record.topic_prefix)
+        assert counts.get("curated", 0) == sum(c.reports.curated for c in record.cycles)
+        assert counts.get("quarantined", 0) == sum(c.reports.quarantined for c in record.cycles)
+        assert sum(counts.values()) - sum(c.reports.quota_retries for c in record.cycles) == sum(
+            c.reports.reported for c in record.cycles
+        )
         # The curated store holds each curated report (a report id is its cycle's tag and kind).
         stored = {
             report_id
