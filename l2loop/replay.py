@@ -194,6 +194,14 @@ def cycle_period(started: datetime, now: datetime) -> CyclePeriod:
     return CyclePeriod.between(first, last + timedelta(days=1))
 
 
+def still_running(process: ManagedProcess) -> None:
+    """Raises ReplayError, naming the child's log, when ``process`` has exited."""
+    if process.exit_code is not None:
+        raise ReplayError(
+            f"the {process.name} exited with code {process.exit_code}; see {process.log_path}"
+        )
+
+
 class VerdictReader:
     """Reads scan-verdicts from the start, keeping every verdict by event id; gives up when
     the worker that should write them has died."""
@@ -217,10 +225,7 @@ class VerdictReader:
         await self._consumer.stop()
 
     async def poll(self) -> None:
-        if self._worker.exit_code is not None:
-            raise ReplayError(
-                f"the worker exited with code {self._worker.exit_code}; see {self._worker.log_path}"
-            )
+        still_running(self._worker)
         batches = await self._consumer.getmany(timeout_ms=POLL_MS, max_records=5000)
         for records in batches.values():
             for record in records:
@@ -307,16 +312,24 @@ class Posted:
 
 async def post_all(
     settings: Settings,
-    api_url: str,
+    api: ManagedProcess,
     key: str,
     submissions: Sequence[ReportSubmission],
     echo: Callable[[str], None],
 ) -> Posted:
     """Posts in batches of ``report_batch_max``; a report refused for quota (429) is posted
-    again after the Retry-After the API gave; the API's other refusals are final."""
+    again after the Retry-After the API gave; the API's other refusals are final. An API
+    that does not answer is waited for, unless its process has exited."""
     posted = Posted([], 0)
     pending = list(submissions)
-    async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as http:
+
+    async def post(body: list[dict[str, object]]) -> httpx.Response:
+        still_running(api)
+        return await post_reports(http, key, body)
+
+    # A batch of hundreds is admitted in one request; a loaded machine may take seconds.
+    address = f"http://{settings.api_host}:{api.port}"
+    async with httpx.AsyncClient(base_url=address, timeout=30.0) as http:
         while pending:
             batch, pending = (
                 pending[: settings.report_batch_max],
@@ -324,12 +337,15 @@ async def post_all(
             )
             body = [s.model_dump(mode="json", exclude_none=True) for s in batch]
             response = await retry_until_done(
-                functools.partial(post_reports, http, key, body),
+                functools.partial(post, body),
                 dependency="api",
                 what="post_replay_reports",
                 backoff=settings.backoff,
                 transient=RECEIVER_ERRORS,
             )
+            if response.status_code in (400, 401, 413):
+                # The whole request was refused before any report was looked at.
+                raise ReplayError(f"the report API refused the batch: {response.text}")
             answer = ReportsAnswer.model_validate_json(response.content)
             retry: list[ReportSubmission] = []
             for result in answer.results:
@@ -425,7 +441,7 @@ async def run_cycles(
     replayed: Sequence[LabeledPrompt],
     start: L2Model,
     worker: ManagedProcess,
-    api_url: str,
+    api: ManagedProcess,
     echo: Callable[[str], None],
 ) -> list[CycleOutcome]:
     started = datetime.now(tz=UTC)
@@ -463,7 +479,7 @@ async def run_cycles(
                 f"reporting {len(drawn.fp)} FPs and {len(drawn.fn)} misses over the API"
             )
             counted_before = await ledger.counts()
-            posted = await post_all(live, api_url, key, submissions, echo)
+            posted = await post_all(live, api, key, submissions, echo)
             decided = await await_outcomes(ledger, posted.accepted, reader)
             curated = {rid for rid, route in decided.items() if route is ReportRoute.CURATED}
             await await_curated(store, curated, started, reader)
@@ -604,7 +620,7 @@ def run_replay(
                     replayed,
                     start,
                     worker,
-                    f"http://{live.api_host}:{api_port}",
+                    api,
                     echo,
                 )
             )
