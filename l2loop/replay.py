@@ -501,6 +501,18 @@ async def run_cycles(
                 cycle=cycle, reports=tally, record=record, serving_after=in_service
             )
             echo("\n".join(cycle_lines(outcome)))
+            log.info(
+                "replay_cycle_finished",
+                cycle=cycle,
+                reported=tally.reported,
+                curated=tally.curated,
+                quarantined=tally.quarantined,
+                rejected=tally.rejected_finally,
+                dataset=record.dataset_version,
+                candidate=record.candidate_version,
+                accepted=record.accepted,
+                serving=in_service,
+            )
             outcomes.append(outcome)
     finally:
         await reader.stop()
