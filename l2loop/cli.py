@@ -752,6 +752,64 @@ def loop_simulate(
     click.echo(f"written to {target / 'simulation.md'}")
 
 
+@loop.command("replay")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--report-share",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="share of FPs (users) and misses (analysts) reported  [default: settings, 0.3]",
+)
+@click.option(
+    "--cycles", type=click.IntRange(min=1), default=1, show_default=True, help="quarterly cycles"
+)
+@click.option("--seed", type=int, default=None, help="[default: L2LOOP_REPLAY_SEED]")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=2),
+    default=None,
+    help="replay a seeded stratified subset of this many prompts of DATA (a quick run)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where the run's state and replay.md go  [default: DATA_DIR/loop-replay]",
+)
+@click.pass_obj
+def loop_replay(
+    settings: Settings,
+    data: Path,
+    report_share: float | None,
+    cycles: int,
+    seed: int | None,
+    sample: int | None,
+    out: Path | None,
+) -> None:
+    """The whole loop on DATA (labelled JSONL) as a user would see it: its replayed half is
+    sent through the real topics and worker as one tenant's traffic, simulated users report a
+    share of the false positives and analysts the same share of the misses over the report
+    API, and each cycle assembles, retrains, gates and promotes on the curated store; prints
+    and writes FP rate and recall on the held-out half before and after each cycle. Uses
+    embedded services unless L2LOOP_KAFKA_BROKER/L2LOOP_REDIS_URL are set; its topics, keys
+    and files carry a prefix and a directory of their own."""
+    from l2loop.replay import ReplayError, ReplayOptions, run_replay
+
+    options = ReplayOptions(
+        share=settings.replay_report_share if report_share is None else report_share,
+        cycles=cycles,
+        seed=settings.replay_seed if seed is None else seed,
+        out=out or settings.data_dir / "loop-replay",
+        sample=sample,
+    )
+    try:
+        result = run_replay(settings, data, options, click.echo)
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(result.table)
+    click.echo(f"written to {result.table_path}")
+
+
 @main.command()
 @click.pass_obj
 def scheduler(settings: Settings) -> None:

@@ -264,6 +264,14 @@ class ReportLedger:
         raw = await self._client.hget(self._key(report_id), "outcome")
         return None if raw is None else ReportOutcome.model_validate_json(raw)
 
+    async def get_many(self, report_ids: Sequence[str]) -> list[ReportOutcome | None]:
+        """The outcomes of ``report_ids``, in order, in one round trip."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for report_id in report_ids:
+                pipe.hget(self._key(report_id), "outcome")
+            raws = await pipe.execute()
+        return [None if raw is None else ReportOutcome.model_validate_json(raw) for raw in raws]
+
     async def counts(self) -> dict[str, int]:
         raw = cast(dict[bytes, bytes], await self._client.hgetall(self._counts))
         return {key.decode(): int(value) for key, value in raw.items()}

@@ -152,15 +152,17 @@ async def issue_keys(settings: Settings, tenants: Sequence[str]) -> dict[str, st
         await client.aclose()
 
 
-async def post_reports(http: httpx.AsyncClient, key: str, reports: list[dict[str, Any]]) -> int:
-    """Posts one tenant's batch; returns the HTTP status. A 4xx is the API's final word on
-    the batch (it counts each refusal itself); a 5xx or no answer is tried again."""
+async def post_reports(
+    http: httpx.AsyncClient, key: str, reports: list[dict[str, Any]]
+) -> httpx.Response:
+    """Posts one tenant's batch; returns the answer. A 4xx is the API's final word on the
+    batch (it counts each refusal itself); a 5xx or no answer is tried again."""
     response = await http.post(
         "/v1/reports", json=reports, headers={"authorization": f"Bearer {key}"}
     )
     if response.status_code >= 500:
         raise ReceiverUnavailable(f"reports API answered {response.status_code}")
-    return response.status_code
+    return response
 
 
 async def run_demo_reporters(
@@ -213,7 +215,7 @@ async def run_demo_reporters(
                 quorum=settings.report_quorum,
                 high_confidence_score=settings.report_high_confidence_score,
             )
-            statuses = await asyncio.gather(
+            answers = await asyncio.gather(
                 *(
                     retry_until_done(
                         functools.partial(post_reports, http, keys[tenant], reports),
@@ -227,7 +229,9 @@ async def run_demo_reporters(
             )
             posted += sum(len(reports) for reports in by_tenant.values())
             # An embedded Redis that was restarted comes back empty: keys are issued again.
-            unknown = [t for t, status in zip(by_tenant, statuses, strict=True) if status == 401]
+            unknown = [
+                t for t, answer in zip(by_tenant, answers, strict=True) if answer.status_code == 401
+            ]
             if unknown:
                 log.warning("demo_tenant_keys_reissued", tenants=",".join(unknown))
                 keys |= await issue_keys(settings, unknown)

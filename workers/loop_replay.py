@@ -1,17 +1,20 @@
-"""The loop replayed on labelled prompts: does one cycle cut the false positives users report?
+"""The loop replayed on labelled prompts: does a cycle cut the false positives users report?
 
-The pure parts, used by the offline simulation here (``l2loop loop simulate``) and meant for
-the full ``l2loop loop replay`` through the real topics and report API:
+The pure parts, shared by the offline simulation here (``l2loop loop simulate``) and the full
+``l2loop loop replay`` through the real topics and report API (``l2loop/replay.py``):
 
+- ``sample_prompts``: a seeded subset of a file, stratified as the halves are (a quick run);
 - ``split_halves``: a seeded split into a replayed half and a held-out half, stratified by
   label, source and category, prompts sharing a normalised text kept together;
-- ``simulate_reports``: simulated users report a share of the model's false positives on the
-  replayed half as ``false_positive`` and analysts the same share of its misses as
-  ``false_negative``; each becomes the training record the report path would curate (one
-  reporter: weight and confidence by ``streams.report_rules.example_strength``; an FP report
-  on a score at or above the high-confidence bar is quarantined and, with nobody reviewing,
-  never trained on; golden texts are refused as the report path refuses them);
-- ``half_report``: FP rate, recall and per-source figures on the held-out half.
+- ``draw_reports``: which of the model's errors on the replayed half get reported: a share of
+  its false positives by simulated users, the same share of its misses by analysts;
+- ``simulate_reports``: each drawn report as the training record the report path would
+  curate from it (one reporter: weight and confidence by
+  ``streams.report_rules.example_strength``; an FP report on a score at or above the
+  high-confidence bar is quarantined and, with nobody reviewing, never trained on; golden
+  texts are refused as the report path refuses them) — the offline stand-in for the topics;
+- ``half_report`` / ``golden_report``: FP rate, recall and per-source figures on the held-out
+  half, and the golden set's; ``render_figures``: the before/after tables of both commands.
 
 The offline simulation skips the topics, the report API and the assembler (no variations):
 the simulated examples are split 80/10/10 as the assembler splits, and the candidate is
@@ -102,6 +105,27 @@ def split_halves(
     return replayed, held_out
 
 
+def sample_prompts(prompts: Sequence[LabeledPrompt], size: int, seed: int) -> list[LabeledPrompt]:
+    """``size`` prompts (all when there are no more), every stratum keeping its share (largest
+    remainders get the odd ones), each stratum's own taken in the seeded order of
+    ``split_halves``; the file's order is kept."""
+    if size >= len(prompts):
+        return list(prompts)
+    strata: dict[tuple[int, str, str], list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        strata.setdefault(stratum(prompt), []).append(index)
+    quotas = {key: size * len(members) / len(prompts) for key, members in strata.items()}
+    taken = {key: int(quota) for key, quota in quotas.items()}
+    by_remainder = sorted(quotas, key=lambda key: (taken[key] - quotas[key], key))
+    for key in by_remainder[: size - sum(taken.values())]:
+        taken[key] += 1
+    chosen: list[int] = []
+    for key, members in strata.items():
+        ranked = sorted(members, key=lambda i: _rank(seed, text_key(prompts[i].text)))
+        chosen.extend(ranked[: taken[key]])
+    return [prompts[index] for index in sorted(chosen)]
+
+
 def analyst_family(prompt: LabeledPrompt) -> str:
     category = prompt.family or prompt.category or ""
     return next(
@@ -124,9 +148,35 @@ class SimulatedReports(BaseModel):
     examples: list[TrainingRecord]
 
 
+@dataclass(frozen=True)
+class DrawnReports:
+    """The model's errors on the replayed half, and which of them get reported (indices)."""
+
+    false_positives: int
+    misses: int
+    fp: list[int]
+    fn: list[int]
+
+
 def _drawn(indices: np.ndarray, share: float, rng: random.Random) -> list[int]:
     chosen = rng.sample(sorted(indices.tolist()), round(share * len(indices)))
     return sorted(chosen)
+
+
+def draw_reports(
+    labels: np.ndarray, flagged: np.ndarray, *, share: float, seed: int
+) -> DrawnReports:
+    """``share`` of the false positives (flagged benign prompts) and ``share`` of the misses
+    (unflagged attacks), drawn with ``seed``."""
+    rng = random.Random(seed)
+    false_positives = np.flatnonzero(flagged & (labels == 0))
+    misses = np.flatnonzero(~flagged & (labels == 1))
+    return DrawnReports(
+        false_positives=len(false_positives),
+        misses=len(misses),
+        fp=_drawn(false_positives, share, rng),
+        fn=_drawn(misses, share, rng),
+    )
 
 
 def simulate_reports(
@@ -145,15 +195,12 @@ def simulate_reports(
     by one analyst each, drawn with ``seed``; each report becomes the record the report path
     would curate from it."""
     labels = np.array([p.label for p in prompts])
-    flagged = scores >= threshold
-    rng = random.Random(seed)
-    fp_drawn = _drawn(np.flatnonzero(flagged & (labels == 0)), share, rng)
-    fn_drawn = _drawn(np.flatnonzero(~flagged & (labels == 1)), share, rng)
+    drawn = draw_reports(labels, scores >= threshold, share=share, seed=seed)
     strength = example_strength(1, 1, quorum)
     examples: list[TrainingRecord] = []
     quarantined = golden = 0
-    for kind, drawn in (("false_positive", fp_drawn), ("false_negative", fn_drawn)):
-        for index in drawn:
+    for kind, indices in (("false_positive", drawn.fp), ("false_negative", drawn.fn)):
+        for index in indices:
             prompt, score = prompts[index], float(scores[index])
             if is_golden_text(prompt.text):
                 golden += 1
@@ -177,10 +224,10 @@ def simulate_reports(
                 )
             )
     return SimulatedReports(
-        false_positives=int(np.sum(flagged & (labels == 0))),
-        misses=int(np.sum(~flagged & (labels == 1))),
-        fp_reported=len(fp_drawn),
-        fn_reported=len(fn_drawn),
+        false_positives=drawn.false_positives,
+        misses=drawn.misses,
+        fp_reported=len(drawn.fp),
+        fn_reported=len(drawn.fn),
         quarantined=quarantined,
         golden_refused=golden,
         examples=examples,
@@ -287,17 +334,59 @@ def _pct(value: object) -> str:
     return f"{100 * float(value):.2f} %" if isinstance(value, int | float) else "-"
 
 
+@dataclass(frozen=True)
+class Figures:
+    """One model's figures, a column of the tables: the held-out half (``half_report``) and
+    the golden set (``golden_report``)."""
+
+    name: str
+    held_out: dict[str, object]
+    golden: dict[str, float | int]
+
+    def overall(self) -> dict[str, float | int]:
+        overall = self.held_out["overall"]
+        assert isinstance(overall, dict)
+        return overall
+
+    def by_source(self) -> dict[str, dict[str, float | int]]:
+        by_source = self.held_out["by_source"]
+        assert isinstance(by_source, dict)
+        return by_source
+
+
+def render_figures(columns: Sequence[Figures]) -> list[str]:
+    """FP rate and recall on the held-out half and the golden set, then per held-out source;
+    a column per model, in order (the first is the one the others are compared with)."""
+    names = " | ".join(column.name for column in columns)
+    rule = "---:|" * len(columns)
+    rows = [
+        ("FP rate, held-out half", [c.overall()["fp_rate"] for c in columns]),
+        ("recall, held-out half", [c.overall()["recall"] for c in columns]),
+        ("FP rate, golden set", [c.golden["fp_rate"] for c in columns]),
+        ("recall, golden set", [c.golden["recall"] for c in columns]),
+    ]
+    lines = [
+        f"| measure | {names} |",
+        f"|---|{rule}",
+        *(f"| {name} | {' | '.join(_pct(v) for v in values)} |" for name, values in rows),
+        "",
+        f"| held-out source | benign | FP rate {names} | malicious | recall {names} |",
+        f"|---|---:|{rule}---:|{rule}",
+    ]
+    first = columns[0].by_source()
+    for source, counts in first.items():
+        per_model = [column.by_source()[source] for column in columns]
+        fp_rates = (_pct(f["fp_rate"]) if counts["benign"] else "-" for f in per_model)
+        recalls = (_pct(f["recall"]) if counts["malicious"] else "-" for f in per_model)
+        lines.append(
+            f"| {source} | {counts['benign']} | {' | '.join(fp_rates)} | "
+            f"{counts['malicious']} | {' | '.join(recalls)} |"
+        )
+    return lines
+
+
 def render_simulation(result: SimulationResult, data: Path, share: float, seed: int) -> str:
     r = result.reports
-    overall_before = result.before["overall"]
-    overall_after = result.after["overall"]
-    assert isinstance(overall_before, dict) and isinstance(overall_after, dict)
-    rows = [
-        ("FP rate, held-out half", overall_before["fp_rate"], overall_after["fp_rate"]),
-        ("recall, held-out half", overall_before["recall"], overall_after["recall"]),
-        ("FP rate, golden set", result.golden_before["fp_rate"], result.golden_after["fp_rate"]),
-        ("recall, golden set", result.golden_before["recall"], result.golden_after["recall"]),
-    ]
     lines = [
         f"# Loop simulation on {data.name} (report share {share}, seed {seed})",
         "",
@@ -311,21 +400,11 @@ def render_simulation(result: SimulationResult, data: Path, share: float, seed: 
         f"{'ACCEPTED' if result.accepted else 'REJECTED'}",
         *(f"  - failed: {rule}" for rule in result.failed_rules),
         "",
-        "| measure | before | after |",
-        "|---|---:|---:|",
-        *(f"| {name} | {_pct(old)} | {_pct(new)} |" for name, old, new in rows),
-        "",
-        "| held-out source | benign | FP rate before | after | malicious | recall before | after |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *render_figures(
+            [
+                Figures("before", result.before, result.golden_before),
+                Figures("after", result.after, result.golden_after),
+            ]
+        ),
     ]
-    by_before, by_after = result.before["by_source"], result.after["by_source"]
-    assert isinstance(by_before, dict) and isinstance(by_after, dict)
-    for source, old in by_before.items():
-        new = by_after[source]
-        lines.append(
-            f"| {source} | {old['benign']} | {_pct(old['fp_rate']) if old['benign'] else '-'} | "
-            f"{_pct(new['fp_rate']) if new['benign'] else '-'} | {old['malicious']} | "
-            f"{_pct(old['recall']) if old['malicious'] else '-'} | "
-            f"{_pct(new['recall']) if new['malicious'] else '-'} |"
-        )
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ import orjson
 
 from l2loop.settings import Settings
 from l2model.record import text_key
+from schemas.reports import ReportOutcome
 from schemas.verdicts import StoredVerdict
 from streams.decoding import RawRecord
 from streams.reports import ReportRouter, ReportServices, RoutedBatch, report_services
@@ -96,7 +97,9 @@ def test_support_grows_per_distinct_reporter_and_tenant_and_replays_change_nothi
 
     async def body(
         services: ReportServices, router: ReportRouter
-    ) -> tuple[RoutedBatch, RoutedBatch, dict[str, int], dict[str, int]]:
+    ) -> tuple[
+        RoutedBatch, RoutedBatch, dict[str, int], dict[str, int], list[ReportOutcome | None]
+    ]:
         for tenant in ("acme", "globex"):
             await services.tenants.add(tenant)
         store = VerdictStore(services.client, key_prefix=settings.topic_prefix, ttl_s=600)
@@ -112,9 +115,10 @@ def test_support_grows_per_distinct_reporter_and_tenant_and_replays_change_nothi
         counts = await services.ledger.counts()
         replay = await router.route(reports[:4])
         await services.ledger.record(replay.outcomes)
-        return first, replay, counts, await services.ledger.counts()
+        stored = await services.ledger.get_many(["r6", "unknown", "r1"])
+        return first, replay, counts, await services.ledger.counts(), stored
 
-    first, replay, counts, after_replay = _with_router(settings, body)
+    first, replay, counts, after_replay, stored = _with_router(settings, body)
     supports = [(e.report_ids, e.reporter_count, e.tenant_count) for e in first.curated]
     assert supports == [
         (["r1"], 1, 1),
@@ -136,6 +140,7 @@ def test_support_grows_per_distinct_reporter_and_tenant_and_replays_change_nothi
     assert (by_id["r6"].route, by_id["r6"].reason) == ("quarantined", "conflicting_reports")
     assert [q.report.report_id for q in first.quarantined] == ["r6"]
     assert counts == {"curated": 4, "quarantined": 1, "dead_lettered:golden_set": 1}
+    assert stored == [by_id["r6"], None, by_id["r1"]]
 
     # A replay is admitted again without spending quota, and counts nothing twice.
     assert len(replay.curated) == 4 and after_replay == counts

@@ -10,7 +10,16 @@ import pytest
 from l2model.evaluation import LabeledPrompt
 from l2model.golden import load_golden
 from streams.report_rules import example_strength
-from workers.loop_replay import analyst_family, simulate_reports, split_halves, stratum
+from workers.loop_replay import (
+    Figures,
+    analyst_family,
+    draw_reports,
+    render_figures,
+    sample_prompts,
+    simulate_reports,
+    split_halves,
+    stratum,
+)
 
 SOURCES = ("org/a:x.json", "org/b:y.json")
 
@@ -158,3 +167,53 @@ def test_golden_texts_are_never_reported() -> None:
 )
 def test_analysts_name_a_family(family: str | None, expected: str) -> None:
     assert analyst_family(LabeledPrompt(text="x", label=1, family=family)) == expected
+
+
+def test_a_sample_keeps_every_strata_share_and_is_seeded() -> None:
+    prompts = _prompts()
+    sample = sample_prompts(prompts, 100, seed=2)
+    assert len(sample) == 100
+    assert len({p.text for p in sample}) == 100 and {p.text for p in sample} <= {
+        p.text for p in prompts
+    }
+    whole, part = Counter(stratum(p) for p in prompts), Counter(stratum(p) for p in sample)
+    for key, count in whole.items():
+        # Each stratum's share, rounded one way or the other.
+        assert abs(part[key] - 100 * count / len(prompts)) < 1
+    # The file's order is kept; the seed chooses which prompts.
+    order = {p.text: i for i, p in enumerate(prompts)}
+    assert [order[p.text] for p in sample] == sorted(order[p.text] for p in sample)
+    reordered = sample_prompts(list(reversed(prompts)), 100, seed=2)
+    assert {p.text for p in reordered} == {p.text for p in sample}
+    assert {p.text for p in sample} != {p.text for p in sample_prompts(prompts, 100, seed=3)}
+    assert sample_prompts(prompts, 1000, seed=2) == prompts
+
+
+def test_the_draw_takes_the_share_of_each_kind_of_error() -> None:
+    labels = np.array([0] * 10 + [1] * 10)
+    flagged = np.array([True] * 6 + [False] * 4 + [True] * 3 + [False] * 7)
+    drawn = draw_reports(labels, flagged, share=0.5, seed=0)
+    assert (drawn.false_positives, drawn.misses) == (6, 7)
+    assert len(drawn.fp) == 3 and set(drawn.fp) <= set(range(6))
+    assert len(drawn.fn) == round(3.5) and set(drawn.fn) <= set(range(13, 20))
+    assert drawn == draw_reports(labels, flagged, share=0.5, seed=0)
+
+
+def _figures(name: str, fp_rate: float, recall: float) -> Figures:
+    source = {"benign": 10, "malicious": 0, "fp_rate": fp_rate, "recall": 0.0}
+    return Figures(
+        name,
+        {"overall": {"fp_rate": fp_rate, "recall": recall}, "by_source": {"org/a": source}},
+        {"fp_rate": 0.0, "recall": 1.0},
+    )
+
+
+def test_the_tables_have_a_column_per_model() -> None:
+    lines = render_figures(
+        [_figures("before", 0.2, 0.5), _figures("after 1", 0.1, 0.6), _figures("after 2", 0, 1)]
+    )
+    assert lines[0] == "| measure | before | after 1 | after 2 |"
+    assert lines[2] == "| FP rate, held-out half | 20.00 % | 10.00 % | 0.00 % |"
+    assert lines[3] == "| recall, held-out half | 50.00 % | 60.00 % | 100.00 % |"
+    # A source without attacks has no recall to show.
+    assert lines[-1] == "| org/a | 10 | 20.00 % | 10.00 % | 0.00 % | 0 | - | - | - |"

@@ -1,0 +1,660 @@
+"""``l2loop loop replay DATA.jsonl``: the whole loop on a user's own labelled prompts.
+
+The file is split into a replayed half and a held-out half (``workers.loop_replay``). Each
+cycle sends the replayed half to ``scan-events`` as production traffic of one tenant, reads
+its verdicts, lets simulated users report a share of the model's false positives and
+analysts the same share of its misses over ``POST /v1/reports``, waits until the report
+ledger accounts for every report and the curated sink has stored the curated ones, then runs
+the quarterly cycle (assemble, retrain, gate, promote on accept) on the curated store, and
+measures the model then in service on the held-out half.
+
+Everything runs for real: a ``l2loop worker`` (score, report agent, curated sink) and a
+``l2loop api`` as child processes, on the configured broker and Redis or on embedded ones.
+A replay never touches anything else: its topics, consumer group and Redis keys (the model
+pointer included) carry a prefix of its own, and its curated store, datasets, registry and
+candidates live in a directory of its own under ``--out``. FP reports on a score at or above
+the high-confidence bar wait in quarantine for a person (``l2loop review``); the replay does
+not release them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from l2loop.api.reports import ReportsAnswer, ReportSubmission
+from l2loop.clients import produce_lines
+from l2loop.embedded import ManagedProcess, free_port
+from l2loop.logs import get_logger
+from l2loop.resilience import retry_until_done
+from l2loop.services import await_services, redis_address, serving
+from l2loop.settings import Settings
+from l2loop.up import l2loop_process, running
+from l2model.evaluation import LabeledPrompt, read_labeled
+from l2model.registry import ModelPointer, ModelRegistry
+from l2model.runtime import L2Model
+from schemas.codec import to_bytes
+from schemas.events import ScanEvent
+from schemas.reports import ReportRoute
+from schemas.verdicts import Verdict
+from streams.alert_sinks import RECEIVER_ERRORS
+from streams.curated_store import CuratedStore
+from streams.report_admission import ReportLedger
+from streams.topics import SCAN_EVENTS, SCAN_VERDICTS
+from streams.verdict_store import connect
+from workers.assembler import Period
+from workers.demo_reporters import issue_keys, post_reports
+from workers.loop_replay import (
+    DrawnReports,
+    Figures,
+    analyst_family,
+    draw_reports,
+    golden_report,
+    half_report,
+    render_figures,
+    sample_prompts,
+    split_halves,
+)
+from workers.scheduler import CycleRecord, run_exclusively
+
+log = get_logger(__name__)
+
+REPLAY_TENANT = "l2loop-replay"
+PROBE_TENANT = "l2loop-replay-probe"
+# Only what the loop needs: scoring, the report agent and the curated sink.
+REPLAY_ROLES = "score,reports,curated"
+TABLE_FILE = "replay.md"
+RECORD_FILE = "replay.json"
+POLL_MS = 500
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot go on (a child process died); the message says where to look."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    share: float
+    cycles: int
+    seed: int
+    out: Path
+    sample: int | None = None
+
+
+class ReportTally(BaseModel):
+    """What one cycle's traffic got from the model, what was reported, where it ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    events: int
+    model_version: str
+    false_positives: int
+    misses: int
+    fp_reported: int
+    fn_reported: int
+    # The ledger's counters moved by this cycle's reports; rejected (and dead-lettered, which
+    # an HTTP report never is) by counter name, e.g. ``rejected:golden_set``.
+    curated: int
+    quarantined: int
+    rejected: dict[str, int]
+    # Quota refusals (429) that were posted again after Retry-After: counted by the ledger
+    # as rejections, then curated, quarantined or rejected on the later try.
+    quota_retries: int
+
+    @property
+    def reported(self) -> int:
+        return self.fp_reported + self.fn_reported
+
+    @property
+    def rejected_finally(self) -> int:
+        return sum(self.rejected.values()) - self.quota_retries
+
+    @property
+    def accounted(self) -> int:
+        return self.curated + self.quarantined + self.rejected_finally
+
+
+class CycleOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cycle: int
+    reports: ReportTally
+    record: CycleRecord
+    serving_after: str
+
+
+class ReplayRecord(BaseModel):
+    """``replay.json``: where the run's state is and what each cycle did."""
+
+    data: str
+    sample: int | None
+    share: float
+    seed: int
+    topic_prefix: str
+    state_dir: str
+    replayed: int
+    held_out: int
+    not_replayable: int
+    start_model: str
+    cycles: list[CycleOutcome]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    record: ReplayRecord
+    table: str
+    table_path: Path
+
+
+def replay_settings(settings: Settings, state_dir: Path, run: str) -> Settings:
+    """The replay's own world: topic/key prefix, consumer group, data directory, registry;
+    no alert receivers (its windows are not production's)."""
+    return settings.model_copy(
+        update={
+            "topic_prefix": f"replay-{run}.",
+            "app_id": f"l2loop-replay-{run}",
+            "data_dir": state_dir,
+            "registry_dir": state_dir / "registry",
+            "web_port": free_port(),
+            "worker_roles": REPLAY_ROLES,
+            "alertmanager_url": None,
+            "alert_webhook_url": None,
+        }
+    )
+
+
+def replayable(prompts: Sequence[LabeledPrompt]) -> list[LabeledPrompt]:
+    """The prompts a scanner could send: a ScanEvent holds at most 32 KiB of non-blank text
+    (anything else is dead-lettered, never scored)."""
+    kept = []
+    for prompt in prompts:
+        try:
+            ScanEvent(event_id="x", ts=datetime.now(tz=UTC), tenant_id="x", text=prompt.text)
+        except ValidationError:
+            continue
+        kept.append(prompt)
+    return kept
+
+
+def cycle_period(started: datetime, now: datetime) -> Period:
+    """The whole UTC days the replay has run through: the assembler reads curated_at by day,
+    so each cycle takes everything curated since the replay started."""
+    last = now.astimezone(UTC).date()
+    return Period.between(started.astimezone(UTC).date(), last + timedelta(days=1))
+
+
+def still_running(process: ManagedProcess) -> None:
+    """Raises ReplayError, naming the child's log, when ``process`` has exited."""
+    if process.exit_code is not None:
+        raise ReplayError(
+            f"the {process.name} exited with code {process.exit_code}; see {process.log_path}"
+        )
+
+
+class VerdictReader:
+    """Reads scan-verdicts from the start, keeping every verdict by event id; gives up when
+    the worker that should write them has died."""
+
+    def __init__(self, settings: Settings, worker: ManagedProcess) -> None:
+        self._settings = settings
+        self._worker = worker
+        self._consumer = AIOKafkaConsumer(
+            settings.topic(SCAN_VERDICTS),
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.seen: dict[str, Verdict] = {}
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def poll(self) -> None:
+        still_running(self._worker)
+        batches = await self._consumer.getmany(timeout_ms=POLL_MS, max_records=5000)
+        for records in batches.values():
+            for record in records:
+                verdict = Verdict.model_validate_json(record.value)
+                self.seen[verdict.event_id] = verdict
+
+    async def collect(self, event_ids: Sequence[str]) -> list[Verdict]:
+        """The verdicts of ``event_ids``, in order, once all have come."""
+        while any(event_id not in self.seen for event_id in event_ids):
+            await self.poll()
+        return [self.seen[event_id] for event_id in event_ids]
+
+    async def await_version(self, version: str) -> None:
+        """Sends a probe now and then until one is scored by ``version``: the worker serves
+        it (it follows the pointer between batches) and has joined its group."""
+        number = 0
+        while True:
+            probe = f"probe-{version}-{number}"
+            await produce_lines(
+                self._settings,
+                self._settings.topic(SCAN_EVENTS),
+                [scan_event(probe, PROBE_TENANT, "replay probe: which model serves now?")],
+            )
+            for _ in range(4):
+                await self.poll()
+                verdict = self.seen.get(probe)
+                if verdict is not None:
+                    if verdict.model_version == version:
+                        return
+                    break
+            number += 1
+
+
+def scan_event(event_id: str, tenant: str, text: str) -> bytes:
+    return to_bytes(
+        ScanEvent(event_id=event_id, ts=datetime.now(tz=UTC), tenant_id=tenant, text=text)
+    )
+
+
+def report_submissions(
+    prompts: Sequence[LabeledPrompt],
+    verdicts: Sequence[Verdict],
+    fp: Sequence[int],
+    fn: Sequence[int],
+    tag: str,
+) -> list[ReportSubmission]:
+    """One report per drawn error, each by a reporter of its own (so that no per-reporter
+    quota binds): FPs name the stored event, misses carry the text and the family an analyst
+    gives them."""
+    submissions = []
+    for index in fp:
+        submissions.append(
+            ReportSubmission(
+                report_id=f"{tag}-fp-{index}",
+                event_id=verdicts[index].event_id,
+                reporter_id=f"{tag}-user-{index}",
+                kind="false_positive",
+                reason=(prompts[index].category or prompts[index].family or "")[:128],
+            )
+        )
+    for index in fn:
+        submissions.append(
+            ReportSubmission(
+                report_id=f"{tag}-fn-{index}",
+                event_id=verdicts[index].event_id,
+                reporter_id=f"{tag}-analyst-{index}",
+                kind="false_negative",
+                reason=analyst_family(prompts[index]),
+                text=prompts[index].text,
+                event_ts=verdicts[index].ts,
+            )
+        )
+    return submissions
+
+
+@dataclass
+class Posted:
+    """The ids of the reports the API accepted (the agent decides where they end; the API's
+    refusals are final and the ledger counts them), and how many were tried again."""
+
+    accepted: list[str]
+    quota_retries: int
+
+
+async def post_all(
+    settings: Settings,
+    api: ManagedProcess,
+    key: str,
+    submissions: Sequence[ReportSubmission],
+    echo: Callable[[str], None],
+) -> Posted:
+    """Posts in batches of ``report_batch_max``; a report refused for quota (429) is posted
+    again after the Retry-After the API gave; the API's other refusals are final. An API
+    that does not answer is waited for, unless its process has exited."""
+    posted = Posted([], 0)
+    pending = list(submissions)
+
+    async def post(body: list[dict[str, object]]) -> httpx.Response:
+        still_running(api)
+        return await post_reports(http, key, body)
+
+    # A batch of hundreds is admitted in one request; a loaded machine may take seconds.
+    address = f"http://{settings.api_host}:{api.port}"
+    async with httpx.AsyncClient(base_url=address, timeout=30.0) as http:
+        while pending:
+            batch, pending = (
+                pending[: settings.report_batch_max],
+                pending[settings.report_batch_max :],
+            )
+            body = [s.model_dump(mode="json", exclude_none=True) for s in batch]
+            response = await retry_until_done(
+                functools.partial(post, body),
+                dependency="api",
+                what="post_replay_reports",
+                backoff=settings.backoff,
+                transient=RECEIVER_ERRORS,
+            )
+            if response.status_code in (400, 401, 413):
+                # The whole request was refused before any report was looked at.
+                raise ReplayError(f"the report API refused the batch: {response.text}")
+            answer = ReportsAnswer.model_validate_json(response.content)
+            retry: list[ReportSubmission] = []
+            for result in answer.results:
+                submission = batch[result.index]
+                if result.status == 202:
+                    posted.accepted.append(str(submission.report_id))
+                elif result.status == 429:
+                    retry.append(submission)
+            if retry:
+                wait_s = int(response.headers.get("retry-after", "1"))
+                echo(f"  report quota used up: {len(retry)} reports wait {wait_s}s (Retry-After)")
+                posted.quota_retries += len(retry)
+                await asyncio.sleep(wait_s)
+                pending = retry + pending
+    return posted
+
+
+async def await_outcomes(
+    ledger: ReportLedger, report_ids: Sequence[str], reader: VerdictReader
+) -> dict[str, ReportRoute]:
+    """Waits until the report agent has decided on every accepted report (the ledger has a
+    route other than ``received`` for it); returns each one's route."""
+    decided: dict[str, ReportRoute] = {}
+    while len(decided) < len(report_ids):
+        waiting = [report_id for report_id in report_ids if report_id not in decided]
+        outcomes = await ledger.get_many(waiting)
+        for report_id, outcome in zip(waiting, outcomes, strict=True):
+            if outcome is not None and outcome.route is not ReportRoute.RECEIVED:
+                decided[report_id] = outcome.route
+        if len(decided) < len(report_ids):
+            await reader.poll()  # notices a dead worker, and paces the loop
+    return decided
+
+
+def tally_reports(
+    before: dict[str, int],
+    after: dict[str, int],
+    quota_retries: int,
+    *,
+    events: int,
+    model_version: str,
+    drawn: DrawnReports,
+) -> ReportTally:
+    """The ledger's counters moved by one cycle's reports (the replay's prefix is its own, so
+    every move is the replay's)."""
+    moved = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+    return ReportTally(
+        events=events,
+        model_version=model_version,
+        false_positives=drawn.false_positives,
+        misses=drawn.misses,
+        fp_reported=len(drawn.fp),
+        fn_reported=len(drawn.fn),
+        curated=moved.get(ReportRoute.CURATED.value, 0),
+        quarantined=moved.get(ReportRoute.QUARANTINED.value, 0),
+        rejected={
+            name: count
+            for name, count in sorted(moved.items())
+            if count and name.split(":", 1)[0] in ("rejected", "dead_lettered")
+        },
+        quota_retries=quota_retries,
+    )
+
+
+async def await_curated(
+    store: CuratedStore, report_ids: set[str], since: datetime, reader: VerdictReader
+) -> None:
+    """Waits until the curated sink has stored a revision naming each of ``report_ids``."""
+    start = since.astimezone(UTC).date()
+    end = datetime.now(tz=UTC).date() + timedelta(days=1)
+    while True:
+        stored = await asyncio.to_thread(
+            lambda: {rid for example in store.read(start, end) for rid in example.report_ids}
+        )
+        if report_ids <= stored:
+            return
+        await reader.poll()
+
+
+async def _serving_version(settings: Settings, start: L2Model) -> str:
+    """The version the registry pointer names (the scorers follow it), else the start's."""
+    client = connect(settings.redis_dsn)
+    try:
+        current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
+    finally:
+        await client.aclose()
+    return start.version if current is None else current.version
+
+
+async def run_cycles(
+    live: Settings,
+    options: ReplayOptions,
+    replayed: Sequence[LabeledPrompt],
+    start: L2Model,
+    worker: ManagedProcess,
+    api: ManagedProcess,
+    echo: Callable[[str], None],
+) -> list[CycleOutcome]:
+    started = datetime.now(tz=UTC)
+    key = (await issue_keys(live, [REPLAY_TENANT]))[REPLAY_TENANT]
+    client = connect(live.redis_dsn)
+    ledger = ReportLedger(client, key_prefix=live.topic_prefix, keep_s=live.report_keep_s)
+    store = CuratedStore(live.data_dir, hash_unflagged=live.hash_unflagged_texts)
+    reader = VerdictReader(live, worker)
+    labels = np.array([p.label for p in replayed])
+    outcomes: list[CycleOutcome] = []
+    in_service = start.version
+    await reader.start()
+    try:
+        for cycle in range(1, options.cycles + 1):
+            await reader.await_version(in_service)
+            tag = f"c{cycle}"
+            event_ids = [f"{tag}-{index}" for index in range(len(replayed))]
+            echo(f"cycle {cycle}: {len(replayed)} events, model {in_service}")
+            await produce_lines(
+                live,
+                live.topic(SCAN_EVENTS),
+                (
+                    scan_event(event_id, REPLAY_TENANT, prompt.text)
+                    for event_id, prompt in zip(event_ids, replayed, strict=True)
+                ),
+            )
+            verdicts = await reader.collect(event_ids)
+            flagged = np.array([verdict.is_threat for verdict in verdicts])
+            drawn = draw_reports(
+                labels, flagged, share=options.share, seed=options.seed + cycle - 1
+            )
+            submissions = report_submissions(replayed, verdicts, drawn.fp, drawn.fn, tag)
+            echo(
+                f"  errors: {drawn.false_positives} false positives, {drawn.misses} misses; "
+                f"reporting {len(drawn.fp)} FPs and {len(drawn.fn)} misses over the API"
+            )
+            counted_before = await ledger.counts()
+            posted = await post_all(live, api, key, submissions, echo)
+            decided = await await_outcomes(ledger, posted.accepted, reader)
+            curated = {rid for rid, route in decided.items() if route is ReportRoute.CURATED}
+            await await_curated(store, curated, started, reader)
+            tally = tally_reports(
+                counted_before,
+                await ledger.counts(),
+                posted.quota_retries,
+                events=len(replayed),
+                model_version=in_service,
+                drawn=drawn,
+            )
+            period = cycle_period(started, datetime.now(tz=UTC))
+            echo(f"  quarterly cycle on {period.name}: assemble, retrain, gate, promote")
+            record = await run_exclusively(live, period, retrain=True, once=False)
+            if record is None:
+                raise ReplayError(f"a cycle of {period.name} is running elsewhere")
+            in_service = await _serving_version(live, start)
+            outcome = CycleOutcome(
+                cycle=cycle, reports=tally, record=record, serving_after=in_service
+            )
+            echo("\n".join(cycle_lines(outcome)))
+            log.info(
+                "replay_cycle_finished",
+                cycle=cycle,
+                reported=tally.reported,
+                curated=tally.curated,
+                quarantined=tally.quarantined,
+                rejected=tally.rejected_finally,
+                dataset=record.dataset_version,
+                candidate=record.candidate_version,
+                accepted=record.accepted,
+                serving=in_service,
+            )
+            outcomes.append(outcome)
+    finally:
+        await reader.stop()
+        await client.aclose()
+    return outcomes
+
+
+def cycle_lines(cycle: CycleOutcome) -> list[str]:
+    """What a cycle did: errors, reports and where the ledger says they ended, the decision."""
+    r, c = cycle.reports, cycle.record
+    rejected = ", ".join(f"{k} {v}" for k, v in r.rejected.items()) or "none"
+    retried = f"; {r.quota_retries} quota refusals posted again" if r.quota_retries else ""
+    return [
+        f"- cycle {cycle.cycle}: {r.events} events scored by {r.model_version}: "
+        f"{r.false_positives} false positives, {r.misses} misses; reported "
+        f"{r.fp_reported} FPs + {r.fn_reported} misses = {r.reported}: curated {r.curated}, "
+        f"quarantined {r.quarantined}, rejected {r.rejected_finally} ({rejected}{retried})",
+        f"  - dataset {c.dataset_version}; candidate {c.candidate_version}: gate "
+        f"{'ACCEPTED' if c.accepted else 'REJECTED'}, "
+        f"{'promoted' if c.promoted else 'not promoted'}; serving {cycle.serving_after}"
+        + (f"; report {c.report}" if c.report else ""),
+    ]
+
+
+def table_columns(record: ReplayRecord) -> list[tuple[str, str]]:
+    """The models the table measures, as (heading, version): the one in service at the
+    start, the one in service after each cycle, and each rejected candidate (what the gate
+    kept out of service)."""
+    columns = [("before", record.start_model)]
+    for cycle in record.cycles:
+        columns.append((f"after cycle {cycle.cycle}", cycle.serving_after))
+        candidate = cycle.record.candidate_version
+        if candidate is not None and not cycle.record.promoted:
+            columns.append((f"cycle {cycle.cycle} candidate, rejected", candidate))
+    return columns
+
+
+def measure(
+    record: ReplayRecord,
+    held_out: Sequence[LabeledPrompt],
+    start: L2Model,
+    settings: Settings,
+) -> list[Figures]:
+    """Every column of the table, each version scored once."""
+    registry = ModelRegistry(settings.registry_dir)
+    measured: dict[str, tuple[dict[str, object], dict[str, float | int]]] = {}
+    columns = []
+    for heading, version in table_columns(record):
+        if version not in measured:
+            model = start if version == start.version else L2Model.load(registry.path(version))
+            measured[version] = (
+                half_report(held_out, model),
+                golden_report(model, settings.golden_version),
+            )
+        columns.append(Figures(f"{heading} ({version})", *measured[version]))
+    return columns
+
+
+def render_replay(record: ReplayRecord, data: Path, columns: Sequence[Figures]) -> str:
+    lines = [
+        f"# Loop replay on {data.name} (report share {record.share}, seed {record.seed}"
+        + (f", sample {record.sample}" if record.sample is not None else "")
+        + ")",
+        "",
+        f"- replayed half {record.replayed} prompts"
+        + (
+            f" ({record.not_replayable} not sendable as scan events)"
+            if record.not_replayable
+            else ""
+        )
+        + f", held-out half {record.held_out}; model at start {record.start_model}",
+        f"- state: {record.state_dir} (topic and key prefix `{record.topic_prefix}`)",
+        "- FP reports scored at or above the high-confidence bar wait in quarantine; "
+        "nobody reviews them in a replay",
+    ]
+    for cycle in record.cycles:
+        lines += cycle_lines(cycle)
+    return "\n".join([*lines, "", *render_figures(columns)]) + "\n"
+
+
+def run_replay(
+    settings: Settings, data: Path, options: ReplayOptions, echo: Callable[[str], None]
+) -> ReplayResult:
+    """The whole replay; starts and stops embedded services when none are configured, and
+    the worker and API as child processes (from this, the main, thread)."""
+    prompts = read_labeled(data)
+    if options.sample is not None:
+        prompts = sample_prompts(prompts, options.sample, options.seed)
+    replayed_half, held_out = split_halves(prompts, options.seed)
+    replayed = replayable(replayed_half)
+    run = f"{datetime.now(tz=UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    out = options.out.resolve()
+    state_dir = out / run
+    isolated = replay_settings(
+        settings.model_copy(update={"model_dir": settings.model_dir.resolve()}), state_dir, run
+    )
+    start = L2Model.load(isolated.model_dir)
+    with serving(isolated) as (live, _):
+        asyncio.run(await_services(live))
+        echo(
+            f"loop replay: {len(replayed)} prompts replayed, {len(held_out)} held out; broker "
+            f"{','.join(live.bootstrap_servers)}, redis {redis_address(live.redis_dsn)}, "
+            f"prefix {live.topic_prefix}; state in {state_dir}"
+        )
+        logs = state_dir / "logs"
+        api_port = free_port()
+        worker = l2loop_process(live, "worker", ("worker",), live.web_port, logs / "worker.log")
+        api = l2loop_process(
+            live, "api", ("api", "--port", str(api_port)), api_port, logs / "api.log"
+        )
+        with running(worker), running(api):
+            api.wait_until_ready(live.startup_timeout_s)
+            cycles = asyncio.run(
+                run_cycles(
+                    live,
+                    options,
+                    replayed,
+                    start,
+                    worker,
+                    api,
+                    echo,
+                )
+            )
+    record = ReplayRecord(
+        data=str(data),
+        sample=options.sample,
+        share=options.share,
+        seed=options.seed,
+        topic_prefix=isolated.topic_prefix,
+        state_dir=str(state_dir),
+        replayed=len(replayed),
+        held_out=len(held_out),
+        not_replayable=len(replayed_half) - len(replayed),
+        start_model=start.version,
+        cycles=cycles,
+    )
+    table = render_replay(record, data, measure(record, held_out, start, isolated))
+    out.mkdir(parents=True, exist_ok=True)
+    (state_dir / RECORD_FILE).write_bytes(
+        orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+    )
+    table_path = out / TABLE_FILE
+    table_path.write_text(table)
+    (state_dir / TABLE_FILE).write_text(table)
+    return ReplayResult(record, table, table_path)
