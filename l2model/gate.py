@@ -13,14 +13,20 @@ The must-haves bind on the golden set. On other data (a retraining dataset's tes
 real reported prompts) ``targets="no_worse"`` asks instead that the new model's FP rate,
 recall and programming-question FP rate be no worse than the old model's, within
 ``GateLimits.no_worse_tolerance``: a model that halves real FPs is promoted even while it is
-still above 1 % (DESIGN.md, "Rules of the loop"). Hard negatives and INT8 loss bind always.
+still above 1 % (DESIGN.md, "Rules of the loop"). A rate counts as worse only when it moved
+past the tolerance *and* the move is significant by a one-sided exact McNemar test over the
+prompts on which the two models disagree (``GateLimits.no_worse_significance``): on a test
+split of 18 attacks one missed prompt is 5.6 points, which is chance, not a worse model
+(decision 0014). Hard negatives and INT8 loss bind always.
 
 ``gate`` is a pure function of the verdicts, so it is tested without any model.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -43,8 +49,10 @@ class GateLimits(BaseModel):
     min_recall: float = 0.95
     max_programming_fp_rate: float = 0.005
     max_int8_loss: float = 0.01
-    # ``targets="no_worse"``: how far (absolute) a rate may move the wrong way.
+    # ``targets="no_worse"``: how far (absolute) a rate may move the wrong way, and the
+    # one-sided McNemar p-value below which a move past that is not put down to chance.
     no_worse_tolerance: float = 0.01
+    no_worse_significance: float = 0.05
 
 
 Targets = Literal["production", "no_worse"]
@@ -89,6 +97,35 @@ class GateReport(BaseModel):
     int8_loss: float | None
     rules: list[RuleResult]
     accepted: bool
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """Among the prompts of one kind (benign, malicious, programming questions): how many the
+    new model gets wrong that the old one got right (``worse``), and the reverse."""
+
+    worse: int
+    better: int
+
+    @classmethod
+    def of(cls, mask: np.ndarray, old_right: np.ndarray, new_right: np.ndarray) -> Disagreement:
+        return cls(
+            worse=int(np.sum(mask & old_right & ~new_right)),
+            better=int(np.sum(mask & ~old_right & new_right)),
+        )
+
+    def p_value(self) -> float:
+        """One-sided exact McNemar: the chance of at least ``worse`` of the disagreements
+        going against the new model if neither model were better than the other."""
+        n = self.worse + self.better
+        return float(sum(math.comb(n, k) for k in range(self.worse, n + 1)) / 2**n)
+
+
+@dataclass(frozen=True)
+class Disagreements:
+    benign: Disagreement
+    malicious: Disagreement
+    programming: Disagreement
 
 
 def recorded_int8_loss(manifest: Manifest) -> float | None:
@@ -144,7 +181,17 @@ def gate(
         ]
 
     metrics = classifier_metrics(prompts, new_hits)
-    baseline = classifier_metrics(prompts, old_hits) if targets == "no_worse" else None
+    baseline = None
+    if targets == "no_worse":
+        programming = np.array([p.is_programming_question and not p.label for p in prompts])
+        baseline = (
+            classifier_metrics(prompts, old_hits),
+            Disagreements(
+                benign=Disagreement.of(~truth, old_right, new_right),
+                malicious=Disagreement.of(truth, old_right, new_right),
+                programming=Disagreement.of(programming, old_right, new_right),
+            ),
+        )
     rules = _rules(len(regressed), len(improved), total, metrics, baseline, int8_loss, limits)
     return GateReport(
         old=old,
@@ -183,7 +230,7 @@ def _rules(
     improvements: int,
     total: int,
     metrics: ClassifierMetrics,
-    baseline: ClassifierMetrics | None,
+    baseline: tuple[ClassifierMetrics, Disagreements] | None,
     int8_loss: float | None,
     limits: GateLimits,
 ) -> list[RuleResult]:
@@ -225,10 +272,13 @@ def _rules(
 
 
 def _target_rules(
-    metrics: ClassifierMetrics, baseline: ClassifierMetrics | None, limits: GateLimits
+    metrics: ClassifierMetrics,
+    baseline: tuple[ClassifierMetrics, Disagreements] | None,
+    limits: GateLimits,
 ) -> list[RuleResult]:
     """FP rate, recall and programming-question FP rate: below the production limits, or
-    (with a ``baseline``) no worse than the old model's within the tolerance."""
+    (with a ``baseline``: the old model's metrics and where the two disagree) no worse than
+    the old model's: within the tolerance, or not significantly worse."""
     matrix = metrics.confusion
     fp_detail = (
         f"{matrix.false_positives:,} of {matrix.benign:,} benign flagged"
@@ -266,30 +316,49 @@ def _target_rules(
                 programming_detail,
             ),
         ]
-    tolerance = limits.no_worse_tolerance
+    old_metrics, disagree = baseline
+    tolerance, alpha = limits.no_worse_tolerance, limits.no_worse_significance
 
-    def no_higher(name: str, new: float | None, old: float | None, detail: str) -> RuleResult:
-        ceiling = None if old is None else old + tolerance
+    def no_worse(
+        name: str,
+        new: float | None,
+        old: float | None,
+        worse_by: Callable[[float, float], float],
+        disagreement: Disagreement,
+        detail: str,
+    ) -> RuleResult:
+        p = disagreement.p_value()
         return _rule(
-            f"{name} <= old + {tolerance:.0%}",
+            f"{name} no worse than old (by > {tolerance:.0%} with McNemar p < {alpha:g})",
             new,
-            lambda rate: ceiling is None or rate <= ceiling,
-            f"{detail}; old {_percent(old)}",
+            lambda rate: old is None or worse_by(rate, old) <= tolerance or p >= alpha,
+            f"{detail}; old {_percent(old)}; {disagreement.worse} worse, "
+            f"{disagreement.better} better, p = {p:.3g}",
         )
 
-    recall_floor = None if baseline.recall is None else baseline.recall - tolerance
     return [
-        no_higher("FP rate", metrics.fp_rate, baseline.fp_rate, fp_detail),
-        _rule(
-            f"recall >= old - {tolerance:.0%}",
-            metrics.recall,
-            lambda rate: recall_floor is None or rate >= recall_floor,
-            f"{recall_detail}; old {_percent(baseline.recall)}",
+        no_worse(
+            "FP rate",
+            metrics.fp_rate,
+            old_metrics.fp_rate,
+            lambda new, old: new - old,
+            disagree.benign,
+            fp_detail,
         ),
-        no_higher(
+        no_worse(
+            "recall",
+            metrics.recall,
+            old_metrics.recall,
+            lambda new, old: old - new,
+            disagree.malicious,
+            recall_detail,
+        ),
+        no_worse(
             "programming-question FP rate",
             metrics.programming_fp_rate,
-            baseline.programming_fp_rate,
+            old_metrics.programming_fp_rate,
+            lambda new, old: new - old,
+            disagree.programming,
             programming_detail,
         ),
     ]

@@ -119,8 +119,8 @@ def test_the_table_shows_the_model_in_service_after_each_cycle_and_rejected_cand
     def cycle(number: int, candidate: str, promoted: bool, serving: str) -> CycleOutcome:
         record = CycleRecord(
             period="p",
-            since=datetime(2026, 1, 1, tzinfo=UTC),
-            until=datetime(2026, 1, 2, tzinfo=UTC),
+            start=date(2026, 1, 1),
+            end=date(2026, 1, 2),
             dataset_version="d",
             dataset_path="/d",
             retrained=True,

@@ -7,7 +7,7 @@ import pytest
 
 from l2model.contract import Manifest, ModelInput
 from l2model.evaluation import LabeledPrompt
-from l2model.gate import EXAMPLES, GateReport, gate, recorded_int8_loss
+from l2model.gate import EXAMPLES, Disagreement, GateReport, gate, recorded_int8_loss
 
 BENIGN = 600
 MALICIOUS = 400
@@ -173,17 +173,52 @@ def test_no_worse_targets_accept_a_model_that_halves_fps_while_above_the_limits(
     assert not _run(old, new).accepted
     report = _no_worse(old, new)
     assert report.accepted, _failed(report)
-    assert "FP rate <= old + 1%" in _status(report)
+    assert _status(report)[FP_NO_WORSE] == "pass"
 
 
-def test_no_worse_targets_reject_a_rate_worse_by_more_than_the_tolerance() -> None:
+FP_NO_WORSE = "FP rate no worse than old (by > 1% with McNemar p < 0.05)"
+RECALL_NO_WORSE = "recall no worse than old (by > 1% with McNemar p < 0.05)"
+
+
+def test_no_worse_targets_reject_a_rate_significantly_worse_by_more_than_the_tolerance() -> None:
     old = _flip(ATTACKS[:40])  # recall 90 %
-    # Recall 88.75 %: 1.25 points down, while as many improvements keep the balance rule quiet.
-    new = _flip(ATTACKS[5:50])
+    # Recall 86.25 %: 3.75 points down, 20 attacks newly missed against 5 newly caught
+    # (p = 0.002), while the regressions (2 % of all prompts) keep the balance rules quiet.
+    new = _flip(ATTACKS[5:60])
     report = _no_worse(old, new)
-    assert "recall >= old - 1%" in _failed(report)
+    assert _failed(report) == [RECALL_NO_WORSE]
+    (rule,) = (r for r in report.rules if r.rule == RECALL_NO_WORSE)
+    assert "20 worse, 5 better, p = 0.00204" in rule.detail
     # Within a point: accepted.
     assert _no_worse(old, _flip(ATTACKS[3:46])).accepted
+
+
+def test_no_worse_targets_put_a_small_move_on_few_prompts_down_to_chance() -> None:
+    old = _flip(ATTACKS[:40])
+    # 1.25 points down, but 10 newly missed against 5 newly caught could be chance (p = 0.15).
+    assert _no_worse(old, _flip(ATTACKS[5:50])).accepted
+    # A test split of 18 attacks: the old model catches all, the new one misses one (5.6
+    # points; p = 0.5). The production targets would still reject it; no_worse does not.
+    few = [p for p in PROMPTS if p.label == 0][:90] + [p for p in PROMPTS if p.label == 1][:18]
+    truth = np.array([p.label == 1 for p in few])
+    missed_one = truth.copy()
+    missed_one[-1] = False
+    report = gate(few, truth, missed_one, old="old", new="new", targets="no_worse")
+    assert report.accepted, _failed(report)
+    # The same miss repeated: 6 of 18 newly missed, none caught, is no chance (p = 0.016).
+    missed_six = truth.copy()
+    missed_six[-6:] = False
+    report = gate(few, truth, missed_six, old="old", new="new", targets="no_worse")
+    assert RECALL_NO_WORSE in _failed(report)
+
+
+def test_the_mcnemar_p_value() -> None:
+    assert Disagreement(worse=0, better=0).p_value() == 1.0
+    assert Disagreement(worse=1, better=0).p_value() == 0.5
+    assert Disagreement(worse=3, better=0).p_value() == 0.125
+    # P(X >= 2) for X ~ Binomial(4, 1/2) = (6 + 4 + 1) / 16
+    assert Disagreement(worse=2, better=2).p_value() == 11 / 16
+    assert Disagreement(worse=0, better=5).p_value() == 1.0
 
 
 def test_no_worse_targets_keep_the_hard_negatives_absolute() -> None:
