@@ -719,15 +719,22 @@ def loop() -> None:
     """The whole loop on labelled prompts: does a cycle cut the false positives reported?"""
 
 
-@loop.command("simulate")
-@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
+# What `loop simulate` and `loop replay` share: the data, the share reported, the seed.
+_LOOP_DATA = click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+_REPORT_SHARE = click.option(
     "--report-share",
     type=click.FloatRange(min=0, max=1, min_open=True),
     default=None,
-    help="share of FPs (users) and misses (analysts) reported  [default: settings]",
+    help="share of FPs (users) and misses (analysts) reported  [default: "
+    "L2LOOP_REPLAY_REPORT_SHARE, 0.3]",
 )
-@click.option("--seed", type=int, default=None, help="[default: L2LOOP_REPLAY_SEED]")
+_REPLAY_SEED = click.option("--seed", type=int, default=None, help="[default: L2LOOP_REPLAY_SEED]")
+
+
+@loop.command("simulate")
+@_LOOP_DATA
+@_REPORT_SHARE
+@_REPLAY_SEED
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -753,17 +760,12 @@ def loop_simulate(
 
 
 @loop.command("replay")
-@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--report-share",
-    type=click.FloatRange(min=0, max=1, min_open=True),
-    default=None,
-    help="share of FPs (users) and misses (analysts) reported  [default: settings, 0.3]",
-)
+@_LOOP_DATA
+@_REPORT_SHARE
 @click.option(
     "--cycles", type=click.IntRange(min=1), default=1, show_default=True, help="quarterly cycles"
 )
-@click.option("--seed", type=int, default=None, help="[default: L2LOOP_REPLAY_SEED]")
+@_REPLAY_SEED
 @click.option(
     "--sample",
     type=click.IntRange(min=2),
