@@ -112,6 +112,14 @@ def worker(settings: Settings) -> None:
     show_default=True,
     help="seconds the spike lasts before the rollback",
 )
+@click.option(
+    "--cycle-at",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="seconds after start: run the quarterly cycle now on what users reported "
+    "(assemble, retrain, gate, promote); 0: none",
+)
 @click.pass_obj
 def up(
     settings: Settings,
@@ -120,16 +128,25 @@ def up(
     window_s: int,
     spike_at: float | None,
     spike_for: float,
+    cycle_at: float,
 ) -> None:
     """Embedded broker + Redis, worker, API, quarterly scheduler, demo traffic, canaries and
-    reporting users, an optional FP spike, and a live summary: FP rate, recall, alerts,
-    reports, suppressions."""
+    reporting users, an optional FP spike, one quarterly cycle on the users' reports, and a
+    live summary: FP rate, recall, alerts, reports, suppressions."""
     from l2loop.up import Spike, run_up
     from workers.demo_traffic import demo_prompts
 
     configure("warn")
     spike = Spike(at_s=spike_at, for_s=spike_for) if spike_at is not None else None
-    run_up(settings, demo_prompts(), rate=rate, duration_s=duration, window_s=window_s, spike=spike)
+    run_up(
+        settings,
+        demo_prompts(),
+        rate=rate,
+        duration_s=duration,
+        window_s=window_s,
+        spike=spike,
+        cycle_at_s=cycle_at or None,
+    )
 
 
 @main.command()

@@ -530,9 +530,7 @@ def cycle_lines(cycle: CycleOutcome) -> list[str]:
         f"{r.false_positives} false positives, {r.misses} misses; reported "
         f"{r.fp_reported} FPs + {r.fn_reported} misses = {r.reported}: curated {r.curated}, "
         f"quarantined {r.quarantined}, rejected {r.rejected_finally} ({rejected}{retried})",
-        f"  - dataset {c.dataset_version}; candidate {c.candidate_version}: gate "
-        f"{'ACCEPTED' if c.accepted else 'REJECTED'}, "
-        f"{'promoted' if c.promoted else 'not promoted'}; serving {cycle.serving_after}"
+        f"  - {c.decision()}; serving {cycle.serving_after}"
         + (f"; report {c.report}" if c.report else ""),
     ]
 

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -44,13 +44,63 @@ from streams.verdict_store import connect
 from workers.canary import run_canary
 from workers.demo_reporters import SentPrompts, run_demo_reporters
 from workers.demo_traffic import Prompt, run_demo_traffic
-from workers.scheduler import next_cycle_at
+from workers.scheduler import CycleRecord, next_cycle_at
 from workers.spike import run_spike
 
 log = get_logger(__name__)
 
 # The demo's window: short enough to watch windows close and alerts resolve.
 DEMO_WINDOW_S = 60
+
+
+def announce(out: TextIO, line: str) -> None:
+    """A line of its own; on a terminal, above the live lines, which are drawn again below."""
+    out.write(f"\r\x1b[2K{line}\n" if out.isatty() else f"{line}\n")
+
+
+async def run_demo_cycle(
+    settings: Settings, stop: asyncio.Event, at_s: float, log_path: Path, out: TextIO
+) -> None:
+    """``--cycle-at``: after ``at_s`` seconds, the quarterly cycle on what the demo's users
+    have reported so far (today's curated examples): assemble, retrain, gate and, on accept,
+    promote, so the live line's model changes. It runs as ``l2loop dataset assemble`` in a
+    child process, so that Ctrl-C stops it mid-training instead of waiting for it."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=at_s)
+        return
+    today = datetime.now(tz=UTC).date()
+    since, until = today.isoformat(), (today + timedelta(days=1)).isoformat()
+    announce(out, f"CYCLE {since}..{until}: assemble what users reported, retrain, gate, promote")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        child = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "l2loop", "dataset", "assemble"),
+            *("--since", since, "--until", until, "--retrain"),
+            env={**os.environ, **settings.to_env()},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+        )
+        finished = asyncio.ensure_future(child.communicate())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not finished.done():
+            child.terminate()
+            await finished
+            stopped.cancel()
+            return
+        stopped.cancel()
+    stdout, _ = finished.result()
+    if child.returncode != 0:
+        announce(out, f"CYCLE failed (exit {child.returncode}); see {log_path}")
+        return
+    record = CycleRecord.model_validate_json(stdout)
+    curated = orjson.loads((Path(record.dataset_path) / "manifest.json").read_bytes())["curated"]
+    announce(
+        out,
+        f"CYCLE {record.period}: {curated['examples']} curated examples, "
+        f"{curated['additions']} new to the base corpus; {record.decision()}; "
+        f"report {record.report}",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +289,7 @@ async def _summarise(
                         )
                         alert = decode_record(raw, Alert, id_field="fingerprint")
                         if not isinstance(alert, DeadLetter):
-                            # On a terminal, above the live line, which is drawn again below.
-                            line = alert_line(alert)
-                            out.write(f"\r\x1b[2K{line}\n" if tty else f"{line}\n")
+                            announce(out, alert_line(alert))
                     else:
                         summary.add_verdict(now, orjson.loads(record.value))
             if now >= next_print:
@@ -309,6 +357,7 @@ async def _run(
     rate: float,
     duration_s: float,
     spike: Spike | None,
+    cycle_at_s: float | None,
     api_url: str,
     supervisor: Supervisor,
     out: TextIO,
@@ -338,6 +387,9 @@ async def _run(
     ]
     if spike is not None:
         jobs.append(run_spike(settings, stop, at_s=spike.at_s, for_s=spike.for_s))
+    if cycle_at_s is not None:
+        log_path = settings.data_dir / "logs" / "cycle.log"
+        jobs.append(run_demo_cycle(settings, stop, cycle_at_s, log_path, out))
     await asyncio.gather(*jobs)
 
 
@@ -349,6 +401,7 @@ def run_up(
     duration_s: float,
     window_s: int = DEMO_WINDOW_S,
     spike: Spike | None = None,
+    cycle_at_s: float | None = None,
     out: TextIO = sys.stdout,
 ) -> None:
     demo = settings.model_copy(update={"web_port": free_port(), "window_size_s": window_s})
@@ -370,7 +423,13 @@ def run_up(
             f"model={live.model_dir.name}\n"
             f"demo: windows of {window_s}s (production: an hour, L2LOOP_WINDOW_SIZE_S)   "
             f"canaries={live.canary_probes_per_min:g}/min   simulated users report FPs over "
-            f"the API{spiking}\n"
+            f"the API{spiking}"
+            + (
+                f"   quarterly cycle on their reports {cycle_at_s:g}s after start"
+                if cycle_at_s is not None
+                else ""
+            )
+            + "\n"
             f"dashboard: {api_url}/?refresh=10   worker log: {log_path}   "
             f"other terminals: `l2loop tail scan-verdicts`, `l2loop alerts`   stop: Ctrl-C\n"
         )
@@ -409,7 +468,11 @@ def run_up(
                 )
                 supervisor.on_change = publish_pids
                 publish_pids(supervisor.pids)
-                asyncio.run(_run(live, prompts, rate, duration_s, spike, api_url, supervisor, out))
+                asyncio.run(
+                    _run(
+                        live, prompts, rate, duration_s, spike, cycle_at_s, api_url, supervisor, out
+                    )
+                )
             finally:
                 scheduler.stop()
                 api.stop()

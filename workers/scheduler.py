@@ -70,6 +70,16 @@ class CycleRecord(BaseModel):
     report: str | None = None
     finished_at: AwareDatetime
 
+    def decision(self) -> str:
+        """One line: the dataset, and the candidate with the gate's decision."""
+        if self.candidate_version is None:
+            return f"dataset {self.dataset_version} (not retrained)"
+        return (
+            f"dataset {self.dataset_version}; candidate {self.candidate_version}: gate "
+            f"{'ACCEPTED' if self.accepted else 'REJECTED'}, "
+            f"{'promoted' if self.promoted else 'not promoted'}"
+        )
+
 
 def run_quarterly_cycle(settings: Settings, period: Period, *, retrain: bool) -> CycleRecord:
     """Assembles the period's dataset; with ``retrain``, trains, gates and (on accept)

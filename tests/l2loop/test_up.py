@@ -77,7 +77,7 @@ def _verdicts(line: str) -> int:
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[UpProcess]:
-    process = UpProcess(tmp_path / "var", "--rate", "100", "--duration", "150")
+    process = UpProcess(tmp_path / "var", "--rate", "100", "--duration", "150", "--cycle-at", "0")
     try:
         yield process
     finally:
@@ -151,6 +151,7 @@ def test_up_shows_a_spike_fire_and_resolve_and_the_reports_of_its_users(tmp_path
     up = UpProcess(
         tmp_path / "var",
         *("--rate", "80", "--duration", "280", "--spike-at", "5", "--spike-for", "35"),
+        *("--cycle-at", "0"),
     )
     try:
         up.wait_for(lambda line: line.startswith("demo: windows of 60s"))
@@ -191,6 +192,41 @@ def test_up_shows_a_spike_fire_and_resolve_and_the_reports_of_its_users(tmp_path
         up.process.send_signal(signal.SIGINT)
         assert up.process.wait(timeout=60) == 0
         assert not (up.data_dir / "up.json").exists()
+    finally:
+        if up.process.poll() is None:
+            up.process.send_signal(signal.SIGINT)
+            up.process.wait(timeout=60)
+
+
+@pytest.mark.timeout(300)
+def test_up_runs_a_quarterly_cycle_on_what_its_users_reported(tmp_path: Path) -> None:
+    up = UpProcess(tmp_path / "var", "--rate", "100", "--duration", "280", "--cycle-at", "60")
+    try:
+        up.wait_for(lambda line: "quarterly cycle on their reports 60s after start" in line)
+        today = datetime.now(tz=UTC).date()
+        up.wait_for(lambda line: line.startswith(f"CYCLE {today.isoformat()}.."), 120)
+        done = up.wait_for(lambda line: line.startswith("CYCLE ") and "candidate" in line, 200)
+        found = re.search(r"dataset (\S+); candidate (\S+): gate (ACCEPTED|REJECTED), (\w+)", done)
+        assert found, done
+        dataset, candidate, decision, promoted = found.groups()
+        # The dataset holds what the demo's users reported (the demo's prompts come from the
+        # corpus generator, so most are already in the base corpus: the line says how many
+        # are new), the report says what the gate decided, and the candidate is registered
+        # whatever the decision.
+        curated = orjson.loads((up.data_dir / "datasets" / dataset / "manifest.json").read_bytes())[
+            "curated"
+        ]
+        assert curated["examples"] > 0, curated
+        assert f"{curated['examples']} curated examples, {curated['additions']} new" in done
+        report = (up.data_dir / "datasets" / dataset / "retrain-report.md").read_text()
+        assert f"candidate **{candidate}**" in report
+        assert (up.data_dir / "models" / "registry" / candidate).is_dir()
+        assert (decision == "ACCEPTED") == (promoted == "promoted")
+        if promoted == "promoted":
+            # The worker follows the pointer: verdicts now name the candidate.
+            up.wait_for(lambda line: f"model={candidate}" in line, 60)
+        up.process.send_signal(signal.SIGINT)
+        assert up.process.wait(timeout=60) == 0
     finally:
         if up.process.poll() is None:
             up.process.send_signal(signal.SIGINT)
