@@ -97,8 +97,8 @@ async def run_demo_cycle(
     curated = orjson.loads((Path(record.dataset_path) / "manifest.json").read_bytes())["curated"]
     announce(
         out,
-        f"CYCLE {record.period}: {curated['examples']} curated examples, "
-        f"{curated['additions']} new to the base corpus; {record.decision()}; "
+        f"CYCLE {record.period}: distinct curated examples {curated['examples']}, "
+        f"new to the base corpus {curated['additions']}; {record.decision()}; "
         f"report {record.report}",
     )
 

@@ -217,7 +217,10 @@ def test_up_runs_a_quarterly_cycle_on_what_its_users_reported(tmp_path: Path) ->
             "curated"
         ]
         assert curated["examples"] > 0, curated
-        assert f"{curated['examples']} curated examples, {curated['additions']} new" in done
+        assert (
+            f"distinct curated examples {curated['examples']}, "
+            f"new to the base corpus {curated['additions']};"
+        ) in done
         report = (up.data_dir / "datasets" / dataset / "retrain-report.md").read_text()
         assert f"candidate **{candidate}**" in report
         assert (up.data_dir / "models" / "registry" / candidate).is_dir()
