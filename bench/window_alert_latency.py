@@ -57,7 +57,8 @@ import bisect
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from scoring_throughput import fresh, send_keyed
 
+from l2loop.embedded import ManagedProcess, free_port
 from l2loop.logs import configure
 from l2loop.services import serving_settings
 from l2loop.settings import Settings
@@ -95,6 +97,35 @@ from workers.spike import register_spike_model
 
 HOUR = timedelta(hours=1)
 PROBE_TENANT = "bench-probe"
+# --split-roles: the window agent and the alert evaluator in a worker of their own, every
+# other role in the other. Both share the app id, so one consumer group: Faust's assignor
+# gives each topic's partitions only to the members whose agents subscribe to it.
+SPLIT_ROLES = ("score,reports,curated", "windows,alerts")
+
+
+def worker_processes(settings: Settings, split: bool, log_dir: Path) -> list[ManagedProcess]:
+    """One ``l2loop worker`` with every role, or (``split``) one per entry of SPLIT_ROLES."""
+    if not split:
+        log_path = log_dir / "bench-windows-worker.log"
+        return [l2loop_process(settings, "worker", ("worker",), settings.web_port, log_path)]
+    out = []
+    for roles in SPLIT_ROLES:
+        own = settings.model_copy(update={"worker_roles": roles, "web_port": free_port()})
+        log_path = log_dir / f"bench-windows-worker-{roles.replace(',', '-')}.log"
+        out.append(l2loop_process(own, f"worker ({roles})", ("worker",), own.web_port, log_path))
+    return out
+
+
+@contextmanager
+def all_running(processes: Sequence[ManagedProcess]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    with ExitStack() as stack:
+        yield [stack.enter_context(running(p)) for p in processes]
+
+
+def check_alive(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        if worker.poll() is not None:
+            raise RuntimeError(f"a worker exited with code {worker.returncode}")
 
 
 @dataclass(frozen=True)
@@ -182,11 +213,11 @@ class Seen:
 
 @dataclass
 class Collector:
-    """Everything the worker writes to one topic, with arrival times, as it happens."""
+    """Everything the workers write to one topic, with arrival times, as it happens."""
 
     settings: Settings
     topic: str
-    worker: subprocess.Popen[bytes]
+    workers: Sequence[subprocess.Popen[bytes]]
     seen: list[Seen] = field(default_factory=list)
 
     async def run(self) -> None:
@@ -200,8 +231,7 @@ class Collector:
         await consumer.start()
         try:
             while True:
-                if self.worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with code {self.worker.returncode}")
+                check_alive(self.workers)
                 batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
                 now = time.time()
                 for records in batches.values():
@@ -477,12 +507,12 @@ def keeping_up(
 
 
 async def pipeline_run(
-    settings: Settings, worker: subprocess.Popen[bytes], args: argparse.Namespace
+    settings: Settings, workers: Sequence[subprocess.Popen[bytes]], args: argparse.Namespace
 ) -> tuple[Throughput, list[SpikeFigures | str], list[Seen]]:
     t0 = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - 24 * HOUR
     layout = Layout(t0, args.labelled_per_hour, args.production_per_hour, settings)
-    verdicts = Collector(settings, SCAN_VERDICTS, worker)
-    alerts = Collector(settings, ALERTS, worker)
+    verdicts = Collector(settings, SCAN_VERDICTS, workers)
+    alerts = Collector(settings, ALERTS, workers)
     progress = WindowProgress(settings)
     client = connect(settings.redis_dsn)
     registry = ModelRegistry(settings.registry_dir)
@@ -528,7 +558,7 @@ async def pipeline_run(
 
 
 async def window_agent_alone(
-    settings: Settings, worker: subprocess.Popen[bytes], verdicts: Sequence[Seen]
+    settings: Settings, workers: Sequence[subprocess.Popen[bytes]], verdicts: Sequence[Seen]
 ) -> float:
     """Copies the run's verdicts to this topic set, partition for partition; verdicts/s."""
     progress = WindowProgress(settings)
@@ -543,7 +573,8 @@ async def window_agent_alone(
         await asyncio.gather(*pending)
         deadline = time.monotonic() + 600
         while progress.applied() < len(verdicts):
-            if worker.poll() is not None or time.monotonic() > deadline:
+            check_alive(workers)
+            if time.monotonic() > deadline:
                 raise RuntimeError("the window agent did not drain the copied verdicts")
             await asyncio.sleep(0.1)
         return progress.rate(len(verdicts))[0]
@@ -629,24 +660,27 @@ def main() -> None:
     parser.add_argument("--spike-labelled", type=int, default=1000)
     parser.add_argument("--late-left", type=int, default=100)
     parser.add_argument("--rate", type=float, default=200.0, help="spike traffic, events/s")
+    parser.add_argument(
+        "--split-roles",
+        action="store_true",
+        help=f"two workers, roles {' and '.join(SPLIT_ROLES)}; skips the window agent alone",
+    )
     args = parser.parse_args()
     configure("warn")
     base = Settings(data_dir=Path("var/bench"))
     with serving_settings(base) as live:
         settings = asyncio.run(registered(fresh(live, "windows")))
         asyncio.run(ensure_topics(settings))
-        log_path = live.data_dir / "bench-windows-worker.log"
-        with running(
-            l2loop_process(settings, "worker", ("worker",), settings.web_port, log_path)
-        ) as worker:
-            throughput, spikes, verdicts = asyncio.run(pipeline_run(settings, worker, args))
+        with all_running(worker_processes(settings, args.split_roles, live.data_dir)) as workers:
+            throughput, spikes, verdicts = asyncio.run(pipeline_run(settings, workers, args))
         rates = observed_rates(verdicts, settings.spike_model_version)
-        alone = fresh(live, "windows-alone")
-        asyncio.run(ensure_topics(alone))
-        with running(
-            l2loop_process(alone, "worker", ("worker",), alone.web_port, log_path)
-        ) as worker:
-            alone_rate = asyncio.run(window_agent_alone(alone, worker, verdicts))
+        alone_rate = None
+        if not args.split_roles:
+            # Measures the same with either layout: the score agent has nothing to do.
+            alone = fresh(live, "windows-alone")
+            asyncio.run(ensure_topics(alone))
+            with all_running(worker_processes(alone, False, live.data_dir)) as workers:
+                alone_rate = asyncio.run(window_agent_alone(alone, workers, verdicts))
     print(
         f"layout: {args.labelled_per_hour} labelled + {args.production_per_hour} production "
         f"events per hour of event time; spike model = model in service at threshold "
@@ -676,8 +710,9 @@ def main() -> None:
     for before, after in same_version_table(rates, settings, args.labelled_per_hour):
         into = f"{before} ({60 * before / args.labelled_per_hour:.0f} min)"
         print(f"{into:<34}{after:>16}")
+    who = f"workers with roles {' and '.join(SPLIT_ROLES)}" if args.split_roles else "one worker"
     print(
-        f"backlog of {throughput.verdicts} events, one worker: score agent "
+        f"backlog of {throughput.verdicts} events, {who}: score agent "
         f"{throughput.score_per_s:.0f} verdicts/s. Window agent: first apply "
         f"{throughput.first_apply_s:.1f} s after the first verdict, then caught up at "
         f"{throughput.catch_up_per_s:.0f} verdicts/s, caught up at {throughput.caught_up_s:.1f} s "
@@ -685,7 +720,10 @@ def main() -> None:
         f"{throughput.steady_lag} verdicts behind after that; done "
         f"{throughput.done_after_s:.2f} s after the last verdict"
     )
-    print(f"window agent alone over {len(verdicts)} copied verdicts: {alone_rate:.0f} verdicts/s")
+    if alone_rate is not None:
+        print(
+            f"window agent alone over {len(verdicts)} copied verdicts: {alone_rate:.0f} verdicts/s"
+        )
 
 
 if __name__ == "__main__":
