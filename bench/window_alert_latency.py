@@ -1,9 +1,17 @@
 """How soon ``fp_rate_spike`` fires after an FP spike's onset, and whether the window agent
 keeps up with the score agent: one real ``l2loop worker`` (score agent, window agent and alert
-evaluator in one process, as deployed), the real broker and Redis, same run.
+evaluator in one process, the default deployment) or two (``--split-roles``), the real broker
+and Redis, same run.
 
     python bench/window_alert_latency.py [--stable-hours 2] [--labelled-per-hour 3600]
         [--production-per-hour 2400] [--spike-labelled 1000] [--late-left 100] [--rate 200]
+        [--split-roles]
+
+``--split-roles`` runs parts 1 to 3 with two workers instead of one: the window agent and the
+alert evaluator in one (``L2LOOP_WORKER_ROLES=windows,alerts``), every other agent in the
+other (``score,reports,curated``), on the same topics, Redis and app id (one consumer group;
+Faust assigns a topic's partitions only among the workers whose agents read it). Either
+worker exiting ends the run. Part 4 is skipped: it measures the same with either layout.
 
 Event time is compressed: each hour of event time holds ``--labelled-per-hour`` canary probes
 (golden-set prompts with ``ground_truth``; 3,600 is the default canary rate of 60 a minute)
