@@ -482,7 +482,10 @@ class Throughput:
     verdicts: int
     score_per_s: float
     first_apply_s: float  # the window agent's first apply, after the first verdict
-    catch_up_per_s: float  # its rate while it had a backlog, the score agent running beside
+    most_behind: int  # from the first verdict on: the most verdicts it was behind
+    # Its rate while it had a backlog, the score agent running beside; None when it had
+    # none (caught up at its first apply, with nothing more to apply).
+    catch_up_per_s: float | None
     caught_up_s: float  # when it first had applied every verdict delivered so far
     scoring_s: float  # when the score agent's last verdict came
     steady_lag: int  # once caught up: the most verdicts it was behind the score agent
@@ -502,11 +505,14 @@ def keeping_up(
     caught = next((t, n) for t, n in samples if t > started[0] and n >= delivered(t))
     done = next(t for t, n in samples if n >= total)
     steady = [delivered(t) - n for t, n in samples if caught[0] <= t <= done]
+    behind = [delivered(t) - n for t, n in samples if arrivals[0] <= t <= done]
+    caught_up = caught[1] - started[1]
     return Throughput(
         verdicts=total,
         score_per_s=score_rate,
         first_apply_s=started[0] - arrivals[0],
-        catch_up_per_s=(caught[1] - started[1]) / max(caught[0] - started[0], 1e-9),
+        most_behind=max(behind, default=0),
+        catch_up_per_s=caught_up / max(caught[0] - started[0], 1e-9) if caught_up else None,
         caught_up_s=caught[0] - arrivals[0],
         scoring_s=arrivals[-1] - arrivals[0],
         steady_lag=max(steady, default=0),
@@ -718,12 +724,18 @@ def main() -> None:
     for before, after in same_version_table(rates, settings, args.labelled_per_hour):
         into = f"{before} ({60 * before / args.labelled_per_hour:.0f} min)"
         print(f"{into:<34}{after:>16}")
+    catch_up = (
+        "no backlog to catch up"
+        if throughput.catch_up_per_s is None
+        else f"catching up at {throughput.catch_up_per_s:.0f} verdicts/s"
+    )
     who = f"workers with roles {' and '.join(SPLIT_ROLES)}" if args.split_roles else "one worker"
     print(
         f"backlog of {throughput.verdicts} events, {who}: score agent "
         f"{throughput.score_per_s:.0f} verdicts/s. Window agent: first apply "
-        f"{throughput.first_apply_s:.1f} s after the first verdict, then caught up at "
-        f"{throughput.catch_up_per_s:.0f} verdicts/s, caught up at {throughput.caught_up_s:.1f} s "
+        f"{throughput.first_apply_s:.1f} s after the first verdict, at most "
+        f"{throughput.most_behind} verdicts behind from the first verdict on; {catch_up}, "
+        f"level with the score agent at {throughput.caught_up_s:.1f} s "
         f"(the last verdict came at {throughput.scoring_s:.1f} s), at most "
         f"{throughput.steady_lag} verdicts behind after that; done "
         f"{throughput.done_after_s:.2f} s after the last verdict"
