@@ -8,10 +8,11 @@ and Redis, same run.
         [--split-roles]
 
 ``--split-roles`` runs parts 1 to 3 with two workers instead of one: the window agent and the
-alert evaluator in one (``L2LOOP_WORKER_ROLES=windows,alerts``), every other agent in the
-other (``score,reports,curated``), on the same topics, Redis and app id (one consumer group;
-Faust assigns a topic's partitions only among the workers whose agents read it). Either
-worker exiting ends the run. Part 4 is skipped: it measures the same with either layout.
+alert evaluator in one (``L2LOOP_WORKER_ROLES=windows,alerts,curated``: the curated sink too,
+as it reads a topic the window agent reads, see SPLIT_ROLES), the score and report agents in
+the other (``score,reports``), on the same topics, Redis and app id (one consumer group).
+Either worker exiting ends the run. Part 4 is skipped: it measures the same with either
+layout.
 
 Event time is compressed: each hour of event time holds ``--labelled-per-hour`` canary probes
 (golden-set prompts with ``ground_truth``; 3,600 is the default canary rate of 60 a minute)
@@ -105,10 +106,12 @@ from workers.spike import register_spike_model
 
 HOUR = timedelta(hours=1)
 PROBE_TENANT = "bench-probe"
-# --split-roles: the window agent and the alert evaluator in a worker of their own, every
-# other role in the other. Both share the app id, so one consumer group: Faust's assignor
-# gives each topic's partitions only to the members whose agents subscribe to it.
-SPLIT_ROLES = ("score,reports,curated", "windows,alerts")
+# --split-roles: the window agent and the alert evaluator in a worker of their own. Both
+# workers share the app id, so one consumer group, and Faust's assignor shares each topic's
+# partitions among the members whose agents read it: a topic read by agents in both workers
+# would be split between them, each agent seeing only its part. The window agent reads
+# curated-examples (analyst labels) as the curated sink does, so the sink runs beside it.
+SPLIT_ROLES = ("score,reports", "windows,alerts,curated")
 
 
 def worker_processes(settings: Settings, split: bool, log_dir: Path) -> list[ManagedProcess]:
