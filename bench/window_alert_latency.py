@@ -487,7 +487,7 @@ class Throughput:
     first_apply_s: float  # the window agent's first apply, after the first verdict
     most_behind: int  # from the first verdict on: the most verdicts it was behind
     # Its rate while it had a backlog, the score agent running beside; None when it had
-    # none (caught up at its first apply, with nothing more to apply).
+    # none (at its first apply no further behind than it stayed once caught up).
     catch_up_per_s: float | None
     caught_up_s: float  # when it first had applied every verdict delivered so far
     scoring_s: float  # when the score agent's last verdict came
@@ -509,16 +509,19 @@ def keeping_up(
     done = next(t for t, n in samples if n >= total)
     steady = [delivered(t) - n for t, n in samples if caught[0] <= t <= done]
     behind = [delivered(t) - n for t, n in samples if arrivals[0] <= t <= done]
-    caught_up = caught[1] - started[1]
+    steady_lag = max(steady, default=0)
+    backlog = delivered(started[0]) - started[1] > steady_lag
     return Throughput(
         verdicts=total,
         score_per_s=score_rate,
         first_apply_s=started[0] - arrivals[0],
         most_behind=max(behind, default=0),
-        catch_up_per_s=caught_up / max(caught[0] - started[0], 1e-9) if caught_up else None,
+        catch_up_per_s=(caught[1] - started[1]) / max(caught[0] - started[0], 1e-9)
+        if backlog
+        else None,
         caught_up_s=caught[0] - arrivals[0],
         scoring_s=arrivals[-1] - arrivals[0],
-        steady_lag=max(steady, default=0),
+        steady_lag=steady_lag,
         done_after_s=done - arrivals[-1],
     )
 
