@@ -1,9 +1,18 @@
 """How soon ``fp_rate_spike`` fires after an FP spike's onset, and whether the window agent
 keeps up with the score agent: one real ``l2loop worker`` (score agent, window agent and alert
-evaluator in one process, as deployed), the real broker and Redis, same run.
+evaluator in one process, the default deployment) or two (``--split-roles``), the real broker
+and Redis, same run.
 
     python bench/window_alert_latency.py [--stable-hours 2] [--labelled-per-hour 3600]
         [--production-per-hour 2400] [--spike-labelled 1000] [--late-left 100] [--rate 200]
+        [--split-roles]
+
+``--split-roles`` runs parts 1 to 3 with two workers instead of one: the window agent and the
+alert evaluator in one (``L2LOOP_WORKER_ROLES=windows,alerts,curated``: the curated sink too,
+as it reads a topic the window agent reads, see SPLIT_ROLES), the score and report agents in
+the other (``score,reports``), on the same topics, Redis and app id (one consumer group).
+Either worker exiting ends the run. Part 4 is skipped: it measures the same with either
+layout.
 
 Event time is compressed: each hour of event time holds ``--labelled-per-hour`` canary probes
 (golden-set prompts with ``ground_truth``; 3,600 is the default canary rate of 60 a minute)
@@ -57,7 +66,8 @@ import bisect
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +76,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from scoring_throughput import fresh, send_keyed
 
+from l2loop.embedded import ManagedProcess, free_port
 from l2loop.logs import configure
 from l2loop.services import serving_settings
 from l2loop.settings import Settings
@@ -95,6 +106,37 @@ from workers.spike import register_spike_model
 
 HOUR = timedelta(hours=1)
 PROBE_TENANT = "bench-probe"
+# --split-roles: the window agent and the alert evaluator in a worker of their own. Both
+# workers share the app id, so one consumer group, and Faust's assignor shares each topic's
+# partitions among the members whose agents read it: a topic read by agents in both workers
+# would be split between them, each agent seeing only its part. The window agent reads
+# curated-examples (analyst labels) as the curated sink does, so the sink runs beside it.
+SPLIT_ROLES = ("score,reports", "windows,alerts,curated")
+
+
+def worker_processes(settings: Settings, split: bool, log_dir: Path) -> list[ManagedProcess]:
+    """One ``l2loop worker`` with every role, or (``split``) one per entry of SPLIT_ROLES."""
+    if not split:
+        log_path = log_dir / "bench-windows-worker.log"
+        return [l2loop_process(settings, "worker", ("worker",), settings.web_port, log_path)]
+    out = []
+    for roles in SPLIT_ROLES:
+        own = settings.model_copy(update={"worker_roles": roles, "web_port": free_port()})
+        log_path = log_dir / f"bench-windows-worker-{roles.replace(',', '-')}.log"
+        out.append(l2loop_process(own, f"worker ({roles})", ("worker",), own.web_port, log_path))
+    return out
+
+
+@contextmanager
+def all_running(processes: Sequence[ManagedProcess]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    with ExitStack() as stack:
+        yield [stack.enter_context(running(p)) for p in processes]
+
+
+def check_alive(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        if worker.poll() is not None:
+            raise RuntimeError(f"a worker exited with code {worker.returncode}")
 
 
 @dataclass(frozen=True)
@@ -182,11 +224,11 @@ class Seen:
 
 @dataclass
 class Collector:
-    """Everything the worker writes to one topic, with arrival times, as it happens."""
+    """Everything the workers write to one topic, with arrival times, as it happens."""
 
     settings: Settings
     topic: str
-    worker: subprocess.Popen[bytes]
+    workers: Sequence[subprocess.Popen[bytes]]
     seen: list[Seen] = field(default_factory=list)
 
     async def run(self) -> None:
@@ -200,8 +242,7 @@ class Collector:
         await consumer.start()
         try:
             while True:
-                if self.worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with code {self.worker.returncode}")
+                check_alive(self.workers)
                 batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
                 now = time.time()
                 for records in batches.values():
@@ -444,7 +485,10 @@ class Throughput:
     verdicts: int
     score_per_s: float
     first_apply_s: float  # the window agent's first apply, after the first verdict
-    catch_up_per_s: float  # its rate while it had a backlog, the score agent running beside
+    most_behind: int  # from the first verdict on: the most verdicts it was behind
+    # Its rate while it had a backlog, the score agent running beside; None when it had
+    # none (at its first apply no further behind than it stayed once caught up).
+    catch_up_per_s: float | None
     caught_up_s: float  # when it first had applied every verdict delivered so far
     scoring_s: float  # when the score agent's last verdict came
     steady_lag: int  # once caught up: the most verdicts it was behind the score agent
@@ -464,25 +508,31 @@ def keeping_up(
     caught = next((t, n) for t, n in samples if t > started[0] and n >= delivered(t))
     done = next(t for t, n in samples if n >= total)
     steady = [delivered(t) - n for t, n in samples if caught[0] <= t <= done]
+    behind = [delivered(t) - n for t, n in samples if arrivals[0] <= t <= done]
+    steady_lag = max(steady, default=0)
+    backlog = delivered(started[0]) - started[1] > steady_lag
     return Throughput(
         verdicts=total,
         score_per_s=score_rate,
         first_apply_s=started[0] - arrivals[0],
-        catch_up_per_s=(caught[1] - started[1]) / max(caught[0] - started[0], 1e-9),
+        most_behind=max(behind, default=0),
+        catch_up_per_s=(caught[1] - started[1]) / max(caught[0] - started[0], 1e-9)
+        if backlog
+        else None,
         caught_up_s=caught[0] - arrivals[0],
         scoring_s=arrivals[-1] - arrivals[0],
-        steady_lag=max(steady, default=0),
+        steady_lag=steady_lag,
         done_after_s=done - arrivals[-1],
     )
 
 
 async def pipeline_run(
-    settings: Settings, worker: subprocess.Popen[bytes], args: argparse.Namespace
+    settings: Settings, workers: Sequence[subprocess.Popen[bytes]], args: argparse.Namespace
 ) -> tuple[Throughput, list[SpikeFigures | str], list[Seen]]:
     t0 = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - 24 * HOUR
     layout = Layout(t0, args.labelled_per_hour, args.production_per_hour, settings)
-    verdicts = Collector(settings, SCAN_VERDICTS, worker)
-    alerts = Collector(settings, ALERTS, worker)
+    verdicts = Collector(settings, SCAN_VERDICTS, workers)
+    alerts = Collector(settings, ALERTS, workers)
     progress = WindowProgress(settings)
     client = connect(settings.redis_dsn)
     registry = ModelRegistry(settings.registry_dir)
@@ -528,7 +578,7 @@ async def pipeline_run(
 
 
 async def window_agent_alone(
-    settings: Settings, worker: subprocess.Popen[bytes], verdicts: Sequence[Seen]
+    settings: Settings, workers: Sequence[subprocess.Popen[bytes]], verdicts: Sequence[Seen]
 ) -> float:
     """Copies the run's verdicts to this topic set, partition for partition; verdicts/s."""
     progress = WindowProgress(settings)
@@ -543,7 +593,8 @@ async def window_agent_alone(
         await asyncio.gather(*pending)
         deadline = time.monotonic() + 600
         while progress.applied() < len(verdicts):
-            if worker.poll() is not None or time.monotonic() > deadline:
+            check_alive(workers)
+            if time.monotonic() > deadline:
                 raise RuntimeError("the window agent did not drain the copied verdicts")
             await asyncio.sleep(0.1)
         return progress.rate(len(verdicts))[0]
@@ -629,24 +680,27 @@ def main() -> None:
     parser.add_argument("--spike-labelled", type=int, default=1000)
     parser.add_argument("--late-left", type=int, default=100)
     parser.add_argument("--rate", type=float, default=200.0, help="spike traffic, events/s")
+    parser.add_argument(
+        "--split-roles",
+        action="store_true",
+        help=f"two workers, roles {' and '.join(SPLIT_ROLES)}; skips the window agent alone",
+    )
     args = parser.parse_args()
     configure("warn")
     base = Settings(data_dir=Path("var/bench"))
     with serving_settings(base) as live:
         settings = asyncio.run(registered(fresh(live, "windows")))
         asyncio.run(ensure_topics(settings))
-        log_path = live.data_dir / "bench-windows-worker.log"
-        with running(
-            l2loop_process(settings, "worker", ("worker",), settings.web_port, log_path)
-        ) as worker:
-            throughput, spikes, verdicts = asyncio.run(pipeline_run(settings, worker, args))
+        with all_running(worker_processes(settings, args.split_roles, live.data_dir)) as workers:
+            throughput, spikes, verdicts = asyncio.run(pipeline_run(settings, workers, args))
         rates = observed_rates(verdicts, settings.spike_model_version)
-        alone = fresh(live, "windows-alone")
-        asyncio.run(ensure_topics(alone))
-        with running(
-            l2loop_process(alone, "worker", ("worker",), alone.web_port, log_path)
-        ) as worker:
-            alone_rate = asyncio.run(window_agent_alone(alone, worker, verdicts))
+        alone_rate = None
+        if not args.split_roles:
+            # Measures the same with either layout: the score agent has nothing to do.
+            alone = fresh(live, "windows-alone")
+            asyncio.run(ensure_topics(alone))
+            with all_running(worker_processes(alone, False, live.data_dir)) as workers:
+                alone_rate = asyncio.run(window_agent_alone(alone, workers, verdicts))
     print(
         f"layout: {args.labelled_per_hour} labelled + {args.production_per_hour} production "
         f"events per hour of event time; spike model = model in service at threshold "
@@ -676,16 +730,26 @@ def main() -> None:
     for before, after in same_version_table(rates, settings, args.labelled_per_hour):
         into = f"{before} ({60 * before / args.labelled_per_hour:.0f} min)"
         print(f"{into:<34}{after:>16}")
+    catch_up = (
+        "no backlog to catch up"
+        if throughput.catch_up_per_s is None
+        else f"catching up at {throughput.catch_up_per_s:.0f} verdicts/s"
+    )
+    who = f"workers with roles {' and '.join(SPLIT_ROLES)}" if args.split_roles else "one worker"
     print(
-        f"backlog of {throughput.verdicts} events, one worker: score agent "
+        f"backlog of {throughput.verdicts} events, {who}: score agent "
         f"{throughput.score_per_s:.0f} verdicts/s. Window agent: first apply "
-        f"{throughput.first_apply_s:.1f} s after the first verdict, then caught up at "
-        f"{throughput.catch_up_per_s:.0f} verdicts/s, caught up at {throughput.caught_up_s:.1f} s "
+        f"{throughput.first_apply_s:.1f} s after the first verdict, at most "
+        f"{throughput.most_behind} verdicts behind from the first verdict on; {catch_up}, "
+        f"level with the score agent at {throughput.caught_up_s:.1f} s "
         f"(the last verdict came at {throughput.scoring_s:.1f} s), at most "
         f"{throughput.steady_lag} verdicts behind after that; done "
         f"{throughput.done_after_s:.2f} s after the last verdict"
     )
-    print(f"window agent alone over {len(verdicts)} copied verdicts: {alone_rate:.0f} verdicts/s")
+    if alone_rate is not None:
+        print(
+            f"window agent alone over {len(verdicts)} copied verdicts: {alone_rate:.0f} verdicts/s"
+        )
 
 
 if __name__ == "__main__":
