@@ -71,7 +71,7 @@ def worker(settings: Settings) -> None:
     from l2loop.resilience import EXIT_UNAVAILABLE, DependencyUnreachable
     from l2loop.services import await_services, serving_settings
     from l2model.runtime import ModelLoadError
-    from streams.app import Worker, create_app
+    from streams.app import RolesSplitError, Worker, create_app
 
     prepare_data_dir(settings)
     with serving_settings(settings) as live:
@@ -83,6 +83,8 @@ def worker(settings: Settings) -> None:
             loop.run_until_complete(await_services(live))
         except ModelLoadError as exc:
             raise StartupError(f"model: {exc}") from None
+        except RolesSplitError as exc:
+            raise StartupError(str(exc)) from None
         except DependencyUnreachable as exc:
             raise StartupError(str(exc), EXIT_UNAVAILABLE) from None
         Worker(app, live).execute_from_commandline()

@@ -72,8 +72,9 @@ log = get_logger(__name__)
 
 REPLAY_TENANT = "l2loop-replay"
 PROBE_TENANT = "l2loop-replay-probe"
-# Only what the loop needs: scoring, the report agent and the curated sink.
-REPLAY_ROLES = "score,reports,curated"
+# What the loop needs: scoring, the report agent and the curated sink, and the window agent
+# because it reads curated-examples too (a worker runs every reader of its topics).
+REPLAY_ROLES = "score,reports,windows,curated"
 TABLE_FILE = "replay.md"
 RECORD_FILE = "replay.json"
 POLL_MS = 500

@@ -7,7 +7,7 @@ Every worker also serves ``/health`` (its dependencies' state, l2loop.resilience
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import faust
@@ -23,10 +23,25 @@ from streams.alerts import register_alert_agent
 from streams.curated_sink import register_curated_sink
 from streams.reports import register_report_agent
 from streams.scoring import register_score_agent
+from streams.topics import (
+    CURATED_EXAMPLES,
+    LABEL_REPORTS,
+    SCAN_EVENTS,
+    SCAN_EVENTS_DLQ,
+    SCAN_VERDICTS,
+    WINDOW_STATS,
+)
 from streams.windows import register_window_agent
 
 
+class RolesSplitError(ValueError):
+    """The worker's roles leave out a role that reads one of their topics."""
+
+
 def create_app(settings: Settings) -> faust.App:
+    split = split_readers(settings.roles)
+    if split:
+        raise RolesSplitError("; ".join(split))
     app = faust.App(
         settings.app_id,
         broker=settings.faust_broker,
@@ -59,7 +74,8 @@ def create_app(settings: Settings) -> faust.App:
 
 
 # What each worker role runs: one agent (with its timers) per role, so that roles scale
-# apart (`L2LOOP_WORKER_ROLES=score` on many workers, `windows,alerts` on one, ...).
+# apart (`L2LOOP_WORKER_ROLES=score,reports` on many workers, `windows,alerts,curated` on
+# one, ...), as far as READS allows.
 ROLES: dict[str, Callable[[faust.App, Settings], None]] = {
     "score": register_score_agent,
     "reports": register_report_agent,
@@ -67,6 +83,35 @@ ROLES: dict[str, Callable[[faust.App, Settings], None]] = {
     "alerts": register_alert_agent,
     "curated": register_curated_sink,
 }
+
+# The topics each role's agent reads. Every worker joins one consumer group (the app id) and
+# Kafka gives each partition of a topic to one member: two roles reading one topic, run in
+# different workers, would each see only part of it (the window agent half the labels, the
+# curated sink half the examples). So a worker runs every role that reads a topic it reads,
+# and roles scale apart only where they share no topic (decision 0015).
+READS: dict[str, tuple[str, ...]] = {
+    "score": (SCAN_EVENTS,),
+    "reports": (LABEL_REPORTS,),
+    "windows": (SCAN_VERDICTS, SCAN_EVENTS_DLQ, CURATED_EXAMPLES),
+    "alerts": (WINDOW_STATS,),
+    "curated": (CURATED_EXAMPLES,),
+}
+
+
+def split_readers(roles: Sequence[str]) -> list[str]:
+    """For each topic that ``roles`` read together with a role they leave out, what is wrong
+    and what to run instead; empty when the roles are whole."""
+    problems = []
+    for topic in sorted({topic for role in roles for topic in READS[role]}):
+        readers = [role for role in ROLES if topic in READS[role]]
+        missing = [role for role in readers if role not in roles]
+        if missing:
+            problems.append(
+                f"worker roles {','.join(roles)} leave out {','.join(missing)}, which also "
+                f"reads {topic}: in one consumer group each would read only part of it; "
+                f"run {','.join(sorted({*roles, *missing}, key=list(ROLES).index))} together"
+            )
+    return problems
 
 
 def _serve_health_and_metrics(app: faust.App) -> None:

@@ -105,3 +105,12 @@ def test_a_setting_of_the_wrong_type_is_one_line_naming_the_variable(tmp_path: P
     done = run_worker(unreachable(tmp_path) | {"L2LOOP_PARTITIONS": "four"})
     assert done.returncode != 0
     assert "L2LOOP_PARTITIONS" in the_error_line(done)
+
+
+def test_roles_that_split_the_readers_of_a_topic_are_one_line_saying_what_to_run(
+    tmp_path: Path,
+) -> None:
+    done = run_worker(unreachable(tmp_path) | {"L2LOOP_WORKER_ROLES": "windows,alerts"})
+    assert done.returncode == 1
+    line = the_error_line(done)
+    assert "leave out curated" in line and "run windows,alerts,curated together" in line
