@@ -45,6 +45,18 @@ def decode_value(value: bytes | None) -> Any:
         return value.decode("utf-8", errors="backslashreplace")
 
 
+def topic_reader(settings: Settings, *topics: str, from_beginning: bool) -> AIOKafkaConsumer:
+    """A consumer of every partition of ``topics`` in no group: it reads, commits nothing and
+    takes nothing from the loop's own consumers."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+
+
 async def tail_records(
     settings: Settings,
     topic: str,
@@ -53,13 +65,7 @@ async def tail_records(
     idle_timeout_s: float | None = None,
 ) -> AsyncIterator[ConsumerRecord]:
     """Yields records of every partition of ``topic``; stops after ``idle_timeout_s`` of quiet."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-    )
+    consumer = topic_reader(settings, topic, from_beginning=from_beginning)
     await consumer.start()
     try:
         while True:

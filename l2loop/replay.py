@@ -30,11 +30,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from l2loop.api.reports import ReportsAnswer, ReportSubmission
-from l2loop.clients import produce_lines
+from l2loop.clients import produce_lines, topic_reader
 from l2loop.embedded import ManagedProcess, free_port
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
@@ -210,13 +209,7 @@ class VerdictReader:
     def __init__(self, settings: Settings, worker: ManagedProcess) -> None:
         self._settings = settings
         self._worker = worker
-        self._consumer = AIOKafkaConsumer(
-            settings.topic(SCAN_VERDICTS),
-            bootstrap_servers=settings.bootstrap_servers,
-            group_id=None,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
+        self._consumer = topic_reader(settings, settings.topic(SCAN_VERDICTS), from_beginning=True)
         self.seen: dict[str, Verdict] = {}
 
     async def start(self) -> None:
@@ -365,14 +358,20 @@ async def post_all(
 
 
 async def await_outcomes(
-    ledger: ReportLedger, report_ids: Sequence[str], reader: VerdictReader
+    settings: Settings, ledger: ReportLedger, report_ids: Sequence[str], reader: VerdictReader
 ) -> dict[str, ReportRoute]:
     """Waits until the report agent has decided on every accepted report (the ledger has a
-    route other than ``received`` for it); returns each one's route."""
+    route other than ``received`` for it); returns each one's route. A Redis outage is
+    waited out."""
     decided: dict[str, ReportRoute] = {}
     while len(decided) < len(report_ids):
         waiting = [report_id for report_id in report_ids if report_id not in decided]
-        outcomes = await ledger.get_many(waiting)
+        outcomes = await retry_until_done(
+            functools.partial(ledger.get_many, waiting),
+            dependency="redis",
+            what="replay_outcomes",
+            backoff=settings.backoff,
+        )
         for report_id, outcome in zip(waiting, outcomes, strict=True):
             if outcome is not None and outcome.route is not ReportRoute.RECEIVED:
                 decided[report_id] = outcome.route
@@ -426,16 +425,6 @@ async def await_curated(
         await reader.poll()
 
 
-async def _serving_version(settings: Settings, start: L2Model) -> str:
-    """The version the registry pointer names (the scorers follow it), else the start's."""
-    client = connect(settings.redis_dsn)
-    try:
-        current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
-    finally:
-        await client.aclose()
-    return start.version if current is None else current.version
-
-
 async def run_cycles(
     live: Settings,
     options: ReplayOptions,
@@ -449,6 +438,21 @@ async def run_cycles(
     key = (await issue_keys(live, [REPLAY_TENANT]))[REPLAY_TENANT]
     client = connect(live.redis_dsn)
     ledger = ReportLedger(client, key_prefix=live.topic_prefix, keep_s=live.report_keep_s)
+
+    pointer = ModelPointer(client, key_prefix=live.topic_prefix)
+
+    async def ledger_counts() -> dict[str, int]:
+        return await retry_until_done(
+            ledger.counts, dependency="redis", what="replay_counts", backoff=live.backoff
+        )
+
+    async def serving_version() -> str:
+        """The version the registry pointer names (the scorers follow it), else the start's."""
+        current = await retry_until_done(
+            pointer.current, dependency="redis", what="replay_pointer", backoff=live.backoff
+        )
+        return start.version if current is None else current.version
+
     store = CuratedStore(live.data_dir, hash_unflagged=live.hash_unflagged_texts)
     reader = VerdictReader(live, worker)
     labels = np.array([p.label for p in replayed])
@@ -479,14 +483,14 @@ async def run_cycles(
                 f"  errors: {drawn.false_positives} false positives, {drawn.misses} misses; "
                 f"reporting {len(drawn.fp)} FPs and {len(drawn.fn)} misses over the API"
             )
-            counted_before = await ledger.counts()
+            counted_before = await ledger_counts()
             posted = await post_all(live, api, key, submissions, echo)
-            decided = await await_outcomes(ledger, posted.accepted, reader)
+            decided = await await_outcomes(live, ledger, posted.accepted, reader)
             curated = {rid for rid, route in decided.items() if route is ReportRoute.CURATED}
             await await_curated(store, curated, started, reader)
             tally = tally_reports(
                 counted_before,
-                await ledger.counts(),
+                await ledger_counts(),
                 posted.quota_retries,
                 events=len(replayed),
                 model_version=in_service,
@@ -497,7 +501,7 @@ async def run_cycles(
             record = await run_exclusively(live, period, retrain=True, once=False)
             if record is None:
                 raise ReplayError(f"a cycle of {period.name} is running elsewhere")
-            in_service = await _serving_version(live, start)
+            in_service = await serving_version()
             outcome = CycleOutcome(
                 cycle=cycle, reports=tally, record=record, serving_after=in_service
             )

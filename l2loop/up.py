@@ -25,6 +25,7 @@ from typing import TextIO
 
 import orjson
 
+from l2loop.clients import topic_reader
 from l2loop.embedded import ManagedProcess, free_port
 from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS
@@ -259,19 +260,9 @@ async def _summarise(
     summary: LiveSummary,
     figures: LoopFigures,
 ) -> None:
-    from aiokafka import AIOKafkaConsumer
-
     verdicts, dlq = settings.topic(SCAN_VERDICTS), settings.topic(SCAN_EVENTS_DLQ)
     alerts = settings.topic(ALERTS)
-    consumer = AIOKafkaConsumer(
-        verdicts,
-        dlq,
-        alerts,
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-    )
+    consumer = topic_reader(settings, verdicts, dlq, alerts, from_beginning=False)
     await consumer.start()
     tty = out.isatty()
     next_print = time.monotonic() + 1.0

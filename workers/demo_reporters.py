@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 
+from l2loop.clients import topic_reader
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.settings import Settings
@@ -178,13 +178,7 @@ async def run_demo_reporters(
     keys = await issue_keys(settings, TENANTS)
     rng = random.Random(seed)
     topic = settings.topic(SCAN_VERDICTS)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-    )
+    consumer = topic_reader(settings, topic, from_beginning=False)
     await consumer.start()
     http = httpx.AsyncClient(base_url=api_url, timeout=settings.alert_receiver_timeout_s)
     pending: list[tuple[float, Candidate]] = []
