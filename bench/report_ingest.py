@@ -153,6 +153,7 @@ async def batch_costs(
             executor,
             model_max_chars=settings.model_max_chars,
             block_score=settings.block_score,
+            canary_tenant_id=settings.canary_tenant_id,
             suppressions=lookup,
         )
         for lookup in (None, store)
@@ -369,7 +370,7 @@ async def kafka_ingest(
     outcomes = []
     for start in range(0, len(reports), 50):  # within the client's connection pool
         chunk = reports[start : start + 50]
-        outcomes += await asyncio.gather(*(ledger.get(r.report_id) for r in chunk))
+        outcomes += await asyncio.gather(*(ledger.get(r.tenant_id, r.report_id) for r in chunk))
     latencies = [
         (o.decided_at.timestamp() - sent[o.report_id]) * 1000 for o in outcomes if o is not None
     ]

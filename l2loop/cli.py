@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from streams.reports import ReportServices
-    from streams.tenants import TenantKeys
+    from streams.tenants import ReporterRecord, TenantKeys, TenantRecord
 
 T = TypeVar("T")
 
@@ -622,15 +622,48 @@ def tenants_revoke(settings: Settings, tenant_id: str) -> None:
     click.echo(f"revoked {record.tenant_id}")
 
 
+@tenants.command("add-reporter")
+@click.argument("tenant_id")
+@click.argument("reporter_id")
+@click.pass_obj
+def tenants_add_reporter(settings: Settings, tenant_id: str, reporter_id: str) -> None:
+    """Print a key of REPORTER_ID of TENANT_ID, shown once: its reports count as a voice of
+    their own (a tenant key is one voice whatever reporter ids it sends). Again for the same
+    reporter: a new key, and the old one stops working at once."""
+    click.echo(_tenant_call(settings, lambda keys: keys.issue_reporter(tenant_id, reporter_id)))
+
+
+@tenants.command("revoke-reporter")
+@click.argument("tenant_id")
+@click.argument("reporter_id")
+@click.pass_obj
+def tenants_revoke_reporter(settings: Settings, tenant_id: str, reporter_id: str) -> None:
+    """Revoke the key of REPORTER_ID of TENANT_ID."""
+    record = _tenant_call(settings, lambda keys: keys.revoke_reporter(tenant_id, reporter_id))
+    click.echo(f"revoked {record.tenant_id}/{record.reporter_id}")
+
+
 @tenants.command("list")
 @click.pass_obj
 def tenants_list(settings: Settings) -> None:
-    """Every tenant: id, state, created, key issued."""
-    for record in _tenant_call(settings, lambda keys: keys.list()):
+    """Every tenant (id, state, created, key issued), then every reporter key
+    (tenant/reporter, state, key issued)."""
+
+    async def both(keys: TenantKeys) -> tuple[list[TenantRecord], list[ReporterRecord]]:
+        return await keys.list(), await keys.reporters()
+
+    tenants_, reporters = _tenant_call(settings, both)
+    for record in tenants_:
         state = "active" if record.active else "revoked"
         click.echo(
             f"{record.tenant_id}\t{state}\t{record.created_at:%Y-%m-%d %H:%M}\t"
             f"{record.key_issued_at:%Y-%m-%d %H:%M}"
+        )
+    for reporter in reporters:
+        state = "active" if reporter.active else "revoked"
+        click.echo(
+            f"{reporter.tenant_id}/{reporter.reporter_id}\t{state}\t"
+            f"{reporter.key_issued_at:%Y-%m-%d %H:%M}"
         )
 
 
@@ -670,7 +703,14 @@ def review_log(settings: Settings) -> None:
         sys.stdout.buffer.write(orjson.dumps(decision.model_dump(mode="json")) + b"\n")
 
 
-def _decide(settings: Settings, report_id: str, action: str, reviewer: str, why: str) -> str:
+def _decide(
+    settings: Settings,
+    report_id: str,
+    tenant: str | None,
+    action: str,
+    reviewer: str,
+    why: str,
+) -> str:
     from aiokafka import AIOKafkaProducer
 
     from l2loop.services import attached_settings
@@ -696,9 +736,9 @@ def _decide(settings: Settings, report_id: str, action: str, reviewer: str, why:
                 curated_topic=live.topic(CURATED_EXAMPLES),
             )
             if action == "release":
-                example = await reviewer_.release(report_id, reviewer, why)
+                example = await reviewer_.release(report_id, reviewer, why, tenant_id=tenant)
                 return f"released {report_id}: example {example.example_id} curated"
-            await reviewer_.discard(report_id, reviewer, why)
+            await reviewer_.discard(report_id, reviewer, why, tenant_id=tenant)
             return f"discarded {report_id}"
         finally:
             await producer.stop()
@@ -711,26 +751,35 @@ def _decide(settings: Settings, report_id: str, action: str, reviewer: str, why:
 
 _REVIEWER = click.option("--reviewer", required=True, help="who decides (kept in the audit log)")
 _WHY = click.option("--why", required=True, help="why (kept in the audit log)")
+_TENANT = click.option(
+    "--tenant", default=None, help="the reporting tenant, when several hold REPORT_ID"
+)
 
 
 @review.command("release")
 @click.argument("report_id")
+@_TENANT
 @_REVIEWER
 @_WHY
 @click.pass_obj
-def review_release(settings: Settings, report_id: str, reviewer: str, why: str) -> None:
+def review_release(
+    settings: Settings, report_id: str, tenant: str | None, reviewer: str, why: str
+) -> None:
     """Release REPORT_ID into curated-examples, marked released-in-review."""
-    click.echo(_decide(settings, report_id, "release", reviewer, why))
+    click.echo(_decide(settings, report_id, tenant, "release", reviewer, why))
 
 
 @review.command("discard")
 @click.argument("report_id")
+@_TENANT
 @_REVIEWER
 @_WHY
 @click.pass_obj
-def review_discard(settings: Settings, report_id: str, reviewer: str, why: str) -> None:
+def review_discard(
+    settings: Settings, report_id: str, tenant: str | None, reviewer: str, why: str
+) -> None:
     """Discard REPORT_ID: it teaches nothing."""
-    click.echo(_decide(settings, report_id, "discard", reviewer, why))
+    click.echo(_decide(settings, report_id, tenant, "discard", reviewer, why))
 
 
 @main.group()

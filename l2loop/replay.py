@@ -367,7 +367,7 @@ async def await_outcomes(
     while len(decided) < len(report_ids):
         waiting = [report_id for report_id in report_ids if report_id not in decided]
         outcomes = await retry_until_done(
-            functools.partial(ledger.get_many, waiting),
+            functools.partial(ledger.get_many, REPLAY_TENANT, waiting),
             dependency="redis",
             what="replay_outcomes",
             backoff=settings.backoff,

@@ -156,12 +156,23 @@ class Settings(BaseSettings):
     report_high_confidence_score: float = Field(
         0.9, gt=0, le=1, description="an FP report on an event scored at or above goes to review"
     )
+    # Trust has units (docs/decisions/0018-trust-has-units.md): a quorum counts
+    # authenticated principals (a tenant key is one, each operator-issued reporter key is
+    # one), and production-confirmed also needs that many distinct tenants, so that no
+    # single tenant can make a weight-5.0 example alone.
     report_quorum: int = Field(
         3,
         ge=2,
-        description="distinct reporters (a second tenant counts as one more) that "
-        "make a curated example production-confirmed",
+        description="distinct authenticated principals that make a curated example "
+        "production-confirmed",
     )
+    report_confirm_min_tenants: int = Field(
+        2, ge=2, description="distinct tenants a production-confirmed example needs"
+    )
+    # The seen-event index (streams/verdict_store.py): how long after its hour an event the
+    # model allowed can still be named by a false-negative claim that is then curated; a
+    # claim it cannot verify goes to review. 0 keeps no index: every such claim is reviewed.
+    seen_event_ttl_s: int = Field(2 * 24 * 3600, ge=0)
     report_quota_window_s: int = Field(3600, ge=1)
     report_quota_per_reporter: int = Field(50, ge=1, description="reports per window")
     report_quota_per_tenant: int = Field(5000, ge=1, description="reports per window")

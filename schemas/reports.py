@@ -35,6 +35,12 @@ class LabelReport(BaseModel):
     text: str | None = Field(None, max_length=32 * 1024)
     event_ts: EventTime | None = None
     channel: Channel = "kafka"
+    authenticated_reporter: bool = Field(
+        False,
+        description="set by the API when an operator-issued reporter key sent the report, so "
+        "that reporter_id is authenticated; otherwise the tenant's key vouches for it and the "
+        "tenant is one voice (a Kafka record's claim of it is ignored)",
+    )
 
 
 class ReportRoute(StrEnum):
@@ -78,21 +84,29 @@ class CuratedExample(TrainingRecord):
     tenant_id: Identifier
     report_kind: ReportKind
     report_ids: list[Identifier] = Field(min_length=1)
-    reporter_count: int = Field(ge=1)
+    reporter_count: int = Field(ge=1, description="distinct reporter ids, as their keys state")
     tenant_count: int = Field(1, ge=1)
+    principal_count: int = Field(
+        1,
+        ge=1,
+        description="distinct authenticated principals (tenant keys, operator-issued reporter "
+        "keys): what weight and confirmation count",
+    )
     model_version: str
     model_score: Probability
     confirmed: bool = Field(
         False,
-        description="a quorum of distinct reporters, or released in review: enough for a "
-        "suppression to follow",
+        description="production-confirmed: a quorum of authenticated principals from enough "
+        "distinct tenants, or released in review",
     )
     released_in_review: bool = False
     reviewed_by: str | None = None
     curated_at: EventTime = Field(default_factory=utc_now)
 
 
-QuarantineReason = Literal["high_confidence_threat", "l1_critical", "conflicting_reports"]
+QuarantineReason = Literal[
+    "high_confidence_threat", "l1_critical", "conflicting_reports", "unverified_claim"
+]
 
 
 class QuarantinedReport(BaseModel):
@@ -125,6 +139,9 @@ class ReviewDecision(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     report_id: Identifier
+    tenant_id: Identifier | None = Field(
+        None, description="the reporting tenant (report ids are per tenant)"
+    )
     action: ReviewAction
     reviewer: Identifier
     why: str = Field(min_length=1, max_length=2000)

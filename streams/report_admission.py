@@ -31,6 +31,9 @@ from streams.report_rules import (
     Rejection,
     RejectReason,
     check_report,
+    claim_verified,
+    own_verdict,
+    principal,
     quota_window,
     retry_after,
 )
@@ -43,14 +46,16 @@ REPORTS_TOTAL = Counter(
     ["route", "reason"],
 )
 
-# KEYS: admitted-marker, duplicate guard, reporter quota, tenant quota
-# ARGV: report id, fingerprint, reporter limit, tenant limit, window end (epoch s), keep s
+# KEYS: admitted-marker, duplicate guard, principal quota, tenant quota
+# ARGV: report id, fingerprint, principal limit, tenant limit, window end (epoch s), keep s,
+#       '1' when the report must already have been admitted by the API
 _ADMIT: Final = """
 local marker = redis.call('GET', KEYS[1])
 if marker then
   if marker == ARGV[2] then return 'replay' end
   return 'report_id_taken'
 end
+if ARGV[7] == '1' then return 'not_admitted' end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then return 'duplicate' end
 if tonumber(redis.call('GET', KEYS[3]) or '0') >= tonumber(ARGV[3]) then
@@ -88,7 +93,19 @@ return 1
 @dataclass(frozen=True, slots=True)
 class Admitted:
     report: LabelReport
+    # The reporter's own tenant's flagged verdict, if the store holds it.
     stored: StoredVerdict | None
+    # A false-negative claim whose event, tenant and text the seen-event index confirms.
+    verified_claim: bool = False
+
+
+def report_key(tenant_id: str | None, report_id: str) -> str:
+    """Where a report id lives: ids are the tenant's own, so two tenants may use the same
+    one without learning of each other. The length makes the pair unambiguous; records
+    that never became a report (no tenant) have a namespace of their own."""
+    if tenant_id is None:
+        return f"-:{report_id}"
+    return f"{len(tenant_id)}:{tenant_id}:{report_id}"
 
 
 def fingerprint(report: LabelReport) -> str:
@@ -129,29 +146,57 @@ class ReportAdmission:
     def _keys(self, report: LabelReport, window: int) -> list[str]:
         p, tenant = self._prefix, report.tenant_id
         return [
-            f"{p}report-admitted:{report.report_id}",
+            f"{p}report-admitted:{report_key(tenant, report.report_id)}",
             f"{p}report-dedupe:{tenant}:{report.reporter_id}:{report.event_id}",
-            f"{p}report-quota:reporter:{tenant}:{report.reporter_id}:{window}",
+            # Quotas are keyed by what is authenticated: reporter ids a tenant key states
+            # share their tenant's principal, so changing the id dodges nothing.
+            f"{p}report-quota:principal:{principal(report)}:{window}",
             f"{p}report-quota:tenant:{tenant}:{window}",
         ]
 
-    async def admit(self, reports: Sequence[LabelReport]) -> list[Admitted | Rejection]:
-        """One answer per report, in order: admitted (with its verdict) or why not."""
+    def _principal_limit(self, report: LabelReport) -> int:
+        if principal(report).startswith("reporter:"):
+            return self._quotas.per_reporter
+        return self._quotas.per_tenant
+
+    async def _seen(self, reports: Sequence[LabelReport]) -> list[str | None]:
+        """For each report, in order, the seen-event index's digest of the event its
+        false-negative claim names (None for other kinds)."""
+        claims = [
+            (index, (report.event_id, report.event_ts))
+            for index, report in enumerate(reports)
+            if report.kind == "false_negative" and report.event_ts is not None
+        ]
+        digests = await self._verdicts.seen_digests([claim for _, claim in claims])
+        found: list[str | None] = [None] * len(reports)
+        for (index, _), digest in zip(claims, digests, strict=True):
+            found[index] = digest
+        return found
+
+    async def admit(
+        self, reports: Sequence[LabelReport], *, http_admitted_only: bool = False
+    ) -> list[Admitted | Rejection]:
+        """One answer per report, in order: admitted (with its verdict) or why not.
+
+        ``http_admitted_only`` (the agent): a report whose channel says ``http`` passes only
+        if the API admitted it, so a Kafka producer cannot pose as the API to claim an
+        authenticated reporter.
+        """
         if not reports:
             return []
-        stored, tenants = await asyncio.gather(
+        found, tenants, seen = await asyncio.gather(
             self._verdicts.get_many([report.event_id for report in reports]),
             self._tenants.get_many([report.tenant_id for report in reports]),
+            self._seen(reports),
         )
+        stored = [own_verdict(report, found.get(report.event_id)) for report in reports]
         answers: list[Admitted | Rejection | None] = []
         claims: list[int] = []
         now = self._clock()
         window, window_ends = quota_window(now, self._quotas.window_s)
         async with self._client.pipeline(transaction=False) as pipe:
             for index, report in enumerate(reports):
-                rejection = check_report(
-                    report, stored.get(report.event_id), tenants.get(report.tenant_id)
-                )
+                rejection = check_report(report, stored[index], tenants.get(report.tenant_id))
                 answers.append(rejection)
                 if rejection is None:
                     claims.append(index)
@@ -160,10 +205,11 @@ class ReportAdmission:
                         args=[
                             report.report_id,
                             fingerprint(report),
-                            self._quotas.per_reporter,
+                            self._principal_limit(report),
                             self._quotas.per_tenant,
                             window_ends,
                             self._keep_s,
+                            "1" if http_admitted_only and report.channel == "http" else "0",
                         ],
                         client=pipe,
                     )
@@ -172,7 +218,8 @@ class ReportAdmission:
             report = reports[index]
             code = result.decode() if isinstance(result, bytes) else str(result)
             if code in ("admitted", "replay"):
-                answers[index] = Admitted(report, stored.get(report.event_id))
+                verified = claim_verified(report, seen[index])
+                answers[index] = Admitted(report, stored[index], verified)
             else:
                 answers[index] = _claim_rejection(report, RejectReason(code), now, window_ends)
         return [answer for answer in answers if answer is not None]
@@ -189,6 +236,10 @@ def _claim_rejection(
         )
     if reason is RejectReason.REPORT_ID_TAKEN:
         return Rejection(reason, f"report id {report.report_id!r} is taken", "report_id")
+    if reason is RejectReason.NOT_ADMITTED:
+        return Rejection(
+            reason, "a report marked as sent over HTTP that the API never admitted", "channel"
+        )
     who = "reporter" if reason is RejectReason.REPORTER_QUOTA else "tenant"
     return Rejection(
         reason,
@@ -215,8 +266,8 @@ class ReportLedger:
         self._keep_s = keep_s
         self._record = client.register_script(_RECORD)
 
-    def _key(self, report_id: str) -> str:
-        return f"{self._prefix}report:{report_id}"
+    def _key(self, tenant_id: str | None, report_id: str) -> str:
+        return f"{self._prefix}report:{report_key(tenant_id, report_id)}"
 
     async def record(
         self,
@@ -234,7 +285,7 @@ class ReportLedger:
         async with self._client.pipeline(transaction=False) as pipe:
             for outcome, field in zip(outcomes, fields, strict=True):
                 await self._record(
-                    keys=[self._key(outcome.report_id), self._counts],
+                    keys=[self._key(outcome.tenant_id, outcome.report_id), self._counts],
                     args=[
                         outcome.route.value,
                         to_bytes(outcome),
@@ -260,15 +311,18 @@ class ReportLedger:
         for rejection in rejections:
             REPORTS_TOTAL.labels("rejected", rejection.reason.value).inc()
 
-    async def get(self, report_id: str) -> ReportOutcome | None:
-        raw = await self._client.hget(self._key(report_id), "outcome")
+    async def get(self, tenant_id: str | None, report_id: str) -> ReportOutcome | None:
+        """A report's outcome; ``tenant_id`` None for a record that never became a report."""
+        raw = await self._client.hget(self._key(tenant_id, report_id), "outcome")
         return None if raw is None else ReportOutcome.model_validate_json(raw)
 
-    async def get_many(self, report_ids: Sequence[str]) -> list[ReportOutcome | None]:
-        """The outcomes of ``report_ids``, in order, in one round trip."""
+    async def get_many(
+        self, tenant_id: str | None, report_ids: Sequence[str]
+    ) -> list[ReportOutcome | None]:
+        """The outcomes of one tenant's ``report_ids``, in order, in one round trip."""
         async with self._client.pipeline(transaction=False) as pipe:
             for report_id in report_ids:
-                pipe.hget(self._key(report_id), "outcome")
+                pipe.hget(self._key(tenant_id, report_id), "outcome")
             raws = await pipe.execute()
         return [None if raw is None else ReportOutcome.model_validate_json(raw) for raw in raws]
 

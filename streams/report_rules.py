@@ -7,6 +7,7 @@ their own; ``streams.report_admission`` and ``streams.reports`` apply them to li
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -16,6 +17,7 @@ from l2model.record import BENIGN, text_key
 from schemas.reports import CuratedExample, LabelReport, QuarantinedReport, QuarantineReason
 from schemas.verdicts import StoredVerdict
 from streams.tenants import TenantRecord
+from streams.verdict_store import event_digest
 
 THREAT_FAMILIES = tuple(family for family in FAMILIES if family != BENIGN)
 
@@ -38,6 +40,7 @@ class RejectReason(StrEnum):
     BATCH_TOO_LARGE = "batch_too_large"
     UNKNOWN_TENANT = "unknown_tenant"
     TENANT_REVOKED = "tenant_revoked"
+    WRONG_REPORTER = "wrong_reporter"
     MISSING_TEXT = "missing_text"
     UNEXPECTED_TEXT = "unexpected_text"
     MISSING_FAMILY = "missing_family"
@@ -47,6 +50,8 @@ class RejectReason(StrEnum):
     ALREADY_FLAGGED = "already_flagged"
     DUPLICATE = "duplicate"
     REPORT_ID_TAKEN = "report_id_taken"
+    # Marked as sent over HTTP, but the API never admitted it (agent only).
+    NOT_ADMITTED = "not_admitted"
     REPORTER_QUOTA = "reporter_quota"
     TENANT_QUOTA = "tenant_quota"
     GOLDEN_SET = "golden_set"
@@ -68,6 +73,7 @@ _STATUS: dict[RejectReason, int] = {
     RejectReason.TENANT_REVOKED: 401,
     RejectReason.UNKNOWN_TENANT: 403,
     RejectReason.WRONG_TENANT: 403,
+    RejectReason.WRONG_REPORTER: 403,
     RejectReason.UNKNOWN_EVENT: 404,
     RejectReason.NOT_FLAGGED: 409,
     RejectReason.ALREADY_FLAGGED: 409,
@@ -78,6 +84,7 @@ _STATUS: dict[RejectReason, int] = {
     RejectReason.TENANT_QUOTA: 429,
     # Decided after acceptance, by the agent: never an HTTP answer, only an outcome.
     RejectReason.GOLDEN_SET: 422,
+    RejectReason.NOT_ADMITTED: 422,
 }
 
 
@@ -96,6 +103,36 @@ def _threat_family(report: LabelReport, stored: StoredVerdict | None) -> str | N
     if stored is not None and stored.verdict.family in THREAT_FAMILIES:
         return stored.verdict.family
     return None
+
+
+def own_verdict(report: LabelReport, stored: StoredVerdict | None) -> StoredVerdict | None:
+    """The stored verdict a report may use: only one of the reporter's own tenant. Another
+    tenant's event is treated exactly as an unknown one, so that no answer tells a tenant
+    that it exists."""
+    if stored is None or stored.verdict.tenant_id != report.tenant_id:
+        return None
+    return stored
+
+
+def principal(report: LabelReport) -> str:
+    """The authenticated voice behind a report (decision 0018): an operator-issued reporter
+    key is a voice of its own; otherwise the tenant's key is, whatever reporter ids it
+    states. Only the API can vouch for a reporter key, so a Kafka record's claim is ignored.
+    The tenant id's length keeps the two parts of a reporter principal unambiguous."""
+    if report.authenticated_reporter and report.channel == "http":
+        return f"reporter:{len(report.tenant_id)}:{report.tenant_id}:{report.reporter_id}"
+    return f"tenant:{report.tenant_id}"
+
+
+def claim_verified(report: LabelReport, seen_digest: str | None) -> bool:
+    """Whether a false-negative claim names an event the scorer saw, of the reporter's own
+    tenant, with the text the claim carries (``seen_digest``: what the seen-event index
+    holds for the event, None when it holds nothing)."""
+    if report.kind != "false_negative" or report.text is None or seen_digest is None:
+        return False
+    return secrets.compare_digest(
+        seen_digest, event_digest(report.tenant_id, text_key(report.text))
+    )
 
 
 def check_report(
@@ -126,6 +163,7 @@ def check_report(
             f"a {report.kind} report names a stored event; only false_negative carries text",
             "text" if report.text is not None else "event_ts",
         )
+    stored = own_verdict(report, stored)
     if stored is None and report.kind != "false_negative":
         return Rejection(
             RejectReason.UNKNOWN_EVENT,
@@ -133,12 +171,6 @@ def check_report(
             "event_id",
         )
     if stored is not None:
-        if stored.verdict.tenant_id != report.tenant_id:
-            return Rejection(
-                RejectReason.WRONG_TENANT,
-                f"event {report.event_id!r} belongs to another tenant",
-                "event_id",
-            )
         flagged = stored.verdict.is_threat
         if report.kind in ("false_positive", "confirmed_threat") and not flagged:
             return Rejection(
@@ -188,13 +220,26 @@ def example_text(report: LabelReport, stored: StoredVerdict | None) -> str:
 
 
 def quarantine_reason(
-    report: LabelReport, stored: StoredVerdict | None, high_confidence_score: float
+    report: LabelReport,
+    stored: StoredVerdict | None,
+    high_confidence_score: float,
+    *,
+    verified_claim: bool = False,
 ) -> tuple[QuarantineReason, str] | None:
-    """Why a false-positive report must be seen by a person before it may teach anything.
+    """Why a report must be seen by a person before it may teach anything.
 
-    Reporter counts play no part: no number of reports turns a confident or L1-critical
-    detection into a benign label without review.
+    A false-positive claim on a confident or L1-critical detection: reporter counts play no
+    part, no number of reports turns one into a benign label without review. A
+    false-negative claim whose text is not that of an event the scorer saw for the
+    reporter's tenant (``verified_claim``, see ``claim_verified``): free text is only a
+    person's word until someone checks it.
     """
+    if report.kind == "false_negative" and not verified_claim:
+        return (
+            "unverified_claim",
+            f"no event {report.event_id!r} of this tenant with this text was scored within "
+            "the seen-event window (unknown, another tenant's, another text, or too old)",
+        )
     if report.kind != "false_positive" or stored is None:
         return None
     verdict = stored.verdict
@@ -217,23 +262,27 @@ class Strength:
     confirmed: bool
 
 
-def example_strength(reporters: int, tenants: int, quorum: int) -> Strength:
-    """Weight and confidence from independent support: distinct reporters, and each tenant
-    beyond the first as one more (reporters of different tenants rarely collude).
+def example_strength(principals: int, tenants: int, quorum: int, min_tenants: int) -> Strength:
+    """Weight and confidence from independent support (decision 0018): distinct
+    authenticated principals, never reporter ids one key states.
 
-    One report gives a bulk-level example (weight 1.0, confidence 0.5); a quorum makes it
-    production-confirmed (5.0, 1.0); in between grows linearly.
+    One principal gives a bulk-level example (weight 1.0, confidence 0.5). Production-
+    confirmed (5.0, 1.0) takes a quorum of principals from at least ``min_tenants`` tenants:
+    a single tenant, however many reporter keys it holds, stays one step below. In between
+    grows linearly.
     """
-    support = max(1, reporters) + max(0, tenants - 1)
-    if support >= quorum:
+    support = max(1, principals)
+    if support >= quorum and tenants >= min_tenants:
         return Strength(CONFIRMED_WEIGHT, 1.0, True)
-    share = (support - 1) / (quorum - 1)
+    share = (min(support, quorum - 1) - 1) / (quorum - 1)
     weight = SINGLE_REPORT_WEIGHT + (CONFIRMED_WEIGHT - SINGLE_REPORT_WEIGHT) * share
     confidence = SINGLE_REPORT_CONFIDENCE + (1.0 - SINGLE_REPORT_CONFIDENCE) * share
     return Strength(round(weight, 3), round(confidence, 3), False)
 
 
 RELEASED = Strength(CONFIRMED_WEIGHT, 1.0, True)
+# One authenticated voice: what any single report, or one key's many, is worth.
+ONE_VOICE = Strength(SINGLE_REPORT_WEIGHT, SINGLE_REPORT_CONFIDENCE, False)
 
 _SOURCES = {
     "false_positive": "production_false_positive",
@@ -255,6 +304,7 @@ class Support:
     report_ids: list[str]
     reporters: int
     tenants: int
+    principals: int
 
 
 def curated_example(
@@ -289,7 +339,8 @@ def curated_example(
     review = f"; released in review by {released_by}" if released_by else ""
     notes = (
         f"{report.kind} reported by {support.reporters} reporter(s) in {support.tenants} "
-        f"tenant(s); model {model_version} scored {model_score:.3f}{review}"
+        f"tenant(s), {support.principals} authenticated principal(s); model {model_version} "
+        f"scored {model_score:.3f}{review}"
     )
     return CuratedExample.build(
         text,
@@ -310,6 +361,7 @@ def curated_example(
         report_ids=support.report_ids,
         reporter_count=support.reporters,
         tenant_count=support.tenants,
+        principal_count=support.principals,
         model_version=model_version,
         model_score=model_score,
         confirmed=strength.confirmed,

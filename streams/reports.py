@@ -55,6 +55,7 @@ from streams.report_admission import (
     Quotas,
     ReportAdmission,
     ReportLedger,
+    report_key,
 )
 from streams.report_rules import (
     RELEASED,
@@ -65,6 +66,7 @@ from streams.report_rules import (
     curated_example,
     example_strength,
     example_text,
+    principal,
     quarantine_reason,
     quarantined_report,
     stored_of,
@@ -76,18 +78,20 @@ from streams.verdict_store import VerdictStore, connect
 
 log = get_logger(__name__)
 
-# KEYS: reporters, tenants, report ids of the example under this label; reporters of the
-# example under the other label.  ARGV: reporter, tenant, report id, check conflict, keep s.
+# KEYS: reporters, tenants, report ids, principals of the example under this label;
+# reporters of the example under the other label.
+# ARGV: reporter, tenant, report id, check conflict, keep s, principal.
 _SUPPORT: Final = """
-if ARGV[4] == '1' and redis.call('SCARD', KEYS[4]) > 0 then
-  return {0, redis.call('SCARD', KEYS[4]), 0, {}}
+if ARGV[4] == '1' and redis.call('SCARD', KEYS[5]) > 0 then
+  return {0, redis.call('SCARD', KEYS[5]), 0, {}, 0}
 end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[3])
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+redis.call('SADD', KEYS[4], ARGV[6])
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return {1, redis.call('SCARD', KEYS[1]), redis.call('SCARD', KEYS[2]),
-        redis.call('SMEMBERS', KEYS[3])}
+        redis.call('SMEMBERS', KEYS[3]), redis.call('SCARD', KEYS[4])}
 """
 
 
@@ -122,6 +126,7 @@ class ExampleSupport:
             f"{base}:{label}:reporters",
             f"{base}:{label}:tenants",
             f"{base}:{label}:reports",
+            f"{base}:{label}:principals",
             f"{base}:{1 - label}:reporters",
         ]
 
@@ -142,16 +147,18 @@ class ExampleSupport:
                         report.report_id,
                         "1" if check_conflict else "0",
                         self._keep_s,
+                        principal(report),
                     ],
                     client=pipe,
                 )
             replies = await pipe.execute()
         claims = []
-        for agreed, reporters, tenants, report_ids in replies:
+        for agreed, reporters, tenants, report_ids, principals in replies:
             ids = sorted(
                 item.decode() if isinstance(item, bytes) else str(item) for item in report_ids
             )
-            claims.append(Claim(bool(agreed), Support(ids, int(reporters), int(tenants))))
+            support = Support(ids, int(reporters), int(tenants), int(principals))
+            claims.append(Claim(bool(agreed), support))
         return claims
 
 
@@ -198,6 +205,7 @@ class ReportRouter:
         golden_keys: frozenset[str],
         high_confidence_score: float,
         quorum: int,
+        min_tenants: int,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._admission = admission
@@ -205,6 +213,7 @@ class ReportRouter:
         self._golden = golden_keys
         self._high = high_confidence_score
         self._quorum = quorum
+        self._min_tenants = min_tenants
         self._clock = clock
 
     async def route(self, records: Sequence[RawRecord]) -> RoutedBatch:
@@ -227,7 +236,7 @@ class ReportRouter:
                 reports.append(decoded)
                 sources.append(record)
         to_curate: list[tuple[Admitted, str]] = []
-        answers = await self._admission.admit(reports)
+        answers = await self._admission.admit(reports, http_admitted_only=True)
         for report, source, answer in zip(reports, sources, answers, strict=True):
             if isinstance(answer, Rejection):
                 outcome = _rejected(report, answer)
@@ -243,7 +252,9 @@ class ReportRouter:
                 golden = Rejection(RejectReason.GOLDEN_SET, "the golden set is never trained on")
                 self._refuse(batch, report, source, golden, _rejected(report, golden))
                 continue
-            held = quarantine_reason(report, stored, self._high)
+            held = quarantine_reason(
+                report, stored, self._high, verified_claim=answer.verified_claim
+            )
             if held is not None:
                 self._quarantine(batch, report, stored, *held)
                 continue
@@ -263,7 +274,7 @@ class ReportRouter:
                 )
                 continue
             strength = example_strength(
-                claim.support.reporters, claim.support.tenants, self._quorum
+                claim.support.principals, claim.support.tenants, self._quorum, self._min_tenants
             )
             example = curated_example(report, stored, claim.support, strength, now=now)
             batch.curated.append(example)
@@ -280,8 +291,9 @@ class ReportRouter:
     ) -> None:
         """A report that failed a check. Over HTTP the client was told (the API ran the same
         checks); a Kafka producer reads refusals where it reads those of scan events: on the
-        dead-letter topic, with the check's reason."""
-        if report.channel != "kafka":
+        dead-letter topic, with the check's reason. A record posing as an HTTP report that
+        the API never admitted came from Kafka too."""
+        if report.channel != "kafka" and rejection.reason is not RejectReason.NOT_ADMITTED:
             batch.outcomes.append(outcome)
             return
         batch.dead_letters.append(
@@ -328,6 +340,10 @@ def _curated(report: LabelReport, example: CuratedExample, strength: Strength) -
     )
 
 
+class ReviewError(Exception):
+    """A review decision that cannot be made as asked; the message says why."""
+
+
 class ReviewQueue:
     """Quarantined reports awaiting a person, and the audit log of every decision on them.
 
@@ -345,7 +361,8 @@ class ReviewQueue:
     async def hold(self, items: Sequence[QuarantinedReport]) -> None:
         if items:
             mapping: dict[str | bytes, bytes] = {
-                item.report.report_id: to_bytes(item) for item in items
+                report_key(item.report.tenant_id, item.report.report_id): to_bytes(item)
+                for item in items
             }
             await self._client.hset(self._pending, mapping=mapping)  # type: ignore[arg-type]
 
@@ -354,25 +371,40 @@ class ReviewQueue:
         held = [QuarantinedReport.model_validate_json(raw) for raw in raws]
         return sorted(held, key=lambda item: (item.quarantined_at, item.report.report_id))
 
-    async def get(self, report_id: str) -> QuarantinedReport | None:
-        raw = await self._client.hget(self._pending, report_id)
+    async def get(self, tenant_id: str, report_id: str) -> QuarantinedReport | None:
+        raw = await self._client.hget(self._pending, report_key(tenant_id, report_id))
         return None if raw is None else QuarantinedReport.model_validate_json(raw)
 
+    async def find(self, report_id: str, tenant_id: str | None = None) -> QuarantinedReport:
+        """The held report with this id: report ids are per tenant, so the tenant is needed
+        only when several tenants' reports share the id."""
+        if tenant_id is not None:
+            held = await self.get(tenant_id, report_id)
+            if held is None:
+                raise ReviewError(f"report {report_id!r} of {tenant_id!r} is not in quarantine")
+            return held
+        matches = [item for item in await self.pending() if item.report.report_id == report_id]
+        if not matches:
+            raise ReviewError(f"report {report_id!r} is not in quarantine")
+        if len(matches) > 1:
+            tenants = ", ".join(sorted(item.report.tenant_id for item in matches))
+            raise ReviewError(
+                f"report id {report_id!r} is held for several tenants ({tenants}): name one"
+            )
+        return matches[0]
+
     async def decide(self, decision: ReviewDecision) -> None:
+        field = report_key(decision.tenant_id, decision.report_id)
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.xadd(self._log, {"decision": to_bytes(decision)})
-            pipe.hset(self._decisions, decision.report_id, to_bytes(decision))
-            pipe.hdel(self._pending, decision.report_id)
+            pipe.hset(self._decisions, field, to_bytes(decision))
+            pipe.hdel(self._pending, field)
             await pipe.execute()
 
     async def decisions(self) -> list[ReviewDecision]:
         """The audit trail, oldest first."""
         entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._client.xrange(self._log))
         return [ReviewDecision.model_validate_json(fields[b"decision"]) for _, fields in entries]
-
-
-class ReviewError(Exception):
-    """A review decision that cannot be made as asked; the message says why."""
 
 
 class Reviewer:
@@ -393,14 +425,10 @@ class Reviewer:
         self._publish = publish
         self._curated_topic = curated_topic
 
-    async def _take(self, report_id: str) -> QuarantinedReport:
-        held = await self._queue.get(report_id)
-        if held is None:
-            raise ReviewError(f"report {report_id!r} is not in quarantine")
-        return held
-
-    async def release(self, report_id: str, reviewer: str, why: str) -> CuratedExample:
-        held = await self._take(report_id)
+    async def release(
+        self, report_id: str, reviewer: str, why: str, *, tenant_id: str | None = None
+    ) -> CuratedExample:
+        held = await self._queue.find(report_id, tenant_id)
         report, stored = held.report, stored_of(held)
         # The reviewer has read the text: a conflict with the other label is theirs to judge.
         (claim,) = await self._support.claim([(report, held.example_id)], check_conflict=False)
@@ -416,8 +444,10 @@ class Reviewer:
         await self._record(held, "release", reviewer, why, ReportRoute.CURATED, example.example_id)
         return example
 
-    async def discard(self, report_id: str, reviewer: str, why: str) -> ReviewDecision:
-        held = await self._take(report_id)
+    async def discard(
+        self, report_id: str, reviewer: str, why: str, *, tenant_id: str | None = None
+    ) -> ReviewDecision:
+        held = await self._queue.find(report_id, tenant_id)
         return await self._record(held, "discard", reviewer, why, ReportRoute.REJECTED, None)
 
     async def _record(
@@ -431,6 +461,7 @@ class Reviewer:
     ) -> ReviewDecision:
         decision = ReviewDecision(
             report_id=held.report.report_id,
+            tenant_id=held.report.tenant_id,
             action=action,
             reviewer=reviewer,
             why=why,
@@ -529,7 +560,12 @@ def report_services(settings: Settings, client: aioredis.Redis | None = None) ->
     client = client or connect(settings.redis_dsn)
     prefix = settings.topic_prefix
     tenants = TenantKeys(client, key_prefix=prefix)
-    verdicts = VerdictStore(client, key_prefix=prefix, ttl_s=settings.verdict_ttl_s)
+    verdicts = VerdictStore(
+        client,
+        key_prefix=prefix,
+        ttl_s=settings.verdict_ttl_s,
+        seen_ttl_s=settings.seen_event_ttl_s,
+    )
     admission = ReportAdmission(
         client,
         verdicts,
@@ -562,6 +598,7 @@ def register_report_agent(app: faust.App, settings: Settings) -> None:
         golden_keys=golden_text_keys(settings.golden_version),
         high_confidence_score=settings.report_high_confidence_score,
         quorum=settings.report_quorum,
+        min_tenants=settings.report_confirm_min_tenants,
     )
     source = app.topic(
         settings.topic(LABEL_REPORTS),

@@ -32,12 +32,16 @@ from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
 from streams.hot_reload import ModelHolder
 from streams.suppressions import SuppressionStore
 from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
-from streams.verdict_store import VerdictStore, connect
+from streams.verdict_store import SeenEvent, VerdictStore, connect, event_digest
 
 log = get_logger(__name__)
 
 EVENTS_SCORED = Counter("l2loop_events_scored_total", "scan events that got a verdict")
 VERDICTS = Counter("l2loop_verdicts_total", "verdicts delivered, by action", ["action"])
+GROUND_TRUTH_IGNORED = Counter(
+    "l2loop_ground_truth_ignored_total",
+    "scan events whose ground_truth was dropped: only the canary tenant may send it",
+)
 DEAD_LETTERS = Counter(
     "l2loop_dead_letters_total", "scan events dead-lettered, by reason", ["reason"]
 )
@@ -57,6 +61,8 @@ class ScoredBatch:
     verdicts: list[Verdict] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     flagged: list[StoredVerdict] = field(default_factory=list)
+    # Events the model allowed, for the seen-event index (false-negative claims).
+    seen: list[SeenEvent] = field(default_factory=list)
 
 
 def decode_scan_event(record: RawRecord) -> ScanEvent | DeadLetter:
@@ -94,13 +100,17 @@ class Scorer:
         *,
         model_max_chars: int,
         block_score: float,
+        canary_tenant_id: str,
         suppressions: SuppressionLookup | None = None,
+        keep_seen: bool = False,
     ) -> None:
         self._models = models
         self._executor = executor
         self._max_chars = model_max_chars
         self._block_score = block_score
+        self._canary_tenant = canary_tenant_id
         self._suppressions = suppressions
+        self._keep_seen = keep_seen
 
     async def _suppressed(
         self, events: list[tuple[RawRecord, ScanEvent]], texts: list[str]
@@ -169,14 +179,16 @@ class Scorer:
         model_ms = latency_ms / len(texts)
         threshold = model.threshold
         version = model.version
+        ignored_truths = 0
         for _, event, result in scored:
             is_threat = result.score >= threshold
+            key = text_key(event.text[: self._max_chars])
             # A confirmed FP of this tenant: allowed, the model's own score kept.
-            relieved = (
-                is_threat
-                and bool(suppressed)
-                and (event.tenant_id, text_key(event.text[: self._max_chars])) in suppressed
-            )
+            relieved = is_threat and bool(suppressed) and (event.tenant_id, key) in suppressed
+            # Windows count ground truth as canary results: any other producer claiming it
+            # would write the loop's own FP rate and recall (decision 0018).
+            truth = event.ground_truth if event.tenant_id == self._canary_tenant else None
+            ignored_truths += truth is None and event.ground_truth is not None
             action: Action = (
                 "allow" if relieved else action_for(result.score, threshold, self._block_score)
             )
@@ -196,13 +208,20 @@ class Scorer:
                 model_ms=model_ms,
                 truncated=len(event.text) > self._max_chars,
                 suppressed=relieved,
-                ground_truth=event.ground_truth,
+                ground_truth=truth,
             )
             batch.verdicts.append(verdict)
             if is_threat:
                 batch.flagged.append(
                     StoredVerdict(verdict=verdict, text=event.text[: self._max_chars], l1=event.l1)
                 )
+            elif self._keep_seen:
+                batch.seen.append(
+                    SeenEvent(event.event_id, event.ts, event_digest(event.tenant_id, key))
+                )
+        if ignored_truths:
+            GROUND_TRUTH_IGNORED.inc(ignored_truths)
+            log.warning("ground_truth_ignored", events=ignored_truths)
         return batch
 
 
@@ -245,9 +264,9 @@ class VerdictSink:
         # Redis first: while it is down no verdict of the batch is published, so a Redis
         # outage holds the batch without publishing anything twice. A broker failure
         # part-way re-sends the whole batch (at-least-once; readers dedupe by event id).
-        if batch.flagged:
+        if batch.flagged or batch.seen:
             await retry_until_done(
-                lambda: self._store.put_many(batch.flagged),
+                lambda: self._store.put_many(batch.flagged, batch.seen),
                 dependency="redis",
                 what="store_flagged_verdicts",
                 backoff=self._backoff,
@@ -272,7 +291,10 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
     # inside the worker's event loop.
     redis_client = connect(settings.redis_dsn)
     store = VerdictStore(
-        redis_client, key_prefix=settings.topic_prefix, ttl_s=settings.stored_verdict_ttl_s
+        redis_client,
+        key_prefix=settings.topic_prefix,
+        ttl_s=settings.stored_verdict_ttl_s,
+        seen_ttl_s=settings.seen_event_ttl_s,
     )
     models = ModelHolder(
         L2Model.load(settings.model_dir, threads=settings.inference_threads),
@@ -286,9 +308,11 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
         executor,
         model_max_chars=settings.model_max_chars,
         block_score=settings.block_score,
+        canary_tenant_id=settings.canary_tenant_id,
         suppressions=SuppressionStore(
             redis_client, key_prefix=settings.topic_prefix, backoff=settings.backoff
         ),
+        keep_seen=store.keeps_seen,
     )
     source = app.topic(
         settings.topic(SCAN_EVENTS),

@@ -7,6 +7,7 @@ so that a client using it is told why it no longer works instead of "unknown key
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 from collections.abc import Sequence
@@ -43,12 +44,29 @@ class TenantRecord(BaseModel):
 
 
 class KeyEntry(BaseModel):
-    """What a key's hash points at."""
+    """What a key's hash points at: a tenant, or one reporter of a tenant."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tenant_id: Identifier
     state: KeyState
+    reporter_id: Identifier | None = None
+
+
+class ReporterRecord(BaseModel):
+    """An operator-issued reporter key: the reporter is a voice of its own (decision 0018)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant_id: Identifier
+    reporter_id: Identifier
+    key_hash: str
+    key_issued_at: EventTime
+    revoked_at: EventTime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
 
 
 def hash_key(key: str) -> str:
@@ -64,6 +82,7 @@ class TenantKeys:
         self._client = client
         self._tenants = f"{key_prefix}tenants"
         self._keys = f"{key_prefix}tenant-keys"
+        self._reporters = f"{key_prefix}tenant-reporters"
 
     async def get(self, tenant_id: str) -> TenantRecord | None:
         raw = await self._client.hget(self._tenants, tenant_id)
@@ -134,5 +153,61 @@ class TenantKeys:
                 to_bytes(KeyEntry(tenant_id=tenant_id, state="revoked")),
             )
             pipe.hset(self._tenants, tenant_id, to_bytes(revoked))
+            await pipe.execute()
+        return revoked
+
+    @staticmethod
+    def _reporter_field(tenant_id: str, reporter_id: str) -> str:
+        return f"{len(tenant_id)}:{tenant_id}:{reporter_id}"
+
+    async def reporter(self, tenant_id: str, reporter_id: str) -> ReporterRecord | None:
+        raw = await self._client.hget(self._reporters, self._reporter_field(tenant_id, reporter_id))
+        return None if raw is None else ReporterRecord.model_validate_json(raw)
+
+    async def reporters(self, tenant_id: str | None = None) -> builtins.list[ReporterRecord]:
+        raws = await self._client.hvals(self._reporters)
+        records = [ReporterRecord.model_validate_json(raw) for raw in raws]
+        return sorted(
+            (r for r in records if tenant_id is None or r.tenant_id == tenant_id),
+            key=lambda r: (r.tenant_id, r.reporter_id),
+        )
+
+    async def issue_reporter(self, tenant_id: str, reporter_id: str) -> str:
+        """A key of ``reporter_id`` of ``tenant_id`` (a new one, or one replacing the
+        reporter's current key, which stops working at once); the key is not stored."""
+        tenant = await self.get(tenant_id)
+        if tenant is None or not tenant.active:
+            raise TenantError(f"no active tenant {tenant_id!r}")
+        old = await self.reporter(tenant_id, reporter_id)
+        key = new_key()
+        record = ReporterRecord(
+            tenant_id=tenant_id,
+            reporter_id=reporter_id,
+            key_hash=hash_key(key),
+            key_issued_at=utc_now(),
+        )
+        entry = KeyEntry(tenant_id=tenant_id, state="active", reporter_id=reporter_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            if old is not None:
+                retired = entry.model_copy(update={"state": "rotated"})
+                pipe.hset(self._keys, old.key_hash, to_bytes(retired))
+            pipe.hset(self._keys, record.key_hash, to_bytes(entry))
+            pipe.hset(
+                self._reporters, self._reporter_field(tenant_id, reporter_id), to_bytes(record)
+            )
+            await pipe.execute()
+        return key
+
+    async def revoke_reporter(self, tenant_id: str, reporter_id: str) -> ReporterRecord:
+        record = await self.reporter(tenant_id, reporter_id)
+        if record is None:
+            raise TenantError(f"no reporter {reporter_id!r} of {tenant_id!r}")
+        revoked = record.model_copy(update={"revoked_at": utc_now()})
+        entry = KeyEntry(tenant_id=tenant_id, state="revoked", reporter_id=reporter_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys, record.key_hash, to_bytes(entry))
+            pipe.hset(
+                self._reporters, self._reporter_field(tenant_id, reporter_id), to_bytes(revoked)
+            )
             await pipe.execute()
         return revoked

@@ -1,8 +1,21 @@
-"""The verdict store: flagged verdicts in Redis, with a TTL, for the report path to join on."""
+"""The verdict store: flagged verdicts in Redis, with a TTL, for the report path to join on;
+and the seen-event index, which lets a false-negative claim be checked against what the
+scorer really saw.
+
+The index keeps, for every event the model allowed, a 32-hex digest of (tenant, text) in one
+Redis hash per event-time hour (``seen:<hour>``, field = event id), expiring ``seen_ttl_s``
+after the hour ends. A claim names its event id, text and event time: it is verified when the
+hour's hash holds the same digest for that id, which proves tenant and text at once and says
+nothing about another tenant's events. A hash per hour costs one field per event and one
+expiry per hour instead of a key and a TTL per event.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -28,20 +41,74 @@ def connect(dsn: str) -> aioredis.Redis:
     )
 
 
+_HOUR_S = 3600
+
+
+def event_digest(tenant_id: str, key: str) -> str:
+    """What the seen-event index keeps of an event: its tenant and text key, hashed together
+    (a NUL cannot occur in an identifier, so the pair is unambiguous)."""
+    return hashlib.sha256(f"{tenant_id}\x00{key}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class SeenEvent:
+    """An event the model allowed, as the seen-event index keeps it."""
+
+    event_id: str
+    ts: datetime
+    digest: str
+
+
+def _hour(ts: datetime) -> int:
+    return int(ts.timestamp()) // _HOUR_S
+
+
 class VerdictStore:
-    def __init__(self, client: aioredis.Redis, *, key_prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, key_prefix: str, ttl_s: int, seen_ttl_s: int = 0
+    ) -> None:
         self._client = client
         self._prefix = f"{key_prefix}verdict:"
+        self._seen_prefix = f"{key_prefix}seen:"
         self._ttl_s = ttl_s
+        self._seen_ttl_s = seen_ttl_s
 
     def key(self, event_id: str) -> str:
         return self._prefix + event_id
 
-    async def put_many(self, stored: Sequence[StoredVerdict]) -> None:
+    @property
+    def keeps_seen(self) -> bool:
+        """Whether the seen-event index is on (a TTL of 0 turns it off)."""
+        return self._seen_ttl_s > 0
+
+    async def put_many(
+        self, stored: Sequence[StoredVerdict], seen: Sequence[SeenEvent] = ()
+    ) -> None:
+        """Flagged verdicts, and allowed events into the seen-event index: one round trip."""
+        hours: set[int] = set()
         async with self._client.pipeline(transaction=False) as pipe:
             for item in stored:
                 pipe.set(self.key(item.verdict.event_id), to_bytes(item), ex=self._ttl_s)
+            if self.keeps_seen:
+                for event in seen:
+                    hour = _hour(event.ts)
+                    hours.add(hour)
+                    pipe.hset(f"{self._seen_prefix}{hour}", event.event_id, event.digest)
+                for hour in hours:
+                    pipe.expireat(
+                        f"{self._seen_prefix}{hour}", (hour + 1) * _HOUR_S + self._seen_ttl_s
+                    )
             await pipe.execute()
+
+    async def seen_digests(self, claims: Sequence[tuple[str, datetime]]) -> list[str | None]:
+        """For each (event id, event time), the digest the index holds, in one round trip."""
+        if not claims or not self.keeps_seen:
+            return [None] * len(claims)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for event_id, ts in claims:
+                pipe.hget(f"{self._seen_prefix}{_hour(ts)}", event_id)
+            raws = await pipe.execute()
+        return [None if raw is None else bytes(raw).decode() for raw in raws]
 
     async def get(self, event_id: str) -> StoredVerdict | None:
         raw = await self._client.get(self.key(event_id))

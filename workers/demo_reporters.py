@@ -206,7 +206,7 @@ async def run_demo_reporters(
                 due,
                 rng,
                 reporting,
-                quorum=settings.report_quorum,
+                quorum=settings.suppression_quorum,
                 high_confidence_score=settings.report_high_confidence_score,
             )
             answers = await asyncio.gather(

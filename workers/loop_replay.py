@@ -9,10 +9,10 @@ The pure parts, shared by the offline simulation here (``l2loop loop simulate``)
 - ``draw_reports``: which of the model's errors on the replayed half get reported: a share of
   its false positives by simulated users, the same share of its misses by analysts;
 - ``simulate_reports``: each drawn report as the training record the report path would
-  curate from it (one reporter: weight and confidence by
-  ``streams.report_rules.example_strength``; an FP report on a score at or above the
-  high-confidence bar is quarantined and, with nobody reviewing, never trained on; golden
-  texts are refused as the report path refuses them) — the offline stand-in for the topics;
+  curate from it (one authenticated voice: ``streams.report_rules.ONE_VOICE``; an FP
+  report on a score at or above the high-confidence bar is quarantined and, with nobody
+  reviewing, never trained on; golden texts are refused as the report path refuses them)
+  — the offline stand-in for the topics;
 - ``half_report`` / ``golden_report``: FP rate, recall and per-source figures on the held-out
   half, and the golden set's; ``render_figures``: the before/after tables of both commands.
 
@@ -47,7 +47,7 @@ from l2model.evaluation import (
 from l2model.golden import is_golden_text, load_golden
 from l2model.record import BENIGN, TrainingRecord, text_key
 from l2model.runtime import L2Model
-from streams.report_rules import UNKNOWN_SEVERITY, example_strength
+from streams.report_rules import ONE_VOICE, UNKNOWN_SEVERITY
 from workers.retrain import DATASET_SPLITS, NewData, train_and_judge
 
 log = get_logger(__name__)
@@ -187,7 +187,6 @@ def simulate_reports(
     share: float,
     seed: int,
     high_confidence_score: float,
-    quorum: int,
     model_version: str,
     day: datetime = REPORT_DAY,
 ) -> SimulatedReports:
@@ -196,7 +195,7 @@ def simulate_reports(
     would curate from it."""
     labels = np.array([p.label for p in prompts])
     drawn = draw_reports(labels, scores >= threshold, share=share, seed=seed)
-    strength = example_strength(1, 1, quorum)
+    strength = ONE_VOICE
     examples: list[TrainingRecord] = []
     quarantined = golden = 0
     for kind, indices in (("false_positive", drawn.fp), ("false_negative", drawn.fn)):
@@ -289,7 +288,6 @@ def simulate_cycle(
         share=share,
         seed=seed,
         high_confidence_score=settings.report_high_confidence_score,
-        quorum=settings.report_quorum,
         model_version=current.version,
     )
     log.info(

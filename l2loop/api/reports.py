@@ -14,6 +14,7 @@ it ends. Answers (README, "Reporting false positives"):
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -116,7 +117,15 @@ class Refused(Exception):
         self.items = items
 
 
-async def _authenticate(request: Request, services: ReportServices, items: int) -> TenantRecord:
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a key authenticates: a tenant, and the reporter when it is a reporter key."""
+
+    tenant: TenantRecord
+    reporter_id: str | None
+
+
+async def _authenticate(request: Request, services: ReportServices, items: int) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -134,7 +143,7 @@ async def _authenticate(request: Request, services: ReportServices, items: int) 
     tenant = await services.tenants.get(entry.tenant_id)
     if tenant is None or not tenant.active:
         raise Refused(Rejection(RejectReason.REVOKED_KEY, "the tenant is revoked"), items)
-    return tenant
+    return Caller(tenant, entry.reporter_id)
 
 
 def _field_of(error: ValidationError) -> tuple[str, str]:
@@ -143,7 +152,7 @@ def _field_of(error: ValidationError) -> tuple[str, str]:
     return field, f"{field}: {first['msg']}"
 
 
-def _to_report(item: Any, tenant_id: str) -> LabelReport | Rejection:
+def _to_report(item: Any, caller: Caller) -> LabelReport | Rejection:
     if not isinstance(item, dict):
         return Rejection(RejectReason.INVALID_FIELD, "a report is a JSON object", "<root>")
     try:
@@ -151,9 +160,14 @@ def _to_report(item: Any, tenant_id: str) -> LabelReport | Rejection:
     except ValidationError as exc:
         field, detail = _field_of(exc)
         return Rejection(RejectReason.INVALID_FIELD, detail, field)
+    tenant_id = caller.tenant.tenant_id
     if submission.tenant_id is not None and submission.tenant_id != tenant_id:
         return Rejection(
             RejectReason.WRONG_TENANT, "tenant_id is not the key's tenant", "tenant_id"
+        )
+    if caller.reporter_id is not None and submission.reporter_id != caller.reporter_id:
+        return Rejection(
+            RejectReason.WRONG_REPORTER, "reporter_id is not the key's reporter", "reporter_id"
         )
     return LabelReport(
         report_id=submission.report_id or uuid.uuid4().hex,
@@ -167,6 +181,7 @@ def _to_report(item: Any, tenant_id: str) -> LabelReport | Rejection:
         text=submission.text,
         event_ts=submission.event_ts,
         channel="http",
+        authenticated_reporter=caller.reporter_id is not None,
     )
 
 
@@ -232,7 +247,7 @@ async def submit_reports(
     batch = isinstance(payload, list)
     items: list[Any] = payload if isinstance(payload, list) else [payload]
     try:
-        tenant = await _authenticate(request, services, len(items))
+        caller = await _authenticate(request, services, len(items))
         if parse_error is not None:
             raise Refused(
                 Rejection(
@@ -259,7 +274,7 @@ async def submit_reports(
         )
         return _error(refused.rejection, headers=headers)
 
-    answers: list[LabelReport | Rejection] = [_to_report(item, tenant.tenant_id) for item in items]
+    answers: list[LabelReport | Rejection] = [_to_report(item, caller) for item in items]
     candidates = [answer for answer in answers if isinstance(answer, LabelReport)]
     admitted = iter(await services.admission.admit(candidates))
     for index, answer in enumerate(answers):
@@ -308,12 +323,12 @@ async def report_outcome(
     """Where a report ended (curated, quarantined, rejected) and why, or that it is on its way."""
     services = _services(request, context)
     try:
-        tenant = await _authenticate(request, services, 0)
+        caller = await _authenticate(request, services, 0)
     except Refused as refused:
         return _error(refused.rejection, headers={"WWW-Authenticate": "Bearer"})
-    outcome = await services.ledger.get(report_id)
-    # Another tenant's report is answered exactly like an unknown one.
-    if outcome is None or outcome.tenant_id != tenant.tenant_id:
+    # Report ids are per tenant: another tenant's report with this id is not even looked at.
+    outcome = await services.ledger.get(caller.tenant.tenant_id, report_id)
+    if outcome is None:
         body = ApiError(code="unknown_report", detail=f"no report {report_id!r} of this tenant")
         return JSONResponse(body.model_dump(exclude_none=True), status_code=404)
     return JSONResponse(outcome.model_dump(mode="json"), status_code=200)

@@ -49,6 +49,7 @@ def _with_router(
             golden_keys=frozenset({text_key(GOLDEN)}),
             high_confidence_score=0.9,
             quorum=3,
+            min_tenants=2,
         )
         try:
             return await body(services, router)
@@ -77,7 +78,7 @@ def _fp(
     )
 
 
-def test_support_grows_per_distinct_reporter_and_tenant_and_replays_change_nothing(
+def test_support_grows_per_authenticated_principal_and_replays_change_nothing(
     settings: Settings,
 ) -> None:
     events = [
@@ -115,22 +116,25 @@ def test_support_grows_per_distinct_reporter_and_tenant_and_replays_change_nothi
         counts = await services.ledger.counts()
         replay = await router.route(reports[:4])
         await services.ledger.record(replay.outcomes)
-        stored = await services.ledger.get_many(["r6", "unknown", "r1"])
+        stored = await services.ledger.get_many("acme", ["r6", "unknown", "r1"])
         return first, replay, counts, await services.ledger.counts(), stored
 
     first, replay, counts, after_replay, stored = _with_router(settings, body)
-    supports = [(e.report_ids, e.reporter_count, e.tenant_count) for e in first.curated]
+    supports = [
+        (e.report_ids, e.reporter_count, e.tenant_count, e.principal_count) for e in first.curated
+    ]
     assert supports == [
-        (["r1"], 1, 1),
-        (["r1", "r2"], 1, 1),
-        (["r1", "r2", "r3"], 2, 1),
-        (["r1", "r2", "r3", "r4"], 3, 2),
+        (["r1"], 1, 1, 1),
+        (["r1", "r2"], 1, 1, 1),
+        # bob is a reporter id acme's key states: acme is still one voice.
+        (["r1", "r2", "r3"], 2, 1, 1),
+        (["r1", "r2", "r3", "r4"], 3, 2, 2),
     ]
     assert len({e.example_id for e in first.curated}) == 1
     weights = [(e.weight_multiplier, e.confidence, e.confirmed) for e in first.curated]
-    assert weights[0] == weights[1] == (1.0, 0.5, False)
-    assert weights[2][0] > 1.0 and not weights[2][2]
-    assert weights[3] == (5.0, 1.0, True)  # two reporters in two tenants reach the quorum of 3
+    assert weights[0] == weights[1] == weights[2] == (1.0, 0.5, False)
+    # Two tenants are two voices: more weight, still short of the quorum of 3.
+    assert weights[3] == (3.0, 0.75, False)
 
     by_id = {o.report_id: o for o in first.outcomes}
     # Sent over Kafka: refused onto the dead-letter topic, naming the check.

@@ -75,10 +75,19 @@ class ScoringBehaviour:
         assert outcome.verdict(ids("long"))["truncated"] is True
         assert outcome.verdict(ids("short"))["truncated"] is False
 
-    def test_ground_truth_passes_through_untouched(self, run: Run, ids) -> None:
+    def test_ground_truth_passes_through_from_the_canary_tenant_only(
+        self, run: Run, ids, settings: Settings
+    ) -> None:
         truth = {"label": 1, "family": "PI", "source": "canary"}
-        outcome = run([event(ids("canary"), THREAT, ground_truth=truth)])
+        canary = event(
+            ids("canary"), THREAT, ground_truth=truth, tenant_id=settings.canary_tenant_id
+        )
+        # Any other producer claiming ground truth would write the loop's FP rate and recall.
+        claimed = event(ids("claimed"), THREAT, ground_truth=truth)
+        outcome = run([canary, claimed])
         assert outcome.verdict(ids("canary"))["ground_truth"] == truth
+        assert outcome.verdict(ids("claimed"))["ground_truth"] is None
+        assert outcome.verdict(ids("claimed"))["is_threat"] is True
 
     def test_every_malformed_kind_is_dead_lettered_with_its_reason(self, run: Run, ids) -> None:
         sent = {build(ids(f"bad{i}")): reason.value for i, (reason, build) in enumerate(MALFORMED)}
@@ -127,7 +136,11 @@ class TestInProcess(ScoringBehaviour):
         executor = ThreadPoolExecutor(max_workers=1)
         pinned = SimpleNamespace(current=model)
         scorer = Scorer(
-            pinned, executor, model_max_chars=settings.model_max_chars, block_score=0.85
+            pinned,
+            executor,
+            model_max_chars=settings.model_max_chars,
+            block_score=0.85,
+            canary_tenant_id=settings.canary_tenant_id,
         )
 
         def score(values: list[bytes]) -> Outcome:

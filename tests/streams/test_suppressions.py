@@ -170,6 +170,7 @@ def test_the_scorer_allows_a_suppressed_flagged_event_and_keeps_its_score(
             ThreadPoolExecutor(max_workers=1),
             model_max_chars=settings.model_max_chars,
             block_score=settings.block_score,
+            canary_tenant_id=settings.canary_tenant_id,
             suppressions=store,
         )
         plain = Scorer(
@@ -177,6 +178,7 @@ def test_the_scorer_allows_a_suppressed_flagged_event_and_keeps_its_score(
             ThreadPoolExecutor(max_workers=1),
             model_max_chars=settings.model_max_chars,
             block_score=settings.block_score,
+            canary_tenant_id=settings.canary_tenant_id,
         )
         batch = await scorer.score([event("a", "acme"), event("g", "globex")])
         (unsuppressed,) = (await plain.score([event("p", "acme")])).verdicts

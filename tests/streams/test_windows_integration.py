@@ -83,6 +83,7 @@ def replay_traffic(seed: int = 21) -> Traffic:
                 malformed[hour] += 1
             elif roll < MALFORMED_SHARE + CANARY_SHARE:
                 event["ground_truth"] = {"label": prompt.label, "source": "canary"}
+                event["tenant_id"] = Settings().canary_tenant_id
                 canary[(hour, prompt.label)] += 1
             else:
                 production[hour] += 1

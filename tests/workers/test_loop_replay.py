@@ -9,7 +9,7 @@ import pytest
 
 from l2model.evaluation import LabeledPrompt
 from l2model.golden import load_golden
-from streams.report_rules import example_strength
+from streams.report_rules import ONE_VOICE
 from workers.loop_replay import (
     Figures,
     analyst_family,
@@ -95,7 +95,6 @@ def test_reports_take_the_share_of_errors_with_the_report_paths_weights() -> Non
         share=0.3,
         seed=1,
         high_confidence_score=0.9,
-        quorum=3,
         model_version="1.0.0",
     )
     assert (result.false_positives, result.misses) == (fps, misses)
@@ -106,9 +105,8 @@ def test_reports_take_the_share_of_errors_with_the_report_paths_weights() -> Non
     assert result.quarantined > 0
     assert len(benign) + result.quarantined == result.fp_reported
     assert len(attacks) == result.fn_reported
-    single = example_strength(1, 1, 3)
     assert {(r.weight_multiplier, r.confidence) for r in result.examples} == {
-        (single.weight, single.confidence)
+        (ONE_VOICE.weight, ONE_VOICE.confidence)
     }
     assert {r.family for r in attacks} == {"PI"}
     reported_texts = {r.text for r in result.examples}
@@ -130,7 +128,6 @@ def test_reports_are_seeded() -> None:
             share=0.3,
             seed=seed,
             high_confidence_score=0.99,
-            quorum=3,
             model_version="1.0.0",
         )
         return {r.text for r in result.examples}
@@ -149,7 +146,6 @@ def test_golden_texts_are_never_reported() -> None:
         share=1.0,
         seed=0,
         high_confidence_score=0.9,
-        quorum=3,
         model_version="1.0.0",
     )
     assert (result.golden_refused, result.examples) == (1, [])
