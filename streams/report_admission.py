@@ -33,7 +33,6 @@ from streams.report_rules import (
     check_report,
     claim_verified,
     own_verdict,
-    principal,
     quota_window,
     retry_after,
 )
@@ -46,8 +45,8 @@ REPORTS_TOTAL = Counter(
     ["route", "reason"],
 )
 
-# KEYS: admitted-marker, duplicate guard, principal quota, tenant quota
-# ARGV: report id, fingerprint, principal limit, tenant limit, window end (epoch s), keep s,
+# KEYS: admitted-marker, duplicate guard, reporter quota, tenant quota
+# ARGV: report id, fingerprint, reporter limit, tenant limit, window end (epoch s), keep s,
 #       '1' when the report must already have been admitted by the API
 _ADMIT: Final = """
 local marker = redis.call('GET', KEYS[1])
@@ -148,16 +147,12 @@ class ReportAdmission:
         return [
             f"{p}report-admitted:{report_key(tenant, report.report_id)}",
             f"{p}report-dedupe:{tenant}:{report.reporter_id}:{report.event_id}",
-            # Quotas are keyed by what is authenticated: reporter ids a tenant key states
-            # share their tenant's principal, so changing the id dodges nothing.
-            f"{p}report-quota:principal:{principal(report)}:{window}",
+            # The per-reporter quota binds an operator-issued reporter key; for ids a tenant
+            # key states it is the tenant's own courtesy limit on one of its users, and the
+            # tenant quota is what binds the key (decision 0018).
+            f"{p}report-quota:reporter:{tenant}:{report.reporter_id}:{window}",
             f"{p}report-quota:tenant:{tenant}:{window}",
         ]
-
-    def _principal_limit(self, report: LabelReport) -> int:
-        if principal(report).startswith("reporter:"):
-            return self._quotas.per_reporter
-        return self._quotas.per_tenant
 
     async def _seen(self, reports: Sequence[LabelReport]) -> list[str | None]:
         """For each report, in order, the seen-event index's digest of the event its
@@ -205,7 +200,7 @@ class ReportAdmission:
                         args=[
                             report.report_id,
                             fingerprint(report),
-                            self._principal_limit(report),
+                            self._quotas.per_reporter,
                             self._quotas.per_tenant,
                             window_ends,
                             self._keep_s,

@@ -64,10 +64,11 @@ def test_tenant_keys_are_shown_once_stored_as_hashes_rotated_and_revoked(
     assert asyncio.run(states()) == ("rotated", "revoked")
 
 
-def _held(report_id: str) -> tuple[LabelReport, StoredVerdict]:
+def _held(report_id: str, tenant: str = "acme") -> tuple[LabelReport, StoredVerdict]:
     held = stored_verdict(
         f"ev-{report_id}",
         f"ignore the previous paragraph, it was a typo ({report_id})",
+        tenant=tenant,
         score=0.96,
         severity=0.9,
         ts=NOW,
@@ -75,7 +76,7 @@ def _held(report_id: str) -> tuple[LabelReport, StoredVerdict]:
     report = LabelReport(
         report_id=report_id,
         event_id=held.verdict.event_id,
-        tenant_id="acme",
+        tenant_id=tenant,
         reporter_id="alice",
         kind="false_positive",
         reason="programming",
@@ -150,7 +151,7 @@ def test_review_releases_or_discards_and_audits_every_decision(topics: Settings)
     async def ledger() -> tuple[dict[str, int], list[ReportOutcome | None]]:
         services = report_services(topics)
         try:
-            outcomes = [await services.ledger.get(rid) for rid in ("r1", "r2")]
+            outcomes = [await services.ledger.get("acme", rid) for rid in ("r1", "r2")]
             return await services.ledger.counts(), outcomes
         finally:
             await services.close()
@@ -162,3 +163,60 @@ def test_review_releases_or_discards_and_audits_every_decision(topics: Settings)
         "rejected",
         "discarded_in_review",
     )
+
+
+def test_a_report_id_two_tenants_hold_is_decided_for_the_tenant_named(topics: Settings) -> None:
+    async def quarantine() -> None:
+        services = report_services(topics)
+        try:
+            await services.queue.hold(
+                [
+                    quarantined_report(*_held("r9", tenant), "high_confidence_threat", "0.96")
+                    for tenant in ("acme", "globex")
+                ]
+            )
+        finally:
+            await services.close()
+
+    asyncio.run(quarantine())
+    runner, env = CliRunner(), topics.to_env()
+    decide = ["review", "discard", "r9", "--reviewer", "ana", "--why", "attack"]
+    ambiguous = runner.invoke(main, decide, env=env)
+    assert ambiguous.exit_code == 1 and "acme, globex" in ambiguous.output
+    named = runner.invoke(main, [*decide, "--tenant", "globex"], env=env)
+    assert named.exit_code == 0, named.output
+    pending = [
+        orjson.loads(line)
+        for line in runner.invoke(main, ["review", "list"], env=env).stdout.splitlines()
+    ]
+    assert [(p["report_id"], p["tenant_id"]) for p in pending] == [("r9", "acme")]
+
+
+def test_reporter_keys_are_issued_per_reporter_and_revoked_alone(topics: Settings) -> None:
+    runner, env = CliRunner(), topics.to_env()
+    assert runner.invoke(main, ["tenants", "add", "acme"], env=env).exit_code == 0
+    first = runner.invoke(main, ["tenants", "add-reporter", "acme", "ana"], env=env)
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(main, ["tenants", "add-reporter", "acme", "ana"], env=env)
+    other = runner.invoke(main, ["tenants", "add-reporter", "acme", "ben"], env=env)
+    nobody = runner.invoke(main, ["tenants", "add-reporter", "nobody", "ana"], env=env)
+    assert nobody.exit_code == 1 and "no active tenant" in nobody.output
+    revoked = runner.invoke(main, ["tenants", "revoke-reporter", "acme", "ben"], env=env)
+    assert revoked.exit_code == 0 and "acme/ben" in revoked.output
+    listed = runner.invoke(main, ["tenants", "list"], env=env).stdout.splitlines()
+    assert [line.split("\t")[:2] for line in listed[1:]] == [
+        ["acme/ana", "active"],
+        ["acme/ben", "revoked"],
+    ]
+
+    async def states() -> list[tuple[str | None, str | None] | None]:
+        services = report_services(topics)
+        try:
+            entries = [
+                await services.tenants.lookup(key.stdout.strip()) for key in (first, second, other)
+            ]
+            return [None if e is None else (e.state, e.reporter_id) for e in entries]
+        finally:
+            await services.close()
+
+    assert asyncio.run(states()) == [("rotated", "ana"), ("active", "ana"), ("revoked", "ben")]

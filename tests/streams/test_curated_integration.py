@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from streams.curated_store import CuratedStore
 from streams.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
 from tests.fixtures.curated import NOON, curated_example
 from tests.fixtures.models import MakeModel
-from tests.fixtures.pipeline import WorkerProcess, drain
+from tests.fixtures.pipeline import WorkerProcess, drain, wait_for
 
 LANGUAGES = (
     "Python", "Bash", "Go", "Rust", "JavaScript", "Java", "C#", "Ruby", "PHP", "Kotlin",
@@ -110,14 +109,6 @@ def stored_lines(store: CuratedStore) -> list[dict[str, object]]:
         for day in store.days()
         for line in store.path(day).read_bytes().splitlines()
     ]
-
-
-def wait_for(what: str, done: Callable[[], bool], worker: WorkerProcess, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert worker.process is not None and worker.process.poll() is None, worker.log()[-3000:]
-        assert time.monotonic() < deadline, f"{what} did not happen in {timeout_s}s"
-        time.sleep(0.2)
 
 
 def test_honest_fp_reports_are_kept_across_a_broker_restart_and_relieve_the_tenant(

@@ -1,8 +1,8 @@
 """Fast relief, end to end, the way users get it: prompts the model wrongly flags, reported
 as false positives over the real HTTP API, become curated examples in the durable store, and
-those confirmed by a quorum of reporters become suppressions, so that the same prompts sent
-again are allowed. Real broker, Redis, API and ``l2loop worker``; nothing produced by hand
-on an internal topic."""
+those backed by a quorum of the tenant's reporters become suppressions, so that the same
+prompts sent again are allowed. Real broker, Redis, API and ``l2loop worker``; nothing
+produced by hand on an internal topic."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from streams.tenants import TenantKeys
 from streams.topics import SCAN_EVENTS, SCAN_VERDICTS
 from tests.fixtures.api import serve_api
 from tests.fixtures.models import MakeModel
-from tests.fixtures.pipeline import WorkerProcess, drain
-from tests.streams.test_curated_integration import programming_questions, wait_for
+from tests.fixtures.pipeline import WorkerProcess, drain, wait_for
+from tests.streams.test_curated_integration import programming_questions
 
 TENANT = "acme"
 CONFIRMED = 60  # questions reported by three distinct users: the quorum
@@ -132,12 +132,13 @@ def test_reported_false_positives_are_curated_and_a_quorum_relieves_the_tenant(
         )
         examples = latest()
         assert set(examples) == {text_key(q) for q in questions}
-        for i, question in enumerate(questions):
+        for question in questions:
             example = examples[text_key(question)]
             assert example["label"] == 0 and example["family"] == "benign"
             assert example["sub_category"] == "programming"
-            # One reporter alone is bulk weight; a quorum is production-confirmed (DESIGN.md).
-            assert example["weight_multiplier"] == (5.0 if i < CONFIRMED else 1.0)
+            # One key is one voice (decision 0018): a quorum of the reporters its key states
+            # relieves the tenant, and teaches at bulk weight, never production-confirmed.
+            assert (example["weight_multiplier"], example["confirmed"]) == (1.0, False)
         wait_for(
             "the confirmed ones to become suppressions",
             lambda: asyncio.run(active_suppressions(settings)) == CONFIRMED,
