@@ -154,7 +154,7 @@ class ReportAdmission:
             f"{p}report-quota:tenant:{tenant}:{window}",
         ]
 
-    async def _seen(self, reports: Sequence[LabelReport]) -> list[str | None]:
+    async def _seen(self, reports: Sequence[LabelReport]) -> list[bytes | None]:
         """For each report, in order, the seen-event index's digest of the event its
         false-negative claim names (None for other kinds)."""
         claims = [
@@ -163,7 +163,7 @@ class ReportAdmission:
             if report.kind == "false_negative" and report.event_ts is not None
         ]
         digests = await self._verdicts.seen_digests([claim for _, claim in claims])
-        found: list[str | None] = [None] * len(reports)
+        found: list[bytes | None] = [None] * len(reports)
         for (index, _), digest in zip(claims, digests, strict=True):
             found[index] = digest
         return found

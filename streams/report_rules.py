@@ -124,7 +124,7 @@ def principal(report: LabelReport) -> str:
     return f"tenant:{report.tenant_id}"
 
 
-def claim_verified(report: LabelReport, seen_digest: str | None) -> bool:
+def claim_verified(report: LabelReport, seen_digest: bytes | None) -> bool:
     """Whether a false-negative claim names an event the scorer saw, of the reporter's own
     tenant, with the text the claim carries (``seen_digest``: what the seen-event index
     holds for the event, None when it holds nothing)."""

@@ -2,12 +2,14 @@
 and the seen-event index, which lets a false-negative claim be checked against what the
 scorer really saw.
 
-The index keeps, for every event the model allowed, a 32-hex digest of (tenant, text) in one
-Redis hash per event-time hour (``seen:<hour>``, field = event id), expiring ``seen_ttl_s``
-after the hour ends. A claim names its event id, text and event time: it is verified when the
-hour's hash holds the same digest for that id, which proves tenant and text at once and says
-nothing about another tenant's events. A hash per hour costs one field per event and one
-expiry per hour instead of a key and a TTL per event.
+The index keeps, for every event the model allowed, an 8-byte digest of (tenant, text) in one
+Redis hash per event-time hour (``seen:<hour>``, field = an 8-byte digest of the event id),
+expiring ``seen_ttl_s`` after the hour ends. A claim names its event id, text and event time:
+it is verified when the hour's hash holds the same digest for that id, which proves tenant
+and text at once and says nothing about another tenant's events. A hash per hour costs one
+field per event and one expiry per hour instead of a key and a TTL per event; 8-byte digests
+keep each field in Redis's smallest allocations (bench/seen_index_memory.py). Forging a
+digest takes a 64-bit preimage; two event ids of one hour sharing one is as unlikely.
 """
 
 from __future__ import annotations
@@ -44,10 +46,17 @@ def connect(dsn: str) -> aioredis.Redis:
 _HOUR_S = 3600
 
 
-def event_digest(tenant_id: str, key: str) -> str:
+_DIGEST_BYTES = 8
+
+
+def event_digest(tenant_id: str, key: str) -> bytes:
     """What the seen-event index keeps of an event: its tenant and text key, hashed together
     (a NUL cannot occur in an identifier, so the pair is unambiguous)."""
-    return hashlib.sha256(f"{tenant_id}\x00{key}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{tenant_id}\x00{key}".encode()).digest()[:_DIGEST_BYTES]
+
+
+def _event_field(event_id: str) -> bytes:
+    return hashlib.sha256(event_id.encode()).digest()[:_DIGEST_BYTES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +65,7 @@ class SeenEvent:
 
     event_id: str
     ts: datetime
-    digest: str
+    digest: bytes
 
 
 def _hour(ts: datetime) -> int:
@@ -93,22 +102,23 @@ class VerdictStore:
                 for event in seen:
                     hour = _hour(event.ts)
                     hours.add(hour)
-                    pipe.hset(f"{self._seen_prefix}{hour}", event.event_id, event.digest)
+                    key = f"{self._seen_prefix}{hour}"
+                    pipe.hset(key, _event_field(event.event_id), event.digest)
                 for hour in hours:
                     pipe.expireat(
                         f"{self._seen_prefix}{hour}", (hour + 1) * _HOUR_S + self._seen_ttl_s
                     )
             await pipe.execute()
 
-    async def seen_digests(self, claims: Sequence[tuple[str, datetime]]) -> list[str | None]:
+    async def seen_digests(self, claims: Sequence[tuple[str, datetime]]) -> list[bytes | None]:
         """For each (event id, event time), the digest the index holds, in one round trip."""
         if not claims or not self.keeps_seen:
             return [None] * len(claims)
         async with self._client.pipeline(transaction=False) as pipe:
             for event_id, ts in claims:
-                pipe.hget(f"{self._seen_prefix}{_hour(ts)}", event_id)
+                pipe.hget(f"{self._seen_prefix}{_hour(ts)}", _event_field(event_id))
             raws = await pipe.execute()
-        return [None if raw is None else bytes(raw).decode() for raw in raws]
+        return [None if raw is None else bytes(raw) for raw in raws]
 
     async def get(self, event_id: str) -> StoredVerdict | None:
         raw = await self._client.get(self.key(event_id))

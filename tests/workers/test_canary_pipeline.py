@@ -55,9 +55,8 @@ def _epoch(value: str) -> float:
 def test_canary_probes_get_verdicts_carrying_their_ground_truth(
     topics: Settings, worker: WorkerProcess
 ) -> None:
-    settings = topics.model_copy(
-        update={"canary_probes_per_min": 1200.0, "canary_tick_s": 0.25, "canary_tenant_id": "cn"}
-    )
+    # The worker's canary tenant: only its ground truth is passed on (decision 0018).
+    settings = topics.model_copy(update={"canary_probes_per_min": 1200.0, "canary_tick_s": 0.25})
     wanted = 120
     log = VerdictLog()
 
@@ -79,7 +78,7 @@ def test_canary_probes_get_verdicts_carrying_their_ground_truth(
     assert len({v["event_id"] for v in verdicts}) == len(verdicts) >= wanted
     for verdict in verdicts:
         assert verdict["event_id"].startswith(CANARY_EVENT_PREFIX)
-        assert verdict["tenant_id"] == "cn"
+        assert verdict["tenant_id"] == topics.canary_tenant_id
         # canary-<run>-<sequence>-<probe id>, the probe id being g1-NNNNN
         probe = golden["-".join(verdict["event_id"].rsplit("-", 2)[-2:])]
         assert verdict["ground_truth"] == {
