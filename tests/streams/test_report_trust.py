@@ -137,7 +137,7 @@ def test_one_key_is_one_voice_and_only_independent_tenants_confirm(topics: Setti
             # Report ids are the tenant's own: globex may use acme's without a 409.
             same_id = post(
                 client, keys["globex"], report_id="sock-0", event_id="gb-0",
-                reporter_id="x", kind="false_negative", reason="PI", text=BENIGN,
+                reporter_id="x", kind="false_negative", reason="PI", text=MADE_UP,
                 event_ts=event_ts,
             )  # fmt: skip
             assert same_id.status_code == 202, same_id.text
