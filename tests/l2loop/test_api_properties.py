@@ -266,7 +266,7 @@ def test_any_body_posted_with_a_key_is_answered_and_counted_as_answered(
     answered()
 
 
-def test_any_body_posted_without_a_valid_key_is_refused_unread(hostile: Hostile) -> None:
+def test_any_body_posted_without_a_valid_key_gets_401_whatever_it_holds(hostile: Hostile) -> None:
     @PROPERTY_SETTINGS
     @given(authorization=Hostile.not_keys(), body=bodies)
     def refused(authorization: str | None, body: bytes) -> None:
