@@ -304,6 +304,24 @@ class Posted:
     quota_retries: int
 
 
+def next_batch(
+    pending: Sequence[ReportSubmission], max_reports: int, max_bytes: int
+) -> list[dict[str, object]]:
+    """The bodies of the reports that go in the next request, from the head of ``pending``:
+    at most ``max_reports``, and no more than fit ``max_bytes`` as a JSON array (the API
+    refuses a larger body unread), so that a file of long missed-attack texts is sent in
+    smaller batches. A report too large alone still goes alone, for the API to refuse."""
+    batch: list[dict[str, object]] = []
+    size = len(b"[]")
+    for submission in pending[:max_reports]:
+        body = submission.model_dump(mode="json", exclude_none=True)
+        size += len(orjson.dumps(body)) + (1 if batch else 0)
+        if batch and size > max_bytes:
+            break
+        batch.append(body)
+    return batch
+
+
 async def post_all(
     settings: Settings,
     api: ManagedProcess,
@@ -311,9 +329,10 @@ async def post_all(
     submissions: Sequence[ReportSubmission],
     echo: Callable[[str], None],
 ) -> Posted:
-    """Posts in batches of ``report_batch_max``; a report refused for quota (429) is posted
-    again after the Retry-After the API gave; the API's other refusals are final. An API
-    that does not answer is waited for, unless its process has exited."""
+    """Posts in batches of ``report_batch_max`` that fit ``api_max_body_bytes``; a report
+    refused for quota (429) is posted again after the Retry-After the API gave; the API's
+    other refusals are final. An API that does not answer is waited for, unless its process
+    has exited."""
     posted = Posted([], 0)
     pending = list(submissions)
 
@@ -325,11 +344,8 @@ async def post_all(
     address = f"http://{settings.api_host}:{api.port}"
     async with httpx.AsyncClient(base_url=address, timeout=30.0) as http:
         while pending:
-            batch, pending = (
-                pending[: settings.report_batch_max],
-                pending[settings.report_batch_max :],
-            )
-            body = [s.model_dump(mode="json", exclude_none=True) for s in batch]
+            body = next_batch(pending, settings.report_batch_max, settings.api_max_body_bytes)
+            batch, pending = pending[: len(body)], pending[len(body) :]
             response = await retry_until_done(
                 functools.partial(post, body),
                 dependency="api",

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
 
     # User reports (streams/reports.py, streams/report_admission.py, l2loop/api/reports.py)
     report_batch_max: int = Field(500, ge=1, description="most reports in one POST")
+    # The most bytes of a POST /v1/reports body; a larger one is answered 413 without being
+    # read (Content-Length) or as soon as the stream passes it (chunked), so that no request
+    # can make the API buffer and parse megabytes. 4 MiB fits a full batch (500) of reports
+    # of 8 KiB each (ids, reason and a 2,000-character comment with room to spare); a batch
+    # of long missed-attack texts is split by the client.
+    api_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     report_high_confidence_score: float = Field(
         0.9, gt=0, le=1, description="an FP report on an event scored at or above goes to review"
     )

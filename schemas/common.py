@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from pydantic import AwareDatetime, BeforeValidator, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, PlainSerializer
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION: Final = 1
 
@@ -35,7 +37,55 @@ EventTime = Annotated[
     PlainSerializer(_to_rfc3339, return_type=str, when_used="json"),
 ]
 
-Identifier = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^\S+$")]
+_CATEGORY_NAMES: Final = {
+    "Cc": "control",
+    "Cf": "format",
+    "Cs": "surrogate",
+    "Co": "private use",
+    "Cn": "unassigned",
+    "Zs": "space",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
+
+
+def _visible(value: str) -> str:
+    # Two ids that render alike must be the same id: "u1" and "u\u200b1" would be two
+    # reporters (two quota counters, two votes towards a quorum) that a reviewer cannot tell
+    # apart, and a NUL or a bidi override garbles every log and listing that shows them.
+    # str.isprintable is false for exactly the categories refused here, except the ASCII
+    # space, and runs in C on the hot path (every scan event has two identifiers).
+    if value.isprintable() and " " not in value:
+        return value
+    position, char = next((i, c) for i, c in enumerate(value) if not c.isprintable() or c == " ")
+    category = unicodedata.category(char)
+    named = " ".join(filter(None, (f"U+{ord(char):04X}", unicodedata.name(char, ""))))
+    raise PydanticCustomError(
+        "invisible_character",
+        "identifiers may not contain invisible characters (whitespace, control, format, "
+        "surrogate, private-use, unassigned): {char} ({kind}) at position {position}",
+        {"char": named, "kind": f"{_CATEGORY_NAMES[category]}, {category}", "position": position},
+    )
+
+
+IDENTIFIER_RULE: Final = (
+    "1 to 256 characters, none of them whitespace, control, format (zero-width characters, "
+    "bidirectional overrides, U+FEFF), surrogate, private-use or unassigned: Unicode "
+    "categories Zs, Zl, Zp, Cc, Cf, Cs, Co and Cn are refused"
+)
+
+Identifier = Annotated[
+    str,
+    # The pattern is for other languages' validators (the export); here `_visible` is the
+    # stricter check, with one message for every refused character.
+    Field(
+        min_length=1,
+        max_length=256,
+        description=IDENTIFIER_RULE,
+        json_schema_extra={"pattern": r"^\S+$"},
+    ),
+    AfterValidator(_visible),
+]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 

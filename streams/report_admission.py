@@ -8,12 +8,14 @@ agent re-admitting a report the API already admitted, or a replay after a crash,
 without counting against a quota twice; another report reusing the id is refused.
 
 ``ReportLedger`` keeps where each report ended (``ReportOutcome``) and the counters that must
-reconcile: curated + quarantined + rejected + dead-lettered = reports in.
+reconcile: curated + quarantined + rejected + dead-lettered = reports in, where a request
+the API refuses whole, before looking at its reports, is one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -296,15 +298,18 @@ class ReportLedger:
                 REPORTS_TOTAL.labels(field.split(":", 1)[0], outcome.reason).inc()
 
     async def count_rejections(self, rejections: Sequence[Rejection]) -> None:
-        """Counts reports refused at the API door: they got their answer and have no id."""
-        if not rejections:
+        """Counts refusals at the API door: they got their answer and have no id. Each
+        counts once: a report refused by a check, or a request refused whole (no key, a body
+        over the limit, not JSON, an empty or oversized batch), whatever it held."""
+        by_reason = collections.Counter(rejection.reason.value for rejection in rejections)
+        if not by_reason:
             return
         async with self._client.pipeline(transaction=False) as pipe:
-            for rejection in rejections:
-                pipe.hincrby(self._counts, f"rejected:{rejection.reason.value}", 1)
+            for reason, count in by_reason.items():
+                pipe.hincrby(self._counts, f"rejected:{reason}", count)
             await pipe.execute()
-        for rejection in rejections:
-            REPORTS_TOTAL.labels("rejected", rejection.reason.value).inc()
+        for reason, count in by_reason.items():
+            REPORTS_TOTAL.labels("rejected", reason).inc(count)
 
     async def get(self, tenant_id: str | None, report_id: str) -> ReportOutcome | None:
         """A report's outcome; ``tenant_id`` None for a record that never became a report."""

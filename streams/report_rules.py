@@ -38,6 +38,7 @@ class RejectReason(StrEnum):
     BAD_KEY = "bad_key"
     REVOKED_KEY = "revoked_key"
     BATCH_TOO_LARGE = "batch_too_large"
+    BODY_TOO_LARGE = "body_too_large"
     UNKNOWN_TENANT = "unknown_tenant"
     TENANT_REVOKED = "tenant_revoked"
     WRONG_REPORTER = "wrong_reporter"
@@ -80,6 +81,7 @@ _STATUS: dict[RejectReason, int] = {
     RejectReason.DUPLICATE: 409,
     RejectReason.REPORT_ID_TAKEN: 409,
     RejectReason.BATCH_TOO_LARGE: 413,
+    RejectReason.BODY_TOO_LARGE: 413,
     RejectReason.REPORTER_QUOTA: 429,
     RejectReason.TENANT_QUOTA: 429,
     # Decided after acceptance, by the agent: never an HTTP answer, only an outcome.

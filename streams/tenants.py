@@ -15,12 +15,13 @@ from datetime import datetime
 from typing import Literal
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from schemas.codec import to_bytes
 from schemas.common import EventTime, Identifier, utc_now
 
 KEY_PREFIX = "l2k_"
+_TENANT_ID: TypeAdapter[str] = TypeAdapter(Identifier)
 
 KeyState = Literal["active", "rotated", "revoked"]
 
@@ -129,6 +130,11 @@ class TenantKeys:
 
     async def add(self, tenant_id: str) -> str:
         """Registers ``tenant_id`` and returns its key; the key is not stored anywhere."""
+        try:
+            _TENANT_ID.validate_python(tenant_id)
+        except ValidationError as exc:
+            message = exc.errors(include_url=False)[0]["msg"]
+            raise TenantError(f"tenant id {tenant_id!r}: {message}") from None
         if await self.get(tenant_id) is not None:
             raise TenantError(f"tenant {tenant_id!r} exists; use rotate for a new key")
         return await self._issue(tenant_id, created_at=utc_now(), old_hash=None)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from l2loop.settings import Settings
 from streams.verdict_store import connect
@@ -31,6 +36,36 @@ def api_context(request: Request) -> ApiContext:
     return context
 
 
+class ApiError(BaseModel):
+    """Every error the API answers: a code to branch on, a sentence, the field at fault."""
+
+    code: str
+    detail: str
+    field: str | None = None
+
+
+def error_response(
+    status: int, error: ApiError, *, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # Unknown paths, wrong methods: the same shape as the routes' own errors, so that a
+    # client reads `code` from every 4xx.
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    error = ApiError(code=code, detail=str(exc.detail))
+    return error_response(exc.status_code, error, headers=exc.headers)
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    # loc is ("query", "hours"): the parameter is what the client can correct.
+    field = ".".join(str(part) for part in first["loc"][1:]) or str(first["loc"][0])
+    error = ApiError(code="invalid_parameter", detail=f"{field}: {first['msg']}", field=field)
+    return error_response(422, error)
+
+
 def create_api(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +84,7 @@ def create_api(settings: Settings) -> FastAPI:
         summary="Reports, windows and alerts of the L2 prompt-threat classifier's loop.",
         version="1",
         lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, RequestValidationError: _invalid_request},
     )
 
     @app.get("/healthz", tags=["operations"])

@@ -7,8 +7,11 @@ it ends. Answers (README, "Reporting false positives"):
 - one report: the status of that report; a batch (a JSON array): 202 when every report was
   accepted, the shared status when all were refused for the same status, 207 otherwise.
   The body always lists one result per report, in order, with its own status.
-- 400/401/413 before any report is looked at: the body is not JSON, the key is missing,
-  unknown, rotated or revoked, or the batch is larger than the setting allows.
+- 400/401/413 before any report is looked at: the key is missing, unknown, rotated or
+  revoked (decided from the headers, before a byte of the body is read), the body is larger
+  than ``api_max_body_bytes`` (answered as soon as that is known, without reading on), the
+  body is not JSON, or the batch is larger than the setting allows. Such a request counts
+  once in the ledger, however many reports it claimed to hold.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from l2loop.api.app import ApiContext, api_context
+from l2loop.api.app import ApiContext, ApiError, api_context, error_response
 from l2loop.resilience import retry_until_done
 from schemas.codec import to_bytes
 from schemas.common import EventTime, Identifier, utc_now
@@ -34,6 +37,7 @@ from streams.tenants import TenantRecord
 from streams.topics import LABEL_REPORTS
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
+_REPORT_ID: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
 class ReportSubmission(BaseModel):
@@ -71,12 +75,6 @@ class ReportsAnswer(BaseModel):
     results: list[ReportResult]
 
 
-class ApiError(BaseModel):
-    code: str
-    detail: str
-    field: str | None = None
-
-
 def _body_schema() -> dict[str, Any]:
     # The body is parsed by hand (so that every fault gets its own code), so OpenAPI is told
     # its shape explicitly.
@@ -99,22 +97,19 @@ def _services(request: Request, context: ApiContext) -> ReportServices:
     return services
 
 
-def _error(rejection: Rejection, *, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ApiError(code=rejection.reason.value, detail=rejection.detail, field=rejection.field)
-    return JSONResponse(
-        body.model_dump(exclude_none=True),
-        status_code=rejection.reason.http_status,
-        headers=headers,
-    )
+def _error(rejection: Rejection) -> JSONResponse:
+    error = ApiError(code=rejection.reason.value, detail=rejection.detail, field=rejection.field)
+    status = rejection.reason.http_status
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return error_response(status, error, headers=headers)
 
 
 class Refused(Exception):
     """The whole request is refused before any report is looked at."""
 
-    def __init__(self, rejection: Rejection, items: int) -> None:
+    def __init__(self, rejection: Rejection) -> None:
         super().__init__(rejection.detail)
         self.rejection = rejection
-        self.items = items
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,30 +120,52 @@ class Caller:
     reporter_id: str | None
 
 
-async def _authenticate(request: Request, services: ReportServices, items: int) -> Caller:
+async def _authenticate(request: Request, services: ReportServices) -> Caller:
+    """Who the key is, from the headers alone: nothing of the body has been read yet."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Refused(
-            Rejection(RejectReason.MISSING_KEY, "send Authorization: Bearer <tenant key>"), items
+            Rejection(RejectReason.MISSING_KEY, "send Authorization: Bearer <tenant key>")
         )
     entry = await services.tenants.lookup(key.strip())
     if entry is None:
-        raise Refused(Rejection(RejectReason.BAD_KEY, "the key is not a tenant key"), items)
+        raise Refused(Rejection(RejectReason.BAD_KEY, "the key is not a tenant key"))
     if entry.state != "active":
         raise Refused(
-            Rejection(RejectReason.REVOKED_KEY, f"the key was {entry.state}; use the new one"),
-            items,
+            Rejection(RejectReason.REVOKED_KEY, f"the key was {entry.state}; use the new one")
         )
     tenant = await services.tenants.get(entry.tenant_id)
     if tenant is None or not tenant.active:
-        raise Refused(Rejection(RejectReason.REVOKED_KEY, "the tenant is revoked"), items)
+        raise Refused(Rejection(RejectReason.REVOKED_KEY, "the tenant is revoked"))
     return Caller(tenant, entry.reporter_id)
 
 
-def _field_of(error: ValidationError) -> tuple[str, str]:
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or Refused as soon as it is known to be over ``limit`` bytes: from
+    Content-Length before anything is read, else while the stream arrives, so that at most
+    ``limit`` bytes (and one chunk) are ever held."""
+    too_large = Refused(
+        Rejection(
+            RejectReason.BODY_TOO_LARGE,
+            f"the body is over {limit} bytes; send fewer reports per request",
+            "body",
+        )
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdecimal() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _field_of(error: ValidationError, root: str = "<root>") -> tuple[str, str]:
     first = error.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or "<root>"
+    field = ".".join(str(part) for part in first["loc"]) or root
     return field, f"{field}: {first['msg']}"
 
 
@@ -239,24 +256,19 @@ async def submit_reports(
 ) -> Response:
     """Report false positives, missed attacks or confirmed threats: one object or an array."""
     services = _services(request, context)
-    parse_error: str | None = None
     try:
-        payload = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        payload, parse_error = None, str(exc)
-    batch = isinstance(payload, list)
-    items: list[Any] = payload if isinstance(payload, list) else [payload]
-    try:
-        caller = await _authenticate(request, services, len(items))
-        if parse_error is not None:
+        caller = await _authenticate(request, services)
+        body = await _read_body(request, context.settings.api_max_body_bytes)
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             raise Refused(
-                Rejection(
-                    RejectReason.INVALID_JSON, f"the body is not JSON: {parse_error}", "body"
-                ),
-                1,
-            )
+                Rejection(RejectReason.INVALID_JSON, f"the body is not JSON: {exc}", "body")
+            ) from None
+        batch = isinstance(payload, list)
+        items: list[Any] = payload if isinstance(payload, list) else [payload]
         if not items:
-            raise Refused(Rejection(RejectReason.INVALID_FIELD, "the batch is empty", "body"), 1)
+            raise Refused(Rejection(RejectReason.INVALID_FIELD, "the batch is empty", "body"))
         limit = context.settings.report_batch_max
         if len(items) > limit:
             raise Refused(
@@ -264,15 +276,13 @@ async def submit_reports(
                     RejectReason.BATCH_TOO_LARGE,
                     f"{len(items)} reports in one request; at most {limit}",
                     "body",
-                ),
-                len(items),
+                )
             )
     except Refused as refused:
-        await services.ledger.count_rejections([refused.rejection] * refused.items)
-        headers = (
-            {"WWW-Authenticate": "Bearer"} if refused.rejection.reason.http_status == 401 else None
-        )
-        return _error(refused.rejection, headers=headers)
+        # One request, one count: what a refused body claims to hold was never looked at,
+        # and counting its items would let one request move the ledger by millions.
+        await services.ledger.count_rejections([refused.rejection])
+        return _error(refused.rejection)
 
     answers: list[LabelReport | Rejection] = [_to_report(item, caller) for item in items]
     candidates = [answer for answer in answers if isinstance(answer, LabelReport)]
@@ -315,7 +325,7 @@ async def submit_reports(
 @router.get(
     "/{report_id}",
     response_model=ReportOutcome,
-    responses={401: {"model": ApiError}, 404: {"model": ApiError}},
+    responses={400: {"model": ApiError}, 401: {"model": ApiError}, 404: {"model": ApiError}},
 )
 async def report_outcome(
     report_id: str, request: Request, context: Annotated[ApiContext, Depends(api_context)]
@@ -323,12 +333,17 @@ async def report_outcome(
     """Where a report ended (curated, quarantined, rejected) and why, or that it is on its way."""
     services = _services(request, context)
     try:
-        caller = await _authenticate(request, services, 0)
+        caller = await _authenticate(request, services)
+        # No report has such an id; refused before it becomes a Redis key.
+        _REPORT_ID.validate_python(report_id)
     except Refused as refused:
-        return _error(refused.rejection, headers={"WWW-Authenticate": "Bearer"})
+        return _error(refused.rejection)
+    except ValidationError as exc:
+        field, detail = _field_of(exc, "report_id")
+        return _error(Rejection(RejectReason.INVALID_FIELD, detail, field))
     # Report ids are per tenant: another tenant's report with this id is not even looked at.
     outcome = await services.ledger.get(caller.tenant.tenant_id, report_id)
     if outcome is None:
-        body = ApiError(code="unknown_report", detail=f"no report {report_id!r} of this tenant")
-        return JSONResponse(body.model_dump(exclude_none=True), status_code=404)
+        error = ApiError(code="unknown_report", detail=f"no report {report_id!r} of this tenant")
+        return error_response(404, error)
     return JSONResponse(outcome.model_dump(mode="json"), status_code=200)

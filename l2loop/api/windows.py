@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from l2loop.api.app import ApiContext, api_context
+from l2loop.api.app import ApiContext, ApiError, api_context
 from schemas.windows import Alert, WindowStats
 from streams.alert_rules import Thresholds
 from streams.alert_store import AlertStore
 
 router = APIRouter()
+# A bad parameter is answered like every other error of the API (l2loop.api.app).
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ApiError, "description": "a parameter out of range"}
+}
 
 
 class WindowsResponse(BaseModel):
@@ -32,7 +36,7 @@ def alert_store(context: Annotated[ApiContext, Depends(api_context)]) -> AlertSt
     return AlertStore(context.redis, key_prefix=context.settings.topic_prefix)
 
 
-@router.get("/v1/windows", tags=["windows"])
+@router.get("/v1/windows", tags=["windows"], responses=_INVALID)
 async def list_windows(
     context: Annotated[ApiContext, Depends(api_context)],
     store: Annotated[AlertStore, Depends(alert_store)],
@@ -46,7 +50,7 @@ async def list_windows(
     )
 
 
-@router.get("/v1/alerts", tags=["alerts"])
+@router.get("/v1/alerts", tags=["alerts"], responses=_INVALID)
 async def list_alerts(
     store: Annotated[AlertStore, Depends(alert_store)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 
 from l2loop.settings import Settings
-from streams.reports import report_services
-from tests.fixtures.api import serve_api
-
-
-def _key(settings: Settings, tenant: str) -> str:
-    async def add() -> str:
-        services = report_services(settings)
-        try:
-            return await services.tenants.add(tenant)
-        finally:
-            await services.close()
-
-    return asyncio.run(add())
+from tests.fixtures.api import serve_api, tenant_key
 
 
 def test_request_level_faults_and_the_openapi_document(topics: Settings) -> None:
     settings = topics.model_copy(update={"report_batch_max": 4})
-    key = _key(settings, "acme")
+    key = tenant_key(settings, "acme")
     auth = {"Authorization": f"Bearer {key}"}
     report = {"event_id": "ev-1", "reporter_id": "alice", "kind": "false_positive"}
     with serve_api(settings) as api, httpx.Client(base_url=api.base_url) as client:

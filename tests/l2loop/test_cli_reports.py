@@ -64,6 +64,26 @@ def test_tenant_keys_are_shown_once_stored_as_hashes_rotated_and_revoked(
     assert asyncio.run(states()) == ("rotated", "revoked")
 
 
+def test_a_tenant_id_with_invisible_characters_is_refused(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    runner = CliRunner()
+    env = settings.to_env()
+    for tenant, named in (
+        ("acme\u200b", "U+200B ZERO WIDTH SPACE"),
+        ("\u202eacme", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("ac\x00me", "U+0000"),
+        ("\ufeffacme", "U+FEFF"),
+    ):
+        refused = runner.invoke(main, ["tenants", "add", tenant], env=env)
+        assert refused.exit_code == 1, refused.output
+        assert "identifiers may not contain invisible characters" in refused.output
+        assert named in refused.output
+    # Nothing was registered for any of them.
+    assert not redis_client.hgetall(f"{settings.topic_prefix}tenants")
+    assert runner.invoke(main, ["tenants", "add", "acme"], env=env).exit_code == 0
+
+
 def _held(report_id: str, tenant: str = "acme") -> tuple[LabelReport, StoredVerdict]:
     held = stored_verdict(
         f"ev-{report_id}",
