@@ -426,7 +426,7 @@ def promote(
     from workers.promotion import promote_version
 
     live = attached_settings(settings)
-    registry = ModelRegistry(live.registry_dir)
+    registry = ModelRegistry(live.registry_root)
     cutoff = None if trained_through is None else _as_utc(trained_through)
     try:
         if Path(target).is_dir():
@@ -470,7 +470,7 @@ def rollback(settings: Settings) -> None:
     from streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
-    registry = ModelRegistry(live.registry_dir)
+    registry = ModelRegistry(live.registry_root)
     try:
         left = _pointer_call(live, lambda pointer: pointer.current())
         current = _pointer_call(live, lambda pointer: pointer.rollback())
@@ -501,7 +501,7 @@ def list_models(settings: Settings) -> None:
 
     live = attached_settings(settings)
     current = _pointer_call(live, lambda pointer: pointer.current())
-    for meta in ModelRegistry(live.registry_dir).versions():
+    for meta in ModelRegistry(live.registry_root).versions():
         mark = "*" if current is not None and current.version == meta.version else " "
         changes = "; ".join(meta.changes) or "-"
         registered = f"{meta.registered_at:%Y-%m-%d}"

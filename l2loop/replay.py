@@ -560,7 +560,7 @@ def measure(
     settings: Settings,
 ) -> list[Figures]:
     """Every column of the table, each version scored once."""
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     measured: dict[str, tuple[dict[str, object], dict[str, float | int]]] = {}
     columns = []
     for heading, version in table_columns(record):

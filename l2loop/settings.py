@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     verdict_ttl_s: int = Field(8 * 24 * 3600, ge=60)
 
     # Model registry: versions on storage every worker reads, the current one named in Redis.
-    registry_dir: Path = Path("var/models/registry")
+    # Unset: under the data directory (`registry_root`), so that it moves with it.
+    registry_dir: Path | None = None
     model_poll_s: float = Field(1.0, gt=0)
 
     # Event-time windows (streams/windows.py, streams/window_store.py): tumbling windows of
@@ -251,6 +252,11 @@ class Settings(BaseSettings):
             if part:
                 servers.append(part.removeprefix("kafka://"))
         return servers
+
+    @property
+    def registry_root(self) -> Path:
+        """The model registry's directory: ``registry_dir``, else under the data directory."""
+        return self.registry_dir or self.data_dir / "models" / "registry"
 
     @property
     def stored_verdict_ttl_s(self) -> int:

@@ -401,7 +401,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
     scheduler runs it in a worker thread."""
     new = NewData.read(dataset_dir)
     current = L2Model.load(asyncio.run(_current_model_dir(settings)))
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     version = next_version(registry, current.version)
     candidate = train_and_judge(
         settings,

@@ -137,7 +137,7 @@ def test_an_accepted_candidate_is_registered_promoted_and_ends_older_suppression
     ]
     current = _current(settings)
     assert current is not None and current.version == outcome.candidate_version == "1.1.0"
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     assert Path(current.path) == registry.path("1.1.0").resolve()
     assert registry.get("1.1.0").trained_through == THROUGH
     assert outcome.suppressions_expired == 1
@@ -170,5 +170,5 @@ def test_a_regressing_candidate_is_registered_but_not_promoted(
     golden = next(s for s in outcome.gate if s.name.startswith("golden"))
     assert not golden.report.accepted
     assert _current(settings) is None
-    assert ModelRegistry(settings.registry_dir).get(outcome.candidate_version)
+    assert ModelRegistry(settings.registry_root).get(outcome.candidate_version)
     assert "REJECTED" in Path(outcome.report).read_text()
