@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     worker_roles: str = "all"
     app_id: str = "l2loop"
     web_port: int = Field(6066, ge=0, le=65535)
+    # Where the worker's web server (/health, /metrics) listens: loopback, so that nothing is
+    # open by default (decision 0017); a container sets 0.0.0.0 for its probes and scraper.
+    web_bind: str = "127.0.0.1"
     data_dir: Path = Path("var")
     log_level: LogLevel = "info"
     # Some brokers (Tansu) finish a group join only after half the session timeout, so a

@@ -56,6 +56,12 @@ def test_the_registry_lives_under_the_data_directory_unless_configured(
     assert Settings().registry_root == tmp_path / "shared" / "registry"
 
 
+def test_nothing_listens_beyond_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("L2LOOP_WEB_BIND", "L2LOOP_API_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    assert (Settings().web_bind, Settings().api_host) == ("127.0.0.1", "127.0.0.1")
+
+
 def test_settings_are_frozen_and_checked() -> None:
     with pytest.raises(ValidationError):
         Settings(topic_prefix="bad prefix")
