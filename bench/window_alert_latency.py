@@ -535,7 +535,7 @@ async def pipeline_run(
     alerts = Collector(settings, ALERTS, workers)
     progress = WindowProgress(settings)
     client = connect(settings.redis_dsn)
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     pointer = ModelPointer(client, key_prefix=settings.topic_prefix)
     p = Pipeline(
         settings, layout, verdicts, alerts, pointer, registry, settings.spike_model_version
@@ -656,7 +656,7 @@ async def registered(settings: Settings) -> Settings:
     settings = settings.model_copy(
         update={"registry_dir": settings.data_dir / f"registry-{settings.app_id}"}
     )
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     base = registry.add(settings.model_dir, changes=["model in service"])
     register_spike_model(
         registry,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from l2loop.logs import configure, logging_config
 from l2loop.settings import Settings
 from l2model.cli import model
+from l2model.private import private_dir
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 from schemas.windows import Alert, Rate
 
@@ -35,6 +37,9 @@ T = TypeVar("T")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """l2loop: score prompts in real time, watch FP rate, learn from reports, retrain."""
+    # Owner-only for what libraries create too (Faust's data, temporary files, the children
+    # `up` starts); l2loop's own files get their modes explicitly (decision 0017).
+    os.umask(0o077)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -57,7 +62,7 @@ class StartupError(click.ClickException):
 
 def prepare_data_dir(settings: Settings) -> None:
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     except OSError as exc:
         raise StartupError(
             f"data directory {settings.data_dir}: cannot be created ({exc.strerror})"
@@ -426,7 +431,7 @@ def promote(
     from workers.promotion import promote_version
 
     live = attached_settings(settings)
-    registry = ModelRegistry(live.registry_dir)
+    registry = ModelRegistry(live.registry_root)
     cutoff = None if trained_through is None else _as_utc(trained_through)
     try:
         if Path(target).is_dir():
@@ -470,7 +475,7 @@ def rollback(settings: Settings) -> None:
     from streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
-    registry = ModelRegistry(live.registry_dir)
+    registry = ModelRegistry(live.registry_root)
     try:
         left = _pointer_call(live, lambda pointer: pointer.current())
         current = _pointer_call(live, lambda pointer: pointer.rollback())
@@ -501,7 +506,7 @@ def list_models(settings: Settings) -> None:
 
     live = attached_settings(settings)
     current = _pointer_call(live, lambda pointer: pointer.current())
-    for meta in ModelRegistry(live.registry_dir).versions():
+    for meta in ModelRegistry(live.registry_root).versions():
         mark = "*" if current is not None and current.version == meta.version else " "
         changes = "; ".join(meta.changes) or "-"
         registered = f"{meta.registered_at:%Y-%m-%d}"

@@ -30,6 +30,7 @@ from l2loop.resilience import (
     redis_answers,
     wait_until_reachable,
 )
+from l2model.private import open_private, private_dir
 
 log = get_logger(__name__)
 
@@ -91,8 +92,9 @@ class ManagedProcess:
             raise ValueError(f"{self.name}: a port or a readiness check says when it is up")
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as sink:
+        # A log may quote prompt texts (a rejected record, a failed batch).
+        private_dir(self.log_path.parent)
+        with open_private(self.log_path, "ab") as sink:
             self.process = subprocess.Popen(
                 self.argv,
                 env=self.env,
@@ -212,7 +214,7 @@ def embedded_services(
     work_dir: Path, *, kafka: bool = True, redis: bool = True, timeout_s: float = 30.0
 ) -> Iterator[EmbeddedEndpoints]:
     """Starts the wanted services on free ports; yields their addresses; stops them."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(work_dir)
     processes: list[ManagedProcess] = []
     try:
         broker = redis_url = ""

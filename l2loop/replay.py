@@ -41,6 +41,7 @@ from l2loop.services import await_services, redis_address, serving
 from l2loop.settings import Settings
 from l2loop.up import l2loop_process, running
 from l2model.evaluation import LabeledPrompt, read_labeled
+from l2model.private import private_dir, write_private
 from l2model.registry import ModelPointer, ModelRegistry
 from l2model.runtime import L2Model
 from schemas.codec import to_bytes
@@ -576,7 +577,7 @@ def measure(
     settings: Settings,
 ) -> list[Figures]:
     """Every column of the table, each version scored once."""
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     measured: dict[str, tuple[dict[str, object], dict[str, float | int]]] = {}
     columns = []
     for heading, version in table_columns(record):
@@ -669,11 +670,12 @@ def run_replay(
         cycles=cycles,
     )
     table = render_replay(record, data, measure(record, held_out, start, isolated))
-    out.mkdir(parents=True, exist_ok=True)
-    (state_dir / RECORD_FILE).write_bytes(
-        orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+    private_dir(state_dir)
+    write_private(
+        state_dir / RECORD_FILE,
+        orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2),
     )
     table_path = out / TABLE_FILE
-    table_path.write_text(table)
-    (state_dir / TABLE_FILE).write_text(table)
+    write_private(table_path, table)
+    write_private(state_dir / TABLE_FILE, table)
     return ReplayResult(record, table, table_path)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, SecretStr
 from l2loop.embedded import ManagedProcess, current_pid_alive, embedded_services
 from l2loop.resilience import kafka_answers, redis_answers, wait_until_reachable
 from l2loop.settings import Settings
+from l2model.private import private_dir, write_private
 from streams.topics import ensure_topics
 
 RUNTIME_FILE = "up.json"
@@ -26,7 +27,11 @@ class RunningUp(BaseModel):
 
     pid: int
     kafka_broker: str
+    # The address only (scheme, host, port, db): up.json never holds a password.
     redis_url: str
+    # Where the Redis of `up` needs more than its address (a user, a password, options),
+    # attaching commands take it from their own L2LOOP_REDIS_URL.
+    redis_url_withheld: bool = False
     topic_prefix: str
     api_url: str | None = None
     # What `up` runs, by name, and the pid each runs under now (it changes on a restart).
@@ -52,20 +57,23 @@ def announce_up(
     """Writes ``up.json`` for other terminals; yields a function that rewrites it with the
     processes' current pids (a supervisor calls it after each restart)."""
     path = _runtime_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    dsn = settings.redis_dsn
+    parts = urlsplit(dsn)
 
     def write(processes: dict[str, int]) -> None:
         record = RunningUp(
             pid=os.getpid(),
             kafka_broker=",".join(settings.bootstrap_servers),
-            redis_url=settings.redis_dsn,
+            redis_url=redis_address(dsn),
+            redis_url_withheld=bool(parts.username or parts.password or parts.query),
             topic_prefix=settings.topic_prefix,
             api_url=api_url,
             processes=processes,
         )
         # Readers in other terminals never see a half-written file.
         staging = path.with_suffix(".tmp")
-        staging.write_bytes(orjson.dumps(record.model_dump()))
+        write_private(staging, orjson.dumps(record.model_dump()))
         staging.replace(path)
 
     write({})
@@ -84,6 +92,11 @@ def attached_settings(settings: Settings) -> Settings:
         raise click.ClickException(
             "no broker configured: set L2LOOP_KAFKA_BROKER and L2LOOP_REDIS_URL, "
             "or start `l2loop up` first (this command attaches to it)"
+        )
+    if running.redis_url_withheld and settings.redis_url is None:
+        raise click.ClickException(
+            f"the Redis of `l2loop up` (pid {running.pid}) needs credentials that "
+            f"{_runtime_path(settings)} does not hold: set L2LOOP_REDIS_URL as `up` has it"
         )
     return settings.model_copy(
         update={

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     worker_roles: str = "all"
     app_id: str = "l2loop"
     web_port: int = Field(6066, ge=0, le=65535)
+    # Where the worker's web server (/health, /metrics) listens: loopback, so that nothing is
+    # open by default (decision 0017); a container sets 0.0.0.0 for its probes and scraper.
+    web_bind: str = "127.0.0.1"
     data_dir: Path = Path("var")
     log_level: LogLevel = "info"
     # Some brokers (Tansu) finish a group join only after half the session timeout, so a
@@ -52,7 +55,8 @@ class Settings(BaseSettings):
     verdict_ttl_s: int = Field(8 * 24 * 3600, ge=60)
 
     # Model registry: versions on storage every worker reads, the current one named in Redis.
-    registry_dir: Path = Path("var/models/registry")
+    # Unset: under the data directory (`registry_root`), so that it moves with it.
+    registry_dir: Path | None = None
     model_poll_s: float = Field(1.0, gt=0)
 
     # Event-time windows (streams/windows.py, streams/window_store.py): tumbling windows of
@@ -268,6 +272,11 @@ class Settings(BaseSettings):
             if part:
                 servers.append(part.removeprefix("kafka://"))
         return servers
+
+    @property
+    def registry_root(self) -> Path:
+        """The model registry's directory: ``registry_dir``, else under the data directory."""
+        return self.registry_dir or self.data_dir / "models" / "registry"
 
     @property
     def stored_verdict_ttl_s(self) -> int:

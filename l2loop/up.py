@@ -33,6 +33,7 @@ from l2loop.services import announce_up, redis_address, serving
 from l2loop.settings import Settings
 from l2loop.supervision import AfterRestart, Supervised, Supervisor
 from l2model.golden import load_golden
+from l2model.private import open_private, private_dir
 from schemas.dead_letters import DeadLetter
 from schemas.windows import Alert, Rate, WindowStats
 from streams.alert_rules import window_field
@@ -72,8 +73,8 @@ async def run_demo_cycle(
     today = datetime.now(tz=UTC).date()
     since, until = today.isoformat(), (today + timedelta(days=1)).isoformat()
     announce(out, f"CYCLE {since}..{until}: assemble what users reported, retrain, gate, promote")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log_file:
+    private_dir(log_path.parent)
+    with open_private(log_path, "ab") as log_file:
         child = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "l2loop", "dataset", "assemble"),
             *("--since", since, "--until", until, "--retrain"),

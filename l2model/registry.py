@@ -4,7 +4,8 @@ Versions live side by side under one root (``<root>/<semver>/``), each a complet
 directory plus ``metadata.json`` (changes, metrics, date). Which one the scorers run is a
 pointer in Redis, so every worker of every host agrees on it and follows it without a
 restart; the previous pointers form a stack that ``rollback`` pops. The root must be storage
-that every worker can read (a shared volume in production).
+that every worker can read (a shared volume in production); it is owner-only (0700, files
+0600), so every l2loop process of a deployment runs as one user.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from l2model.contract import MANIFEST_FILE, MODEL_FILE, Manifest
+from l2model.private import make_private, private_dir
 
 METADATA_FILE = "metadata.json"
 SEMVER = r"^\d+\.\d+\.\d+$"
@@ -99,7 +101,7 @@ class ModelRegistry:
         target = self.path(version)
         if target.exists():
             raise RegistryError(f"version {version} is already registered at {target}")
-        staging = self.root / f".{version}.incoming"
+        staging = private_dir(self.root) / f".{version}.incoming"
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(model_dir, staging)
         stamped = manifest.model_copy(update={"version": version})
@@ -123,6 +125,9 @@ class ModelRegistry:
         if not (staging / MODEL_FILE).exists():
             shutil.rmtree(staging)
             raise RegistryError(f"{model_dir} has no {MODEL_FILE}")
+        # A model trained on curated examples holds fragments of their texts (a vocabulary):
+        # owner-only, whatever the modes of the directory it was copied from.
+        make_private(staging)
         # A reader never sees a half-copied version: the directory appears whole.
         staging.rename(target)
         return metadata

@@ -56,7 +56,9 @@ def create_app(settings: Settings) -> faust.App:
         # would be the only one Faust declares itself, and no agent needs a leader.
         topic_disable_leader=True,
         web_port=settings.web_port,
+        # web_host only names the host in URLs; web_bind is where the server listens.
         web_host="127.0.0.1",
+        web_bind=settings.web_bind,
         producer_linger_ms=5,
         broker_commit_every=settings.batch_size * 4,
         broker_commit_interval=1.0,

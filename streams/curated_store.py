@@ -19,9 +19,10 @@ no newline and is cut off by the next writer (it was never acknowledged, so it i
 Writers of one file (several workers) take an exclusive ``flock`` on it, so the directory
 must be on a filesystem with working ``flock`` (local disk, NFSv4).
 
-Privacy. Lines older than the text TTL, and with ``hash_unflagged`` the lines of events the
-model did not flag (false-negative reports), keep every field but the text: the
-``example_id`` is the text's hash (``l2model.record.text_key``). Readers skip such lines.
+Privacy. The files are 0600, in directories l2loop creates 0700 (``l2model.private``). Lines
+older than the text TTL, and with ``hash_unflagged`` the lines of events the model did not
+flag (false-negative reports), keep every field but the text: the ``example_id`` is the
+text's hash (``l2model.record.text_key``). Readers skip such lines.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import orjson
 from pydantic import ValidationError
 
 from l2loop.logs import get_logger
+from l2model.private import open_private, private_dir
 from schemas.codec import to_bytes
 from schemas.reports import CuratedExample
 
@@ -90,7 +92,7 @@ class AppendResult:
 def _locked_append(path: Path) -> Iterator[IO[bytes]]:
     """Opens ``path`` for appending under an exclusive lock, on the inode the path names now."""
     while True:
-        handle = path.open("ab+")
+        handle = open_private(path, "ab+")
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         # A redaction may have replaced the file while we waited for the lock.
         if path.exists() and os.fstat(handle.fileno()).st_ino == path.stat().st_ino:
@@ -142,7 +144,7 @@ class CuratedStore:
             by_day.setdefault(curated_day(example), []).append(example)
         written: list[CuratedExample] = []
         duplicates = 0
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         for day, items in sorted(by_day.items()):
             new, dup = self._append_day(self.path(day), items)
             written += new
@@ -234,7 +236,7 @@ class CuratedStore:
             if not todo:
                 return 0
             staging = path.with_suffix(".redacting")
-            with staging.open("wb") as out:
+            with open_private(staging, "wb") as out:
                 for payload in payloads:
                     out.write(
                         orjson.dumps(redacted(payload, now) if "text" in payload else payload)

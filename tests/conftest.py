@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.faults",
     "tests.fixtures.receivers",
     "tests.fixtures.api",
+    "tests.fixtures.exposure",
 ]

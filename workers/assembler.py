@@ -57,6 +57,7 @@ from l2model.corpus import CorpusSplit, generate_corpus, split_corpus
 from l2model.corpus.dataset import stratum
 from l2model.corpus.variations import Paraphraser, near_duplicate_key
 from l2model.golden import golden_text_keys
+from l2model.private import open_private, private_dir
 from l2model.record import TrainingRecord, text_key
 from schemas.reports import CuratedExample
 from streams.curated_store import REDACTED_AT, STORE_DIR, CuratedStore
@@ -206,7 +207,7 @@ def assemble_dataset(
 ) -> AssembledDataset:
     """Builds (or finds, when the same input was assembled before) the period's dataset."""
     root = out_root if out_root is not None else settings.data_dir / DATASETS_DIR
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     config = AssemblyConfig.from_settings(settings)
     ticker = _Ticker(progress, settings.assembly_progress_every)
     store = CuratedStore(settings.data_dir)
@@ -216,7 +217,7 @@ def assemble_dataset(
             log.warning("assembly_leftover_removed", path=str(leftover))
             shutil.rmtree(leftover)
         temp = root / f"{_TEMP_PREFIX}{period.name}-{os.getpid()}"
-        temp.mkdir()
+        private_dir(temp)
         try:
             return _assemble_into(temp, root, store, period, config, ticker, settings)
         finally:
@@ -441,7 +442,7 @@ def _resolve(
     paraphraser = Paraphraser(lambda text: _compact(text_key(text)) in taken)
     spread = config.variation_weight_max - config.variation_weight_min
     total = len(scan.examples)
-    with (temp / _SPILL_FILE).open("wb") as spill:
+    with open_private(temp / _SPILL_FILE, "wb") as spill:
         for done, key in enumerate(sorted(scan.examples), 1):
             ticker.tick("resolve", done, total)
             latest = scan.examples.pop(key)
@@ -680,7 +681,7 @@ def _write_splits(
     stats = {name: _SplitStats() for name in SPLITS}
     groups_per_split = Counter(assignment.groups.values())
     with contextlib.ExitStack() as stack:
-        outs = [stack.enter_context((temp / f"{name}.jsonl").open("wb")) for name in SPLITS]
+        outs = [stack.enter_context(open_private(temp / f"{name}.jsonl", "wb")) for name in SPLITS]
         done = 0
         for group, _, number, rank, _, line in _spilled(temp / _SPILL_FILE):
             if number != _ORIGINAL and not balance.keeps(number, rank):
@@ -838,7 +839,7 @@ class _Listing:
         self.examples: list[dict[str, Any]] = []
 
     def __enter__(self) -> Self:
-        self._out = self._path.open("wb")
+        self._out = open_private(self._path, "wb")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -924,7 +925,7 @@ class _Ticker:
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
     """One assembler per dataset root; the kernel releases the lock when its holder dies."""
-    with path.open("a") as handle:
+    with open_private(path, "ab") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -933,7 +934,7 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 def _write_durably(path: Path, content: bytes) -> None:
-    with path.open("wb") as out:
+    with open_private(path, "wb") as out:
         out.write(content)
         out.flush()
         os.fsync(out.fileno())

@@ -45,6 +45,7 @@ from l2model.evaluation import (
     score_texts,
 )
 from l2model.golden import is_golden_text, load_golden
+from l2model.private import write_private
 from l2model.record import BENIGN, TrainingRecord, text_key
 from l2model.runtime import L2Model
 from streams.report_rules import ONE_VOICE, UNKNOWN_SEVERITY
@@ -267,7 +268,7 @@ def write_dataset(out_dir: Path, examples: Sequence[TrainingRecord], seed: int) 
     for name, (_, part) in zip(DATASET_SPLITS, split.parts(), strict=True):
         write_jsonl(out_dir / f"{name}.jsonl", part)
     manifest = {"kind": "loop simulation", "records": len(examples), "seed": seed}
-    (out_dir / "manifest.json").write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    write_private(out_dir / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return out_dir
 
 
@@ -324,7 +325,7 @@ def simulate_cycle(
         replayed=len(replayed),
         held_out=len(held_out),
     )
-    (out_dir / "simulation.md").write_text(render_simulation(result, data, share, seed))
+    write_private(out_dir / "simulation.md", render_simulation(result, data, share, seed))
     return result
 
 

@@ -59,6 +59,7 @@ from l2model.lite import (
     session_for,
     train_lite,
 )
+from l2model.private import private_dir, write_private
 from l2model.record import TrainingRecord, text_key
 from l2model.registry import ModelPointer, ModelRegistry, semver_key
 from l2model.runtime import L2Model
@@ -230,9 +231,10 @@ def train_candidate(
             },
         }
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MODEL_FILE).write_bytes(model_bytes)
-    (out_dir / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
+    # Its vocabulary holds fragments of the dataset's texts: owner-only, as the dataset is.
+    private_dir(out_dir)
+    write_private(out_dir / MODEL_FILE, model_bytes)
+    write_private(out_dir / MANIFEST_FILE, manifest_bytes(manifest))
     return manifest
 
 
@@ -401,7 +403,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
     scheduler runs it in a worker thread."""
     new = NewData.read(dataset_dir)
     current = L2Model.load(asyncio.run(_current_model_dir(settings)))
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     version = next_version(registry, current.version)
     candidate = train_and_judge(
         settings,
@@ -436,7 +438,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
         suppressions_expired=0 if promotion is None else len(promotion.expired),
         report=str(report_path),
     )
-    report_path.write_text(render_report(outcome, new))
+    write_private(report_path, render_report(outcome, new))
     log.info(
         "retrain_finished",
         candidate=version,

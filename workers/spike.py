@@ -104,7 +104,7 @@ async def _end_spike(pointer: ModelPointer, version: str) -> None:
 async def _spike(
     settings: Settings, client: aioredis.Redis, stop: asyncio.Event, for_s: float
 ) -> None:
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     pointer = ModelPointer(client, key_prefix=settings.topic_prefix)
     base = await retry_until_done(
         lambda: _ensure_pointer(pointer, registry, settings),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from l2model.private import open_private, private_dir
 from l2model.record import TrainingRecord, normalise_text
 
 SPLIT_NAMES = ("train", "validation", "test")
@@ -57,8 +58,8 @@ def _rank(seed: int, key: str) -> str:
 
 
 def write_jsonl(path: Path, records: Iterable[TrainingRecord]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
+    private_dir(path.parent)
+    with open_private(path, "wb") as out:
         for record in records:
             out.write(orjson.dumps(record.model_dump()) + b"\n")
 

@@ -88,7 +88,7 @@ def test_promoting_a_model_trained_through_a_time_expires_older_suppressions(
     )
     assert promoted.exit_code == 0, promoted.output
     assert "suppressions expired: 1" in promoted.output
-    trained_through = ModelRegistry(settings.registry_dir).get("1.1.0").trained_through
+    trained_through = ModelRegistry(settings.registry_root).get("1.1.0").trained_through
     assert trained_through == NOON + timedelta(days=1)
     assert active_keys() == [text_key(NEW)]
     ended = runner.invoke(main, ["suppressions", "list", "--ended"], env=env)

@@ -13,6 +13,7 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from l2loop.embedded import EmbeddedServiceError, ManagedProcess, embedded_services
+from tests.fixtures.exposure import accepts, is_loopback, listening_addresses, not_private
 
 
 def _listening(port: int) -> bool:
@@ -39,6 +40,25 @@ def test_embedded_services_answer_and_stop(tmp_path: Path) -> None:
         client.close()
     assert not _listening(broker_port)
     assert not _listening(redis_port)
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_embedded_services_listen_on_loopback_only_and_keep_their_files_private(
+    tmp_path: Path, outside_address: str
+) -> None:
+    data_dir = tmp_path / "var"
+    with embedded_services(data_dir / "embedded") as endpoints:
+        assert [p.name for p in endpoints.processes] == ["tansu", "redis"]
+        for service in endpoints.processes:
+            assert service.port is not None and service.process is not None
+            assert accepts("127.0.0.1", service.port), service.name
+            assert not accepts(outside_address, service.port), service.name
+            listening = listening_addresses(service.process.pid)
+            assert ("127.0.0.1", service.port) in listening, service.name
+            assert all(is_loopback(address) for address, _ in listening), listening
+        # Their logs may quote what clients sent.
+        assert {p.name for p in (data_dir / "embedded").iterdir()} >= {"tansu.log", "redis.log"}
+        assert not_private(data_dir) == []
 
 
 def test_only_the_missing_service_is_started(tmp_path: Path) -> None:

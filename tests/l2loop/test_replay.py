@@ -42,6 +42,7 @@ from streams.curated_store import CuratedStore
 from streams.report_admission import ReportLedger
 from streams.verdict_store import connect
 from tests.fixtures.api import serve_api
+from tests.fixtures.exposure import not_private
 from workers.demo_reporters import issue_keys
 from workers.loop_replay import (
     DrawnReports,
@@ -382,6 +383,8 @@ def test_a_small_replay_closes_the_loop_and_accounts_for_every_report(
         assert table == (state / "replay.md").read_text()
         for line in _independent_figures(record, registry, settings.golden_version):
             assert line in table
+        # Its state holds the replayed prompts, in logs, the curated store and datasets.
+        assert not_private(out) == []
     finally:
         client = redis.Redis.from_url(settings.redis_dsn)
         keys = list(client.scan_iter(match=f"{record.topic_prefix}*", count=1000))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -37,6 +39,27 @@ def test_to_env_recreates_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> 
     for key, value in original.to_env().items():
         monkeypatch.setenv(key, value)
     assert Settings() == original
+
+
+def test_the_registry_lives_under_the_data_directory_unless_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("L2LOOP_REGISTRY_DIR", raising=False)
+    monkeypatch.setenv("L2LOOP_DATA_DIR", str(tmp_path / "data"))
+    assert Settings().registry_root == tmp_path / "data" / "models" / "registry"
+    # A child process started with to_env finds the same registry.
+    moved = Settings().model_copy(update={"data_dir": tmp_path / "elsewhere"})
+    for key, value in moved.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert Settings().registry_root == tmp_path / "elsewhere" / "models" / "registry"
+    monkeypatch.setenv("L2LOOP_REGISTRY_DIR", str(tmp_path / "shared" / "registry"))
+    assert Settings().registry_root == tmp_path / "shared" / "registry"
+
+
+def test_nothing_listens_beyond_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("L2LOOP_WEB_BIND", "L2LOOP_API_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    assert (Settings().web_bind, Settings().api_host) == ("127.0.0.1", "127.0.0.1")
 
 
 def test_settings_are_frozen_and_checked() -> None:

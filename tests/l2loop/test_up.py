@@ -34,7 +34,6 @@ class UpProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("L2LOOP_")}
         env |= {
             "L2LOOP_DATA_DIR": str(data_dir),
-            "L2LOOP_REGISTRY_DIR": str(data_dir / "models" / "registry"),
             "PYTHONUNBUFFERED": "1",
         }
         self.data_dir = data_dir

@@ -15,6 +15,7 @@ from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 from l2model.runtime import L2Model
 from streams.hot_reload import ModelHolder
 from streams.verdict_store import connect
+from tests.fixtures.exposure import not_private
 from tests.fixtures.models import MakeModel
 
 
@@ -29,6 +30,20 @@ def test_add_copies_a_whole_version_with_its_metadata(
     assert meta.changes == ["first"] and meta.kind == "lite"
     assert Manifest.read(registry.path("1.10.0")).version == "1.10.0"
     assert L2Model.load(registry.path("1.10.0")).version == "1.10.0"
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_a_registered_version_is_owner_only_whatever_its_source(
+    tmp_path: Path, make_model_dir: MakeModel
+) -> None:
+    source = make_model_dir("1.0.0")
+    source.chmod(0o755)
+    for path in source.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    registry = ModelRegistry(tmp_path / "var" / "models" / "registry")
+    registry.add(source)
+    assert not_private(tmp_path / "var") == []
+    assert L2Model.load(registry.path("1.0.0")).version == "1.0.0"
 
 
 def test_a_version_is_registered_once(tmp_path: Path, make_model_dir: MakeModel) -> None:

@@ -6,9 +6,11 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 
 from streams.curated_store import REDACTED_AT, CuratedStore
 from tests.fixtures.curated import NOON, curated_example
+from tests.fixtures.exposure import not_private
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -162,3 +164,26 @@ def test_a_damaged_line_mid_file_stops_neither_writer_nor_reader(tmp_path: Path)
     result = restarted.append([first, second])
     assert (len(result.written), result.duplicates) == (1, 1)
     assert list(restarted.read(NOON.date(), NOON.date() + timedelta(days=1))) == [first, second]
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_only_the_owner_can_read_the_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    store = CuratedStore(data_dir)
+    old = curated_example("How do I rotate logs?", curated_at=NOON - timedelta(days=100))
+    store.append([old, curated_example("How do I rotate keys?")])
+    assert len(store.days()) == 2
+    assert not_private(data_dir) == []
+    # A day file rewritten without its texts is as private as the one it replaces.
+    assert store.redact_before(NOON.date()) == 1
+    assert not_private(data_dir) == []
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_a_day_file_written_before_is_narrowed_by_the_next_append(tmp_path: Path) -> None:
+    store = CuratedStore(tmp_path)
+    store.append([curated_example("How do I rotate logs?")])
+    path = store.path(NOON.date())
+    path.chmod(0o644)
+    CuratedStore(tmp_path).append([curated_example("How do I rotate keys?")])
+    assert not_private(path) == []

@@ -24,7 +24,7 @@ from tests.fixtures.pipeline import (
 def test_promotion_and_rollback_switch_versions_without_loss_or_rescoring(
     topics: Settings, make_model_dir: MakeModel
 ) -> None:
-    registry = ModelRegistry(topics.registry_dir)
+    registry = ModelRegistry(topics.registry_root)
     registry.add(make_model_dir("1.0.0"))
     # Same weights, another threshold: which model scored an event shows in its verdict.
     registry.add(make_model_dir("1.1.0", threshold=0.9), changes=["stricter threshold"])

@@ -31,6 +31,7 @@ from l2model.record import TrainingRecord, text_key
 from schemas.reports import ReportKind
 from streams.curated_store import REDACTED_AT, CuratedStore
 from tests.fixtures.curated import curated_example
+from tests.fixtures.exposure import not_private
 from workers.assembler import (
     MANIFEST_FILE,
     SPLITS,
@@ -439,6 +440,20 @@ def test_balancing_drops_variations_only(tmp_path: Path) -> None:
     records = [r for name in SPLITS for r in read_jsonl(built.split_path(name))]
     assert {r.text for r in records if r.source != VARIATION_SOURCE} == set(fps)
     assert balance["after"]["benign"] == 600 + len(records)
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_only_the_owner_can_read_a_dataset(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    fps = [f"How do I parse YAML in Go for report {i}?" for i in range(20)]
+    CuratedStore(data_dir).append(
+        [curated_example(text, curated_at=moment(i)) for i, text in enumerate(fps)]
+    )
+    settings = Settings(data_dir=data_dir, base_corpus_size=1_000)
+    built = assemble_dataset(settings, QUARTER)
+    assert built.path.parent == data_dir / "datasets"
+    assert {f"{name}.jsonl" for name in SPLITS} <= {p.name for p in built.path.iterdir()}
+    assert not_private(data_dir) == []
 
 
 def test_a_period_is_a_quarter_or_two_dates() -> None:

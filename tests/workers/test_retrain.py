@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -21,6 +22,7 @@ from l2model.record import HARD_NEGATIVE_PREFIX, TrainingRecord
 from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
 from streams.suppressions import SuppressionStore
 from tests.fixtures.curated import NOON, curated_example
+from tests.fixtures.exposure import not_private
 from workers.retrain import (
     DATASET_SPLITS,
     REPORT_FILE,
@@ -137,7 +139,7 @@ def test_an_accepted_candidate_is_registered_promoted_and_ends_older_suppression
     ]
     current = _current(settings)
     assert current is not None and current.version == outcome.candidate_version == "1.1.0"
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     assert Path(current.path) == registry.path("1.1.0").resolve()
     assert registry.get("1.1.0").trained_through == THROUGH
     assert outcome.suppressions_expired == 1
@@ -146,6 +148,7 @@ def test_an_accepted_candidate_is_registered_promoted_and_ends_older_suppression
     assert "ACCEPTED and promoted" in report and "`conflicts`" in report
 
 
+@pytest.mark.usefixtures("loose_umask")
 def test_a_regressing_candidate_is_registered_but_not_promoted(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
@@ -170,5 +173,9 @@ def test_a_regressing_candidate_is_registered_but_not_promoted(
     golden = next(s for s in outcome.gate if s.name.startswith("golden"))
     assert not golden.report.accepted
     assert _current(settings) is None
-    assert ModelRegistry(settings.registry_dir).get(outcome.candidate_version)
+    assert ModelRegistry(settings.registry_root).get(outcome.candidate_version)
     assert "REJECTED" in Path(outcome.report).read_text()
+    # The candidate, its registered copy and the report quote or hold the poisoned texts.
+    assert not_private(settings.data_dir / "models") == []
+    assert not_private(settings.registry_root) == []
+    assert not_private(Path(outcome.report)) == []

@@ -69,14 +69,14 @@ def test_with_nothing_promoted_the_spike_returns_to_the_configured_model(
     current = asyncio.run(_spike_and_read_pointer(settings))
     base = Manifest.read(settings.model_dir)
     assert current is not None and current.version == base.version
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     assert {m.version for m in registry.versions()} == {base.version, settings.spike_model_version}
 
 
 def test_a_spike_left_over_by_a_killed_demo_is_undone_first(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     base = registry.add(default_model_dir())
     register_spike_model(
         registry,

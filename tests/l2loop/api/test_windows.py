@@ -24,6 +24,7 @@ from schemas.windows import WindowStats
 from streams.alert_rules import Thresholds
 from streams.alert_store import AlertStore
 from streams.alerts import AlertEvaluator
+from tests.fixtures.exposure import accepts, is_loopback, listening_addresses
 from tests.fixtures.windows import store_latest, window
 
 HOURS = 60
@@ -95,6 +96,14 @@ def api(settings: Settings, redis_client: object) -> Iterator[ApiProcess]:
         process.terminate()
         process.wait(timeout=20)
         log.close()
+
+
+def test_the_api_listens_on_loopback_only_by_default(api: ApiProcess, outside_address: str) -> None:
+    port = int(api.url.rsplit(":", 1)[1])
+    assert not accepts(outside_address, port)
+    listening = listening_addresses(api.process.pid)
+    assert ("127.0.0.1", port) in listening
+    assert all(is_loopback(address) for address, _ in listening), listening
 
 
 def test_windows_and_alerts_over_http(api: ApiProcess) -> None:
