@@ -52,10 +52,17 @@ class Agent:
     """Processes records, raising on the poison one; remembers what it did."""
 
     poison: bytes
+    health: Health = field(default_factory=Health)
     batches: list[list[int]] = field(default_factory=list)
     pills: list[DeadLetter] = field(default_factory=list)
+    # What /health said about each record while it was processed alone.
+    replaying: dict[int, list[tuple[str, int]]] = field(default_factory=dict)
 
     async def process(self, records: Sequence[RawRecord]) -> None:
+        if len(records) == 1:
+            self.replaying[records[0].offset] = [
+                (loop.state, loop.offset) for loop in self.health.report().crash_loops
+            ]
         if any(record.value == self.poison for record in records):
             raise Crash
         self.batches.append([record.offset for record in records])
@@ -91,8 +98,8 @@ def _attempts(redis_client: redis.Redis, settings: Settings) -> dict[str, int]:
 def test_a_record_that_crashes_twice_is_dead_lettered_by_the_third_start(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    agent = Agent(POISON)
     health = Health()
+    agent = Agent(POISON, health)
 
     async def start() -> None:
         # A fresh client per start, as a restarted worker has.
@@ -119,6 +126,12 @@ def test_a_record_that_crashes_twice_is_dead_lettered_by_the_third_start(
         "t.scan-events:1:14": 1,
     }
     assert health.report().status == "ok", "no suspect is in flight once the worker is gone"
+    # While a suspect was retried alone, /health named it.
+    assert agent.replaying == {
+        10: [("replaying_suspect", 10)],
+        11: [("replaying_suspect", 11)],
+        12: [("replaying_suspect", 12)],
+    }
 
     # Third start: the poison is dead-lettered unprocessed, the rest goes on. The batch is
     # read from its start again (its offsets were never committed): at-least-once.
