@@ -12,7 +12,9 @@ The contract (docs/decisions/0007-resilience.md):
   (``wait_until_reachable``); past it the process ends with one line naming the address.
 - Anything else is a bug or a poison the code did not foresee: ``crash_only`` turns an agent's
   unexpected exception into one clear log line and a non-zero exit, so that a supervisor
-  restarts the process. A live worker that does nothing is never an outcome.
+  restarts the process. A live worker that does nothing is never an outcome. A record that
+  crashes its agent again and again is dead-lettered by the next start (streams.poison); while
+  that happens ``HEALTH`` says ``failing`` (a crash loop), not ``ok``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Literal, NoReturn, ParamSpec, TypeVar
 
 from aiokafka import errors as kafka_errors
 from prometheus_client import Counter, Gauge
@@ -104,11 +107,26 @@ class DependencyState(BaseModel):
     last_error: str | None = None
 
 
-class HealthReport(BaseModel):
-    """The ``/health`` answer: ``ok`` unless a dependency is in an outage."""
+class CrashLoopState(BaseModel):
+    """A record that crashed an agent: being retried alone, or dead-lettered as a poison pill."""
 
-    status: str
+    agent: str
+    state: Literal["replaying_suspect", "poison_pill"]
+    topic: str
+    partition: int
+    offset: int
+    attempts: int  # unfinished attempts at this offset before this one
+    since: float  # epoch seconds
+
+
+class HealthReport(BaseModel):
+    """The ``/health`` answer: ``failing`` during a crash loop (an agent retrying, one by one,
+    records that crashed it, or a poison pill dead-lettered lately), else ``degraded`` while a
+    dependency is in an outage, else ``ok``."""
+
+    status: Literal["ok", "degraded", "failing"]
     dependencies: list[DependencyState]
+    crash_loops: list[CrashLoopState] = []
 
 
 @dataclass
@@ -119,13 +137,36 @@ class _Outage:
     last_error: str
 
 
+# Poison pills /health lists at most: a crash loop that is not the record's fault (every
+# record crashes) could otherwise grow the answer without bound.
+_PILLS_SHOWN = 20
+
+
 class Health:
-    """Which dependencies are in an outage, for health endpoints, metrics and ``l2loop up``."""
+    """Which dependencies are in an outage and which agents are in a crash loop, for health
+    endpoints, metrics and ``l2loop up``."""
 
     def __init__(self) -> None:
         self._outages: dict[str, _Outage] = {}
         self._known: dict[str, float] = {}  # dependency -> wall time of the last recovery
+        self._replaying: dict[str, CrashLoopState] = {}  # agent -> the suspect it retries
+        self._pills: deque[tuple[float, CrashLoopState]] = deque(maxlen=_PILLS_SHOWN)
         self._lock = threading.Lock()
+
+    def replaying(self, state: CrashLoopState) -> None:
+        """``state.agent`` retries alone a record that was in flight when it crashed."""
+        with self._lock:
+            self._replaying[state.agent] = state
+
+    def replayed(self, agent: str) -> None:
+        """``agent`` has no suspect left in flight."""
+        with self._lock:
+            self._replaying.pop(agent, None)
+
+    def poison_pill(self, state: CrashLoopState, shown_s: float) -> None:
+        """``state.agent`` dead-lettered a poison pill: failing for ``shown_s`` seconds."""
+        with self._lock:
+            self._pills.append((time.monotonic() + shown_s, state))
 
     def failed(self, dependency: str, error: BaseException) -> _Outage:
         with self._lock:
@@ -173,7 +214,13 @@ class Health:
                 for name, since in sorted(self._known.items())
                 if name not in self._outages
             ]
-        return HealthReport(status="degraded" if self._outages else "ok", dependencies=states)
+            loops = [*self._replaying.values()]
+            loops += [state for until, state in self._pills if until > now]
+            degraded = bool(self._outages)
+        status: Literal["ok", "degraded", "failing"] = (
+            "failing" if loops else "degraded" if degraded else "ok"
+        )
+        return HealthReport(status=status, dependencies=states, crash_loops=loops)
 
 
 # One per process: every agent and job of a worker reports into the same health state.

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from l2loop.resilience import Backoff
 from l2model.artifacts import default_model_dir
+from schemas.dead_letters import MAX_RAW_BYTES
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 WORKER_ROLES = ("score", "reports", "windows", "alerts", "curated")
@@ -74,6 +75,23 @@ class Settings(BaseSettings):
     retry_initial_s: float = Field(0.1, gt=0)
     retry_cap_s: float = Field(5.0, gt=0)
     shutdown_timeout_s: float = Field(8.0, gt=0)
+
+    # Hostile input and crash loops (schemas/dead_letters.py, streams/poison.py,
+    # l2loop/supervision.py; docs/decisions/0016-poison-pills.md).
+    # A dead letter keeps at most this many raw bytes, with the value's length and sha256, so
+    # that it fits its topic whatever arrived (the schema's own cap is MAX_RAW_BYTES).
+    dead_letter_raw_max_bytes: int = Field(64 * 1024, ge=0, le=MAX_RAW_BYTES)
+    # Unfinished attempts at one offset after which the next start dead-letters the record
+    # unprocessed (poison_pill). A crashed batch counts one for every record in it, and a
+    # suspect is then retried alone: 2 means "crashed its agent once on its own".
+    poison_pill_attempts: int = Field(2, ge=2)
+    # How long the worker's /health says failing after an agent dead-lettered a poison pill.
+    poison_pill_health_s: float = Field(600.0, gt=0)
+    # l2loop up: this many exits of one process within the window is a crash loop, and a
+    # restarted process counts as recovered only once it has stayed up this long.
+    crash_loop_exits: int = Field(3, ge=2)
+    crash_loop_window_s: float = Field(300.0, gt=0)
+    restart_stable_s: float = Field(30.0, gt=0)
 
     # Canary probes (workers/canary.py): golden-set prompts with known labels, sent to
     # scan-events as a tenant of their own, so that windows tell them from production; and

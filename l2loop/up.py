@@ -31,7 +31,7 @@ from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS
 from l2loop.services import announce_up, redis_address, serving
 from l2loop.settings import Settings
-from l2loop.supervision import AfterRestart, Supervised, Supervisor
+from l2loop.supervision import AfterRestart, CrashLoopRule, Supervised, Supervisor
 from l2model.golden import load_golden
 from l2model.private import open_private, private_dir
 from schemas.dead_letters import DeadLetter
@@ -445,7 +445,8 @@ def run_up(
         }
         children = [Supervised(p, after_restart.get(p.name)) for p in services]
         supervisor = Supervisor(
-            [*children, Supervised(worker), Supervised(api), Supervised(scheduler)]
+            [*children, Supervised(worker), Supervised(api), Supervised(scheduler)],
+            rule=CrashLoopRule.from_settings(live),
         )
         with announce_up(live, api_url=api_url) as publish_pids:
             worker.start()

@@ -86,7 +86,24 @@ Identifier = Annotated[
     ),
     AfterValidator(_visible),
 ]
+# Names the loop itself gives (model versions, families, contexts, sources): generous limits,
+# stated so that every record's size is bounded (l2loop schemas export).
+ModelVersion = Annotated[str, Field(max_length=64)]
+Name = Annotated[str, Field(max_length=128)]
+# Free text the loop writes about a record (why it was held, refused, ...).
+MAX_DETAIL_CHARS: Final = 4096
+Detail = Annotated[str, Field(max_length=MAX_DETAIL_CHARS)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its start and its full length."""
+    if len(text) <= limit:
+        return text
+    marker = f" ... [{len(text)} characters in all]"
+    if len(marker) >= limit:
+        return text[:limit]
+    return text[: limit - len(marker)] + marker
 
 
 def utc_now() -> datetime:

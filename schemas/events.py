@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -13,7 +13,12 @@ Severity = Literal["low", "medium", "high", "critical"]
 
 # Hard cap on the raw prompt; anything larger is dead-lettered, not scored. The model itself
 # reads only the first ``model_max_chars`` characters (see streams.scoring).
-MAX_TEXT_BYTES = 32 * 1024
+MAX_TEXT_BYTES: Final = 32 * 1024
+# Every text the loop carries further (stored verdicts, reports, curated examples) is a
+# prompt of at most MAX_TEXT_BYTES bytes, so never more characters than that.
+MAX_TEXT_CHARS: Final = MAX_TEXT_BYTES
+MAX_METADATA_KEY_CHARS: Final = 128
+MAX_METADATA_VALUE_CHARS: Final = 1024
 
 
 class L1Hit(BaseModel):
@@ -48,7 +53,10 @@ class GroundTruth(BaseModel):
     source: Literal["canary", "analyst"]
 
 
-MetadataValue = str | int | float | bool | None
+MetadataValue = (
+    Annotated[str, Field(max_length=MAX_METADATA_VALUE_CHARS)] | int | float | bool | None
+)
+MetadataKey = Annotated[str, Field(max_length=MAX_METADATA_KEY_CHARS)]
 
 
 class ScanEvent(BaseModel):
@@ -58,10 +66,15 @@ class ScanEvent(BaseModel):
     event_id: Identifier
     ts: EventTime
     tenant_id: Identifier
-    text: str
+    # The limit is on UTF-8 bytes, checked below so that an oversized text is dead-lettered
+    # as text_too_large; the schema states it in characters, which are never more.
+    text: str = Field(
+        json_schema_extra={"maxLength": MAX_TEXT_CHARS},
+        description=f"the prompt, at most {MAX_TEXT_BYTES} bytes as UTF-8",
+    )
     l1: L1Summary | None = None
     ground_truth: GroundTruth | None = None
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=64)
 
     @field_validator("text")
     @classmethod

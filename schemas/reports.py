@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from l2model.record import TrainingRecord
-from schemas.common import SCHEMA_VERSION, EventTime, Identifier, Probability, utc_now
-from schemas.events import L1Summary
+from schemas.common import (
+    SCHEMA_VERSION,
+    Detail,
+    EventTime,
+    Identifier,
+    ModelVersion,
+    Name,
+    Probability,
+    utc_now,
+)
+from schemas.events import MAX_TEXT_CHARS, L1Summary
 from schemas.verdicts import Verdict
+
+# A curated example names at most this many of the reports behind it (the one that made
+# this revision always among them); ``reporter_count`` and ``tenant_count`` count them all.
+MAX_REPORT_IDS: Final = 100
 
 ReportKind = Literal["false_positive", "false_negative", "confirmed_threat"]
 Channel = Literal["http", "kafka"]
@@ -32,7 +45,7 @@ class LabelReport(BaseModel):
     comment: str = Field("", max_length=2000)
     # A missed attack was not flagged, so the verdict store does not hold it: an FN report
     # carries the text and the event's time itself.
-    text: str | None = Field(None, max_length=32 * 1024)
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     event_ts: EventTime | None = None
     channel: Channel = "kafka"
     authenticated_reporter: bool = Field(
@@ -63,9 +76,9 @@ class ReportOutcome(BaseModel):
         None, description="the reporting tenant: only it may read this outcome"
     )
     route: ReportRoute
-    reason: str = Field("", description="machine-readable code, e.g. 'not_flagged'")
-    detail: str = ""
-    example_id: str | None = None
+    reason: Name = Field("", description="machine-readable code, e.g. 'not_flagged'")
+    detail: Detail = ""
+    example_id: str | None = Field(None, max_length=64)
     decided_at: EventTime = Field(default_factory=utc_now)
 
 
@@ -77,13 +90,22 @@ class CuratedExample(TrainingRecord):
     the original event.
     """
 
+    # The training record's fields, with the limits of a record on a topic.
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    family: Name
+    context: Name
+    source: Name = Field(min_length=1)
+    sub_category: Name = ""
+    rule_id: str = Field("", max_length=256)
+    notes: Detail = ""
+
     schema_version: Literal[1] = SCHEMA_VERSION
     example_id: str = Field(min_length=64, max_length=64)
     event_id: Identifier
     event_ts: EventTime
     tenant_id: Identifier
     report_kind: ReportKind
-    report_ids: list[Identifier] = Field(min_length=1)
+    report_ids: list[Identifier] = Field(min_length=1, max_length=MAX_REPORT_IDS)
     reporter_count: int = Field(ge=1, description="distinct reporter ids, as their keys state")
     tenant_count: int = Field(1, ge=1)
     principal_count: int = Field(
@@ -92,7 +114,7 @@ class CuratedExample(TrainingRecord):
         description="distinct authenticated principals (tenant keys, operator-issued reporter "
         "keys): what weight and confirmation count",
     )
-    model_version: str
+    model_version: ModelVersion
     model_score: Probability
     confirmed: bool = Field(
         False,
@@ -100,7 +122,7 @@ class CuratedExample(TrainingRecord):
         "distinct tenants, or released in review",
     )
     released_in_review: bool = False
-    reviewed_by: str | None = None
+    reviewed_by: str | None = Field(None, max_length=256)
     curated_at: EventTime = Field(default_factory=utc_now)
 
 
@@ -121,9 +143,9 @@ class QuarantinedReport(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     report: LabelReport
     reason: QuarantineReason
-    detail: str
+    detail: Detail
     example_id: str = Field(min_length=64, max_length=64)
-    text: str
+    text: str = Field(max_length=MAX_TEXT_CHARS)
     verdict: Verdict | None = None
     l1: L1Summary | None = None
     quarantined_at: EventTime = Field(default_factory=utc_now)

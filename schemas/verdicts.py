@@ -6,8 +6,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import SCHEMA_VERSION, EventTime, Identifier, Probability, utc_now
-from schemas.events import GroundTruth, L1Summary
+from schemas.common import (
+    SCHEMA_VERSION,
+    EventTime,
+    Identifier,
+    ModelVersion,
+    Name,
+    Probability,
+    utc_now,
+)
+from schemas.events import MAX_TEXT_CHARS, GroundTruth, L1Summary
 
 Action = Literal["allow", "warn", "block"]
 
@@ -19,13 +27,13 @@ class Verdict(BaseModel):
     event_id: Identifier
     ts: EventTime
     tenant_id: Identifier
-    model_version: str
+    model_version: ModelVersion
     score: Probability = Field(description="P(threat)")
     threshold: Probability
     is_threat: bool
-    family: str
+    family: Name
     severity: Probability
-    context: str
+    context: Name
     action: Action
     latency_ms: float = Field(
         ge=0, description="wall time of the inference batch that scored this event"
@@ -48,5 +56,5 @@ class StoredVerdict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     verdict: Verdict
-    text: str
+    text: str = Field(max_length=MAX_TEXT_CHARS)
     l1: L1Summary | None = None

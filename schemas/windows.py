@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import SCHEMA_VERSION, EventTime, utc_now
+from schemas.common import SCHEMA_VERSION, Detail, EventTime, ModelVersion, Name, utc_now
 
 
 class Interval(BaseModel):
@@ -101,18 +101,18 @@ class Alert(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     rule: AlertRule
     status: AlertStatus
-    fingerprint: str = Field(pattern=r"^[0-9a-f]{16}$")
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{16}$", max_length=16)
     window_start: EventTime
     window_end: EventTime
-    model_version: str
+    model_version: ModelVersion
     value: float = Field(description="the measured value: a rate, or milliseconds")
     threshold: float = Field(description="the value the rule fires above (below for recall)")
     bound: float | None = Field(
         None, description="the Wilson 95 % bound that crossed the threshold, for proportions"
     )
     samples: int = Field(ge=0, description="the sample count behind the value")
-    labels: dict[str, str]
-    annotations: dict[str, str]
+    labels: dict[Annotated[str, Field(max_length=64)], Name] = Field(max_length=16)
+    annotations: dict[Annotated[str, Field(max_length=64)], Detail] = Field(max_length=16)
     starts_at: EventTime
     ends_at: EventTime | None = None
     changed_at: EventTime = Field(default_factory=utc_now)

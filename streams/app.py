@@ -1,7 +1,7 @@
 """The Faust application and worker: one place that wires settings, codecs and agents together.
 
-Every worker also serves ``/health`` (its dependencies' state, l2loop.resilience) and
-``/metrics`` (Prometheus) on its web port.
+Every worker also serves ``/health`` (its dependencies' state and crash loops,
+l2loop.resilience) and ``/metrics`` (Prometheus) on its web port.
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def _serve_health_and_metrics(app: faust.App) -> None:
     @app.page("/health")
     async def health(view: View, request: Request) -> Response:
         report = HEALTH.report()
-        # 200 while degraded too: an outage is waited out, and restarting would not help.
+        # 200 while degraded or failing too: an outage is waited out, a poison pill is
+        # dead-lettered by the agent itself, and restarting would help with neither.
         return view.json(report.model_dump(mode="json"))
 
     @app.page("/metrics")

@@ -18,7 +18,15 @@ import orjson
 from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
-from schemas.dead_letters import DeadLetter, DeadLetterReason
+from schemas.common import clip
+from schemas.dead_letters import (
+    MAX_ERROR_CHARS,
+    MAX_KEY_BYTES,
+    MAX_RAW_BYTES,
+    DeadLetter,
+    DeadLetterReason,
+    sha256_hex,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -75,16 +83,28 @@ def _describe(error: ValidationError) -> str:
 
 
 def dead_letter(
-    record: RawRecord, reason: DeadLetterReason, error: str, event_id: str | None = None
+    record: RawRecord,
+    reason: DeadLetterReason,
+    error: str,
+    event_id: str | None = None,
+    *,
+    raw_max_bytes: int = MAX_RAW_BYTES,
 ) -> DeadLetter:
+    """A DeadLetter that fits its topic whatever arrived: the value cut at ``raw_max_bytes``
+    (its size and sha256 kept), the key and the error cut at the schema's limits."""
+    raw = record.value or b""
+    limit = min(raw_max_bytes, MAX_RAW_BYTES)
     return DeadLetter(
         reason=reason,
-        error=error,
+        error=clip(error, MAX_ERROR_CHARS),
         source_topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        key=record.key,
-        raw=record.value or b"",
+        key=None if record.key is None else record.key[:MAX_KEY_BYTES],
+        raw=raw[:limit],
+        raw_size=len(raw),
+        raw_sha256=sha256_hex(raw),
+        raw_truncated=len(raw) > limit,
         event_id=event_id,
     )
 
@@ -128,12 +148,17 @@ def _parse(value: bytes) -> tuple[Any, tuple[DeadLetterReason, str] | None]:
 
 
 def decode_record(
-    record: RawRecord, model: type[M], *, id_field: str = "event_id"
+    record: RawRecord,
+    model: type[M],
+    *,
+    id_field: str = "event_id",
+    raw_max_bytes: int = MAX_RAW_BYTES,
 ) -> M | DeadLetter:
-    """Turns one raw record into ``model``, or a DeadLetter naming what is wrong with it."""
+    """Turns one raw record into ``model``, or a DeadLetter naming what is wrong with it
+    (its raw bytes cut at ``raw_max_bytes``)."""
 
     def dead(reason: DeadLetterReason, error: str, record_id: str | None = None) -> DeadLetter:
-        return dead_letter(record, reason, error, record_id)
+        return dead_letter(record, reason, error, record_id, raw_max_bytes=raw_max_bytes)
 
     if not record.value:
         return dead(DeadLetterReason.EMPTY_MESSAGE, "the record has no value")

@@ -14,7 +14,14 @@ from enum import StrEnum
 
 from l2model.contract import CONTEXTS, FAMILIES
 from l2model.record import BENIGN, text_key
-from schemas.reports import CuratedExample, LabelReport, QuarantinedReport, QuarantineReason
+from schemas.common import MAX_DETAIL_CHARS, clip
+from schemas.reports import (
+    MAX_REPORT_IDS,
+    CuratedExample,
+    LabelReport,
+    QuarantinedReport,
+    QuarantineReason,
+)
 from schemas.verdicts import StoredVerdict
 from streams.tenants import TenantRecord
 from streams.verdict_store import event_digest
@@ -253,7 +260,8 @@ def quarantine_reason(
         )
     if stored.l1 is not None and stored.l1.highest_severity == "critical":
         rules = ", ".join(hit.rule_id for hit in stored.l1.hits if hit.severity == "critical")
-        return "l1_critical", f"L1 rules of critical severity fired: {rules}"
+        detail = f"L1 rules of critical severity fired: {rules}"
+        return "l1_critical", clip(detail, MAX_DETAIL_CHARS)
     return None
 
 
@@ -297,6 +305,16 @@ def _benign_context(context: str) -> str:
     # A benign example cannot be in the "attack" context; the model's guess for a text it
     # wrongly flagged is often exactly that.
     return "conversational" if context == "attack" or context not in CONTEXTS else context
+
+
+def named_reports(report_ids: list[str], current: str) -> list[str]:
+    """The report ids an example names: all of them up to MAX_REPORT_IDS, else the first
+    ones (sorted) and ``current``, so that every report is named by the revision it made."""
+    ordered = sorted(report_ids)
+    if len(ordered) <= MAX_REPORT_IDS:
+        return ordered
+    others = [report_id for report_id in ordered if report_id != current]
+    return sorted([*others[: MAX_REPORT_IDS - 1], current])
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +378,7 @@ def curated_example(
         event_ts=verdict.ts if verdict is not None else report.event_ts,
         tenant_id=report.tenant_id,
         report_kind=report.kind,
-        report_ids=support.report_ids,
+        report_ids=named_reports(support.report_ids, report.report_id),
         reporter_count=support.reporters,
         tenant_count=support.tenants,
         principal_count=support.principals,

@@ -14,7 +14,9 @@ Every report ends in exactly one place, recorded in the ledger with its reason:
   a Kafka report failed a check (reason ``report_refused``, the check's code in ``error``).
 
 Outputs are delivered, then the outcomes recorded, then offsets committed; a crash replays
-the batch, and admission and the ledger recognise what they already saw.
+the batch, and admission and the ledger recognise what they already saw. A record that
+crashes the agent again and again is dead-lettered as a ``poison_pill`` by the next start
+(streams.poison), its outcome kept under where it sat on the topic.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from l2model.golden import golden_text_keys
 from l2model.record import text_key
 from schemas.codec import to_bytes
 from schemas.common import utc_now
-from schemas.dead_letters import DeadLetter, DeadLetterReason
+from schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
 from schemas.reports import (
     CuratedExample,
     LabelReport,
@@ -50,6 +52,7 @@ from schemas.reports import (
 )
 from schemas.verdicts import StoredVerdict
 from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
+from streams.poison import PoisonGuard
 from streams.report_admission import (
     Admitted,
     Quotas,
@@ -95,8 +98,10 @@ return {1, redis.call('SCARD', KEYS[1]), redis.call('SCARD', KEYS[2]),
 """
 
 
-def decode_label_report(record: RawRecord) -> LabelReport | DeadLetter:
-    return decode_record(record, LabelReport)
+def decode_label_report(
+    record: RawRecord, *, raw_max_bytes: int = MAX_RAW_BYTES
+) -> LabelReport | DeadLetter:
+    return decode_record(record, LabelReport, raw_max_bytes=raw_max_bytes)
 
 
 def _label(report: LabelReport) -> int:
@@ -189,6 +194,16 @@ def dead_letter_id(letter: DeadLetter) -> str:
     return f"dlq:{letter.source_topic}:{letter.partition}:{letter.offset}"
 
 
+def dead_lettered(letter: DeadLetter) -> ReportOutcome:
+    """The outcome of a record that never became a report, kept under where it sat."""
+    return ReportOutcome(
+        report_id=dead_letter_id(letter),
+        route=ReportRoute.DEAD_LETTERED,
+        reason=letter.reason.value,
+        detail=letter.error,
+    )
+
+
 def record_id(record: RawRecord) -> str:
     """The ledger id of a report whose own id belongs to another report."""
     return f"record:{record.topic}:{record.partition}:{record.offset}"
@@ -207,7 +222,9 @@ class ReportRouter:
         quorum: int,
         min_tenants: int,
         clock: Callable[[], datetime] = utc_now,
+        raw_max_bytes: int = MAX_RAW_BYTES,
     ) -> None:
+        self._raw_max = raw_max_bytes
         self._admission = admission
         self._support = support
         self._golden = golden_keys
@@ -221,17 +238,10 @@ class ReportRouter:
         reports: list[LabelReport] = []
         sources: list[RawRecord] = []
         for record in records:
-            decoded = decode_label_report(record)
+            decoded = decode_label_report(record, raw_max_bytes=self._raw_max)
             if isinstance(decoded, DeadLetter):
                 batch.dead_letters.append(decoded)
-                batch.outcomes.append(
-                    ReportOutcome(
-                        report_id=dead_letter_id(decoded),
-                        route=ReportRoute.DEAD_LETTERED,
-                        reason=decoded.reason.value,
-                        detail=decoded.error,
-                    )
-                )
+                batch.outcomes.append(dead_lettered(decoded))
             else:
                 reports.append(decoded)
                 sources.append(record)
@@ -281,8 +291,8 @@ class ReportRouter:
             batch.outcomes.append(_curated(report, example, strength))
         return batch
 
-    @staticmethod
     def _refuse(
+        self,
         batch: RoutedBatch,
         report: LabelReport,
         source: RawRecord,
@@ -302,6 +312,7 @@ class ReportRouter:
                 DeadLetterReason.REPORT_REFUSED,
                 f"{rejection.reason.value}: {rejection.detail}",
                 report.report_id,
+                raw_max_bytes=self._raw_max,
             )
         )
         batch.outcomes.append(_dead_lettered(outcome))
@@ -599,7 +610,9 @@ def register_report_agent(app: faust.App, settings: Settings) -> None:
         high_confidence_score=settings.report_high_confidence_score,
         quorum=settings.report_quorum,
         min_tenants=settings.report_confirm_min_tenants,
+        raw_max_bytes=settings.dead_letter_raw_max_bytes,
     )
+    guard = PoisonGuard.for_agent(services.client, settings, "reports")
     source = app.topic(
         settings.topic(LABEL_REPORTS),
         key_serializer="raw",
@@ -615,26 +628,34 @@ def register_report_agent(app: faust.App, settings: Settings) -> None:
     async def reports(stream: faust.StreamT[bytes]) -> None:
         sink = ReportSink(publish, services.queue, services.ledger, settings=settings)
         log.info("report_agent_started", quorum=settings.report_quorum)
+
+        async def route_and_deliver(records: Sequence[RawRecord]) -> None:
+            # Admission and support claims are idempotent, so a retried batch is safe.
+            batch = await retry_until_done(
+                functools.partial(router.route, records),
+                dependency="redis",
+                what="route_reports",
+                backoff=settings.backoff,
+            )
+            await sink.deliver(batch)
+            log.debug(
+                "reports_routed",
+                records=len(records),
+                curated=len(batch.curated),
+                quarantined=len(batch.quarantined),
+                dead_letters=len(batch.dead_letters),
+            )
+
+        async def deliver_pill(letter: DeadLetter) -> None:
+            # Counted in the ledger like any dead-lettered record, so that reports in still
+            # reconcile with where they ended.
+            await sink.deliver(RoutedBatch(dead_letters=[letter], outcomes=[dead_lettered(letter)]))
+
         try:
             batches = cast(Stream[bytes], stream).take_events(
                 settings.batch_size, settings.batch_within_s
             )
             async for events in batches:
-                records = raw_records(events)
-                # Admission and support claims are idempotent, so a retried batch is safe.
-                batch = await retry_until_done(
-                    functools.partial(router.route, records),
-                    dependency="redis",
-                    what="route_reports",
-                    backoff=settings.backoff,
-                )
-                await sink.deliver(batch)
-                log.debug(
-                    "reports_routed",
-                    records=len(records),
-                    curated=len(batch.curated),
-                    quarantined=len(batch.quarantined),
-                    dead_letters=len(batch.dead_letters),
-                )
+                await guard.run(raw_records(events), route_and_deliver, deliver_pill)
         finally:
             await services.close()

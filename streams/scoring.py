@@ -1,8 +1,10 @@
 """The score agent: scan-events in, batched ONNX scoring off the event loop, verdicts out.
 
 Every record ends in exactly one place: a Verdict on scan-verdicts, or a DeadLetter on
-scan-events.dlq saying why it could not be scored. Offsets are acknowledged only after the
-batch's verdicts and dead letters are delivered, so a crash replays rather than loses.
+scan-events.dlq saying why it could not be scored (its raw bytes bounded, so that it fits
+whatever arrived). Offsets are acknowledged only after the batch's verdicts and dead letters
+are delivered, so a crash replays rather than loses; a record that crashes the agent again
+and again is dead-lettered as a poison pill by the next start (streams.poison).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from l2model.record import text_key
 from l2model.registry import ModelPointer
 from l2model.runtime import L2Model, ModelScore
 from schemas.codec import to_bytes
-from schemas.dead_letters import DeadLetter, DeadLetterReason
+from schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
 from schemas.events import ScanEvent
 from schemas.verdicts import Action, StoredVerdict, Verdict
 from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
 from streams.hot_reload import ModelHolder
+from streams.poison import PoisonGuard
 from streams.suppressions import SuppressionStore
 from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from streams.verdict_store import SeenEvent, VerdictStore, connect, event_digest
@@ -65,8 +68,10 @@ class ScoredBatch:
     seen: list[SeenEvent] = field(default_factory=list)
 
 
-def decode_scan_event(record: RawRecord) -> ScanEvent | DeadLetter:
-    return decode_record(record, ScanEvent)
+def decode_scan_event(
+    record: RawRecord, *, raw_max_bytes: int = MAX_RAW_BYTES
+) -> ScanEvent | DeadLetter:
+    return decode_record(record, ScanEvent, raw_max_bytes=raw_max_bytes)
 
 
 def action_for(score: float, threshold: float, block_score: float) -> Action:
@@ -103,8 +108,10 @@ class Scorer:
         canary_tenant_id: str,
         suppressions: SuppressionLookup | None = None,
         keep_seen: bool = False,
+        raw_max_bytes: int = MAX_RAW_BYTES,
     ) -> None:
         self._models = models
+        self._raw_max = raw_max_bytes
         self._executor = executor
         self._max_chars = model_max_chars
         self._block_score = block_score
@@ -152,6 +159,7 @@ class Scorer:
                         DeadLetterReason.SCORING_FAILED,
                         f"the model could not score this text: {exc!r}",
                         event.event_id,
+                        raw_max_bytes=self._raw_max,
                     )
                 )
         return scored
@@ -160,7 +168,7 @@ class Scorer:
         batch = ScoredBatch()
         events: list[tuple[RawRecord, ScanEvent]] = []
         for record in records:
-            decoded = decode_scan_event(record)
+            decoded = decode_scan_event(record, raw_max_bytes=self._raw_max)
             if isinstance(decoded, DeadLetter):
                 batch.dead_letters.append(decoded)
             else:
@@ -313,7 +321,9 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
             redis_client, key_prefix=settings.topic_prefix, backoff=settings.backoff
         ),
         keep_seen=store.keeps_seen,
+        raw_max_bytes=settings.dead_letter_raw_max_bytes,
     )
+    guard = PoisonGuard.for_agent(redis_client, settings, "score")
     source = app.topic(
         settings.topic(SCAN_EVENTS),
         key_serializer="raw",
@@ -345,12 +355,8 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
             model=models.current.manifest.name,
             version=models.current.version,
         )
-        # StreamT does not declare take_events; the agent is always handed a Stream.
-        batches = cast(Stream[bytes], stream).take_events(
-            settings.batch_size, settings.batch_within_s
-        )
-        async for events in batches:
-            records = raw_records(events)
+
+        async def score_and_deliver(records: Sequence[RawRecord]) -> None:
             batch = await scorer.score(records)
             await sink.deliver(batch)
             log.debug(
@@ -360,3 +366,13 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
                 dead_letters=len(batch.dead_letters),
                 flagged=len(batch.flagged),
             )
+
+        async def deliver_pill(letter: DeadLetter) -> None:
+            await sink.deliver(ScoredBatch(dead_letters=[letter]))
+
+        # StreamT does not declare take_events; the agent is always handed a Stream.
+        batches = cast(Stream[bytes], stream).take_events(
+            settings.batch_size, settings.batch_within_s
+        )
+        async for events in batches:
+            await guard.run(raw_records(events), score_and_deliver, deliver_pill)

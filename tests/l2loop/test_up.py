@@ -35,6 +35,8 @@ class UpProcess:
         env |= {
             "L2LOOP_DATA_DIR": str(data_dir),
             "PYTHONUNBUFFERED": "1",
+            # A restarted process counts as recovered once up this long: short, for the test.
+            "L2LOOP_RESTART_STABLE_S": "2",
         }
         self.data_dir = data_dir
         self.lines: list[str] = []

@@ -22,6 +22,7 @@ from streams.report_rules import (
     claim_verified,
     curated_example,
     example_strength,
+    named_reports,
     principal,
     quarantine_reason,
     quota_window,
@@ -308,3 +309,13 @@ def test_decoding_a_report_is_total(value: bytes, reason: DeadLetterReason) -> N
     decoded = decode_label_report(RawRecord("l2.label-reports", 1, 9, b"k", value))
     assert isinstance(decoded, DeadLetter)
     assert decoded.reason == reason and decoded.raw == value and decoded.offset == 9
+
+
+def test_an_example_names_at_most_a_hundred_reports_and_always_the_one_that_made_it() -> None:
+    few = [f"r-{i:04d}" for i in range(5)]
+    assert named_reports(few[::-1], "r-0003") == few
+    many = [f"r-{i:04d}" for i in range(5_000)]
+    named = named_reports(many, "r-4321")
+    assert len(named) == 100
+    assert named == sorted([*many[:99], "r-4321"])
+    assert named_reports(many, "r-0050") == many[:100]
