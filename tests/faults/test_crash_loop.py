@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from l2loop.resilience import EXIT_CRASHED
 from l2loop.settings import Settings
+from streams.report_admission import report_key
 from streams.topics import (
     LABEL_REPORTS,
     LABEL_REPORTS_DLQ,
@@ -88,7 +89,8 @@ def test_a_report_that_crashes_the_agent_twice_is_dead_lettered_as_a_poison_pill
     fault_report: Callable[[str], None],
 ) -> None:
     settings = topics.model_copy(update={"worker_roles": "reports", "shutdown_timeout_s": 5.0})
-    redis_client.set(f"{settings.topic_prefix}report:r-poison", "not a hash")
+    ledger_key = f"{settings.topic_prefix}report:{report_key('no-such-tenant', 'r-poison')}"
+    redis_client.set(ledger_key, "not a hash")
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     try:
@@ -179,7 +181,12 @@ def test_an_event_that_crashes_the_scorer_twice_is_dead_lettered_as_a_poison_pil
         enabled=True,
         passwords=["+scorer-pw"],
         commands=["+@all"],
-        keys=["%R~*", f"~{prefix}attempts:*", f"%W~{prefix}verdict:[^p]*"],
+        keys=[
+            "%R~*",
+            f"~{prefix}attempts:*",
+            f"%W~{prefix}verdict:[^p]*",
+            f"%W~{prefix}seen:*",  # the seen-event index of allowed events
+        ],
     )
     settings = settings.with_services(
         service_endpoints[0], f"redis://scorer:scorer-pw@127.0.0.1:{server.port}/0"

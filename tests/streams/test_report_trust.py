@@ -174,6 +174,7 @@ def test_one_key_is_one_voice_and_only_independent_tenants_confirm(topics: Setti
             "the sock puppets' example and the claims",
             lambda: (
                 latest_examples(settings).get(text_key(attack), {}).get("reporter_count") == 5
+                and text_key(BENIGN) in latest_examples(settings)
                 and all(
                     o is not None and o.route != "received"
                     for o in outcomes(settings, "acme", ["fn-b-0", "fn-b-1", "fn-made-up-2"])
