@@ -109,7 +109,7 @@ def test_a_report_that_crashes_the_agent_twice_is_dead_lettered_as_a_poison_pill
         worker.start()
         wait_for_log(worker, "event=poison_pill_dead_lettered")
         where |= asyncio.run(_send(settings, ["r-4"]))
-        ledger = f"{settings.topic_prefix}report:r-4"
+        ledger = f"{settings.topic_prefix}report:{report_key('no-such-tenant', 'r-4')}"
         drained = drain(
             settings,
             [settings.topic(LABEL_REPORTS_DLQ)],
