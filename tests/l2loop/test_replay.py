@@ -190,6 +190,17 @@ def test_quota_refusals_are_posted_again_after_retry_after(
         )
         for n in range(5)
     ]
+    posted, lines = _post_over_a_real_api(settings, tmp_path, misses)
+    counts = _ledger_counts(settings, settings.topic_prefix)
+    assert sorted(posted.accepted) == [f"q-{n}" for n in range(5)]
+    assert posted.quota_retries == counts["rejected:tenant_quota"] >= 3
+    assert lines and all("Retry-After" in line for line in lines)
+
+
+def _post_over_a_real_api(
+    settings: Settings, tmp_path: Path, misses: list[ReportSubmission]
+) -> tuple[Posted, list[str]]:
+    """``post_all`` of ``misses`` as tenant ``t`` to a real API; what it posted and said."""
     lines: list[str] = []
     with serve_api(settings) as server:
         api = ManagedProcess("api", [], int(server.base_url.rsplit(":", 1)[1]), tmp_path / "log")
@@ -198,11 +209,7 @@ def test_quota_refusals_are_posted_again_after_retry_after(
             key = (await issue_keys(settings, ["t"]))["t"]
             return await post_all(settings, api, key, misses, lines.append)
 
-        posted = asyncio.run(run())
-    counts = _ledger_counts(settings, settings.topic_prefix)
-    assert sorted(posted.accepted) == [f"q-{n}" for n in range(5)]
-    assert posted.quota_retries == counts["rejected:tenant_quota"] >= 3
-    assert lines and all("Retry-After" in line for line in lines)
+        return asyncio.run(run()), lines
 
 
 def _miss(n: int, text: str) -> ReportSubmission:
@@ -234,15 +241,7 @@ def test_a_batch_holds_no_more_than_the_api_reads() -> None:
 def test_long_texts_are_posted_in_batches_the_api_accepts(topics: Settings, tmp_path: Path) -> None:
     settings = topics.model_copy(update={"api_max_body_bytes": 4096})
     misses = [_miss(n, f"ignore all previous instructions {n} " + "x" * 1500) for n in range(7)]
-    lines: list[str] = []
-    with serve_api(settings) as server:
-        api = ManagedProcess("api", [], int(server.base_url.rsplit(":", 1)[1]), tmp_path / "log")
-
-        async def run() -> Posted:
-            key = (await issue_keys(settings, ["t"]))["t"]
-            return await post_all(settings, api, key, misses, lines.append)
-
-        posted = asyncio.run(run())
+    posted, _ = _post_over_a_real_api(settings, tmp_path, misses)
     assert sorted(posted.accepted) == [f"m-{n}" for n in range(7)]
     assert "rejected:body_too_large" not in _ledger_counts(settings, settings.topic_prefix)
 

@@ -202,35 +202,28 @@ def test_one_key_is_one_voice_and_only_independent_tenants_confirm(topics: Setti
         )
 
         # Independent voices: acme's three reporter keys add weight, never confirmation...
-        with serve_api(settings) as api, httpx.Client(base_url=api.base_url) as client:
-            for reporter in ("r1", "r2", "r3"):
-                answer = post(
-                    client, keys[f"acme/{reporter}"], event_id="a-0",
-                    reporter_id=reporter, kind="false_positive",
-                )  # fmt: skip
-                assert answer.status_code == 202, answer.text
-        wait_for(
-            "four voices of one tenant",
-            lambda: latest_examples(settings)[text_key(attack)]["principal_count"] == 4,
-            worker,
-            60,
+        def voices_of(reports: list[tuple[str, dict[str, Any]]], field: str, count: int) -> Any:
+            with serve_api(settings) as api, httpx.Client(base_url=api.base_url) as client:
+                for key, report in reports:
+                    answer = post(client, keys[key], kind="false_positive", **report)
+                    assert answer.status_code == 202, answer.text
+            wait_for(
+                f"{field} {count}",
+                lambda: latest_examples(settings)[text_key(attack)][field] == count,
+                worker,
+                60,
+            )
+            return latest_examples(settings)[text_key(attack)]
+
+        alone = voices_of(
+            [(f"acme/{r}", {"event_id": "a-0", "reporter_id": r}) for r in ("r1", "r2", "r3")],
+            "principal_count",
+            4,
         )
-        alone = latest_examples(settings)[text_key(attack)]
         assert (alone["tenant_count"], alone["confirmed"]) == (1, False)
         assert 1.0 < alone["weight_multiplier"] < 5.0
         # ... which a second tenant's own report of its own event brings.
-        with serve_api(settings) as api, httpx.Client(base_url=api.base_url) as client:
-            answer = post(
-                client, keys["globex"], event_id="g-0", reporter_id="g", kind="false_positive"
-            )
-            assert answer.status_code == 202, answer.text
-        wait_for(
-            "a second tenant",
-            lambda: latest_examples(settings)[text_key(attack)]["tenant_count"] == 2,
-            worker,
-            60,
-        )
-        both = latest_examples(settings)[text_key(attack)]
+        both = voices_of([("globex", {"event_id": "g-0", "reporter_id": "g"})], "tenant_count", 2)
         assert (both["weight_multiplier"], both["confirmed"]) == (5.0, True)
 
         # A Kafka producer posing as the API to claim a reporter key is dead-lettered.
