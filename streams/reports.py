@@ -382,21 +382,19 @@ class ReviewQueue:
         held = [QuarantinedReport.model_validate_json(raw) for raw in raws]
         return sorted(held, key=lambda item: (item.quarantined_at, item.report.report_id))
 
-    async def get(self, tenant_id: str, report_id: str) -> QuarantinedReport | None:
-        raw = await self._client.hget(self._pending, report_key(tenant_id, report_id))
-        return None if raw is None else QuarantinedReport.model_validate_json(raw)
-
     async def find(self, report_id: str, tenant_id: str | None = None) -> QuarantinedReport:
         """The held report with this id: report ids are per tenant, so the tenant is needed
-        only when several tenants' reports share the id."""
-        if tenant_id is not None:
-            held = await self.get(tenant_id, report_id)
-            if held is None:
-                raise ReviewError(f"report {report_id!r} of {tenant_id!r} is not in quarantine")
-            return held
-        matches = [item for item in await self.pending() if item.report.report_id == report_id]
+        only when several tenants' reports share the id. Read from every pending report (a
+        queue people work through), which also finds one held before ids were per tenant."""
+        matches = [
+            item
+            for item in await self.pending()
+            if item.report.report_id == report_id
+            and (tenant_id is None or item.report.tenant_id == tenant_id)
+        ]
         if not matches:
-            raise ReviewError(f"report {report_id!r} is not in quarantine")
+            of = f" of {tenant_id!r}" if tenant_id is not None else ""
+            raise ReviewError(f"report {report_id!r}{of} is not in quarantine")
         if len(matches) > 1:
             tenants = ", ".join(sorted(item.report.tenant_id for item in matches))
             raise ReviewError(
@@ -409,7 +407,8 @@ class ReviewQueue:
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.xadd(self._log, {"decision": to_bytes(decision)})
             pipe.hset(self._decisions, field, to_bytes(decision))
-            pipe.hdel(self._pending, field)
+            # A report held before ids were per tenant sits under its bare id.
+            pipe.hdel(self._pending, field, decision.report_id)
             await pipe.execute()
 
     async def decisions(self) -> list[ReviewDecision]:

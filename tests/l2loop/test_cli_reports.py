@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from l2loop.cli import main
 from l2loop.settings import Settings
+from schemas.codec import to_bytes
 from schemas.reports import LabelReport, ReportOutcome, ReportRoute
 from schemas.verdicts import StoredVerdict
 from streams.report_rules import quarantined_report
@@ -240,3 +241,16 @@ def test_reporter_keys_are_issued_per_reporter_and_revoked_alone(topics: Setting
             await services.close()
 
     assert asyncio.run(states()) == [("rotated", "ana"), ("active", "ana"), ("revoked", "ben")]
+
+
+def test_a_report_held_before_ids_were_per_tenant_is_still_decided(
+    topics: Settings, redis_client: redis.Redis
+) -> None:
+    # Held by an earlier release, under its bare report id.
+    legacy = quarantined_report(*_held("r-old"), "high_confidence_threat", "0.96")
+    redis_client.hset(f"{topics.topic_prefix}review-pending", "r-old", to_bytes(legacy))
+    runner, env = CliRunner(), topics.to_env()
+    decide = ["review", "discard", "r-old", "--tenant", "acme", "--reviewer", "ana", "--why", "x"]
+    decided = runner.invoke(main, decide, env=env)
+    assert decided.exit_code == 0, decided.output
+    assert runner.invoke(main, ["review", "list"], env=env).stdout == ""
