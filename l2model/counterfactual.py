@@ -1,0 +1,409 @@
+"""A counterfactual replay: which decisions on recent traffic would a candidate change, and
+does anything explain the change?
+
+The regression gate (``l2model.gate``) judges a candidate on labelled data: the dataset's
+test split, the golden set, the hard negatives. None of it is the traffic the model will
+see, and a candidate can pass all three while it stops flagging an attack family nobody
+reported, or starts flagging the ordinary prompts of a tenant that never reported anything.
+Before promotion the candidate and the model in service therefore score the same bounded
+sample of every tenant's recent traffic, and every decision that flips is looked at
+(DESIGN.md, "Learning does no harm"; docs/decisions/0019-counterfactual-gate.md):
+
+- a flagged → allowed flip is *explained* when its own tenant reported false positives and
+  the text is a near neighbour of one of those reported texts;
+- an allowed → flagged flip is *explained* when its own tenant reported misses (false
+  negatives) and the text is a near neighbour of one of them;
+- on a tenant that reported nothing, every flip is unexplained. One tenant's reports never
+  explain a change of another tenant's decisions: a tenant may relieve itself on its own
+  word, not others (DESIGN.md, "Trust has units").
+
+Near neighbour: cosine similarity of character n-gram TF-IDF vectors (``char_wb``, 3 to 5
+characters, fitted on the sample and the reported texts) at or above
+``FlipBudget.explain_similarity``. Unexplained flips count against a budget, per tenant and
+overall: at most ``max(minimum, ceil(share * events))``; beyond it the candidate is
+rejected, and the rule names the tenants.
+
+Pure logic over verdicts already computed: no model, no broker.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Final, Literal, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from l2model.gate import RuleResult
+from l2model.script import dominant_script
+
+EXAMPLES_PER_TENANT: Final = 3  # per tenant and direction
+EXAMPLE_CHARS: Final = 100
+NGRAMS: Final = (3, 5)
+
+Direction = Literal["flagged_to_allowed", "allowed_to_flagged"]
+ReportedKind = Literal["false_positive", "false_negative"]
+# The report kind that can explain a flip in each direction.
+EXPLAINED_BY: Final[dict[Direction, ReportedKind]] = {
+    "flagged_to_allowed": "false_positive",
+    "allowed_to_flagged": "false_negative",
+}
+
+
+class TrafficEvent(BaseModel):
+    """One production prompt of the sample, with what its scan event said about it.
+
+    ``language`` is the event metadata's ``lang`` or ``language``, ``category`` its
+    ``category`` or ``source``; None when the event named none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    text: str
+    language: str | None = None
+    category: str | None = None
+    event_id: str | None = None
+
+    @property
+    def language_key(self) -> str:
+        """The language named by the event, else the script its text is written in."""
+        return self.language or dominant_script(self.text)
+
+
+class ReportedText(BaseModel):
+    """The text of an accepted report: a tenant said the model was wrong about it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    text: str
+    kind: ReportedKind
+
+
+class FlipBudget(BaseModel):
+    """How similar a flipped text must be to a report to be explained by it, and how many
+    unexplained flips a tenant (or the whole sample) may have."""
+
+    model_config = ConfigDict(frozen=True)
+
+    explain_similarity: float = Field(gt=0, le=1)
+    share: float = Field(ge=0, le=1)
+    minimum: int = Field(ge=0)
+
+    def allowance(self, events: int) -> int:
+        # Rounded before ceil: 0.01 * 700 is 7.000000000000001 in binary, not 8 flips' worth.
+        return max(self.minimum, math.ceil(round(self.share * events, 9)))
+
+
+class FlipCounts(BaseModel):
+    """Counts of one group of the sample (a tenant, a language, a category)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    events: int
+    flagged_before: int
+    flagged_after: int
+    to_allowed: int
+    to_flagged: int
+    unexplained_to_allowed: int
+    unexplained_to_flagged: int
+
+    @property
+    def unexplained(self) -> int:
+        return self.unexplained_to_allowed + self.unexplained_to_flagged
+
+
+class TenantFlips(FlipCounts):
+    """A tenant's counts, with what it reported and its budget of unexplained flips."""
+
+    reported_false_positives: int
+    reported_false_negatives: int
+    allowance: int
+
+    @property
+    def within_budget(self) -> bool:
+        return self.unexplained <= self.allowance
+
+
+class FlipExample(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    event_id: str | None
+    direction: Direction
+    explained: bool
+    # The highest similarity to a report of the tenant that could explain this direction
+    # (0 when it made none), and that report's text.
+    similarity: float
+    nearest_report: str | None
+    language: str
+    category: str | None
+    text: str  # the first EXAMPLE_CHARS characters
+
+
+class CounterfactualReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    old: str
+    new: str
+    budget: FlipBudget
+    events: int
+    tenants: int
+    flagged_before: int
+    flagged_after: int
+    to_allowed: int
+    to_flagged: int
+    unexplained_to_allowed: int
+    unexplained_to_flagged: int
+    allowance: int
+    by_tenant: list[TenantFlips]
+    by_language: list[FlipCounts]
+    by_category: list[FlipCounts]  # the events whose category (or source) is known
+    examples: list[FlipExample]
+    rules: list[RuleResult]
+    accepted: bool
+
+    @property
+    def unexplained(self) -> int:
+        return self.unexplained_to_allowed + self.unexplained_to_flagged
+
+
+def counterfactual_report(
+    sample: Sequence[TrafficEvent],
+    old_flagged: Sequence[bool] | np.ndarray,
+    new_flagged: Sequence[bool] | np.ndarray,
+    reported: Sequence[ReportedText],
+    budget: FlipBudget,
+    *,
+    old: str = "old",
+    new: str = "new",
+) -> CounterfactualReport:
+    """Counts the flips between the two models' decisions on ``sample``, explains them by
+    the tenants' ``reported`` texts, and judges the unexplained ones against ``budget``. An
+    empty sample is not measured, and does not reject."""
+    before = np.asarray(old_flagged, dtype=bool)
+    after = np.asarray(new_flagged, dtype=bool)
+    if not len(sample) == len(before) == len(after):
+        raise ValueError(
+            f"need one decision per event from each model: {len(sample)} events, "
+            f"{len(before)} old and {len(after)} new decisions"
+        )
+    flips = np.flatnonzero(before != after)
+    similarity, nearest = _nearest_reports(sample, flips, after, reported)
+    explained = similarity >= budget.explain_similarity
+    unexplained = np.zeros(len(sample), dtype=bool)
+    unexplained[flips] = ~explained
+    languages = [event.language_key for event in sample]
+
+    def group(keys: Sequence[str | None]) -> list[FlipCounts]:
+        return [
+            _counts(key, rows, before, after, unexplained)
+            for key, rows in sorted(_rows_by(keys).items())
+        ]
+
+    reports_of = _reports_by_tenant(reported)
+    by_tenant = [
+        TenantFlips(
+            **_counts(tenant, rows, before, after, unexplained).model_dump(),
+            reported_false_positives=reports_of.get((tenant, "false_positive"), 0),
+            reported_false_negatives=reports_of.get((tenant, "false_negative"), 0),
+            allowance=budget.allowance(len(rows)),
+        )
+        for tenant, rows in sorted(_rows_by([e.tenant_id for e in sample]).items())
+    ]
+    overall = _counts("all", np.arange(len(sample)), before, after, unexplained)
+    allowance = budget.allowance(len(sample))
+    rules = _rules(by_tenant, overall, allowance, budget)
+    return CounterfactualReport(
+        old=old,
+        new=new,
+        budget=budget,
+        events=len(sample),
+        tenants=len(by_tenant),
+        flagged_before=overall.flagged_before,
+        flagged_after=overall.flagged_after,
+        to_allowed=overall.to_allowed,
+        to_flagged=overall.to_flagged,
+        unexplained_to_allowed=overall.unexplained_to_allowed,
+        unexplained_to_flagged=overall.unexplained_to_flagged,
+        allowance=allowance,
+        by_tenant=by_tenant,
+        by_language=group(languages),
+        by_category=group([event.category for event in sample]),
+        examples=_examples(sample, flips, after, explained, similarity, nearest, languages),
+        rules=rules,
+        accepted=all(rule.status != "fail" for rule in rules),
+    )
+
+
+def _direction(flagged_after: bool) -> Direction:
+    return "allowed_to_flagged" if flagged_after else "flagged_to_allowed"
+
+
+def _nearest_reports(
+    sample: Sequence[TrafficEvent],
+    flips: np.ndarray,
+    after: np.ndarray,
+    reported: Sequence[ReportedText],
+) -> tuple[np.ndarray, list[str | None]]:
+    """For each flip (in ``flips`` order): the highest cosine similarity to a text its own
+    tenant reported with the kind that explains its direction, and that text."""
+    similarity = np.zeros(len(flips))
+    nearest: list[str | None] = [None] * len(flips)
+    if not len(flips) or not reported:
+        return similarity, nearest
+    vectoriser = TfidfVectorizer(analyzer="char_wb", ngram_range=NGRAMS)
+    vectoriser.fit([*(event.text for event in sample), *(item.text for item in reported)])
+    # Rows are L2-normalised, so a dot product is the cosine.
+    flipped = vectoriser.transform([sample[i].text for i in flips])
+    texts = vectoriser.transform([item.text for item in reported])
+    report_rows = _rows_by([(item.tenant_id, item.kind) for item in reported])
+    wanted = [(sample[i].tenant_id, EXPLAINED_BY[_direction(bool(after[i]))]) for i in flips]
+    for key, rows in _rows_by(wanted).items():
+        candidates = report_rows.get(key)
+        if candidates is None:
+            continue
+        scores = (flipped[rows] @ texts[candidates].T).toarray()
+        best = scores.argmax(axis=1)
+        similarity[rows] = scores[np.arange(len(rows)), best]
+        for row, column in zip(rows, best, strict=True):
+            nearest[row] = reported[candidates[column]].text
+    return similarity, nearest
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def _rows_by(keys: Sequence[K | None]) -> dict[K, np.ndarray]:
+    """Positions of each key (None: left out), in order."""
+    rows: dict[K, list[int]] = {}
+    for position, key in enumerate(keys):
+        if key is not None:
+            rows.setdefault(key, []).append(position)
+    return {key: np.array(found, dtype=np.intp) for key, found in rows.items()}
+
+
+def _reports_by_tenant(reported: Sequence[ReportedText]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for item in reported:
+        counts[item.tenant_id, item.kind] = counts.get((item.tenant_id, item.kind), 0) + 1
+    return counts
+
+
+def _counts(
+    key: str, rows: np.ndarray, before: np.ndarray, after: np.ndarray, unexplained: np.ndarray
+) -> FlipCounts:
+    was, now, odd = before[rows], after[rows], unexplained[rows]
+    return FlipCounts(
+        key=key,
+        events=len(rows),
+        flagged_before=int(was.sum()),
+        flagged_after=int(now.sum()),
+        to_allowed=int((was & ~now).sum()),
+        to_flagged=int((~was & now).sum()),
+        unexplained_to_allowed=int((odd & was).sum()),
+        unexplained_to_flagged=int((odd & now).sum()),
+    )
+
+
+def _examples(
+    sample: Sequence[TrafficEvent],
+    flips: np.ndarray,
+    after: np.ndarray,
+    explained: np.ndarray,
+    similarity: np.ndarray,
+    nearest: list[str | None],
+    languages: list[str],
+) -> list[FlipExample]:
+    """A few flips per tenant and direction, the unexplained ones first."""
+    flipped = [
+        (sample[int(at)], int(at), _direction(bool(after[at])), n) for n, at in enumerate(flips)
+    ]
+    flipped.sort(key=lambda flip: (flip[0].tenant_id, flip[2], bool(explained[flip[3]])))
+    taken: dict[tuple[str, Direction], int] = {}
+    examples = []
+    for event, at, direction, n in flipped:
+        shown = taken.get((event.tenant_id, direction), 0)
+        if shown >= EXAMPLES_PER_TENANT:
+            continue
+        taken[event.tenant_id, direction] = shown + 1
+        report = nearest[n]
+        examples.append(
+            FlipExample(
+                tenant_id=event.tenant_id,
+                event_id=event.event_id,
+                direction=direction,
+                explained=bool(explained[n]),
+                similarity=round(float(similarity[n]), 4),
+                nearest_report=None if report is None else report[:EXAMPLE_CHARS],
+                language=languages[at],
+                category=event.category,
+                text=event.text[:EXAMPLE_CHARS],
+            )
+        )
+    return examples
+
+
+def _rules(
+    tenants: Sequence[TenantFlips], overall: FlipCounts, allowance: int, budget: FlipBudget
+) -> list[RuleResult]:
+    limit = f"max({budget.minimum}, {budget.share:.2%} of {{}} events, rounded up)"
+    per_tenant = f"unexplained flips per tenant <= {limit.format('its')}"
+    everyone = f"unexplained flips overall <= {limit.format('all')}"
+    if not tenants:
+        nothing = "no recent traffic in the sample"
+        return [
+            RuleResult(rule=rule, status="not measured", value=None, detail=nothing)
+            for rule in (per_tenant, everyone)
+        ]
+    over = sorted(
+        (t for t in tenants if not t.within_budget), key=lambda t: (-t.unexplained, t.key)
+    )
+    if over:
+        tenant_detail = "; ".join(_over_budget(t) for t in over)
+    else:
+        worst = max(tenants, key=lambda t: (t.unexplained / max(t.allowance, 1), t.key))
+        tenant_detail = (
+            f"{len(tenants)} tenant(s) within budget; closest: {worst.key}, "
+            f"{worst.unexplained} of {worst.allowance} allowed"
+        )
+    return [
+        RuleResult(
+            rule=per_tenant,
+            status="fail" if over else "pass",
+            value=float(len(over)),
+            detail=tenant_detail,
+        ),
+        RuleResult(
+            rule=everyone,
+            status="pass" if overall.unexplained <= allowance else "fail",
+            value=float(overall.unexplained),
+            detail=f"{overall.unexplained} unexplained ({_ways(overall)}) of "
+            f"{overall.to_allowed + overall.to_flagged} flips in {overall.events} events; "
+            f"{allowance} allowed",
+        ),
+    ]
+
+
+def _ways(counts: FlipCounts) -> str:
+    return (
+        f"{counts.unexplained_to_allowed} flagged→allowed, "
+        f"{counts.unexplained_to_flagged} allowed→flagged"
+    )
+
+
+def _over_budget(tenant: TenantFlips) -> str:
+    if tenant.reported_false_positives or tenant.reported_false_negatives:
+        said = (
+            f"reported {tenant.reported_false_positives} false positive(s), "
+            f"{tenant.reported_false_negatives} miss(es)"
+        )
+    else:
+        said = "reported nothing"
+    return (
+        f"{tenant.key}: {tenant.unexplained} unexplained ({_ways(tenant)}) of "
+        f"{tenant.events} events, {tenant.allowance} allowed; {said}"
+    )
