@@ -235,6 +235,32 @@ class Settings(BaseSettings):
     # with (l2model.corpus.generate_corpus): the one the committed model was built from.
     base_corpus_size: int = Field(25_000, ge=1_000)
     base_corpus_seed: int = 0
+    # The counterfactual gate (l2model/counterfactual.py, workers/traffic_sample.py;
+    # docs/decisions/0019-counterfactual-gate.md): before promotion, candidate and model in
+    # service score a sample of every tenant's recent scan events, read back from the topic.
+    # At most `gate_traffic_sample` events (0: no replay, the rule is not measured), shared
+    # fairly among tenants (each gets an equal share, a small tenant all of its events), of
+    # the events no older than the lookback (the topic's retention); reading stops at the
+    # newest `gate_traffic_max_read` records (split evenly over partitions) or after the
+    # timeout, so that a busy topic bounds the run. The seed makes the sample reproducible.
+    gate_traffic_sample: int = Field(5_000, ge=0)
+    gate_traffic_lookback_s: int = Field(7 * 24 * 3600, ge=60)
+    gate_traffic_max_read: int = Field(200_000, ge=1)
+    gate_traffic_read_timeout_s: float = Field(300.0, gt=0)
+    gate_traffic_seed: int = 0
+    # A flip is explained when the flipping tenant reported a text this similar (cosine of
+    # char 3-5-gram TF-IDF) with the kind that asks for it. 0.5 is where the assembler's own
+    # paraphrases of a reported FP (what the candidate is taught from it) start: on the
+    # generated corpus 99 % of them are at 0.48 or above and 95 % at 0.64, while 90 % of
+    # prompts have no prompt of the other label above 0.40 and 99.9 % of random pairs stay
+    # below 0.53 (measured once on generate_corpus(3000, seed=7), no evaluation data).
+    gate_flip_explain_similarity: float = Field(0.5, gt=0, le=1)
+    # Unexplained flips a tenant (and the whole sample) may have before the candidate is
+    # rejected: max(minimum, ceil(share * its sampled events)). The minimum keeps a small
+    # tenant's sample from rejecting on one borderline prompt; 1 % is the seeds' own unit
+    # of harm (the production FP target is < 1 %).
+    gate_flip_budget: float = Field(0.01, ge=0, le=1)
+    gate_flip_budget_min: int = Field(2, ge=0)
     # loop replay: the share of the model's errors on the replayed half that simulated users
     # report (FPs) and analysts report (misses), and the seed of the split and the draws.
     replay_report_share: float = Field(0.3, gt=0, le=1)
