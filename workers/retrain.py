@@ -17,7 +17,10 @@ weight (the guide's remedy for a rising FP rate; decision 0013).
 The threshold is chosen on base validation + the dataset's validation split by the trainers'
 rule (``l2model.training.validation_threshold``). The gate judges the candidate against the
 current model on the dataset's test split (no worse than the current model), the golden set
-(the production must-haves) and the hard negatives (every one benign).
+(the production must-haves) and the hard negatives (every one benign); and on a sample of
+every tenant's recent traffic read back from ``scan-events``, where the decisions that flip
+must be explained by the flipping tenant's own reports or stay within a budget
+(``l2model.counterfactual``, decision 0019).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +44,14 @@ from l2loop.settings import Settings
 from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUT_BINARY, Manifest, ModelInput
 from l2model.corpus import CorpusSplit, generate_corpus, read_jsonl, split_corpus
 from l2model.corpus.hard_negatives import hard_negatives
+from l2model.counterfactual import (
+    CounterfactualReport,
+    FlipBudget,
+    FlipCounts,
+    ReportedText,
+    TrafficEvent,
+    counterfactual_report,
+)
 from l2model.evaluation import (
     ClassifierMetrics,
     LabeledPrompt,
@@ -64,8 +75,10 @@ from l2model.record import TrainingRecord, text_key
 from l2model.registry import ModelPointer, ModelRegistry, semver_key
 from l2model.runtime import L2Model
 from l2model.training import manifest_bytes, threshold_selection, validation_threshold
+from streams.curated_store import CuratedStore
 from streams.verdict_store import connect
 from workers.promotion import Promotion, promote_version
+from workers.traffic_sample import SampleStats, read_traffic_sample
 
 log = get_logger(__name__)
 
@@ -332,6 +345,8 @@ class RetrainOutcome(BaseModel):
     promoted: bool
     suppressions_expired: int
     report: str
+    counterfactual: CounterfactualReport | None = None
+    traffic: SampleStats | None = None
 
 
 async def _current_model_dir(settings: Settings) -> Path:
@@ -361,10 +376,12 @@ class Candidate:
     mode: Mode
     model: L2Model
     gate: list[GateSet]
+    counterfactual: CounterfactualReport | None = None
 
     @property
     def accepted(self) -> bool:
-        return all(item.report.accepted for item in self.gate)
+        replayed = self.counterfactual is None or self.counterfactual.accepted
+        return replayed and all(item.report.accepted for item in self.gate)
 
 
 def train_and_judge(
@@ -374,8 +391,11 @@ def train_and_judge(
     version: str,
     out_dir: Path,
     trained_through: datetime,
+    traffic: Sequence[TrafficEvent] = (),
+    reported: Sequence[ReportedText] = (),
 ) -> Candidate:
-    """Trains the candidate into ``out_dir`` and gates it against ``current``; registers and
+    """Trains the candidate into ``out_dir`` and gates it against ``current``, on labelled
+    data and on the ``traffic`` sample (flips explained by ``reported``); registers and
     promotes nothing (``retrain`` does, the offline loop simulation does not)."""
     base = base_corpus(settings.base_corpus_size, settings.base_corpus_seed)
     mode = choose_mode(settings.retrain_mode, len(new.split.train), settings.retrain_full_from)
@@ -394,7 +414,67 @@ def train_and_judge(
     )
     candidate = L2Model.load(out_dir)
     judged = judge(current, candidate, gate_inputs(new.split, settings.golden_version))
-    return Candidate(version, out_dir, mode, candidate, judged)
+    replayed = replay_traffic(settings, current, candidate, traffic, reported)
+    return Candidate(version, out_dir, mode, candidate, judged, replayed)
+
+
+def flip_budget(settings: Settings) -> FlipBudget:
+    return FlipBudget(
+        explain_similarity=settings.gate_flip_explain_similarity,
+        share=settings.gate_flip_budget,
+        minimum=settings.gate_flip_budget_min,
+    )
+
+
+def replay_traffic(
+    settings: Settings,
+    current: L2Model,
+    candidate: L2Model,
+    traffic: Sequence[TrafficEvent],
+    reported: Sequence[ReportedText],
+) -> CounterfactualReport:
+    """The counterfactual gate: both models decide on the sampled traffic; each decision
+    that flips is explained by a report of its own tenant or counts against the budget."""
+    texts = [event.text for event in traffic]
+    report = counterfactual_report(
+        traffic,
+        flagged(current, texts),
+        flagged(candidate, texts),
+        reported,
+        flip_budget(settings),
+        old=f"{current.manifest.name} {current.version}",
+        new=f"{candidate.manifest.name} {candidate.version}",
+    )
+    log.info(
+        "counterfactual_replay",
+        events=report.events,
+        tenants=report.tenants,
+        flips=report.to_allowed + report.to_flagged,
+        unexplained=report.unexplained,
+        accepted=report.accepted,
+    )
+    return report
+
+
+def reported_texts(settings: Settings, new: NewData) -> list[ReportedText]:
+    """The texts the tenants reported over the dataset's period, each tenant's own: the
+    dataset's records carry no tenant (the training format has no field for it), the curated
+    store's revisions do, one per reporting tenant. Nothing when the manifest names no
+    period (a dataset not made by the assembler)."""
+    period = new.manifest.get("period")
+    if not (isinstance(period, dict) and {"start", "end"} <= period.keys()):
+        log.warning("retrain_reports_unknown", dataset=new.version, why="no period in manifest")
+        return []
+    start, end = date.fromisoformat(period["start"]), date.fromisoformat(period["end"])
+    found: dict[tuple[str, str, str], ReportedText] = {}
+    for example in CuratedStore(settings.data_dir).read(start, end):
+        if example.report_kind == "confirmed_threat":
+            continue
+        found.setdefault(
+            (example.tenant_id, example.report_kind, example.example_id),
+            ReportedText(tenant_id=example.tenant_id, text=example.text, kind=example.report_kind),
+        )
+    return list(found.values())
 
 
 def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) -> RetrainOutcome:
@@ -405,6 +485,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
     current = L2Model.load(asyncio.run(_current_model_dir(settings)))
     registry = ModelRegistry(settings.registry_root)
     version = next_version(registry, current.version)
+    traffic = asyncio.run(read_traffic_sample(settings))
     candidate = train_and_judge(
         settings,
         new,
@@ -412,6 +493,8 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
         version,
         settings.data_dir / "models" / "candidates" / version,
         trained_through,
+        traffic=traffic.events,
+        reported=reported_texts(settings, new),
     )
     registry.add(
         candidate.path,
@@ -437,6 +520,8 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
         promoted=promotion is not None,
         suppressions_expired=0 if promotion is None else len(promotion.expired),
         report=str(report_path),
+        counterfactual=candidate.counterfactual,
+        traffic=traffic.stats,
     )
     write_private(report_path, render_report(outcome, new))
     log.info(
@@ -543,7 +628,93 @@ def render_report(outcome: RetrainOutcome, new: NewData) -> str:
                     f"{'flagged' if c.new_flagged else 'passed'}: `{c.text[:EXAMPLE_CHARS]!r}`"
                     for c in changes
                 ]
+    lines += counterfactual_section(outcome.counterfactual, outcome.traffic)
     return "\n".join(lines) + "\n"
+
+
+_FLIP_COLUMNS = (
+    "events | flagged before | flagged after | flagged → allowed (unexplained) | "
+    "allowed → flagged (unexplained)"
+)
+
+
+def _flip_cells(row: FlipCounts) -> str:
+    return (
+        f"{row.events} | {row.flagged_before} | {row.flagged_after} | "
+        f"{row.to_allowed} ({row.unexplained_to_allowed}) | "
+        f"{row.to_flagged} ({row.unexplained_to_flagged})"
+    )
+
+
+def _flip_table(title: str, rows: Sequence[FlipCounts]) -> list[str]:
+    return [
+        "",
+        f"| {title} | {_FLIP_COLUMNS} |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(f"| {row.key} | {_flip_cells(row)} |" for row in rows),
+    ]
+
+
+def counterfactual_section(
+    report: CounterfactualReport | None, traffic: SampleStats | None
+) -> list[str]:
+    """The report's account of the counterfactual replay: what was sampled, the flips per
+    tenant, language and category, the rules and example flips."""
+    lines = ["", "## Counterfactual replay of recent traffic", ""]
+    if traffic is not None:
+        left_out = (
+            f"{traffic.too_old} older, {traffic.malformed} malformed, {traffic.canary} canary, "
+            f"{traffic.golden} golden left out"
+        )
+        lines.append(
+            f"- sample: {traffic.sampled} events of {traffic.tenants} tenants from "
+            f"`{traffic.topic}` since {traffic.since.isoformat()} ({traffic.read} records "
+            f"read; {left_out}){'' if traffic.complete else '; the read timed out before the end'}"
+        )
+    if report is None:
+        return [*lines, "- not run"]
+    budget = report.budget
+    lines += [
+        f"- decisions ({report.old} → {report.new}): {report.flagged_before} flagged before, "
+        f"{report.flagged_after} after; {report.to_allowed} flagged → allowed "
+        f"({report.unexplained_to_allowed} unexplained), {report.to_flagged} allowed → "
+        f"flagged ({report.unexplained_to_flagged} unexplained)",
+        f"- a flip is explained by a report of its own tenant, of the kind that asks for it, at "
+        f"char n-gram TF-IDF similarity >= {budget.explain_similarity:g}; unexplained flips "
+        f"allowed: max({budget.minimum}, {budget.share:.2%} of the events, rounded up), per "
+        f"tenant and overall ({report.allowance} overall)",
+        "",
+        f"| tenant | {_FLIP_COLUMNS} | reported FP / missed | unexplained allowed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {row.key} | {_flip_cells(row)} | {row.reported_false_positives} / "
+        f"{row.reported_false_negatives} | {row.allowance}"
+        f"{'' if row.within_budget else ' **over**'} |"
+        for row in report.by_tenant
+    ]
+    lines += _flip_table("language (metadata, else script)", report.by_language)
+    if report.by_category:
+        lines += _flip_table("category (metadata category or source)", report.by_category)
+    else:
+        lines += ["", "- no sampled event named its category or source"]
+    lines += [""]
+    lines += [f"- {rule.status.upper()}: {rule.rule} — {rule.detail}" for rule in report.rules]
+    if report.examples:
+        lines += ["", "Example flips:", ""]
+        for example in report.examples:
+            why = "explained" if example.explained else "unexplained"
+            if example.nearest_report is not None:
+                why += (
+                    f"; nearest report of the tenant {example.similarity:.2f}: "
+                    f"`{example.nearest_report!r}`"
+                )
+            direction = example.direction.replace("_to_", " → ")
+            lines.append(
+                f"- {example.tenant_id}, {direction}, {example.language} ({why}): "
+                f"`{example.text!r}`"
+            )
+    return lines
 
 
 def flagged(model: L2Model, texts: Sequence[str]) -> np.ndarray:
