@@ -368,7 +368,7 @@ def _rules(
         worst = max(tenants, key=lambda t: (t.unexplained / max(t.allowance, 1), t.key))
         tenant_detail = (
             f"{len(tenants)} tenant(s) within budget; closest: {worst.key}, "
-            f"{worst.unexplained} of {worst.allowance} allowed"
+            f"{worst.unexplained} unexplained, budget {worst.allowance}"
         )
     return [
         RuleResult(
@@ -383,7 +383,7 @@ def _rules(
             value=float(overall.unexplained),
             detail=f"{overall.unexplained} unexplained ({_ways(overall)}) of "
             f"{overall.to_allowed + overall.to_flagged} flips in {overall.events} events; "
-            f"{allowance} allowed",
+            f"budget {allowance}",
         ),
     ]
 
@@ -405,5 +405,5 @@ def _over_budget(tenant: TenantFlips) -> str:
         said = "reported nothing"
     return (
         f"{tenant.key}: {tenant.unexplained} unexplained ({_ways(tenant)}) of "
-        f"{tenant.events} events, {tenant.allowance} allowed; {said}"
+        f"{tenant.events} events, budget {tenant.allowance}; {said}"
     )

@@ -666,10 +666,11 @@ def counterfactual_section(
             f"{traffic.too_old} older, {traffic.malformed} malformed, {traffic.canary} canary, "
             f"{traffic.golden} golden left out"
         )
+        since = traffic.since.isoformat(timespec="seconds")
         lines.append(
             f"- sample: {traffic.sampled} events of {traffic.tenants} tenants from "
-            f"`{traffic.topic}` since {traffic.since.isoformat()} ({traffic.read} records "
-            f"read; {left_out}){'' if traffic.complete else '; the read timed out before the end'}"
+            f"`{traffic.topic}` since {since} ({traffic.read} records read; {left_out})"
+            f"{'' if traffic.complete else '; the read timed out before the end'}"
         )
     if report is None:
         return [*lines, "- not run"]
@@ -680,11 +681,11 @@ def counterfactual_section(
         f"({report.unexplained_to_allowed} unexplained), {report.to_flagged} allowed → "
         f"flagged ({report.unexplained_to_flagged} unexplained)",
         f"- a flip is explained by a report of its own tenant, of the kind that asks for it, at "
-        f"char n-gram TF-IDF similarity >= {budget.explain_similarity:g}; unexplained flips "
-        f"allowed: max({budget.minimum}, {budget.share:.2%} of the events, rounded up), per "
-        f"tenant and overall ({report.allowance} overall)",
+        f"char n-gram TF-IDF similarity >= {budget.explain_similarity:g}; the budget of "
+        f"unexplained flips is max({budget.minimum}, {budget.share:.2%} of the events, rounded "
+        f"up), per tenant and overall ({report.allowance} overall)",
         "",
-        f"| tenant | {_FLIP_COLUMNS} | reported FP / missed | unexplained allowed |",
+        f"| tenant | {_FLIP_COLUMNS} | reported FP / missed | budget of unexplained |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
