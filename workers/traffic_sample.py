@@ -6,11 +6,13 @@ through the model in service and the candidate. What it reads:
 - every partition of the topic, from the first record no older than
   ``gate_traffic_lookback_s`` (``offsets_for_times``; the beginning where the broker finds
   none), but no further back than the newest ``gate_traffic_max_read`` records of the topic
-  (split evenly over partitions), up to the end offsets captured at the start: new traffic
-  arriving meanwhile is never waited for. Records older than the lookback are skipped by
-  their own timestamp as well, since not every broker answers ``offsets_for_times`` exactly
-  (Tansu answers offset 0 whatever the time; and its end offset of a partition is one past
-  the first record of the last batch, so the rest of that batch is not read there);
+  (split evenly over partitions), until the position passes the end offsets captured at the
+  start: new traffic arriving meanwhile is never waited for (the fetch that passes an end
+  may bring a few newer records along; they are recent traffic too). Records older than the
+  lookback are skipped by their own timestamp as well: not every broker answers
+  ``offsets_for_times`` exactly (Tansu answers offset 0 whatever the time, and as a
+  partition's end offset one past the first record of its last batch, so that the rest of
+  that batch comes only with the fetch that passes the end);
 - minus malformed records (counted: the score agent dead-letters them), the canary tenant's
   probes (their texts are the golden set, which the gate judges apart) and any golden text;
 - at most ``gate_traffic_sample`` events, shared fairly among tenants: each tenant keeps the
@@ -201,8 +203,8 @@ async def _read(
     sample: FairSample,
     counts: _Counts,
 ) -> bool:
-    """Reads each partition from its start to its captured end into ``sample``; False when
-    the timeout came first."""
+    """Reads each partition from its start past its captured end into ``sample``; False
+    when the timeout came first."""
     if not partitions:
         return True
     since_ms = int(since.timestamp() * 1000)
@@ -223,9 +225,8 @@ async def _read(
     while todo and loop.time() < deadline:
         batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_RECORDS)
         for tp, records in batches.items():
-            end = todo.get(tp)
-            for record in records:
-                if end is not None and record.offset < end:
+            if tp in todo:
+                for record in records:
                     _take(tp, record, since_ms, settings, sample, counts)
         for tp, end in list(todo.items()):
             if await consumer.position(tp) >= end:

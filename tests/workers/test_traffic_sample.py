@@ -9,6 +9,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 
+from l2loop.clients import produce_lines
 from l2loop.settings import Settings
 from l2model.counterfactual import TrafficEvent
 from l2model.golden import load_golden
@@ -80,6 +81,17 @@ def test_only_the_newest_records_of_a_partition_are_read(topics: Settings) -> No
     assert sorted(e.text for e in sample.events) == [
         f"prompt number {i:03d}" for i in range(90, 100)
     ]
+
+
+def test_every_record_up_to_the_end_is_read_however_the_producer_batched_them(
+    topics: Settings,
+) -> None:
+    # Batched as a busy producer batches: the end offset Tansu answers is one past the first
+    # record of each partition's last batch, and the rest of the batch is read all the same.
+    lines = [scan_event("acme", f"batched prompt {i}") for i in range(300)]
+    assert asyncio.run(produce_lines(topics, topics.topic(SCAN_EVENTS), lines)) == 300
+    sample = asyncio.run(read_traffic_sample(topics))
+    assert sample.stats.read == sample.stats.sampled == 300
 
 
 def test_a_missing_topic_gives_an_empty_sample_and_is_not_created(settings: Settings) -> None:
