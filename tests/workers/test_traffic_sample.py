@@ -109,6 +109,12 @@ def test_a_missing_topic_gives_an_empty_sample_and_is_not_created(settings: Sett
     assert settings.topic(SCAN_EVENTS) not in asyncio.run(topics_now())
 
 
+def test_an_empty_topic_gives_an_empty_complete_sample(topics: Settings) -> None:
+    sample = asyncio.run(read_traffic_sample(topics))
+    assert sample.events == [] and sample.stats.read == 0
+    assert sample.stats.partitions == topics.partitions and sample.stats.complete
+
+
 def test_no_sample_wanted_reads_nothing() -> None:
     # No broker configured: reading anything would raise.
     sample = asyncio.run(read_traffic_sample(Settings(gate_traffic_sample=0)))
