@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from l2loop.logs import configure, logging_config
 from l2loop.settings import Settings
 from l2model.cli import model
-from l2model.private import private_dir
+from l2model.private import private_dir, write_private
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 from schemas.windows import Alert, Rate
 
@@ -830,6 +830,75 @@ def loop_simulate(
     result = simulate_cycle(settings, data, target, share=share, seed=chosen_seed)
     click.echo(render_simulation(result, data, share, chosen_seed))
     click.echo(f"written to {target / 'simulation.md'}")
+
+
+@loop.command("scenarios")
+@_LOOP_DATA
+@_REPORT_SHARE
+@click.option(
+    "--scenario",
+    "names",
+    type=click.Choice(["a", "b", "c"]),
+    multiple=True,
+    help="a: DATA as one tenant; b: DATA's benign prompts with held-out generated attacks; "
+    "c: tenant A reports, tenant B (other sources and languages) does not  [default: all]",
+)
+@click.option(
+    "--seeds", default="0,1,2", show_default=True, help="comma-separated seeds, one run each"
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=2),
+    default=None,
+    help="a seeded stratified subset of this many prompts of DATA per seed (a quick run)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where each run's dataset and candidate and scenarios.md go  "
+    "[default: DATA_DIR/loop-scenarios]",
+)
+@click.pass_obj
+def loop_scenarios(
+    settings: Settings,
+    data: Path,
+    report_share: float | None,
+    names: tuple[str, ...],
+    seeds: str,
+    sample: int | None,
+    out: Path | None,
+) -> None:
+    """The loop judged on populations: each scenario on each seed, one cycle offline (as
+    `loop simulate`), every tenant measured on its held-out half. Prints a table and exits
+    non-zero when a run misses the bar (A's FP at least halved, nobody's FP or recall a
+    point worse, the gate accepting)."""
+    from workers.scenarios import SCENARIOS, render_scenarios, run_scenarios
+
+    try:
+        chosen_seeds = [int(seed) for seed in seeds.split(",") if seed.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"not a list of integers: {seeds!r}", param_hint="--seeds"
+        ) from None
+    share = settings.replay_report_share if report_share is None else report_share
+    target = out or settings.data_dir / "loop-scenarios"
+    results = run_scenarios(
+        settings,
+        data,
+        target,
+        names=names or SCENARIOS,
+        seeds=chosen_seeds,
+        share=share,
+        sample=sample,
+    )
+    table = render_scenarios(results, data, share)
+    private_dir(target)
+    write_private(target / "scenarios.md", table)
+    click.echo(table)
+    click.echo(f"written to {target / 'scenarios.md'}")
+    if not all(result.success for result in results):
+        raise SystemExit(1)
 
 
 @loop.command("replay")

@@ -219,12 +219,22 @@ class Settings(BaseSettings):
     # The cron's cycle retrains (and promotes on accept) after assembling; off: assembly only.
     scheduler_retrain: bool = True
     # "auto": the guide's rule, incremental below `retrain_full_from` new training examples,
-    # full retraining from there. Incremental keeps the base vocabulary and multiplies the
-    # new examples' weights by `retrain_incremental_weight` (the guide's fine-tuning weight
-    # 10.0 over its production weight 5.0); full refits everything at the recorded weights.
+    # full retraining from there. Incremental keeps the incumbent's graph and adds the new
+    # examples to its memory (l2model.memory: a few reports change scores near them and
+    # nowhere else); full refits everything at the recorded weights (decision 0019).
     retrain_mode: Literal["auto", "incremental", "full"] = "auto"
     retrain_full_from: int = Field(10_000, ge=1)
-    retrain_incremental_weight: float = Field(2.0, gt=0)
+    # How much recall on known attacks (base validation attacks, confirmed threats) a
+    # candidate may give up for fewer false positives: half a point, well inside the gate's
+    # significance on a thousand attacks, so that learning never trades recall for FPs.
+    retrain_recall_tolerance: float = Field(0.005, ge=0, lt=1)
+    # The memory's prototypes: each confirmed example's heaviest TF-IDF features (64 keep the
+    # gap between a report's neighbours and unrelated traffic that full vectors show, for a
+    # graph a few hundred kilobytes larger per thousand examples; decision 0019), and how
+    # far past the threshold, in logits, each moves its own text (one logit: its odds cross
+    # the cut by a factor e).
+    memory_features_per_example: int = Field(64, ge=8, le=4096)
+    memory_margin: float = Field(1.0, gt=0)
     # The least weight a hard negative is trained with in a retraining set, base or new: the
     # guide's "increase weight for hard negative examples" (troubleshooting, "FPR increases
     # after update"; the hard negatives are what the gate must never flag), at the

@@ -49,7 +49,7 @@ from l2model.private import write_private
 from l2model.record import BENIGN, TrainingRecord, text_key
 from l2model.runtime import L2Model
 from streams.report_rules import ONE_VOICE, UNKNOWN_SEVERITY
-from workers.retrain import DATASET_SPLITS, NewData, train_and_judge
+from workers.retrain import DATASET_SPLITS, Candidate, NewData, train_and_judge
 
 log = get_logger(__name__)
 
@@ -272,15 +272,24 @@ def write_dataset(out_dir: Path, examples: Sequence[TrainingRecord], seed: int) 
     return out_dir
 
 
-def simulate_cycle(
-    settings: Settings, data: Path, out_dir: Path, *, share: float, seed: int
-) -> SimulationResult:
-    """One offline cycle on ``data``: split, simulated reports from the committed model's
-    errors on the replayed half, candidate trained and gated as a quarterly cycle does,
-    measured on the held-out half and the golden set."""
-    prompts = read_labeled(data)
-    replayed, held_out = split_halves(prompts, seed)
-    current = L2Model.load(settings.model_dir)
+@dataclass(frozen=True)
+class Learned:
+    reports: SimulatedReports
+    candidate: Candidate
+
+
+def learn_from(
+    settings: Settings,
+    replayed: Sequence[LabeledPrompt],
+    current: L2Model,
+    out_dir: Path,
+    *,
+    share: float,
+    seed: int,
+) -> Learned:
+    """Reports of ``current``'s errors on ``replayed``, drawn with ``seed``, made into a
+    dataset under ``out_dir`` and a candidate trained and gated on it as a quarterly cycle
+    trains and gates one."""
     scores = score_texts(current, [p.text for p in replayed])
     reports = simulate_reports(
         replayed,
@@ -300,24 +309,27 @@ def simulate_cycle(
     )
     dataset = NewData.read(write_dataset(out_dir / "dataset", reports.examples, seed))
     candidate = train_and_judge(
-        settings,
-        dataset,
-        current,
-        "1.1.0",
-        out_dir / "candidate",
-        REPORT_DAY,
+        settings, dataset, current, "1.1.0", out_dir / "candidate", REPORT_DAY
     )
+    return Learned(reports, candidate)
+
+
+def simulate_cycle(
+    settings: Settings, data: Path, out_dir: Path, *, share: float, seed: int
+) -> SimulationResult:
+    """One offline cycle on ``data``: split, simulated reports from the committed model's
+    errors on the replayed half, candidate trained and gated as a quarterly cycle does,
+    measured on the held-out half and the golden set."""
+    replayed, held_out = split_halves(read_labeled(data), seed)
+    current = L2Model.load(settings.model_dir)
+    learned = learn_from(settings, replayed, current, out_dir, share=share, seed=seed)
+    candidate = learned.candidate
     result = SimulationResult(
-        reports=reports,
+        reports=learned.reports,
         mode=candidate.mode,
         candidate_threshold=candidate.model.threshold,
         accepted=candidate.accepted,
-        failed_rules=[
-            f"{item.name}: {rule.rule} ({rule.detail})"
-            for item in candidate.gate
-            for rule in item.report.rules
-            if rule.status == "fail"
-        ],
+        failed_rules=candidate.failed_rules(),
         before=half_report(held_out, current),
         after=half_report(held_out, candidate.model),
         golden_before=golden_report(current, settings.golden_version),
