@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from streams.alert_store import AlertStore
 
 if TYPE_CHECKING:
+    from schemas.reports import QuarantinedReport, ReviewAction
     from streams.reports import ReportServices
+    from streams.review_groups import ReviewGroup
     from streams.tenants import ReporterRecord, TenantKeys, TenantRecord
 
 T = TypeVar("T")
@@ -674,34 +676,69 @@ def tenants_list(settings: Settings) -> None:
 
 @main.group()
 def review() -> None:
-    """Quarantined reports: list them, release them into training, or discard them."""
+    """Quarantined reports in review groups (the same text, or texts a few words apart, under
+    one kind of claim and one quarantine reason): list them, release them into training, or
+    discard them, a whole group at once or one report."""
+
+
+def _member_line(item: QuarantinedReport) -> dict[str, object]:
+    return {
+        "report_id": item.report.report_id,
+        "reason": item.reason,
+        "detail": item.detail,
+        "tenant_id": item.report.tenant_id,
+        "reporter_id": item.report.reporter_id,
+        "kind": item.report.kind,
+        "model_score": item.verdict.score if item.verdict is not None else None,
+        "text": item.text,
+    }
+
+
+def _group_line(group: ReviewGroup, verbose: bool) -> dict[str, object]:
+    scores = group.score_range()
+    line: dict[str, object] = {
+        "group_id": group.group_id,
+        "size": group.size,
+        "kind": group.kind,
+        "reason": group.reason,
+        "tenants": group.tenants(),
+        "score_min": scores[0] if scores is not None else None,
+        "score_max": scores[1] if scores is not None else None,
+        "leader": group.leader.report.report_id,
+        "leader_tenant": group.leader.report.tenant_id,
+        "preview": group.preview(),
+    }
+    if verbose:
+        line["members"] = [_member_line(item) for item in group.members]
+    return line
 
 
 @review.command("list")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="each member too: report id, tenant, reporter, score, detail and full text",
+)
 @click.pass_obj
-def review_list(settings: Settings) -> None:
-    """Pending quarantined reports, oldest first, one JSON object a line."""
+def review_list(settings: Settings, verbose: bool) -> None:
+    """Pending review groups, largest first, one JSON object a line: id, size, kind,
+    quarantine reason, reports per tenant, model score range, the leader and a preview of
+    its text (every member's text is close to it)."""
     from l2loop.services import attached_settings
+    from streams.review_groups import group_reports
 
-    held = _with_reports(attached_settings(settings), lambda s: s.queue.pending())
-    for item in held:
-        line = {
-            "report_id": item.report.report_id,
-            "reason": item.reason,
-            "detail": item.detail,
-            "tenant_id": item.report.tenant_id,
-            "reporter_id": item.report.reporter_id,
-            "kind": item.report.kind,
-            "model_score": item.verdict.score if item.verdict is not None else None,
-            "text": item.text,
-        }
-        sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+    live = attached_settings(settings)
+    held = _with_reports(live, lambda s: s.queue.pending())
+    for group in group_reports(held, similarity=live.review_group_similarity):
+        sys.stdout.buffer.write(orjson.dumps(_group_line(group, verbose)) + b"\n")
 
 
 @review.command("log")
 @click.pass_obj
 def review_log(settings: Settings) -> None:
-    """Every review decision so far (who, when, why), oldest first, as JSON lines."""
+    """Every review decision so far (who, when, why, with which group), oldest first, as JSON
+    lines."""
     from l2loop.services import attached_settings
 
     for decision in _with_reports(attached_settings(settings), lambda s: s.queue.decisions()):
@@ -710,43 +747,52 @@ def review_log(settings: Settings) -> None:
 
 def _decide(
     settings: Settings,
-    report_id: str,
+    report_id: str | None,
+    group: str | None,
     tenant: str | None,
-    action: str,
+    action: ReviewAction,
     reviewer: str,
     why: str,
-) -> str:
-    from aiokafka import AIOKafkaProducer
-
+) -> list[str]:
+    """Decides one report, or every member of a group (each decision audited on its own,
+    naming the group); a line for each."""
+    from l2loop.clients import publisher
     from l2loop.services import attached_settings
     from streams.reports import Reviewer, ReviewError
-    from streams.topics import CURATED_EXAMPLES
+    from streams.review_groups import find_group, group_reports
 
+    if (report_id is None) == (group is None):
+        raise click.UsageError("name a REPORT_ID or a --group, one of them")
+    if group is not None and tenant is not None:
+        raise click.UsageError("--tenant goes with a REPORT_ID; a group names its members")
     live = attached_settings(settings)
 
-    async def decide(services: ReportServices) -> str:
-        producer = AIOKafkaProducer(bootstrap_servers=live.bootstrap_servers)
-        await producer.start()
-
-        async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
-            delivery: Awaitable[object] = await producer.send(topic, value, key=key)
-            return delivery
-
-        try:
-            reviewer_ = Reviewer(
-                services.queue,
-                services.support,
-                services.ledger,
-                publish,
-                curated_topic=live.topic(CURATED_EXAMPLES),
+    async def decide(services: ReportServices) -> list[str]:
+        if report_id is not None:
+            members = [await services.queue.find(report_id, tenant)]
+        else:
+            groups = group_reports(
+                await services.queue.pending(), similarity=live.review_group_similarity
             )
-            if action == "release":
-                example = await reviewer_.release(report_id, reviewer, why, tenant_id=tenant)
-                return f"released {report_id}: example {example.example_id} curated"
-            await reviewer_.discard(report_id, reviewer, why, tenant_id=tenant)
-            return f"discarded {report_id}"
-        finally:
-            await producer.stop()
+            found = find_group(groups, str(group))
+            if found is None:
+                raise ReviewError(
+                    f"no pending group {group!r}: its reports were decided, or it gained or "
+                    "lost one since it was listed; list again"
+                )
+            members = list(found.members)
+        async with publisher(live) as publish:
+            reviewer_ = Reviewer.of(services, publish, live)
+            decisions = [
+                await reviewer_.decide(item, action, reviewer, why, group_id=group)
+                for item in members
+            ]
+        return [
+            f"released {d.report_id} of {d.tenant_id}: example {d.example_id} curated"
+            if d.action == "release"
+            else f"discarded {d.report_id} of {d.tenant_id}"
+            for d in decisions
+        ]
 
     try:
         return _with_reports(live, decide)
@@ -754,6 +800,10 @@ def _decide(
         raise click.ClickException(str(exc)) from exc
 
 
+_REPORT_ID = click.argument("report_id", required=False)
+_GROUP = click.option(
+    "--group", default=None, help="a group id from `review list`: decide every report in it"
+)
 _REVIEWER = click.option("--reviewer", required=True, help="who decides (kept in the audit log)")
 _WHY = click.option("--why", required=True, help="why (kept in the audit log)")
 _TENANT = click.option(
@@ -762,29 +812,44 @@ _TENANT = click.option(
 
 
 @review.command("release")
-@click.argument("report_id")
+@_REPORT_ID
+@_GROUP
 @_TENANT
 @_REVIEWER
 @_WHY
 @click.pass_obj
 def review_release(
-    settings: Settings, report_id: str, tenant: str | None, reviewer: str, why: str
+    settings: Settings,
+    report_id: str | None,
+    group: str | None,
+    tenant: str | None,
+    reviewer: str,
+    why: str,
 ) -> None:
-    """Release REPORT_ID into curated-examples, marked released-in-review."""
-    click.echo(_decide(settings, report_id, tenant, "release", reviewer, why))
+    """Release REPORT_ID, or every report of a --group, into curated-examples, marked
+    released-in-review."""
+    for line in _decide(settings, report_id, group, tenant, "release", reviewer, why):
+        click.echo(line)
 
 
 @review.command("discard")
-@click.argument("report_id")
+@_REPORT_ID
+@_GROUP
 @_TENANT
 @_REVIEWER
 @_WHY
 @click.pass_obj
 def review_discard(
-    settings: Settings, report_id: str, tenant: str | None, reviewer: str, why: str
+    settings: Settings,
+    report_id: str | None,
+    group: str | None,
+    tenant: str | None,
+    reviewer: str,
+    why: str,
 ) -> None:
-    """Discard REPORT_ID: it teaches nothing."""
-    click.echo(_decide(settings, report_id, tenant, "discard", reviewer, why))
+    """Discard REPORT_ID, or every report of a --group: it teaches nothing."""
+    for line in _decide(settings, report_id, group, tenant, "discard", reviewer, why):
+        click.echo(line)
 
 
 @main.group()
