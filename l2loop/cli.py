@@ -916,6 +916,29 @@ def loop_simulate(
     default=None,
     help="where the run's state and replay.md go  [default: DATA_DIR/loop-replay]",
 )
+@click.option(
+    "--review-share",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="each cycle a reviewer who knows the labels decides at most this share of the "
+    "quarantined reports, by review group (0: nobody reviews)",
+)
+@click.option(
+    "--review-budget",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="most review groups the reviewer decides in a cycle (its day)",
+)
+@click.option(
+    "--hostile-share",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="share of the attacks flagged at or above the high-confidence bar that a hostile "
+    "user reports as false positives (they must end discarded or rejected)",
+)
 @click.pass_obj
 def loop_replay(
     settings: Settings,
@@ -925,12 +948,16 @@ def loop_replay(
     seed: int | None,
     sample: int | None,
     out: Path | None,
+    review_share: float,
+    review_budget: int,
+    hostile_share: float,
 ) -> None:
     """The whole loop on DATA (labelled JSONL) as a user would see it: its replayed half is
     sent through the real topics and worker as one tenant's traffic, simulated users report a
     share of the false positives and analysts the same share of the misses over the report
-    API, and each cycle assembles, retrains, gates and promotes on the curated store; prints
-    and writes FP rate and recall on the held-out half before and after each cycle. Uses
+    API, a simulated reviewer decides a share of the quarantine (--review-share), and each
+    cycle assembles, retrains, gates and promotes on the curated store; prints and writes FP
+    rate and recall on the held-out half before and after each cycle. Uses
     embedded services unless L2LOOP_KAFKA_BROKER/L2LOOP_REDIS_URL are set; its topics, keys
     and files carry a prefix and a directory of their own."""
     from l2loop.replay import ReplayError, ReplayOptions, run_replay
@@ -941,6 +968,9 @@ def loop_replay(
         seed=settings.replay_seed if seed is None else seed,
         out=out or settings.data_dir / "loop-replay",
         sample=sample,
+        review_share=review_share,
+        review_budget=review_budget,
+        hostile_share=hostile_share,
     )
     try:
         result = run_replay(settings, data, options, click.echo)

@@ -4,9 +4,9 @@ reasons; stable ids that name the members."""
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from schemas.reports import LabelReport, QuarantinedReport, QuarantineReason
+from schemas.reports import LabelReport, QuarantinedReport
 from streams.report_rules import quarantined_report
 from streams.review_groups import (
     PREVIEW_CHARS,
@@ -15,9 +15,8 @@ from streams.review_groups import (
     group_id,
     group_reports,
 )
-from tests.fixtures.verdicts import stored_verdict
+from tests.fixtures.verdicts import NOON, held_fp
 
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 SIMILARITY = 0.6
 
 ROSES = "please translate the following paragraph about garden roses into french for my blog"
@@ -29,27 +28,6 @@ SHOP = (
 RUST = "how do I reverse a linked list in rust without unsafe code"
 
 
-def _fp(
-    n: int,
-    text: str,
-    *,
-    tenant: str = "acme",
-    score: float = 0.95,
-    reason: QuarantineReason = "high_confidence_threat",
-) -> QuarantinedReport:
-    stored = stored_verdict(f"ev-{n}", text, tenant=tenant, score=score)
-    report = LabelReport(
-        report_id=f"r{n}",
-        event_id=f"ev-{n}",
-        tenant_id=tenant,
-        reporter_id="alice",
-        kind="false_positive",
-        reason="programming",
-    )
-    held = quarantined_report(report, stored, reason, "held")
-    return held.model_copy(update={"quarantined_at": T0 + timedelta(minutes=n)})
-
-
 def _claim(n: int, text: str) -> QuarantinedReport:
     report = LabelReport(
         report_id=f"r{n}",
@@ -59,10 +37,10 @@ def _claim(n: int, text: str) -> QuarantinedReport:
         kind="false_negative",
         reason="PI",
         text=text,
-        event_ts=T0,
+        event_ts=NOON,
     )
     held = quarantined_report(report, None, "unverified_claim", "not seen")
-    return held.model_copy(update={"quarantined_at": T0 + timedelta(minutes=n)})
+    return held.model_copy(update={"quarantined_at": NOON + timedelta(minutes=n)})
 
 
 def _ids(groups: list[ReviewGroup], *, field: str = "report_id") -> list[list[str]]:
@@ -71,15 +49,15 @@ def _ids(groups: list[ReviewGroup], *, field: str = "report_id") -> list[list[st
 
 def test_the_same_text_groups_first_then_neighbours_of_the_leader() -> None:
     items = [
-        _fp(1, KNIVES),
-        _fp(2, ROSES),
-        _fp(3, RUST),
-        _fp(
+        held_fp(1, KNIVES),
+        held_fp(2, ROSES),
+        held_fp(3, RUST),
+        held_fp(
             4,
             "  PLEASE translate the following paragraph about garden roses into French for my blog",
         ),
-        _fp(5, TULIPS),
-        _fp(6, SHOP),
+        held_fp(5, TULIPS),
+        held_fp(6, SHOP),
     ]
     groups = group_reports(items, similarity=SIMILARITY)
     # Roses (twice, once in capitals) lead and take the tulips; the knives lead the shop
@@ -93,17 +71,17 @@ def test_members_are_close_to_the_leader_not_chained_through_each_other() -> Non
     # At 0.5 the knives are close to the roses (0.56) and the shop variant to the knives
     # (0.63), but the shop variant is far from the roses (0.25): single linkage would
     # chain all three under the roses' preview.
-    items = [_fp(1, ROSES), _fp(2, ROSES), _fp(3, KNIVES), _fp(4, SHOP)]
+    items = [held_fp(1, ROSES), held_fp(2, ROSES), held_fp(3, KNIVES), held_fp(4, SHOP)]
     groups = group_reports(items, similarity=0.5)
     assert _ids(groups) == [["r1", "r2", "r3"], ["r4"]]
 
 
 def test_groups_never_mix_kinds_or_quarantine_reasons_but_may_span_tenants() -> None:
     items = [
-        _fp(1, ROSES, tenant="acme", score=0.97),
-        _fp(2, ROSES, tenant="globex", score=0.91),
-        _fp(3, ROSES, tenant="globex", score=0.93),
-        _fp(4, ROSES, reason="conflicting_reports"),
+        held_fp(1, ROSES, tenant="acme", score=0.97),
+        held_fp(2, ROSES, tenant="globex", score=0.91),
+        held_fp(3, ROSES, tenant="globex", score=0.93),
+        held_fp(4, ROSES, reason="conflicting_reports"),
         _claim(5, ROSES),
     ]
     groups = group_reports(items, similarity=SIMILARITY)
@@ -121,7 +99,7 @@ def test_groups_never_mix_kinds_or_quarantine_reasons_but_may_span_tenants() -> 
 
 
 def test_ids_name_the_members_whatever_the_order() -> None:
-    items = [_fp(n, text) for n, text in enumerate([ROSES, TULIPS, KNIVES, SHOP, RUST, ROSES])]
+    items = [held_fp(n, text) for n, text in enumerate([ROSES, TULIPS, KNIVES, SHOP, RUST, ROSES])]
     groups = group_reports(items, similarity=SIMILARITY)
     shuffled = items[:]
     random.Random(7).shuffle(shuffled)
@@ -132,16 +110,16 @@ def test_ids_name_the_members_whatever_the_order() -> None:
         assert group.group_id == group_id(list(reversed(group.members)))
         assert find_group(groups, group.group_id) is group
     # A group that gained a member is another group: a decision on the old id finds nothing.
-    grown = group_reports([*items, _fp(9, TULIPS)], similarity=SIMILARITY)
+    grown = group_reports([*items, held_fp(9, TULIPS)], similarity=SIMILARITY)
     assert groups[0].group_id not in {g.group_id for g in grown}
     assert find_group(grown, groups[0].group_id) is None
     # The same report id in another tenant is another member.
-    assert group_id([_fp(1, ROSES)]) != group_id([_fp(1, ROSES, tenant="globex")])
+    assert group_id([held_fp(1, ROSES)]) != group_id([held_fp(1, ROSES, tenant="globex")])
 
 
 def test_a_long_text_is_previewed_on_one_line() -> None:
     text = "ignore\nthe   previous " + "word " * 100
-    (group,) = group_reports([_fp(1, text)], similarity=SIMILARITY)
+    (group,) = group_reports([held_fp(1, text)], similarity=SIMILARITY)
     preview = group.preview()
     assert len(preview) == PREVIEW_CHARS and "\n" not in preview and "  " not in preview
     assert preview.startswith("ignore the previous word") and preview.endswith("…")
