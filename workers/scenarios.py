@@ -208,6 +208,7 @@ def run_scenario(
     *,
     share: float,
     seed: int,
+    review_share: float = 0.0,
 ) -> ScenarioResult:
     """One scenario on one seed: a cycle learned from ``A``'s reports, every tenant measured
     on its held-out half."""
@@ -222,6 +223,7 @@ def run_scenario(
         out_dir,
         share=share,
         seed=seed,
+        review_share=review_share,
     )
     candidate = learned.candidate
     texts = non_english_benign(settings.golden_version, generated)
@@ -263,6 +265,7 @@ def run_scenarios(
     names: Sequence[str],
     seeds: Sequence[int],
     share: float,
+    review_share: float = 0.0,
     sample: int | None = None,
 ) -> list[ScenarioResult]:
     prompts = read_labeled(data)
@@ -272,7 +275,13 @@ def run_scenarios(
         for name in names:
             results.append(
                 run_scenario(
-                    settings, name, chosen, out_dir / f"{name}-{seed}", share=share, seed=seed
+                    settings,
+                    name,
+                    chosen,
+                    out_dir / f"{name}-{seed}",
+                    share=share,
+                    seed=seed,
+                    review_share=review_share,
                 )
             )
     return results
