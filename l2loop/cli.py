@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from l2loop.logs import configure, logging_config
 from l2loop.settings import Settings
 from l2model.cli import model
-from l2model.private import private_dir
+from l2model.private import private_dir, write_private
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 from schemas.windows import Alert, Rate
 
@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from streams.alert_store import AlertStore
 
 if TYPE_CHECKING:
+    from schemas.reports import QuarantinedReport, ReviewAction
     from streams.reports import ReportServices
+    from streams.review_groups import ReviewGroup
     from streams.tenants import ReporterRecord, TenantKeys, TenantRecord
 
 T = TypeVar("T")
@@ -674,34 +676,69 @@ def tenants_list(settings: Settings) -> None:
 
 @main.group()
 def review() -> None:
-    """Quarantined reports: list them, release them into training, or discard them."""
+    """Quarantined reports in review groups (the same text, or texts a few words apart, under
+    one kind of claim and one quarantine reason): list them, release them into training, or
+    discard them, a whole group at once or one report."""
+
+
+def _member_line(item: QuarantinedReport) -> dict[str, object]:
+    return {
+        "report_id": item.report.report_id,
+        "reason": item.reason,
+        "detail": item.detail,
+        "tenant_id": item.report.tenant_id,
+        "reporter_id": item.report.reporter_id,
+        "kind": item.report.kind,
+        "model_score": item.verdict.score if item.verdict is not None else None,
+        "text": item.text,
+    }
+
+
+def _group_line(group: ReviewGroup, verbose: bool) -> dict[str, object]:
+    scores = group.score_range()
+    line: dict[str, object] = {
+        "group_id": group.group_id,
+        "size": group.size,
+        "kind": group.kind,
+        "reason": group.reason,
+        "tenants": group.tenants(),
+        "score_min": scores[0] if scores is not None else None,
+        "score_max": scores[1] if scores is not None else None,
+        "leader": group.leader.report.report_id,
+        "leader_tenant": group.leader.report.tenant_id,
+        "preview": group.preview(),
+    }
+    if verbose:
+        line["members"] = [_member_line(item) for item in group.members]
+    return line
 
 
 @review.command("list")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="each member too: report id, tenant, reporter, score, detail and full text",
+)
 @click.pass_obj
-def review_list(settings: Settings) -> None:
-    """Pending quarantined reports, oldest first, one JSON object a line."""
+def review_list(settings: Settings, verbose: bool) -> None:
+    """Pending review groups, largest first, one JSON object a line: id, size, kind,
+    quarantine reason, reports per tenant, model score range, the leader and a preview of
+    its text (every member's text is close to it)."""
     from l2loop.services import attached_settings
+    from streams.review_groups import group_reports
 
-    held = _with_reports(attached_settings(settings), lambda s: s.queue.pending())
-    for item in held:
-        line = {
-            "report_id": item.report.report_id,
-            "reason": item.reason,
-            "detail": item.detail,
-            "tenant_id": item.report.tenant_id,
-            "reporter_id": item.report.reporter_id,
-            "kind": item.report.kind,
-            "model_score": item.verdict.score if item.verdict is not None else None,
-            "text": item.text,
-        }
-        sys.stdout.buffer.write(orjson.dumps(line) + b"\n")
+    live = attached_settings(settings)
+    held = _with_reports(live, lambda s: s.queue.pending())
+    for group in group_reports(held, similarity=live.review_group_similarity):
+        sys.stdout.buffer.write(orjson.dumps(_group_line(group, verbose)) + b"\n")
 
 
 @review.command("log")
 @click.pass_obj
 def review_log(settings: Settings) -> None:
-    """Every review decision so far (who, when, why), oldest first, as JSON lines."""
+    """Every review decision so far (who, when, why, with which group), oldest first, as JSON
+    lines."""
     from l2loop.services import attached_settings
 
     for decision in _with_reports(attached_settings(settings), lambda s: s.queue.decisions()):
@@ -710,43 +747,52 @@ def review_log(settings: Settings) -> None:
 
 def _decide(
     settings: Settings,
-    report_id: str,
+    report_id: str | None,
+    group: str | None,
     tenant: str | None,
-    action: str,
+    action: ReviewAction,
     reviewer: str,
     why: str,
-) -> str:
-    from aiokafka import AIOKafkaProducer
-
+) -> list[str]:
+    """Decides one report, or every member of a group (each decision audited on its own,
+    naming the group); a line for each."""
+    from l2loop.clients import publisher
     from l2loop.services import attached_settings
     from streams.reports import Reviewer, ReviewError
-    from streams.topics import CURATED_EXAMPLES
+    from streams.review_groups import find_group, group_reports
 
+    if (report_id is None) == (group is None):
+        raise click.UsageError("name a REPORT_ID or a --group, one of them")
+    if group is not None and tenant is not None:
+        raise click.UsageError("--tenant goes with a REPORT_ID; a group names its members")
     live = attached_settings(settings)
 
-    async def decide(services: ReportServices) -> str:
-        producer = AIOKafkaProducer(bootstrap_servers=live.bootstrap_servers)
-        await producer.start()
-
-        async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
-            delivery: Awaitable[object] = await producer.send(topic, value, key=key)
-            return delivery
-
-        try:
-            reviewer_ = Reviewer(
-                services.queue,
-                services.support,
-                services.ledger,
-                publish,
-                curated_topic=live.topic(CURATED_EXAMPLES),
+    async def decide(services: ReportServices) -> list[str]:
+        if report_id is not None:
+            members = [await services.queue.find(report_id, tenant)]
+        else:
+            groups = group_reports(
+                await services.queue.pending(), similarity=live.review_group_similarity
             )
-            if action == "release":
-                example = await reviewer_.release(report_id, reviewer, why, tenant_id=tenant)
-                return f"released {report_id}: example {example.example_id} curated"
-            await reviewer_.discard(report_id, reviewer, why, tenant_id=tenant)
-            return f"discarded {report_id}"
-        finally:
-            await producer.stop()
+            found = find_group(groups, str(group))
+            if found is None:
+                raise ReviewError(
+                    f"no pending group {group!r}: its reports were decided, or it gained or "
+                    "lost one since it was listed; list again"
+                )
+            members = list(found.members)
+        async with publisher(live) as publish:
+            reviewer_ = Reviewer.of(services, publish, live)
+            decisions = [
+                await reviewer_.decide(item, action, reviewer, why, group_id=group)
+                for item in members
+            ]
+        return [
+            f"released {d.report_id} of {d.tenant_id}: example {d.example_id} curated"
+            if d.action == "release"
+            else f"discarded {d.report_id} of {d.tenant_id}"
+            for d in decisions
+        ]
 
     try:
         return _with_reports(live, decide)
@@ -754,6 +800,10 @@ def _decide(
         raise click.ClickException(str(exc)) from exc
 
 
+_REPORT_ID = click.argument("report_id", required=False)
+_GROUP = click.option(
+    "--group", default=None, help="a group id from `review list`: decide every report in it"
+)
 _REVIEWER = click.option("--reviewer", required=True, help="who decides (kept in the audit log)")
 _WHY = click.option("--why", required=True, help="why (kept in the audit log)")
 _TENANT = click.option(
@@ -762,29 +812,44 @@ _TENANT = click.option(
 
 
 @review.command("release")
-@click.argument("report_id")
+@_REPORT_ID
+@_GROUP
 @_TENANT
 @_REVIEWER
 @_WHY
 @click.pass_obj
 def review_release(
-    settings: Settings, report_id: str, tenant: str | None, reviewer: str, why: str
+    settings: Settings,
+    report_id: str | None,
+    group: str | None,
+    tenant: str | None,
+    reviewer: str,
+    why: str,
 ) -> None:
-    """Release REPORT_ID into curated-examples, marked released-in-review."""
-    click.echo(_decide(settings, report_id, tenant, "release", reviewer, why))
+    """Release REPORT_ID, or every report of a --group, into curated-examples, marked
+    released-in-review."""
+    for line in _decide(settings, report_id, group, tenant, "release", reviewer, why):
+        click.echo(line)
 
 
 @review.command("discard")
-@click.argument("report_id")
+@_REPORT_ID
+@_GROUP
 @_TENANT
 @_REVIEWER
 @_WHY
 @click.pass_obj
 def review_discard(
-    settings: Settings, report_id: str, tenant: str | None, reviewer: str, why: str
+    settings: Settings,
+    report_id: str | None,
+    group: str | None,
+    tenant: str | None,
+    reviewer: str,
+    why: str,
 ) -> None:
-    """Discard REPORT_ID: it teaches nothing."""
-    click.echo(_decide(settings, report_id, tenant, "discard", reviewer, why))
+    """Discard REPORT_ID, or every report of a --group: it teaches nothing."""
+    for line in _decide(settings, report_id, group, tenant, "discard", reviewer, why):
+        click.echo(line)
 
 
 @main.group()
@@ -802,12 +867,21 @@ _REPORT_SHARE = click.option(
     "L2LOOP_REPLAY_REPORT_SHARE, 0.3]",
 )
 _REPLAY_SEED = click.option("--seed", type=int, default=None, help="[default: L2LOOP_REPLAY_SEED]")
+_REVIEW_SHARE = click.option(
+    "--review-share",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="each cycle a reviewer who knows the labels decides at most this share of the "
+    "quarantined reports, by review group (0: nobody reviews)",
+)
 
 
 @loop.command("simulate")
 @_LOOP_DATA
 @_REPORT_SHARE
 @_REPLAY_SEED
+@_REVIEW_SHARE
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -816,7 +890,12 @@ _REPLAY_SEED = click.option("--seed", type=int, default=None, help="[default: L2
 )
 @click.pass_obj
 def loop_simulate(
-    settings: Settings, data: Path, report_share: float | None, seed: int | None, out: Path | None
+    settings: Settings,
+    data: Path,
+    report_share: float | None,
+    seed: int | None,
+    review_share: float,
+    out: Path | None,
 ) -> None:
     """One cycle offline on DATA (labelled JSONL): split it in halves, simulate reports of the
     current model's errors on the replayed half, train and gate a candidate as a quarterly
@@ -827,9 +906,83 @@ def loop_simulate(
     share = settings.replay_report_share if report_share is None else report_share
     chosen_seed = settings.replay_seed if seed is None else seed
     target = out or settings.data_dir / "loop-simulation"
-    result = simulate_cycle(settings, data, target, share=share, seed=chosen_seed)
+    result = simulate_cycle(
+        settings, data, target, share=share, seed=chosen_seed, review_share=review_share
+    )
     click.echo(render_simulation(result, data, share, chosen_seed))
     click.echo(f"written to {target / 'simulation.md'}")
+
+
+@loop.command("scenarios")
+@_LOOP_DATA
+@_REPORT_SHARE
+@_REVIEW_SHARE
+@click.option(
+    "--scenario",
+    "names",
+    type=click.Choice(["a", "b", "c"]),
+    multiple=True,
+    help="a: DATA as one tenant; b: DATA's benign prompts with held-out generated attacks; "
+    "c: tenant A reports, tenant B (other sources and languages) does not  [default: all]",
+)
+@click.option(
+    "--seeds", default="0,1,2", show_default=True, help="comma-separated seeds, one run each"
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=2),
+    default=None,
+    help="a seeded stratified subset of this many prompts of DATA per seed (a quick run)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where each run's dataset and candidate and scenarios.md go  "
+    "[default: DATA_DIR/loop-scenarios]",
+)
+@click.pass_obj
+def loop_scenarios(
+    settings: Settings,
+    data: Path,
+    report_share: float | None,
+    review_share: float,
+    names: tuple[str, ...],
+    seeds: str,
+    sample: int | None,
+    out: Path | None,
+) -> None:
+    """The loop judged on populations: each scenario on each seed, one cycle offline (as
+    `loop simulate`), every tenant measured on its held-out half. Prints a table and exits
+    non-zero when a run misses the bar (A's FP at least halved, nobody's FP or recall a
+    point worse, the gate accepting)."""
+    from workers.scenarios import SCENARIOS, render_scenarios, run_scenarios
+
+    try:
+        chosen_seeds = [int(seed) for seed in seeds.split(",") if seed.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"not a list of integers: {seeds!r}", param_hint="--seeds"
+        ) from None
+    share = settings.replay_report_share if report_share is None else report_share
+    target = out or settings.data_dir / "loop-scenarios"
+    results = run_scenarios(
+        settings,
+        data,
+        target,
+        names=names or SCENARIOS,
+        seeds=chosen_seeds,
+        share=share,
+        review_share=review_share,
+        sample=sample,
+    )
+    table = render_scenarios(results, data, share)
+    private_dir(target)
+    write_private(target / "scenarios.md", table)
+    click.echo(table)
+    click.echo(f"written to {target / 'scenarios.md'}")
+    if not all(result.success for result in results):
+        raise SystemExit(1)
 
 
 @loop.command("replay")
@@ -851,6 +1004,22 @@ def loop_simulate(
     default=None,
     help="where the run's state and replay.md go  [default: DATA_DIR/loop-replay]",
 )
+@_REVIEW_SHARE
+@click.option(
+    "--review-budget",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="most review groups the reviewer decides in a cycle (its day)",
+)
+@click.option(
+    "--hostile-share",
+    type=click.FloatRange(min=0, max=1),
+    default=0.0,
+    show_default=True,
+    help="share of the attacks flagged at or above the high-confidence bar that a hostile "
+    "user reports as false positives (they must end discarded or rejected)",
+)
 @click.pass_obj
 def loop_replay(
     settings: Settings,
@@ -860,12 +1029,16 @@ def loop_replay(
     seed: int | None,
     sample: int | None,
     out: Path | None,
+    review_share: float,
+    review_budget: int,
+    hostile_share: float,
 ) -> None:
     """The whole loop on DATA (labelled JSONL) as a user would see it: its replayed half is
     sent through the real topics and worker as one tenant's traffic, simulated users report a
     share of the false positives and analysts the same share of the misses over the report
-    API, and each cycle assembles, retrains, gates and promotes on the curated store; prints
-    and writes FP rate and recall on the held-out half before and after each cycle. Uses
+    API, a simulated reviewer decides a share of the quarantine (--review-share), and each
+    cycle assembles, retrains, gates and promotes on the curated store; prints and writes FP
+    rate and recall on the held-out half before and after each cycle. Uses
     embedded services unless L2LOOP_KAFKA_BROKER/L2LOOP_REDIS_URL are set; its topics, keys
     and files carry a prefix and a directory of their own."""
     from l2loop.replay import ReplayError, ReplayOptions, run_replay
@@ -876,6 +1049,9 @@ def loop_replay(
         seed=settings.replay_seed if seed is None else seed,
         out=out or settings.data_dir / "loop-replay",
         sample=sample,
+        review_share=review_share,
+        review_budget=review_budget,
+        hostile_share=hostile_share,
     )
     try:
         result = run_replay(settings, data, options, click.echo)

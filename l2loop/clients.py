@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -32,6 +32,25 @@ async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) 
         pending = [await producer.send(topic, line, key=record_key(line)) for line in lines]
         await asyncio.gather(*pending)
         return len(pending)
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def publisher(
+    settings: Settings,
+) -> AsyncIterator[Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]]:
+    """A producer's send, for one session: awaiting it queues a record, awaiting what it
+    returns waits for the delivery (the ``Publish`` of the agents)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+
+    async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        delivery: Awaitable[Any] = await producer.send(topic, value, key=key)
+        return delivery
+
+    try:
+        yield publish
     finally:
         await producer.stop()
 

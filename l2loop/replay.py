@@ -12,17 +12,25 @@ Everything runs for real: a ``l2loop worker`` (score, report agent, curated sink
 ``l2loop api`` as child processes, on the configured broker and Redis or on embedded ones.
 A replay never touches anything else: its topics, consumer group and Redis keys (the model
 pointer included) carry a prefix of its own, and its curated store, datasets, registry and
-candidates live in a directory of its own under ``--out``. FP reports on a score at or above
-the high-confidence bar wait in quarantine for a person (``l2loop review``); the replay does
-not release them.
+candidates live in a directory of its own under ``--out``.
+
+FP reports on a score at or above the high-confidence bar wait in quarantine for a person
+(``l2loop review``). With ``--review-share`` a simulated reviewer who knows each prompt's
+label works through the quarantine's review groups each cycle, before the quarterly cycle:
+largest groups first, within a daily budget of groups and a share of the held reports; it
+releases what is true and discards what is not. With ``--hostile-share`` a hostile user
+also reports some of the attacks the model flags confidently as false positives: those
+must end discarded in review or rejected, never curated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,10 +38,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from l2loop.api.reports import ReportsAnswer, ReportSubmission
-from l2loop.clients import produce_lines, topic_reader
+from l2loop.clients import produce_lines, publisher, topic_reader
 from l2loop.embedded import ManagedProcess, free_port
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
@@ -46,11 +54,14 @@ from l2model.registry import ModelPointer, ModelRegistry
 from l2model.runtime import L2Model
 from schemas.codec import to_bytes
 from schemas.events import ScanEvent
-from schemas.reports import ReportRoute
+from schemas.reports import QuarantinedReport, ReportRoute, ReviewAction
 from schemas.verdicts import Verdict
 from streams.alert_sinks import RECEIVER_ERRORS
 from streams.curated_store import CuratedStore
 from streams.report_admission import ReportLedger
+from streams.report_rules import claimed_label
+from streams.reports import ReportServices, Reviewer, report_services
+from streams.review_groups import ReviewGroup, group_reports
 from streams.topics import SCAN_EVENTS, SCAN_VERDICTS
 from streams.verdict_store import connect
 from workers.assembler import Period
@@ -59,6 +70,7 @@ from workers.loop_replay import (
     DrawnReports,
     Figures,
     analyst_family,
+    at_most,
     draw_reports,
     golden_report,
     half_report,
@@ -75,6 +87,8 @@ PROBE_TENANT = "l2loop-replay-probe"
 # What the loop needs: scoring, the report agent and the curated sink, and the window agent
 # because it reads curated-examples too (a worker runs every reader of its topics).
 REPLAY_ROLES = "score,reports,windows,curated"
+# Who decides in a replay's review log.
+REVIEWER = "replay-reviewer"
 TABLE_FILE = "replay.md"
 RECORD_FILE = "replay.json"
 POLL_MS = 500
@@ -91,6 +105,12 @@ class ReplayOptions:
     seed: int
     out: Path
     sample: int | None = None
+    # The simulated reviewer: at most this share of the quarantined reports and this many
+    # groups a cycle (its day); 0: nobody reviews.
+    review_share: float = 0.0
+    review_budget: int = 20
+    # The share of confidently flagged attacks a hostile user reports as false positives.
+    hostile_share: float = 0.0
 
 
 class ReportTally(BaseModel):
@@ -104,6 +124,8 @@ class ReportTally(BaseModel):
     misses: int
     fp_reported: int
     fn_reported: int
+    # False-positive claims on attacks the model flagged at or above the high-confidence bar.
+    hostile_reported: int = 0
     # The ledger's counters moved by this cycle's reports; rejected (and dead-lettered, which
     # an HTTP report never is) by counter name, e.g. ``rejected:golden_set``.
     curated: int
@@ -115,7 +137,7 @@ class ReportTally(BaseModel):
 
     @property
     def reported(self) -> int:
-        return self.fp_reported + self.fn_reported
+        return self.fp_reported + self.fn_reported + self.hostile_reported
 
     @property
     def rejected_finally(self) -> int:
@@ -126,6 +148,25 @@ class ReportTally(BaseModel):
         return self.curated + self.quarantined + self.rejected_finally
 
 
+class ReviewTally(BaseModel):
+    """What the simulated reviewer did on one cycle's day."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # The replay tenant's quarantined reports when the day began, and their groups.
+    pending: int
+    groups: int
+    groups_reviewed: int
+    # Mixed groups (some claims true, some not), decided member by member.
+    groups_split: int
+    released: int
+    discarded: int
+
+    @property
+    def reviewed(self) -> int:
+        return self.released + self.discarded
+
+
 class CycleOutcome(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -133,6 +174,10 @@ class CycleOutcome(BaseModel):
     reports: ReportTally
     record: CycleRecord
     serving_after: str
+    review: ReviewTally | None = None
+    # Where this cycle's hostile reports stand once its review is done, by ``route:reason``
+    # (``refused``: the API refused it).
+    hostile: dict[str, int] = Field(default_factory=dict)
 
 
 class ReplayRecord(BaseModel):
@@ -142,6 +187,9 @@ class ReplayRecord(BaseModel):
     sample: int | None
     share: float
     seed: int
+    review_share: float = 0.0
+    review_budget: int = 0
+    hostile_share: float = 0.0
     topic_prefix: str
     state_dir: str
     replayed: int
@@ -260,16 +308,43 @@ def scan_event(event_id: str, tenant: str, text: str) -> bytes:
     )
 
 
+def draw_hostile(
+    labels: np.ndarray,
+    verdicts: Sequence[Verdict],
+    *,
+    bar: float,
+    share: float,
+    seed: int,
+) -> list[int]:
+    """``share`` of the attacks the model flagged at or above the high-confidence ``bar``,
+    drawn with ``seed``: what a hostile user claims are false positives. Below the bar one
+    tenant's claim is curated at bulk weight by design (decision 0018); at or above it, it
+    is held for review, the defence the replay shows."""
+    confident = [
+        index
+        for index, verdict in enumerate(verdicts)
+        if labels[index] == 1 and verdict.is_threat and verdict.score >= bar
+    ]
+    rng = random.Random(f"hostile:{seed}")
+    return sorted(rng.sample(confident, round(share * len(confident))))
+
+
+def hostile_report_id(tag: str, index: int) -> str:
+    return f"{tag}-hostile-{index}"
+
+
 def report_submissions(
     prompts: Sequence[LabeledPrompt],
     verdicts: Sequence[Verdict],
     fp: Sequence[int],
     fn: Sequence[int],
     tag: str,
+    hostile: Sequence[int] = (),
 ) -> list[ReportSubmission]:
     """One report per drawn error, each by a reporter of its own (so that no per-reporter
     quota binds): FPs name the stored event, misses carry the text and the family an analyst
-    gives them."""
+    gives them; hostile reports claim the ``hostile`` attacks are false positives, as an
+    attacker would, calling them programming."""
     submissions = []
     for index in fp:
         submissions.append(
@@ -291,6 +366,16 @@ def report_submissions(
                 reason=analyst_family(prompts[index]),
                 text=prompts[index].text,
                 event_ts=verdicts[index].ts,
+            )
+        )
+    for index in hostile:
+        submissions.append(
+            ReportSubmission(
+                report_id=hostile_report_id(tag, index),
+                event_id=verdicts[index].event_id,
+                reporter_id=hostile_report_id(tag, index),
+                kind="false_positive",
+                reason="programming",
             )
         )
     return submissions
@@ -405,6 +490,7 @@ def tally_reports(
     events: int,
     model_version: str,
     drawn: DrawnReports,
+    hostile: int = 0,
 ) -> ReportTally:
     """The ledger's counters moved by one cycle's reports (the replay's prefix is its own, so
     every move is the replay's)."""
@@ -416,6 +502,7 @@ def tally_reports(
         misses=drawn.misses,
         fp_reported=len(drawn.fp),
         fn_reported=len(drawn.fn),
+        hostile_reported=hostile,
         curated=moved.get(ReportRoute.CURATED.value, 0),
         quarantined=moved.get(ReportRoute.QUARANTINED.value, 0),
         rejected={
@@ -442,6 +529,97 @@ async def await_curated(
         await reader.poll()
 
 
+# Why the simulated reviewer decides as it does, in the review log.
+REVIEW_WHY: dict[ReviewAction, str] = {
+    "release": "the replayed prompt's label agrees with the claim",
+    "discard": "the replayed prompt's label contradicts the claim",
+}
+
+
+@dataclass(frozen=True)
+class ReviewStep:
+    """One group the simulated reviewer opened, and its decision on each member, in order."""
+
+    group: ReviewGroup
+    actions: tuple[ReviewAction, ...]
+
+    def decided(self, action: ReviewAction) -> list[QuarantinedReport]:
+        return [
+            item
+            for item, chosen in zip(self.group.members, self.actions, strict=True)
+            if chosen == action
+        ]
+
+    @property
+    def split(self) -> bool:
+        return len(set(self.actions)) > 1
+
+
+def review_plan(
+    groups: Sequence[ReviewGroup], truth: Mapping[str, int], *, share: float, budget: int
+) -> list[ReviewStep]:
+    """One day of a reviewer who knows the label of every event (``truth``, by event id):
+    groups in the order listed (largest first), at most ``budget`` of them and at most
+    ``share`` of the reports they hold; a group larger than what is left of the share is
+    passed over for smaller ones. A claim that agrees with the truth (a false positive on a
+    benign prompt, a miss on an attack) is released, one that contradicts it discarded: a
+    group of one or the other is decided whole, a mixed one member by member."""
+    allowance = at_most(share, sum(group.size for group in groups))
+    steps: list[ReviewStep] = []
+    for group in groups:
+        if len(steps) == budget:
+            break
+        if group.size > allowance:
+            continue
+        allowance -= group.size
+        actions: tuple[ReviewAction, ...] = tuple(
+            "release" if claimed_label(item.report) == truth[item.report.event_id] else "discard"
+            for item in group.members
+        )
+        steps.append(ReviewStep(group, actions))
+    return steps
+
+
+async def review_day(
+    live: Settings, services: ReportServices, truth: Mapping[str, int], options: ReplayOptions
+) -> tuple[ReviewTally, set[str]]:
+    """The simulated reviewer's day on the replay tenant's quarantine (``review_plan``),
+    each decision made as ``l2loop review`` makes it; the tally and the released report
+    ids."""
+    pending = [
+        item for item in await services.queue.pending() if item.report.tenant_id == REPLAY_TENANT
+    ]
+    groups = group_reports(pending, similarity=live.review_group_similarity)
+    steps = review_plan(groups, truth, share=options.review_share, budget=options.review_budget)
+    async with publisher(live) as publish:
+        reviewer = Reviewer.of(services, publish, live)
+        for step in steps:
+            for item, action in zip(step.group.members, step.actions, strict=True):
+                await reviewer.decide(
+                    item, action, REVIEWER, REVIEW_WHY[action], group_id=step.group.group_id
+                )
+    released = {item.report.report_id for step in steps for item in step.decided("release")}
+    tally = ReviewTally(
+        pending=len(pending),
+        groups=len(groups),
+        groups_reviewed=len(steps),
+        groups_split=sum(step.split for step in steps),
+        released=len(released),
+        discarded=sum(len(step.decided("discard")) for step in steps),
+    )
+    return tally, released
+
+
+async def fates(ledger: ReportLedger, report_ids: Sequence[str]) -> dict[str, int]:
+    """Where ``report_ids`` of the replay tenant stand, counted by ``route:reason``."""
+    outcomes = await ledger.get_many(REPLAY_TENANT, report_ids)
+    where = Counter(
+        "refused" if outcome is None else f"{outcome.route.value}:{outcome.reason}"
+        for outcome in outcomes
+    )
+    return dict(sorted(where.items()))
+
+
 async def run_cycles(
     live: Settings,
     options: ReplayOptions,
@@ -454,7 +632,10 @@ async def run_cycles(
     started = datetime.now(tz=UTC)
     key = (await issue_keys(live, [REPLAY_TENANT]))[REPLAY_TENANT]
     client = connect(live.redis_dsn)
-    ledger = ReportLedger(client, key_prefix=live.topic_prefix, keep_s=live.report_keep_s)
+    services = report_services(live, client)
+    ledger = services.ledger
+    # The label of every event replayed so far: what the simulated reviewer knows.
+    truth: dict[str, int] = {}
 
     pointer = ModelPointer(client, key_prefix=live.topic_prefix)
 
@@ -491,19 +672,32 @@ async def run_cycles(
                 ),
             )
             verdicts = await reader.collect(event_ids)
+            truth.update(zip(event_ids, labels.tolist(), strict=True))
             flagged = np.array([verdict.is_threat for verdict in verdicts])
             drawn = draw_reports(
                 labels, flagged, share=options.share, seed=options.seed + cycle - 1
             )
-            submissions = report_submissions(replayed, verdicts, drawn.fp, drawn.fn, tag)
+            hostile = draw_hostile(
+                labels,
+                verdicts,
+                bar=live.report_high_confidence_score,
+                share=options.hostile_share,
+                seed=options.seed + cycle - 1,
+            )
+            submissions = report_submissions(replayed, verdicts, drawn.fp, drawn.fn, tag, hostile)
             echo(
                 f"  errors: {drawn.false_positives} false positives, {drawn.misses} misses; "
                 f"reporting {len(drawn.fp)} FPs and {len(drawn.fn)} misses over the API"
+                + (f", and {len(hostile)} hostile FP claims on attacks" if hostile else "")
             )
             counted_before = await ledger_counts()
             posted = await post_all(live, api, key, submissions, echo)
             decided = await await_outcomes(live, ledger, posted.accepted, reader)
             curated = {rid for rid, route in decided.items() if route is ReportRoute.CURATED}
+            review = None
+            if options.review_share > 0:
+                review, released = await review_day(live, services, truth, options)
+                curated |= released
             await await_curated(store, curated, started, reader)
             tally = tally_reports(
                 counted_before,
@@ -512,7 +706,9 @@ async def run_cycles(
                 events=len(replayed),
                 model_version=in_service,
                 drawn=drawn,
+                hostile=len(hostile),
             )
+            hostile_fates = await fates(ledger, [hostile_report_id(tag, i) for i in hostile])
             period = cycle_period(started, datetime.now(tz=UTC))
             echo(f"  quarterly cycle on {period.name}: assemble, retrain, gate, promote")
             record = await run_exclusively(live, period, retrain=True, once=False)
@@ -520,7 +716,12 @@ async def run_cycles(
                 raise ReplayError(f"a cycle of {period.name} is running elsewhere")
             in_service = await serving_version()
             outcome = CycleOutcome(
-                cycle=cycle, reports=tally, record=record, serving_after=in_service
+                cycle=cycle,
+                reports=tally,
+                record=record,
+                serving_after=in_service,
+                review=review,
+                hostile=hostile_fates,
             )
             echo("\n".join(cycle_lines(outcome)))
             log.info(
@@ -530,6 +731,8 @@ async def run_cycles(
                 curated=tally.curated,
                 quarantined=tally.quarantined,
                 rejected=tally.rejected_finally,
+                released_in_review=review.released if review is not None else 0,
+                discarded_in_review=review.discarded if review is not None else 0,
                 dataset=record.dataset_version,
                 candidate=record.candidate_version,
                 accepted=record.accepted,
@@ -543,18 +746,33 @@ async def run_cycles(
 
 
 def cycle_lines(cycle: CycleOutcome) -> list[str]:
-    """What a cycle did: errors, reports and where the ledger says they ended, the decision."""
-    r, c = cycle.reports, cycle.record
-    rejected = ", ".join(f"{k} {v}" for k, v in r.rejected.items()) or "none"
+    """What a cycle did: errors, reports and where the ledger says they ended, the review,
+    the hostile reports' fate, the decision."""
+    r, c, v = cycle.reports, cycle.record, cycle.review
+    rejected = ", ".join(f"{k} {n}" for k, n in r.rejected.items()) or "none"
     retried = f"; {r.quota_retries} quota refusals posted again" if r.quota_retries else ""
-    return [
+    hostile = f" + {r.hostile_reported} hostile" if r.hostile_reported else ""
+    lines = [
         f"- cycle {cycle.cycle}: {r.events} events scored by {r.model_version}: "
         f"{r.false_positives} false positives, {r.misses} misses; reported "
-        f"{r.fp_reported} FPs + {r.fn_reported} misses = {r.reported}: curated {r.curated}, "
-        f"quarantined {r.quarantined}, rejected {r.rejected_finally} ({rejected}{retried})",
-        f"  - {c.decision()}; serving {cycle.serving_after}"
-        + (f"; report {c.report}" if c.report else ""),
+        f"{r.fp_reported} FPs + {r.fn_reported} misses{hostile} = {r.reported}: curated "
+        f"{r.curated}, quarantined {r.quarantined}, rejected {r.rejected_finally} "
+        f"({rejected}{retried})",
     ]
+    if v is not None:
+        lines.append(
+            f"  - review: {v.reviewed} of {v.pending} quarantined reports in "
+            f"{v.groups_reviewed} of {v.groups} groups ({v.groups_split} mixed, decided "
+            f"member by member): released {v.released}, discarded {v.discarded}"
+        )
+    if cycle.hostile:
+        where = ", ".join(f"{k} {n}" for k, n in cycle.hostile.items())
+        lines.append(f"  - hostile reports after review: {where}")
+    lines.append(
+        f"  - {c.decision()}; serving {cycle.serving_after}"
+        + (f"; report {c.report}" if c.report else "")
+    )
+    return lines
 
 
 def table_columns(record: ReplayRecord) -> list[tuple[str, str]]:
@@ -591,10 +809,26 @@ def measure(
     return columns
 
 
+def review_line(record: ReplayRecord) -> str:
+    if not record.review_share:
+        return (
+            "- FP reports scored at or above the high-confidence bar wait in quarantine; "
+            "nobody reviews them in this replay"
+        )
+    return (
+        "- each cycle a reviewer who knows every prompt's label works through the quarantine "
+        f"in review groups, largest first: at most {record.review_budget} groups and "
+        f"{record.review_share} of the held reports; true claims are released, the others "
+        "discarded"
+    )
+
+
 def render_replay(record: ReplayRecord, data: Path, columns: Sequence[Figures]) -> str:
     lines = [
         f"# Loop replay on {data.name} (report share {record.share}, seed {record.seed}"
         + (f", sample {record.sample}" if record.sample is not None else "")
+        + (f", review share {record.review_share}" if record.review_share else "")
+        + (f", hostile share {record.hostile_share}" if record.hostile_share else "")
         + ")",
         "",
         f"- replayed half {record.replayed} prompts"
@@ -605,9 +839,14 @@ def render_replay(record: ReplayRecord, data: Path, columns: Sequence[Figures]) 
         )
         + f", held-out half {record.held_out}; model at start {record.start_model}",
         f"- state: {record.state_dir} (topic and key prefix `{record.topic_prefix}`)",
-        "- FP reports scored at or above the high-confidence bar wait in quarantine; "
-        "nobody reviews them in a replay",
+        review_line(record),
     ]
+    if record.hostile_share:
+        lines.append(
+            f"- a hostile user reports {record.hostile_share} of the attacks flagged at or "
+            "above the high-confidence bar as false positives: each must end discarded in "
+            "review or rejected, never curated"
+        )
     for cycle in record.cycles:
         lines += cycle_lines(cycle)
     return "\n".join([*lines, "", *render_figures(columns)]) + "\n"
@@ -661,6 +900,9 @@ def run_replay(
         sample=options.sample,
         share=options.share,
         seed=options.seed,
+        review_share=options.review_share,
+        review_budget=options.review_budget,
+        hostile_share=options.hostile_share,
         topic_prefix=isolated.topic_prefix,
         state_dir=str(state_dir),
         replayed=len(replayed),

@@ -207,6 +207,13 @@ class Settings(BaseSettings):
     report_keep_s: int = Field(
         90 * 24 * 3600, ge=60, description="how long outcomes and duplicate guards are kept"
     )
+    # Review groups (streams/review_groups.py, docs/decisions/0020-review-groups.md): two
+    # quarantined texts are neighbours, decided together, when the cosine of their character
+    # 3-5-gram TF-IDF vectors reaches this. Measured on the golden set's texts: a text with a
+    # quarter of its words replaced scores 0.85 (median; 5th percentile 0.68) against the
+    # original, while 99.9 % of pairs of different texts stay below 0.56; at 0.6 a group is
+    # "the same message, a few words changed", never merely the same topic.
+    review_group_similarity: float = Field(0.6, gt=0, le=1)
 
     # Quarterly cycle: scheduler, retraining, loop replay (workers/scheduler.py,
     # workers/retrain.py, workers/loop_replay.py; docs/decisions/0013-retraining-loop.md).
@@ -219,12 +226,22 @@ class Settings(BaseSettings):
     # The cron's cycle retrains (and promotes on accept) after assembling; off: assembly only.
     scheduler_retrain: bool = True
     # "auto": the guide's rule, incremental below `retrain_full_from` new training examples,
-    # full retraining from there. Incremental keeps the base vocabulary and multiplies the
-    # new examples' weights by `retrain_incremental_weight` (the guide's fine-tuning weight
-    # 10.0 over its production weight 5.0); full refits everything at the recorded weights.
+    # full retraining from there. Incremental keeps the incumbent's graph and adds the new
+    # examples to its memory (l2model.memory: a few reports change scores near them and
+    # nowhere else); full refits everything at the recorded weights (decision 0019).
     retrain_mode: Literal["auto", "incremental", "full"] = "auto"
     retrain_full_from: int = Field(10_000, ge=1)
-    retrain_incremental_weight: float = Field(2.0, gt=0)
+    # How much recall on known attacks (base validation attacks, confirmed threats) a
+    # candidate may give up for fewer false positives: half a point, well inside the gate's
+    # significance on a thousand attacks, so that learning never trades recall for FPs.
+    retrain_recall_tolerance: float = Field(0.005, ge=0, lt=1)
+    # The memory's prototypes: each confirmed example's heaviest TF-IDF features (64 keep the
+    # gap between a report's neighbours and unrelated traffic that full vectors show, for a
+    # graph a few hundred kilobytes larger per thousand examples; decision 0019), and how
+    # far past the threshold, in logits, each moves its own text (one logit: its odds cross
+    # the cut by a factor e).
+    memory_features_per_example: int = Field(64, ge=8, le=4096)
+    memory_margin: float = Field(1.0, gt=0)
     # The least weight a hard negative is trained with in a retraining set, base or new: the
     # guide's "increase weight for hard negative examples" (troubleshooting, "FPR increases
     # after update"; the hard negatives are what the gate must never flag), at the
@@ -236,7 +253,7 @@ class Settings(BaseSettings):
     base_corpus_size: int = Field(25_000, ge=1_000)
     base_corpus_seed: int = 0
     # The counterfactual gate (l2model/counterfactual.py, workers/traffic_sample.py;
-    # docs/decisions/0019-counterfactual-gate.md): before promotion, candidate and model in
+    # docs/decisions/0021-counterfactual-gate.md): before promotion, candidate and model in
     # service score a sample of every tenant's recent scan events, read back from the topic.
     # At most `gate_traffic_sample` events (0: no replay, the rule is not measured), shared
     # fairly among tenants (each gets an equal share, a small tenant all of its events), of

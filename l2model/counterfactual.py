@@ -7,7 +7,7 @@ see, and a candidate can pass all three while it stops flagging an attack family
 reported, or starts flagging the ordinary prompts of a tenant that never reported anything.
 Before promotion the candidate and the model in service therefore score the same bounded
 sample of every tenant's recent traffic, and every decision that flips is looked at
-(DESIGN.md, "Learning does no harm"; docs/decisions/0019-counterfactual-gate.md):
+(DESIGN.md, "Learning does no harm"; docs/decisions/0021-counterfactual-gate.md):
 
 - a flagged → allowed flip is *explained* when its own tenant reported false positives and
   the text is a near neighbour of one of those reported texts;
@@ -365,11 +365,15 @@ def _rules(
     if over:
         tenant_detail = "; ".join(_over_budget(t) for t in over)
     else:
-        worst = max(tenants, key=lambda t: (t.unexplained / max(t.allowance, 1), t.key))
-        tenant_detail = (
-            f"{len(tenants)} tenant(s) within budget; closest: {worst.key}, "
-            f"{worst.unexplained} unexplained, budget {worst.allowance}"
+        worst = max(
+            tenants, key=lambda t: (t.unexplained / max(t.allowance, 1), t.unexplained, t.key)
         )
+        closest = (
+            f"closest: {worst.key}, {worst.unexplained} unexplained, budget {worst.allowance}"
+            if worst.unexplained
+            else "no unexplained flip"
+        )
+        tenant_detail = f"{len(tenants)} tenant(s) within budget; {closest}"
     return [
         RuleResult(
             rule=per_tenant,

@@ -152,10 +152,10 @@ def choose_threshold(
     lowest_caught = float(caught[0])
     below = benign[benign < lowest_caught]
     nearest_benign = max(floor, float(below[0])) if below.size else floor
-    return _logit_midpoint(nearest_benign, lowest_caught)
+    return logit_midpoint(nearest_benign, lowest_caught)
 
 
-def _logit_midpoint(low: float, high: float) -> float:
+def logit_midpoint(low: float, high: float) -> float:
     eps = 1e-9
 
     def logit(p: float) -> float:
@@ -182,6 +182,8 @@ class LabeledPrompt(BaseModel):
     sub_category: str | None = None
     notes: str | None = None
     source: str | None = None
+    # The prompt's language (an ISO 639-1 code) where the file names it.
+    lang: str | None = None
     ambiguous: bool = False
 
     @property

@@ -3,6 +3,7 @@ and the parts of the manifest that describe the data and the threshold."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -11,7 +12,13 @@ import orjson
 
 from l2model.contract import OUTPUT_BINARY, Manifest
 from l2model.corpus import CorpusSplit
-from l2model.evaluation import MAX_FP_RATE, choose_threshold, corpus_report, threat_scores
+from l2model.evaluation import (
+    MAX_FP_RATE,
+    choose_threshold,
+    corpus_report,
+    logit_midpoint,
+    threat_scores,
+)
 from l2model.golden import refuse_golden
 from l2model.record import TrainingRecord
 
@@ -38,6 +45,27 @@ def validation_threshold(
         ),
         6,
     )
+
+
+def recall_constrained_threshold(
+    attack_scores: np.ndarray, target_recall: float, benign_scores: np.ndarray
+) -> float:
+    """The operating point of a retrained candidate: recall on known attacks at least
+    ``target_recall``, then the fewest benign prompts flagged; among the thresholds that flag
+    that few, the one of highest recall, placed midway (in logit space) between the nearest
+    benign and malicious scores. Hard negatives are among the benign scores, never a floor: a
+    hard negative the learner cannot separate is flagged and reported (the gate names it),
+    not paid for with the whole model's recall."""
+    if attack_scores.size == 0:
+        raise ValueError("no known attack to hold recall on")
+    ranked = np.sort(attack_scores)[::-1]
+    needed = min(len(ranked), max(1, math.ceil(target_recall * len(ranked) - 1e-9)))
+    # Every threshold at or below this score keeps the recall; the highest flags fewest.
+    highest = float(ranked[needed - 1])
+    below = benign_scores[benign_scores < highest]
+    nearest_benign = float(below.max()) if below.size else -math.inf
+    lowest_caught = float(attack_scores[attack_scores > nearest_benign].min())
+    return round(logit_midpoint(nearest_benign, lowest_caught), 6)
 
 
 def threshold_selection(

@@ -169,4 +169,10 @@ class ReviewDecision(BaseModel):
     why: str = Field(min_length=1, max_length=2000)
     quarantine_reason: QuarantineReason
     example_id: str = Field(min_length=64, max_length=64)
+    group_id: str | None = Field(
+        None,
+        max_length=64,
+        description="the review group decided at once with this report (each member's "
+        "decision is kept on its own); none when the report was decided alone",
+    )
     decided_at: EventTime = Field(default_factory=utc_now)

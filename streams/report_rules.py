@@ -218,6 +218,11 @@ def retry_after(now_s: float, window_ends_s: int) -> int:
     return max(1, math.ceil(window_ends_s - now_s))
 
 
+def claimed_label(report: LabelReport) -> int:
+    """The label a report says its text has: benign for a false positive, a threat else."""
+    return 0 if report.kind == "false_positive" else 1
+
+
 def example_text(report: LabelReport, stored: StoredVerdict | None) -> str:
     """The text a report teaches: the stored one when there is one (a reporter cannot swap
     it), else the text a false_negative report carries."""

@@ -66,6 +66,7 @@ from streams.report_rules import (
     RejectReason,
     Strength,
     Support,
+    claimed_label,
     curated_example,
     example_strength,
     example_text,
@@ -102,10 +103,6 @@ def decode_label_report(
     record: RawRecord, *, raw_max_bytes: int = MAX_RAW_BYTES
 ) -> LabelReport | DeadLetter:
     return decode_record(record, LabelReport, raw_max_bytes=raw_max_bytes)
-
-
-def _label(report: LabelReport) -> int:
-    return 0 if report.kind == "false_positive" else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +142,7 @@ class ExampleSupport:
         async with self._client.pipeline(transaction=False) as pipe:
             for report, example_id in items:
                 await self._script(
-                    keys=self._keys(example_id, _label(report)),
+                    keys=self._keys(example_id, claimed_label(report)),
                     args=[
                         f"{report.tenant_id}/{report.reporter_id}",
                         report.tenant_id,
@@ -435,10 +432,31 @@ class Reviewer:
         self._publish = publish
         self._curated_topic = curated_topic
 
-    async def release(
-        self, report_id: str, reviewer: str, why: str, *, tenant_id: str | None = None
-    ) -> CuratedExample:
-        held = await self._queue.find(report_id, tenant_id)
+    @classmethod
+    def of(cls, services: ReportServices, publish: Publish, settings: Settings) -> Reviewer:
+        return cls(
+            services.queue,
+            services.support,
+            services.ledger,
+            publish,
+            curated_topic=settings.topic(CURATED_EXAMPLES),
+        )
+
+    async def decide(
+        self,
+        held: QuarantinedReport,
+        action: ReviewAction,
+        reviewer: str,
+        why: str,
+        *,
+        group_id: str | None = None,
+    ) -> ReviewDecision:
+        """Releases or discards ``held`` (as found in the queue); ``group_id`` names the
+        review group it was decided with."""
+        if action == "discard":
+            return await self._record(
+                held, action, reviewer, why, ReportRoute.REJECTED, None, group_id
+            )
         report, stored = held.report, stored_of(held)
         # The reviewer has read the text: a conflict with the other label is theirs to judge.
         (claim,) = await self._support.claim([(report, held.example_id)], check_conflict=False)
@@ -451,14 +469,9 @@ class Reviewer:
             self._curated_topic, example.example_id.encode(), to_bytes(example)
         )
         await delivery
-        await self._record(held, "release", reviewer, why, ReportRoute.CURATED, example.example_id)
-        return example
-
-    async def discard(
-        self, report_id: str, reviewer: str, why: str, *, tenant_id: str | None = None
-    ) -> ReviewDecision:
-        held = await self._queue.find(report_id, tenant_id)
-        return await self._record(held, "discard", reviewer, why, ReportRoute.REJECTED, None)
+        return await self._record(
+            held, action, reviewer, why, ReportRoute.CURATED, example.example_id, group_id
+        )
 
     async def _record(
         self,
@@ -468,6 +481,7 @@ class Reviewer:
         why: str,
         route: ReportRoute,
         example_id: str | None,
+        group_id: str | None,
     ) -> ReviewDecision:
         decision = ReviewDecision(
             report_id=held.report.report_id,
@@ -477,15 +491,17 @@ class Reviewer:
             why=why,
             quarantine_reason=held.reason,
             example_id=held.example_id,
+            group_id=group_id,
         )
         await self._queue.decide(decision)
         reason = "released_in_review" if action == "release" else "discarded_in_review"
+        by = reviewer if group_id is None else f"{reviewer} (group {group_id})"
         outcome = ReportOutcome(
             report_id=held.report.report_id,
             tenant_id=held.report.tenant_id,
             route=route,
             reason=reason,
-            detail=f"{reviewer}: {why}",
+            detail=f"{by}: {why}",
             example_id=example_id,
         )
         counter = "released" if action == "release" else "discarded"

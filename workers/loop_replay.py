@@ -10,9 +10,9 @@ The pure parts, shared by the offline simulation here (``l2loop loop simulate``)
   its false positives by simulated users, the same share of its misses by analysts;
 - ``simulate_reports``: each drawn report as the training record the report path would
   curate from it (one authenticated voice: ``streams.report_rules.ONE_VOICE``; an FP
-  report on a score at or above the high-confidence bar is quarantined and, with nobody
-  reviewing, never trained on; golden texts are refused as the report path refuses them)
-  — the offline stand-in for the topics;
+  report on a score at or above the high-confidence bar is quarantined, and a share of
+  those a reviewer releases, as the replay's reviewer does; golden texts are refused as the
+  report path refuses them) — the offline stand-in for the topics;
 - ``half_report`` / ``golden_report``: FP rate, recall and per-source figures on the held-out
   half, and the golden set's; ``render_figures``: the before/after tables of both commands.
 
@@ -24,6 +24,7 @@ trained and gated by ``workers.retrain`` exactly as a quarterly cycle trains and
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,8 +49,8 @@ from l2model.golden import is_golden_text, load_golden
 from l2model.private import write_private
 from l2model.record import BENIGN, TrainingRecord, text_key
 from l2model.runtime import L2Model
-from streams.report_rules import ONE_VOICE, UNKNOWN_SEVERITY
-from workers.retrain import DATASET_SPLITS, NewData, train_and_judge
+from streams.report_rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
+from workers.retrain import DATASET_SPLITS, Candidate, NewData, train_and_judge
 
 log = get_logger(__name__)
 
@@ -145,6 +146,8 @@ class SimulatedReports(BaseModel):
     fp_reported: int
     fn_reported: int
     quarantined: int
+    # Of the quarantined reports, those released in review (training examples).
+    released: int
     golden_refused: int
     examples: list[TrainingRecord]
 
@@ -180,6 +183,12 @@ def draw_reports(
     )
 
 
+def at_most(share: float, count: int) -> int:
+    """The most items that are no more than ``share`` of ``count``; the product is rounded
+    first, so that 0.29 of 100 is 29, not the 28 that 28.999... floors to."""
+    return math.floor(round(share * count, 6))
+
+
 def simulate_reports(
     prompts: Sequence[LabeledPrompt],
     scores: np.ndarray,
@@ -190,24 +199,38 @@ def simulate_reports(
     high_confidence_score: float,
     model_version: str,
     day: datetime = REPORT_DAY,
+    review_share: float = 0.0,
 ) -> SimulatedReports:
     """``share`` of the false positives reported by one user each, ``share`` of the misses
     by one analyst each, drawn with ``seed``; each report becomes the record the report path
-    would curate from it."""
+    would curate from it. Of the FP reports quarantined (score at or above
+    ``high_confidence_score``), a reviewer who knows the labels releases at most
+    ``review_share`` (in the seeded order of ``split_halves``): every simulated claim is
+    true, so each is released, at the weight of a release. The replay's reviewer works by
+    group within a daily budget; offline there is one day and no budget."""
     labels = np.array([p.label for p in prompts])
     drawn = draw_reports(labels, scores >= threshold, share=share, seed=seed)
-    strength = ONE_VOICE
+    held = sorted(
+        (
+            index
+            for index in drawn.fp
+            if scores[index] >= high_confidence_score and not is_golden_text(prompts[index].text)
+        ),
+        key=lambda index: _rank(seed, text_key(prompts[index].text)),
+    )
+    released = set(held[: at_most(review_share, len(held))])
     examples: list[TrainingRecord] = []
-    quarantined = golden = 0
+    golden = 0
     for kind, indices in (("false_positive", drawn.fp), ("false_negative", drawn.fn)):
         for index in indices:
             prompt, score = prompts[index], float(scores[index])
             if is_golden_text(prompt.text):
                 golden += 1
                 continue
-            if kind == "false_positive" and score >= high_confidence_score:
-                quarantined += 1
+            if index in held and index not in released:
                 continue
+            strength = RELEASED if index in released else ONE_VOICE
+            review = "; released in review" if index in released else ""
             family = BENIGN if kind == "false_positive" else analyst_family(prompt)
             examples.append(
                 TrainingRecord.build(
@@ -220,7 +243,7 @@ def simulate_reports(
                     source=f"production_{kind}_{day:%Y_%m_%d}",
                     sub_category=prompt.category or prompt.family or "",
                     notes=f"{kind} reported by 1 reporter(s) in 1 tenant(s); "
-                    f"model {model_version} scored {score:.3f}",
+                    f"model {model_version} scored {score:.3f}{review}",
                 )
             )
     return SimulatedReports(
@@ -228,7 +251,8 @@ def simulate_reports(
         misses=drawn.misses,
         fp_reported=len(drawn.fp),
         fn_reported=len(drawn.fn),
-        quarantined=quarantined,
+        quarantined=len(held),
+        released=len(released),
         golden_refused=golden,
         examples=examples,
     )
@@ -272,15 +296,25 @@ def write_dataset(out_dir: Path, examples: Sequence[TrainingRecord], seed: int) 
     return out_dir
 
 
-def simulate_cycle(
-    settings: Settings, data: Path, out_dir: Path, *, share: float, seed: int
-) -> SimulationResult:
-    """One offline cycle on ``data``: split, simulated reports from the committed model's
-    errors on the replayed half, candidate trained and gated as a quarterly cycle does,
-    measured on the held-out half and the golden set."""
-    prompts = read_labeled(data)
-    replayed, held_out = split_halves(prompts, seed)
-    current = L2Model.load(settings.model_dir)
+@dataclass(frozen=True)
+class Learned:
+    reports: SimulatedReports
+    candidate: Candidate
+
+
+def learn_from(
+    settings: Settings,
+    replayed: Sequence[LabeledPrompt],
+    current: L2Model,
+    out_dir: Path,
+    *,
+    share: float,
+    seed: int,
+    review_share: float = 0.0,
+) -> Learned:
+    """Reports of ``current``'s errors on ``replayed``, drawn with ``seed`` (``review_share``
+    of the quarantined ones released by a reviewer), made into a dataset under ``out_dir``
+    and a candidate trained and gated on it as a quarterly cycle trains and gates one."""
     scores = score_texts(current, [p.text for p in replayed])
     reports = simulate_reports(
         replayed,
@@ -290,6 +324,7 @@ def simulate_cycle(
         seed=seed,
         high_confidence_score=settings.report_high_confidence_score,
         model_version=current.version,
+        review_share=review_share,
     )
     log.info(
         "loop_simulation_reports",
@@ -300,24 +335,35 @@ def simulate_cycle(
     )
     dataset = NewData.read(write_dataset(out_dir / "dataset", reports.examples, seed))
     candidate = train_and_judge(
-        settings,
-        dataset,
-        current,
-        "1.1.0",
-        out_dir / "candidate",
-        REPORT_DAY,
+        settings, dataset, current, "1.1.0", out_dir / "candidate", REPORT_DAY
     )
+    return Learned(reports, candidate)
+
+
+def simulate_cycle(
+    settings: Settings,
+    data: Path,
+    out_dir: Path,
+    *,
+    share: float,
+    seed: int,
+    review_share: float = 0.0,
+) -> SimulationResult:
+    """One offline cycle on ``data``: split, simulated reports from the committed model's
+    errors on the replayed half, candidate trained and gated as a quarterly cycle does,
+    measured on the held-out half and the golden set."""
+    replayed, held_out = split_halves(read_labeled(data), seed)
+    current = L2Model.load(settings.model_dir)
+    learned = learn_from(
+        settings, replayed, current, out_dir, share=share, seed=seed, review_share=review_share
+    )
+    candidate = learned.candidate
     result = SimulationResult(
-        reports=reports,
+        reports=learned.reports,
         mode=candidate.mode,
         candidate_threshold=candidate.model.threshold,
         accepted=candidate.accepted,
-        failed_rules=[
-            f"{item.name}: {rule.rule} ({rule.detail})"
-            for item in candidate.gate
-            for rule in item.report.rules
-            if rule.status == "fail"
-        ],
+        failed_rules=candidate.failed_rules(),
         before=half_report(held_out, current),
         after=half_report(held_out, candidate.model),
         golden_before=golden_report(current, settings.golden_version),
@@ -393,8 +439,9 @@ def render_simulation(result: SimulationResult, data: Path, share: float, seed: 
         f"- current model's errors on the replayed half: {r.false_positives} false positives, "
         f"{r.misses} misses",
         f"- reported: {r.fp_reported} FPs, {r.fn_reported} misses; quarantined (score at or "
-        f"above the high-confidence bar, unreviewed): {r.quarantined}; golden refused: "
-        f"{r.golden_refused}; training examples {len(r.examples)}",
+        f"above the high-confidence bar): {r.quarantined}, released in review "
+        f"{r.released}; golden refused: {r.golden_refused}; training examples "
+        f"{len(r.examples)}",
         f"- candidate: {result.mode} mode, threshold {result.candidate_threshold:g}; gate "
         f"{'ACCEPTED' if result.accepted else 'REJECTED'}",
         *(f"  - failed: {rule}" for rule in result.failed_rules),

@@ -1,26 +1,27 @@
 """Closing the loop: train a candidate on base corpus + a new dataset, gate it against the
 model in service, register it, promote it only on accept, and write a report of the run.
 
-Modes (seeds: incremental training guide, step 4; docs/decisions/0013-retraining-loop.md):
+Modes (seeds: incremental training guide, step 4; docs/decisions/0013-retraining-loop.md and
+0019-memory-of-confirmed-examples.md):
 
-- ``incremental`` (the guide's fine-tuning, for fewer than ``retrain_full_from`` new training
-  examples): the featuriser keeps the base corpus' vocabulary and IDF (the representation
-  stays, as frozen encoder layers do for a transformer) and the heads are refitted on base +
-  new, each new example's weight multiplied by ``retrain_incremental_weight``;
-- ``full`` (the guide's full retraining): everything is refitted on base + new, the new
-  examples at the weights they were curated with.
+- ``incremental`` (fewer than ``retrain_full_from`` new training examples): the incumbent's
+  graph stays, and the dataset's confirmed examples join its memory (``l2model.memory``),
+  which moves scores near them and nowhere else; the threshold stays the incumbent's. A few
+  reports cannot teach a linear model a new boundary without moving every score that shares
+  a feature with them (a language, a greeting, a length).
+- ``full`` (the guide's full retraining): everything is refitted on base + the incumbent's
+  memory + new, at the weights they were curated with; every hand-written hard negative is
+  trained on, whichever base split it fell in, weighing at least
+  ``retrain_hard_negative_weight`` (decision 0013). The threshold is chosen under a recall
+  constraint (``l2model.training.recall_constrained_threshold``): no lower recall on known
+  attacks than the incumbent's, less ``retrain_recall_tolerance``; then the fewest benign
+  flagged.
 
-In both, every hand-written hard negative is trained on, whichever base split it fell in, and
-every hard negative (base or new) weighs at least ``retrain_hard_negative_weight``, the expert
-weight (the guide's remedy for a rising FP rate; decision 0013).
-
-The threshold is chosen on base validation + the dataset's validation split by the trainers'
-rule (``l2model.training.validation_threshold``). The gate judges the candidate against the
-current model on the dataset's test split (no worse than the current model), the golden set
-(the production must-haves) and the hard negatives (every one benign); and on a sample of
-every tenant's recent traffic read back from ``scan-events``, where the decisions that flip
-must be explained by the flipping tenant's own reports or stay within a budget
-(``l2model.counterfactual``, decision 0019).
+The gate judges the candidate against the current model on the dataset's test split (no
+worse than the current model), the golden set (the production must-haves) and the hard
+negatives (every one benign); and on a sample of every tenant's recent traffic read back from
+``scan-events``, where the decisions that flip must be explained by the flipping tenant's own
+reports or stay within a budget (``l2model.counterfactual``, decision 0021).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import onnx
 import orjson
 from pydantic import BaseModel, ConfigDict
 
@@ -56,11 +58,12 @@ from l2model.evaluation import (
     ClassifierMetrics,
     LabeledPrompt,
     classifier_metrics,
+    corpus_report,
     score_texts,
     threat_scores,
 )
 from l2model.gate import GateReport, Targets, gate, recorded_int8_loss
-from l2model.golden import load_golden
+from l2model.golden import load_golden, refuse_golden
 from l2model.lite import (
     BINARY_C,
     NAME,
@@ -70,13 +73,15 @@ from l2model.lite import (
     session_for,
     train_lite,
 )
+from l2model.memory import learn_memory, read_memory, write_memory
 from l2model.private import private_dir, write_private
 from l2model.record import TrainingRecord, text_key
 from l2model.registry import ModelPointer, ModelRegistry, semver_key
 from l2model.runtime import L2Model
-from l2model.training import manifest_bytes, threshold_selection, validation_threshold
+from l2model.training import manifest_bytes, recall_constrained_threshold
 from streams.curated_store import CuratedStore
 from streams.verdict_store import connect
+from workers.assembler import VARIATION_SOURCE
 from workers.promotion import Promotion, promote_version
 from workers.traffic_sample import SampleStats, read_traffic_sample
 
@@ -120,39 +125,43 @@ def choose_mode(
     return "full" if new_train >= full_from else "incremental"
 
 
-def _weighted(record: TrainingRecord, hard_negative_weight: float, factor: float) -> TrainingRecord:
-    weight = record.weight_multiplier
-    if record.is_hard_negative:
+def _weighted(record: TrainingRecord, hard_negative_weight: float) -> TrainingRecord:
+    if not record.is_hard_negative or record.weight_multiplier >= hard_negative_weight:
         # A floor, not a value: a production-confirmed hard negative keeps its 5.0.
-        weight = max(weight, hard_negative_weight)
-    weight *= factor
-    if weight == record.weight_multiplier:
         return record
-    return record.model_copy(update={"weight_multiplier": weight})
+    return record.model_copy(update={"weight_multiplier": hard_negative_weight})
 
 
 def training_set(
     base: CorpusSplit,
     new: CorpusSplit,
-    mode: Mode,
+    remembered: Sequence[TrainingRecord],
     *,
-    incremental_weight: float,
     hard_negative_weight: float,
-) -> tuple[list[TrainingRecord], list[str] | None]:
-    """The records the heads are fitted on, and the texts the vocabulary is fitted on (None:
-    the records' own). Every hand-written hard negative is among them, not only those of the
-    base training split (the seeds: all of them "MUST INCLUDE"; the golden set's held-out
-    variants measure how the boundary generalises). Hard negatives weigh at least
-    ``hard_negative_weight``; in incremental mode the new records' weights are then
-    multiplied by ``incremental_weight``."""
-    factor = incremental_weight if mode == "incremental" else 1.0
+) -> list[TrainingRecord]:
+    """The records a full retraining fits the heads on: the base training split, every
+    hand-written hard negative (not only those of the base training split: the seeds call
+    all of them "MUST INCLUDE"; the golden set's held-out variants measure how the boundary
+    generalises), what the incumbent's memory held, and the new training split. Hard
+    negatives weigh at least ``hard_negative_weight``."""
     in_base = {text_key(r.text) for r in base.train}
     written = [r for r in hard_negatives() if text_key(r.text) not in in_base]
-    records = [
-        *(_weighted(r, hard_negative_weight, 1.0) for r in (*base.train, *written)),
-        *(_weighted(r, hard_negative_weight, factor) for r in new.train),
+    return [
+        _weighted(r, hard_negative_weight) for r in (*base.train, *written, *remembered, *new.train)
     ]
-    return records, [r.text for r in base.train] if mode == "incremental" else None
+
+
+def memory_examples(incumbent_dir: Path, new: CorpusSplit) -> list[TrainingRecord]:
+    """What the candidate's memory holds: the hand-written hard negatives (expert-confirmed
+    benign prompts that sound like attacks, which the gate demands unflagged), the
+    incumbent's memory, then the dataset's confirmed examples (training and validation
+    splits; the test split stays the gate's); each text once, the newest label winning. Not
+    the synthetic variations: edited copies of one report are one example to a memory."""
+    examples = {text_key(r.text): r for r in (*hard_negatives(), *read_memory(incumbent_dir))}
+    for record in (*new.train, *new.validation):
+        if record.source != VARIATION_SOURCE:
+            examples[text_key(record.text)] = record
+    return list(examples.values())
 
 
 def next_version(registry: ModelRegistry, current: str) -> str:
@@ -172,83 +181,162 @@ def _summary(records: Sequence[TrainingRecord]) -> dict[str, object]:
     }
 
 
-def train_candidate(
-    base: CorpusSplit,
-    new: NewData,
-    out_dir: Path,
-    *,
-    version: str,
-    mode: Mode,
-    incremental_weight: float,
-    hard_negative_weight: float,
-    trained_through: datetime,
-    base_size: int,
-    base_seed: int,
-) -> Manifest:
-    """Trains the lite candidate and writes ``model.onnx`` + ``manifest.json`` to ``out_dir``."""
-    records, vocabulary = training_set(
-        base,
-        new.split,
-        mode,
-        incremental_weight=incremental_weight,
-        hard_negative_weight=hard_negative_weight,
+@dataclass(frozen=True)
+class Job:
+    """One candidate to train: on what, against which incumbent, into where."""
+
+    settings: Settings
+    base: CorpusSplit
+    new: NewData
+    current: L2Model
+    version: str
+    mode: Mode
+    out_dir: Path
+    trained_through: datetime
+
+    def known(self) -> tuple[list[str], list[int]]:
+        """Prompts whose labels are known and that a candidate must not make worse: the base
+        validation split, every hand-written hard negative, and the confirmed attacks of the
+        dataset and the incumbent's memory. Not the golden set: it judges, so nothing that
+        learns may see it (docs/decisions/0010-golden-set.md)."""
+        confirmed = (
+            *read_memory(self.current.model_dir),
+            *self.new.split.train,
+            *self.new.split.validation,
+        )
+        records = {
+            text_key(r.text): r
+            for r in (
+                *self.base.validation,
+                *hard_negatives(),
+                *(r for r in confirmed if r.label == 1),
+            )
+        }
+        return [r.text for r in records.values()], [r.label for r in records.values()]
+
+    def manifest(self, model_bytes: bytes, threshold: float, **fields: object) -> Manifest:
+        """The candidate's manifest: what every candidate records, and ``fields``."""
+        manifest = Manifest.model_validate(
+            {
+                "name": NAME,
+                "version": self.version,
+                "kind": "lite",
+                "input": ModelInput(kind="text", name="text").model_dump(),
+                "threshold": threshold,
+                "created_at": datetime.now(tz=UTC),
+                "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+                "trained_through": self.trained_through,
+                **fields,
+            }
+        )
+        # The graph holds fragments of the dataset's texts: owner-only, as the dataset is.
+        private_dir(self.out_dir)
+        write_private(self.out_dir / MODEL_FILE, model_bytes)
+        write_private(self.out_dir / MANIFEST_FILE, manifest_bytes(manifest))
+        return manifest
+
+    def dataset_summary(self) -> dict[str, object]:
+        return {
+            "version": self.new.version,
+            "path": str(self.new.path),
+            **{name: _summary(part) for name, part in self.new.split.parts()},
+        }
+
+
+def train_memory(job: Job) -> Manifest:
+    """Incremental mode: the incumbent's graph with the dataset's confirmed examples added to
+    its memory; the threshold stays the incumbent's."""
+    examples = memory_examples(job.current.model_dir, job.new.split)
+    refuse_golden([r.text for r in examples], what="the memory of confirmed examples")
+    known_texts, known_labels = job.known()
+    learned = learn_memory(
+        onnx.load(job.current.model_dir / MODEL_FILE),
+        job.current.threshold,
+        examples,
+        known_texts,
+        known_labels,
+        features_per_example=job.settings.memory_features_per_example,
+        margin=job.settings.memory_margin,
+        recall_tolerance=job.settings.retrain_recall_tolerance,
     )
-    model = train_lite(records, vocabulary_texts=vocabulary)
+    model_bytes = learned.model.SerializeToString()
+    incumbent = job.current.manifest.model_extra or {}
+    manifest = job.manifest(
+        model_bytes,
+        job.current.threshold,
+        training_data={
+            "mode": job.mode,
+            "learner": "the incumbent's graph and a memory of confirmed examples",
+            "incumbent": job.current.version,
+            "dataset": job.dataset_summary(),
+        },
+        features=incumbent.get("features"),
+        heads={**incumbent.get("heads", {}), "memory": learned.summary.model_dump(mode="json")},
+        threshold_selection={"rule": "the incumbent's: the memory moves scores, not the cut"},
+    )
+    write_memory(job.out_dir, learned.examples)
+    return manifest
+
+
+def train_full(job: Job) -> Manifest:
+    """Full mode: everything refitted on base + the incumbent's memory + new; the threshold
+    under the recall constraint on known attacks."""
+    records = training_set(
+        job.base,
+        job.new.split,
+        read_memory(job.current.model_dir),
+        hard_negative_weight=job.settings.retrain_hard_negative_weight,
+    )
+    model = train_lite(records)
     model_bytes = model.to_onnx().SerializeToString()
     session = session_for(model_bytes, threads=1)
-    gap = max_parity_error(model, session, [r.text for r in new.split.test or base.test])
+    test = job.new.split.test or job.base.test
+    gap = max_parity_error(model, session, [r.text for r in test])
     if gap > PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX graph departs from scikit-learn by {gap:.2e}")
-    validation = [*base.validation, *new.split.validation]
+    known_texts, known_labels = job.known()
+    attacks = [text for text, label in zip(known_texts, known_labels, strict=True) if label]
+    target = float(np.mean(flagged(job.current, attacks))) - job.settings.retrain_recall_tolerance
+    validation = [*job.base.validation, *job.new.split.validation]
+    benign = [
+        *(r.text for r in validation if r.label == 0),
+        *(r.text for r in records if r.is_hard_negative),
+    ]
+
+    def scores(texts: Sequence[str]) -> np.ndarray:
+        return threat_scores(run_graph(session, texts)[OUTPUT_BINARY])
+
+    threshold = recall_constrained_threshold(scores(attacks), target, scores(benign))
     outputs = run_graph(session, [r.text for r in validation])
-    # The gate demands every hard negative benign, so the threshold stays above every one
-    # trained on too, not only the validation split's (decision 0013).
-    trained_hard = [r.text for r in records if r.is_hard_negative]
-    hard_scores = threat_scores(run_graph(session, trained_hard)[OUTPUT_BINARY])
-    threshold = validation_threshold(validation, outputs, hard_scores)
-    manifest = Manifest.model_validate(
-        {
-            "name": NAME,
-            "version": version,
-            "kind": "lite",
-            "input": ModelInput(kind="text", name="text").model_dump(),
-            "threshold": threshold,
-            "created_at": datetime.now(tz=UTC),
-            "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
-            "trained_through": trained_through,
-            "training_data": {
-                "mode": mode,
-                "base": {
-                    "generator": "l2model.corpus.generate_corpus",
-                    "size": base_size,
-                    "seed": base_seed,
-                    "train": _summary(base.train),
-                },
-                "dataset": {
-                    "version": new.version,
-                    "path": str(new.path),
-                    **{name: _summary(part) for name, part in new.split.parts()},
-                },
-                "new_weight_factor": incremental_weight if mode == "incremental" else 1.0,
-                "hard_negative_weight_floor": hard_negative_weight,
-                "hard_negatives": "every hand-written one, whichever base split holds it",
-                "vocabulary": "base corpus" if mode == "incremental" else "base + dataset",
+    return job.manifest(
+        model_bytes,
+        threshold,
+        training_data={
+            "mode": job.mode,
+            "base": {
+                "generator": "l2model.corpus.generate_corpus",
+                "size": job.settings.base_corpus_size,
+                "seed": job.settings.base_corpus_seed,
+                "train": _summary(job.base.train),
             },
-            "heads": {
-                "binary": {"model": "LogisticRegression", "C": BINARY_C},
-                "sample_weight": "weight_multiplier",
-            },
-            "threshold_selection": {
-                **threshold_selection(validation, outputs, threshold),
-                "split": "base validation + dataset validation",
-            },
-        }
+            "dataset": job.dataset_summary(),
+            "memory_folded_in": len(read_memory(job.current.model_dir)),
+            "hard_negative_weight_floor": job.settings.retrain_hard_negative_weight,
+            "hard_negatives": "every hand-written one, whichever base split holds it",
+            "vocabulary": "base + memory + dataset",
+        },
+        heads={
+            "binary": {"model": "LogisticRegression", "C": BINARY_C},
+            "sample_weight": "weight_multiplier",
+        },
+        threshold_selection={
+            **corpus_report(validation, outputs, threshold),
+            "split": "base validation + dataset validation",
+            "rule": "recall on known attacks no lower than the incumbent's "
+            f"({target + job.settings.retrain_recall_tolerance:.2%} of {len(attacks)}) less "
+            f"{job.settings.retrain_recall_tolerance:.2%}, then the fewest benign flagged",
+        },
     )
-    # Its vocabulary holds fragments of the dataset's texts: owner-only, as the dataset is.
-    private_dir(out_dir)
-    write_private(out_dir / MODEL_FILE, model_bytes)
-    write_private(out_dir / MANIFEST_FILE, manifest_bytes(manifest))
-    return manifest
 
 
 class GateSet(BaseModel):
@@ -383,6 +471,18 @@ class Candidate:
         replayed = self.counterfactual is None or self.counterfactual.accepted
         return replayed and all(item.report.accepted for item in self.gate)
 
+    def failed_rules(self) -> list[str]:
+        """Every gate rule the candidate failed, with the set it failed on."""
+        judged = [(item.name, item.report.rules) for item in self.gate]
+        if self.counterfactual is not None:
+            judged.append(("recent traffic", self.counterfactual.rules))
+        return [
+            f"{name}: {rule.rule} ({rule.detail})"
+            for name, rules in judged
+            for rule in rules
+            if rule.status == "fail"
+        ]
+
 
 def train_and_judge(
     settings: Settings,
@@ -400,18 +500,8 @@ def train_and_judge(
     base = base_corpus(settings.base_corpus_size, settings.base_corpus_seed)
     mode = choose_mode(settings.retrain_mode, len(new.split.train), settings.retrain_full_from)
     log.info("retrain_started", dataset=new.version, mode=mode, candidate=version)
-    train_candidate(
-        base,
-        new,
-        out_dir,
-        version=version,
-        mode=mode,
-        incremental_weight=settings.retrain_incremental_weight,
-        hard_negative_weight=settings.retrain_hard_negative_weight,
-        trained_through=trained_through,
-        base_size=settings.base_corpus_size,
-        base_seed=settings.base_corpus_seed,
-    )
+    job = Job(settings, base, new, current, version, mode, out_dir, trained_through)
+    train_memory(job) if mode == "incremental" else train_full(job)
     candidate = L2Model.load(out_dir)
     judged = judge(current, candidate, gate_inputs(new.split, settings.golden_version))
     replayed = replay_traffic(settings, current, candidate, traffic, reported)

@@ -1,6 +1,6 @@
 """A bounded, fair sample of recent production traffic, read back from ``scan-events``.
 
-The counterfactual gate (``l2model.counterfactual``, decision 0019) replays this sample
+The counterfactual gate (``l2model.counterfactual``, decision 0021) replays this sample
 through the model in service and the candidate. What it reads:
 
 - every partition of the topic, from the first record no older than

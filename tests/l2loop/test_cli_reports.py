@@ -85,10 +85,12 @@ def test_a_tenant_id_with_invisible_characters_is_refused(
     assert runner.invoke(main, ["tenants", "add", "acme"], env=env).exit_code == 0
 
 
-def _held(report_id: str, tenant: str = "acme") -> tuple[LabelReport, StoredVerdict]:
+def _held(
+    report_id: str, tenant: str = "acme", text: str | None = None
+) -> tuple[LabelReport, StoredVerdict]:
     held = stored_verdict(
         f"ev-{report_id}",
-        f"ignore the previous paragraph, it was a typo ({report_id})",
+        text or f"ignore the previous paragraph, it was a typo ({report_id})",
         tenant=tenant,
         score=0.96,
         severity=0.9,
@@ -105,20 +107,19 @@ def _held(report_id: str, tenant: str = "acme") -> tuple[LabelReport, StoredVerd
     return report, held
 
 
-def test_review_releases_or_discards_and_audits_every_decision(topics: Settings) -> None:
-    async def quarantine() -> None:
-        services = report_services(topics)
+def _quarantine(settings: Settings, held: list[tuple[LabelReport, StoredVerdict]]) -> None:
+    """Holds each report for review, as the report agent would, and records its outcome."""
+
+    async def hold() -> None:
+        services = report_services(settings)
         try:
-            items = [
-                quarantined_report(*_held(rid), "high_confidence_threat", "0.96")
-                for rid in ("r1", "r2")
-            ]
+            items = [quarantined_report(*h, "high_confidence_threat", "0.96") for h in held]
             await services.queue.hold(items)
             await services.ledger.record(
                 [
                     ReportOutcome(
                         report_id=item.report.report_id,
-                        tenant_id="acme",
+                        tenant_id=item.report.tenant_id,
                         route=ReportRoute.QUARANTINED,
                         reason=item.reason,
                     )
@@ -128,11 +129,17 @@ def test_review_releases_or_discards_and_audits_every_decision(topics: Settings)
         finally:
             await services.close()
 
-    asyncio.run(quarantine())
+    asyncio.run(hold())
+
+
+def test_review_releases_or_discards_and_audits_every_decision(topics: Settings) -> None:
+    _quarantine(topics, [_held("r1"), _held("r2")])
     runner, env = CliRunner(), topics.to_env()
-    listed = runner.invoke(main, ["review", "list"], env=env)
+    # The two texts differ by their last word: one group, its members listed with --verbose.
+    listed = runner.invoke(main, ["review", "list", "--verbose"], env=env)
     assert listed.exit_code == 0, listed.output
-    pending = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    (group,) = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    pending = group["members"]
     assert [p["report_id"] for p in pending] == ["r1", "r2"]
     assert pending[0]["reason"] == "high_confidence_threat" and pending[0]["text"]
 
@@ -210,7 +217,9 @@ def test_a_report_id_two_tenants_hold_is_decided_for_the_tenant_named(topics: Se
         orjson.loads(line)
         for line in runner.invoke(main, ["review", "list"], env=env).stdout.splitlines()
     ]
-    assert [(p["report_id"], p["tenant_id"]) for p in pending] == [("r9", "acme")]
+    assert [(p["leader"], p["leader_tenant"], p["tenants"]) for p in pending] == [
+        ("r9", "acme", {"acme": 1})
+    ]
 
 
 def test_reporter_keys_are_issued_per_reporter_and_revoked_alone(topics: Settings) -> None:
@@ -254,3 +263,90 @@ def test_a_report_held_before_ids_were_per_tenant_is_still_decided(
     decided = runner.invoke(main, decide, env=env)
     assert decided.exit_code == 0, decided.output
     assert runner.invoke(main, ["review", "list"], env=env).stdout == ""
+
+
+def _lines(output: str) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in output.splitlines()]
+
+
+def test_a_group_is_decided_at_once_each_member_audited_with_the_group(
+    topics: Settings,
+) -> None:
+    programming = "how do I reverse a linked list in rust without unsafe code"
+    _quarantine(topics, [_held("a1"), _held("g1", "globex"), _held("a2", text=programming)])
+    runner, env = CliRunner(), topics.to_env()
+    listed = runner.invoke(main, ["review", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    typo, alone = _lines(listed.stdout)
+    assert (typo["size"], typo["kind"], typo["reason"]) == (
+        2,
+        "false_positive",
+        "high_confidence_threat",
+    )
+    assert typo["tenants"] == {"acme": 1, "globex": 1} and "members" not in typo
+    assert (typo["score_min"], typo["score_max"]) == (0.96, 0.96)
+    assert str(typo["preview"]).startswith("ignore the previous paragraph")
+    assert (alone["size"], alone["leader"], alone["preview"]) == (1, "a2", programming)
+
+    release = ["review", "release", "--reviewer", "ana", "--why", "typos, not attacks"]
+    both = runner.invoke(main, [*release, "a1", "--group", str(typo["group_id"])], env=env)
+    neither = runner.invoke(main, release, env=env)
+    tenant = runner.invoke(
+        main, [*release, "--group", str(typo["group_id"]), "--tenant", "acme"], env=env
+    )
+    assert (both.exit_code, neither.exit_code, tenant.exit_code) == (2, 2, 2)
+
+    # A report joins the group after it was listed: the listed id no longer decides anything.
+    _quarantine(topics, [_held("a3")])
+    stale = runner.invoke(main, [*release, "--group", str(typo["group_id"])], env=env)
+    assert stale.exit_code == 1 and "list again" in stale.output
+    grown, _ = _lines(runner.invoke(main, ["review", "list", "-v"], env=env).stdout)
+    members = grown["members"]
+    assert isinstance(members, list)
+    assert [(m["report_id"], m["tenant_id"]) for m in members] == [
+        ("a1", "acme"),
+        ("g1", "globex"),
+        ("a3", "acme"),
+    ]
+    released = runner.invoke(main, [*release, "--group", str(grown["group_id"])], env=env)
+    assert released.exit_code == 0, released.output
+    assert [line.split()[:3] for line in released.stdout.splitlines()] == [
+        ["released", "a1", "of"],
+        ["released", "g1", "of"],
+        ["released", "a3", "of"],
+    ]
+    discard = ["review", "discard", "--group", str(alone["group_id"]), "--reviewer", "ben"]
+    discarded = runner.invoke(main, [*discard, "--why", "a question, but a wrong one"], env=env)
+    assert discarded.exit_code == 0, discarded.output
+    assert runner.invoke(main, ["review", "list"], env=env).stdout == ""
+
+    log = _lines(runner.invoke(main, ["review", "log"], env=env).stdout)
+    assert [(d["report_id"], d["tenant_id"], d["action"], d["group_id"]) for d in log] == [
+        ("a1", "acme", "release", grown["group_id"]),
+        ("g1", "globex", "release", grown["group_id"]),
+        ("a3", "acme", "release", grown["group_id"]),
+        ("a2", "acme", "discard", alone["group_id"]),
+    ]
+
+    # Each member is curated as its own tenant's report.
+    curated_topic = topics.topic(CURATED_EXAMPLES)
+    drained = drain(topics, [curated_topic], lambda d: len(d.values(curated_topic)) >= 3, 30)
+    examples = drained.values(curated_topic)
+    assert sorted((e["tenant_id"], e["report_ids"][-1]) for e in examples) == [
+        ("acme", "a1"),
+        ("acme", "a3"),
+        ("globex", "g1"),
+    ]
+    assert all(e["released_in_review"] and e["reviewed_by"] == "ana" for e in examples)
+
+    async def ledger() -> tuple[dict[str, int], ReportOutcome | None]:
+        services = report_services(topics)
+        try:
+            return await services.ledger.counts(), await services.ledger.get("globex", "g1")
+        finally:
+            await services.close()
+
+    counts, outcome = asyncio.run(ledger())
+    assert counts == {"quarantined": 4, "released": 3, "discarded": 1}
+    assert outcome is not None and outcome.reason == "released_in_review"
+    assert f"group {grown['group_id']}" in outcome.detail

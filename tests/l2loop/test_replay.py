@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import redis
@@ -20,15 +21,20 @@ from l2loop.api.reports import ReportSubmission
 from l2loop.embedded import ManagedProcess
 from l2loop.replay import (
     RECORD_FILE,
+    REVIEWER,
     CycleOutcome,
     Posted,
     ReplayRecord,
     ReportTally,
+    ReviewTally,
+    cycle_lines,
     cycle_period,
+    draw_hostile,
     next_batch,
     post_all,
     replayable,
     report_submissions,
+    review_plan,
     table_columns,
     tally_reports,
 )
@@ -40,9 +46,12 @@ from l2model.runtime import L2Model
 from schemas.verdicts import Verdict
 from streams.curated_store import CuratedStore
 from streams.report_admission import ReportLedger
+from streams.reports import ReviewQueue
+from streams.review_groups import group_reports
 from streams.verdict_store import connect
 from tests.fixtures.api import serve_api
 from tests.fixtures.exposure import not_private
+from tests.fixtures.verdicts import held_fp
 from workers.demo_reporters import issue_keys
 from workers.loop_replay import (
     DrawnReports,
@@ -76,14 +85,14 @@ def test_prompts_no_scanner_could_send_are_not_replayed() -> None:
     assert replayable(prompts) == prompts[:1]
 
 
-def _verdict(event_id: str, threat: bool) -> Verdict:
+def _verdict(event_id: str, threat: bool, score: float | None = None) -> Verdict:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     return Verdict(
         event_id=event_id,
         ts=now,
         tenant_id="t",
         model_version="1.0.0",
-        score=0.7 if threat else 0.1,
+        score=score if score is not None else 0.7 if threat else 0.1,
         threshold=0.5,
         is_threat=threat,
         family="PI" if threat else "benign",
@@ -116,6 +125,106 @@ def test_false_positives_name_the_event_and_misses_carry_text_and_family() -> No
         verdicts[1].ts,
     )
     assert fp.reporter_id != fn.reporter_id
+
+
+def test_hostile_reports_claim_confident_detections_of_attacks_are_false_positives() -> None:
+    labels = np.array([1, 1, 1, 0, 1, 1])
+    verdicts = [
+        _verdict("e0", True, 0.95),
+        _verdict("e1", True, 0.92),
+        _verdict("e2", True, 0.6),  # an attack flagged below the bar
+        _verdict("e3", True, 0.97),  # a benign prompt: a real false positive
+        _verdict("e4", False, 0.3),  # a missed attack
+        _verdict("e5", True, 0.9),
+    ]
+    assert draw_hostile(labels, verdicts, bar=0.9, share=1.0, seed=0) == [0, 1, 5]
+    some = draw_hostile(labels, verdicts, bar=0.9, share=0.5, seed=3)
+    assert len(some) == 2 and set(some) <= {0, 1, 5}
+    assert some == draw_hostile(labels, verdicts, bar=0.9, share=0.5, seed=3)
+    assert draw_hostile(labels, verdicts, bar=0.9, share=0.0, seed=0) == []
+    prompts = [LabeledPrompt(text=f"attack {n}", label=1) for n in range(6)]
+    (claim,) = report_submissions(prompts, verdicts, [], [], "c2", [1])
+    assert (claim.report_id, claim.event_id, claim.kind) == ("c2-hostile-1", "e1", "false_positive")
+
+
+ROSES = "please translate the following paragraph about garden roses into french for my blog"
+TULIPS = "Please translate the following paragraph about garden tulips into French for my blog!"
+KNIVES = "please translate the following paragraph about kitchen knives into german for my shop"
+SHOP = "could you translate this short paragraph about kitchen knives into german for our shop"
+RUST = "how do I reverse a linked list in rust without unsafe code"
+SQL = "what does a left outer join return when the right table has no match"
+
+
+def test_the_reviewer_decides_the_largest_groups_within_its_budget_and_share() -> None:
+    texts = [ROSES, ROSES, TULIPS, KNIVES, SHOP, RUST, SQL]
+    items = [held_fp(n, text) for n, text in enumerate(texts)]
+    # ev-4 and ev-5 are attacks: a false-positive claim on them is false.
+    truth = {f"ev-{n}": int(n in (4, 5)) for n in range(len(texts))}
+    groups = group_reports(items, similarity=0.6)
+    assert [g.size for g in groups] == [3, 2, 1, 1]
+
+    def plan(share: float, budget: int) -> list[tuple[list[str], tuple[str, ...]]]:
+        steps = review_plan(groups, truth, share=share, budget=budget)
+        return [([m.report.report_id for m in s.group.members], s.actions) for s in steps]
+
+    everything = plan(1.0, 20)
+    assert everything == [
+        (["r0", "r1", "r2"], ("release", "release", "release")),
+        # A mixed group: each member decided on its own truth.
+        (["r3", "r4"], ("release", "discard")),
+        (["r5"], ("discard",)),
+        (["r6"], ("release",)),
+    ]
+    steps = review_plan(groups, truth, share=1.0, budget=20)
+    assert [s.split for s in steps] == [False, True, False, False]
+    assert [m.report.report_id for m in steps[1].decided("discard")] == ["r4"]
+    # The daily budget counts groups.
+    assert plan(1.0, 2) == everything[:2]
+    # At most 0.6 of 7 reports (4): the pair no longer fits after the three, a single does.
+    assert plan(0.6, 20) == [everything[0], everything[2]]
+    assert plan(0.1, 20) == []
+
+
+def test_a_cycle_line_says_what_review_did_and_where_hostile_reports_ended() -> None:
+    record = CycleRecord(
+        period="p",
+        start=date(2026, 1, 1),
+        end=date(2026, 1, 2),
+        dataset_version="d",
+        dataset_path="/d",
+        retrained=False,
+        finished_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    reports = tally_reports(
+        {},
+        {"curated": 5, "quarantined": 4},
+        0,
+        events=50,
+        model_version="1.0.0",
+        drawn=DrawnReports(10, 4, [1, 2, 3, 4, 5], [6, 7]),
+        hostile=2,
+    )
+    review = ReviewTally(
+        pending=4, groups=3, groups_reviewed=2, groups_split=1, released=2, discarded=1
+    )
+    cycle = CycleOutcome(
+        cycle=1,
+        reports=reports,
+        record=record,
+        serving_after="1.0.0",
+        review=review,
+        hostile={"quarantined:high_confidence_threat": 1, "rejected:discarded_in_review": 1},
+    )
+    first, reviewed, hostile, _ = cycle_lines(cycle)
+    assert "reported 5 FPs + 2 misses + 2 hostile = 9: curated 5, quarantined 4" in first
+    assert reviewed == (
+        "  - review: 3 of 4 quarantined reports in 2 of 3 groups (1 mixed, decided member by "
+        "member): released 2, discarded 1"
+    )
+    assert hostile == (
+        "  - hostile reports after review: quarantined:high_confidence_threat 1, "
+        "rejected:discarded_in_review 1"
+    )
 
 
 def test_the_table_shows_the_model_in_service_after_each_cycle_and_rejected_candidates() -> None:
@@ -277,6 +386,20 @@ def _ledger_counts(settings: Settings, prefix: str) -> dict[str, int]:
     return asyncio.run(read())
 
 
+def _review_log(settings: Settings, prefix: str) -> list[tuple[str, str, str | None]]:
+    """(report id, reviewer, group id) of every review decision under ``prefix``."""
+
+    async def read() -> list[tuple[str, str, str | None]]:
+        client = connect(settings.redis_dsn)
+        try:
+            decisions = await ReviewQueue(client, key_prefix=prefix).decisions()
+        finally:
+            await client.aclose()
+        return [(d.report_id, d.reviewer, d.group_id) for d in decisions]
+
+    return asyncio.run(read())
+
+
 def _pointer(settings: Settings, prefix: str) -> str | None:
     async def read() -> str | None:
         client = connect(settings.redis_dsn)
@@ -317,6 +440,12 @@ def test_a_small_replay_closes_the_loop_and_accounts_for_every_report(
             str(CYCLES),
             "--out",
             str(out),
+            # Every quarantined report is reviewed in its cycle; half the confidently
+            # flagged attacks are claimed to be false positives by a hostile user.
+            "--review-share",
+            "1",
+            "--hostile-share",
+            "0.5",
         ],
         env=env,
         capture_output=True,
@@ -340,24 +469,42 @@ def test_a_small_replay_closes_the_loop_and_accounts_for_every_report(
             )
             assert reports.reported > 0 and reports.accounted == reports.reported
             assert reports.curated > 0
+            # The reviewer decided the whole quarantine; only hostile claims were false.
+            review = cycle.review
+            assert review is not None and review.reviewed == review.pending
+            assert review.discarded == cycle.hostile.get("rejected:discarded_in_review", 0)
+            assert sum(cycle.hostile.values()) == reports.hostile_reported
+            assert all(where.startswith("rejected:") for where in cycle.hostile)
+        reviews = [c.review for c in record.cycles if c.review is not None]
+        assert sum(c.reports.hostile_reported for c in record.cycles) > 0
+        assert sum(r.released for r in reviews) > 0 and sum(r.discarded for r in reviews) > 0
         # The ledger itself, read here, holds exactly what the cycles say.
         counts = _ledger_counts(settings, record.topic_prefix)
         assert counts.get("curated", 0) == sum(c.reports.curated for c in record.cycles)
         assert counts.get("quarantined", 0) == sum(c.reports.quarantined for c in record.cycles)
-        assert sum(counts.values()) - sum(c.reports.quota_retries for c in record.cycles) == sum(
+        assert counts.get("released", 0) == sum(r.released for r in reviews)
+        assert counts.get("discarded", 0) == sum(r.discarded for r in reviews)
+        # A review moves a report on without counting it in again.
+        reports_in = sum(n for name, n in counts.items() if name not in ("released", "discarded"))
+        assert reports_in - sum(c.reports.quota_retries for c in record.cycles) == sum(
             c.reports.reported for c in record.cycles
         )
-        # The curated store holds each curated report (a report id is its cycle's tag and kind).
-        stored = {
-            report_id
-            for example in CuratedStore(state).read(
-                datetime(2000, 1, 1).date(), datetime(2100, 1, 1).date()
-            )
-            for report_id in example.report_ids
-        }
+        # Each decision is in the review log, by the replay's reviewer, with its group.
+        log = _review_log(settings, record.topic_prefix)
+        assert len(log) == sum(r.reviewed for r in reviews)
+        assert {(reviewer, group is not None) for _, reviewer, group in log} == {(REVIEWER, True)}
+        # The curated store holds each curated and each released report (a report id is its
+        # cycle's tag and kind), and no hostile one.
+        examples = list(
+            CuratedStore(state).read(datetime(2000, 1, 1).date(), datetime(2100, 1, 1).date())
+        )
+        stored = {report_id for example in examples for report_id in example.report_ids}
+        assert not [rid for rid in stored if "-hostile-" in rid]
+        assert any(example.released_in_review for example in examples)
         for cycle in record.cycles:
             mine = {rid for rid in stored if rid.startswith(f"c{cycle.cycle}-")}
-            assert len(mine) == cycle.reports.curated
+            assert cycle.review is not None
+            assert len(mine) == cycle.reports.curated + cycle.review.released
 
         # Each cycle assembled a dataset and registered a candidate; the second cycle's
         # traffic was scored by the model serving after the first.
@@ -380,6 +527,9 @@ def test_a_small_replay_closes_the_loop_and_accounts_for_every_report(
         # The table holds the figures an independent measurement of the same models gives.
         table = (out / "replay.md").read_text()
         assert table == (state / "replay.md").read_text()
+        for cycle in record.cycles:
+            for line in cycle_lines(cycle):
+                assert line in table
         for line in _independent_figures(record, registry, settings.golden_version):
             assert line in table
         # Its state holds the replayed prompts, in logs, the curated store and datasets.

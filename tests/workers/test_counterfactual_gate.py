@@ -2,9 +2,10 @@
 their reports in the curated store, a dataset, and a candidate trained, replayed on the
 traffic and judged by ``retrain`` against the model in service, with Redis for the pointer.
 
-The model in service is trained exactly as a candidate is, on a small base corpus alone, so
-that a candidate differs from it only by what its dataset teaches: the flips on the traffic
-are the dataset's doing, as they would be in production.
+The model in service is the lite model built on the small base corpus the settings name, so
+that a candidate (its graph with a memory of the dataset's examples, or a full retraining on
+that base) differs from it only by what the dataset teaches: the flips on the traffic are the
+dataset's doing, as they would be in production.
 """
 
 from __future__ import annotations
@@ -18,22 +19,16 @@ import pytest
 import redis
 
 from l2loop.settings import Settings
-from l2model.corpus import CorpusSplit, generate_corpus, split_corpus, write_jsonl
+from l2model.corpus import generate_corpus, split_corpus, write_jsonl
 from l2model.counterfactual import TenantFlips
+from l2model.lite import build_lite
 from l2model.record import TrainingRecord
 from schemas.reports import ReportKind
 from streams.curated_store import CuratedStore
 from tests.fixtures.curated import curated_example
 from tests.fixtures.traffic import scan_event, send_events
 from workers.assembler import Period, assemble_dataset
-from workers.retrain import (
-    DATASET_SPLITS,
-    NewData,
-    RetrainOutcome,
-    base_corpus,
-    retrain,
-    train_candidate,
-)
+from workers.retrain import DATASET_SPLITS, RetrainOutcome, base_corpus, retrain
 
 BASE_SIZE = 1_000  # the least the settings allow: each candidate trains in seconds
 THROUGH = datetime(2027, 1, 1, tzinfo=UTC)
@@ -43,20 +38,8 @@ PER_KIND = 15  # events of each kind per tenant
 
 @pytest.fixture(scope="module")
 def incumbent(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("incumbent") / "model"
-    empty = NewData("none", out, CorpusSplit([], [], []), {})
-    train_candidate(
-        base_corpus(BASE_SIZE, 0),
-        empty,
-        out,
-        version="1.0.0",
-        mode="incremental",
-        incremental_weight=Settings.model_fields["retrain_incremental_weight"].default,
-        hard_negative_weight=Settings.model_fields["retrain_hard_negative_weight"].default,
-        trained_through=THROUGH,
-        base_size=BASE_SIZE,
-        base_seed=0,
-    )
+    out = tmp_path_factory.mktemp("incumbent")
+    build_lite(out, size=BASE_SIZE)
     return out
 
 
@@ -162,14 +145,18 @@ def test_a_candidate_that_stops_flagging_a_family_nobody_reported_is_rejected(
         )
         for r in pool.commands[2 * PER_KIND : 2 * PER_KIND + 60]
     ]
-    outcome = retrain(gate_settings, _hand_made_dataset(gate_settings, poisoned), THROUGH)
+    # Incremental mode's memory will not un-flag what its known attacks hold; a full
+    # retraining on the batch does.
+    full = gate_settings.model_copy(update={"retrain_mode": "full"})
+    outcome = retrain(full, _hand_made_dataset(gate_settings, poisoned), THROUGH)
 
     assert outcome.counterfactual is not None and not outcome.counterfactual.accepted
     assert not outcome.accepted and not outcome.promoted
     assert outcome.traffic is not None and outcome.traffic.sampled == 9 * PER_KIND
     for tenant in ("acme", "globex"):
         row = _row(outcome, tenant)
-        assert row.to_allowed >= 10 and row.unexplained_to_allowed >= 10 > row.allowance
+        assert row.to_allowed >= 5 and row.unexplained_to_allowed == row.to_allowed
+        assert not row.within_budget
     status, detail = _rule(outcome, "unexplained flips per tenant")
     assert status == "fail"
     assert "acme:" in detail and "globex:" in detail and "reported nothing" in detail
@@ -198,6 +185,7 @@ def test_a_candidate_that_flags_another_tenants_ordinary_traffic_is_rejected(
     assert globex.to_flagged >= 5 and globex.unexplained_to_flagged > globex.allowance
     # acme's own arithmetic flips too, explained by its reports.
     assert acme.to_flagged >= 5 and acme.unexplained_to_flagged < acme.to_flagged
+    assert acme.within_budget
     status, detail = _rule(outcome, "unexplained flips per tenant")
     named = re.search(
         r"globex: \d+ unexplained \(\d+ flagged→allowed, (\d+) allowed→flagged\) of 60 events, "

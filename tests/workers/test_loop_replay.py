@@ -9,10 +9,12 @@ import pytest
 
 from l2model.evaluation import LabeledPrompt
 from l2model.golden import load_golden
-from streams.report_rules import ONE_VOICE
+from streams.report_rules import ONE_VOICE, RELEASED
 from workers.loop_replay import (
     Figures,
+    SimulatedReports,
     analyst_family,
+    at_most,
     draw_reports,
     render_figures,
     sample_prompts,
@@ -114,6 +116,45 @@ def test_reports_take_the_share_of_errors_with_the_report_paths_weights() -> Non
     for text in reported_texts:
         prompt, score = by_text[text]
         assert (score >= 0.5) != bool(prompt.label)  # every report is of an error
+
+
+def test_a_reviewer_releases_a_share_of_the_quarantined_reports_at_a_release_weight() -> None:
+    prompts = _prompts()
+    scores = _scores(prompts)
+
+    def reports(review_share: float) -> SimulatedReports:
+        return simulate_reports(
+            prompts,
+            scores,
+            0.5,
+            share=0.5,
+            seed=1,
+            high_confidence_score=0.9,
+            model_version="1.0.0",
+            review_share=review_share,
+        )
+
+    unreviewed, half, everything = reports(0.0), reports(0.5), reports(1.0)
+    held = unreviewed.quarantined
+    assert held > 2 and unreviewed.released == 0
+    assert (half.quarantined, half.released) == (held, at_most(0.5, held))
+    assert (everything.quarantined, everything.released) == (held, held)
+    # Released reports are the only additions, benign, at the weight of a release.
+    for result in (half, everything):
+        added = [r for r in result.examples if r not in unreviewed.examples]
+        assert len(added) == result.released == len(result.examples) - len(unreviewed.examples)
+        assert {(r.label, r.weight_multiplier, r.confidence) for r in added} == {
+            (0, RELEASED.weight, RELEASED.confidence)
+        }
+        assert all(r.notes.endswith("released in review") for r in added)
+    assert {r.text for r in half.examples} < {r.text for r in everything.examples}
+    assert half == reports(0.5)
+
+
+def test_at_most_a_share_is_never_more_than_the_share() -> None:
+    assert at_most(0.29, 100) == 29  # 28.999... as a product
+    assert [at_most(0.5, n) for n in (0, 1, 2, 3)] == [0, 0, 1, 1]
+    assert at_most(1.0, 7) == 7
 
 
 def test_reports_are_seeded() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import orjson
 import pytest
@@ -98,26 +97,22 @@ def test_hard_negatives_carry_the_expert_weight_in_a_retraining_set() -> None:
     plain = _benign("how do I parse json", 1.0)
     new = CorpusSplit([reported, confirmed, plain], [], [])
 
-    def weights(mode: Literal["incremental", "full"]) -> list[float]:
-        records, _ = training_set(
-            base, new, mode, incremental_weight=2.0, hard_negative_weight=expert
-        )
-        # Every other hand-written hard negative joins the base training split, once.
-        others = [r.text for r in hard_negatives()[1:]]
-        assert [r.text for r in records] == [
-            *(r.text for r in base.train),
-            *others,
-            *(r.text for r in new.train),
-        ]
-        weighed = [r.weight_multiplier for r in records]
-        assert set(weighed[2 : 2 + len(others)]) == {expert}
-        return [*weighed[:2], *weighed[2 + len(others) :]]
-
-    # Full: hard negatives at least the expert weight, a higher recorded weight kept, others
-    # as recorded.
-    assert weights("full") == [expert, 1.0, expert, 5.0, 1.0]
-    # Incremental: the same, then every new record's weight doubled.
-    assert weights("incremental") == [expert, 1.0, 2 * expert, 10.0, 2.0]
+    remembered = _benign("how do I restart nginx", 5.0)
+    records = training_set(base, new, [remembered], hard_negative_weight=expert)
+    # Every other hand-written hard negative joins the base training split, once; what the
+    # incumbent's memory held comes before the new training split.
+    others = [r.text for r in hard_negatives()[1:]]
+    assert [r.text for r in records] == [
+        *(r.text for r in base.train),
+        *others,
+        remembered.text,
+        *(r.text for r in new.train),
+    ]
+    weighed = [r.weight_multiplier for r in records]
+    assert set(weighed[2 : 2 + len(others)]) == {expert}
+    # Hard negatives at least the expert weight, a higher recorded weight kept, others as
+    # recorded.
+    assert [*weighed[:2], *weighed[2 + len(others) :]] == [expert, 1.0, 5.0, expert, 5.0, 1.0]
 
 
 def test_an_accepted_candidate_is_registered_promoted_and_ends_older_suppressions(

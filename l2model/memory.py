@@ -1,0 +1,423 @@
+"""A memory of confirmed examples: how a few reports change the model near them and nowhere
+else (docs/decisions/0019-memory-of-confirmed-examples.md).
+
+The incumbent's graph stays as it is. Each confirmed example (a curated FP or miss) becomes a
+prototype: its TF-IDF vector, cut to its ``features_per_example`` heaviest features and
+normalised. A text's binary margin is then moved by the nearest prototypes of each label::
+
+    margin' = margin + max_j up_j * k_up(sim_j) - max_j down_j * k_down(sim_j)
+    k(s)    = clip((s - low) / (high - low), 0, 1)
+
+where ``sim_j`` is the cosine of the text and prototype ``j``, ``up_j`` (a miss) or
+``down_j`` (a false positive) is what moves the example itself past the threshold by
+``margin`` logits, and ``low``/``high`` are a kernel: below ``low`` similar, nothing moves.
+Traffic unlike every report keeps its score to the bit, which is what protects tenants who
+reported nothing; a linear refit moves every score that shares a feature with a report.
+
+Each direction's kernel is chosen, not set: each candidate kernel is judged by leave-one-out
+on that direction's examples (would the other reports have fixed this one?) under that
+direction's constraint on prompts whose labels are known: un-flagging (false positives) may
+cost at most ``recall_tolerance`` of recall on known attacks; flagging (misses) may flag no
+known-benign prompt the incumbent let through.
+
+In the graph, the memory is a Gather of the union of the prototypes' features, a MatMul, and
+a few element-wise nodes on ``binary_margin``: the other heads are the incumbent's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import orjson
+from onnx import helper, numpy_helper
+from pydantic import BaseModel, ConfigDict
+
+from l2model.contract import OUTPUT_BINARY
+from l2model.private import write_private
+from l2model.record import TrainingRecord
+from l2model.runtime import session_for
+
+MEMORY_FILE = "memory.jsonl"
+FEATURES = "features"
+MARGIN = "binary_margin"
+BASE_MARGIN = "binary_margin_base"
+PREFIX = "memory_"
+BATCH = 256
+# Two copies of one report (the same text reported twice, an edited copy) are one example
+# to leave-one-out: a prototype matched this well, relative to how well its own text
+# matches it, is left out with the example.
+SAME_EXAMPLE = 0.9
+# The kernels tried, as (low, high) cosines: a ramp 0.15 wide, from broad to very local.
+KERNELS = tuple((round(high - 0.15, 2), high) for high in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+
+
+class KernelTrial(BaseModel):
+    """How one kernel did in the choice for one direction: leave-one-out and constraints."""
+
+    model_config = ConfigDict(frozen=True)
+
+    direction: Literal["up", "down"]
+    low: float
+    high: float
+    loo_right: int
+    known_attacks_missed: int
+    known_benign_flagged: int
+    allowed: bool
+
+
+class MemorySummary(BaseModel):
+    """The manifest's account of the memory: what it holds and how its kernel was chosen."""
+
+    model_config = ConfigDict(frozen=True)
+
+    examples: int
+    false_positives: int
+    misses: int
+    features_per_example: int
+    union_features: int
+    margin: float
+    up: tuple[float, float]
+    down: tuple[float, float]
+    loo_right: int
+    loo_right_before: int
+    trials: list[KernelTrial]
+    known_attacks: int
+    known_attacks_missed_before: int
+    known_benign: int
+    known_benign_flagged_before: int
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    """The examples' pruned, normalised vectors over the union of their kept features."""
+
+    union: np.ndarray  # (u,) int64 feature indices
+    weights: np.ndarray  # (u, m) float32, column j = prototype j
+    labels: np.ndarray  # (m,) 0/1
+    amounts: np.ndarray  # (m,) float32 logits
+
+    def similarities(self, seen: Views) -> np.ndarray:
+        """(N, m) cosines of texts (their features on the union) with every prototype, as
+        the graph computes them."""
+        assert seen.picked is not None
+        sims: np.ndarray = (seen.picked @ self.weights) / seen.norms
+        return sims
+
+    def pull(self, sims: np.ndarray, label: int, kernel: tuple[float, float]) -> np.ndarray:
+        """(N,) the strongest pull of the prototypes of ``label`` under ``kernel``."""
+        low, high = kernel
+        ramp = np.clip((sims - low) / (high - low), 0.0, 1.0)
+        pulls = np.where(self.labels[None, :] == label, ramp * self.amounts[None, :], 0.0)
+        strongest: np.ndarray = pulls.max(axis=1, initial=0.0)
+        return strongest
+
+    def shift(
+        self, sims: np.ndarray, up: tuple[float, float], down: tuple[float, float]
+    ) -> np.ndarray:
+        """(N,) the margin shift for texts with ``sims``."""
+        result: np.ndarray = self.pull(sims, 1, up) - self.pull(sims, 0, down)
+        return result
+
+
+def logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1 - 1e-9)
+    return math.log(p / (1 - p))
+
+
+def strip_memory(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph without its memory (the incumbent's own heads), a copy; unchanged copy when
+    it has none."""
+    stripped = onnx.ModelProto()
+    stripped.CopyFrom(model)
+    graph = stripped.graph
+    if not any(BASE_MARGIN in node.output for node in graph.node):
+        return stripped
+    kept = [
+        node
+        for node in graph.node
+        if not any(out.startswith(PREFIX) for out in node.output) and MARGIN not in node.output
+    ]
+    for node in kept:
+        node.output[:] = [MARGIN if out == BASE_MARGIN else out for out in node.output]
+    del graph.node[:]
+    graph.node.extend(kept)
+    initializers = [i for i in graph.initializer if not i.name.startswith(PREFIX)]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    return stripped
+
+
+def _with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> bytes:
+    """``model`` serialised with intermediate tensors ``names`` as extra outputs."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    serialised: bytes = probe.SerializeToString()
+    return serialised
+
+
+@dataclass(frozen=True)
+class Views:
+    """What the memory needs of some texts' features, read batch by batch (the full TF-IDF
+    rows are 64,000 floats each): margins, norms, and either each text's heaviest features
+    or its features on the prototypes' union."""
+
+    margins: np.ndarray  # (N,)
+    norms: np.ndarray  # (N, 1)
+    top: np.ndarray | None = None  # (N, k) feature indices, heaviest first
+    top_values: np.ndarray | None = None  # (N, k)
+    picked: np.ndarray | None = None  # (N, u)
+
+
+def views(
+    model: onnx.ModelProto,
+    texts: Sequence[str],
+    *,
+    top: int | None = None,
+    union: np.ndarray | None = None,
+) -> Views:
+    """Runs the graph (with ``features`` as an extra output) over ``texts`` in batches."""
+    session = session_for(_with_outputs(model, [FEATURES]), threads=1)
+    margins, norms, tops, top_values, picked = [], [], [], [], []
+    for start in range(0, len(texts), BATCH):
+        batch = np.array(texts[start : start + BATCH], dtype=object).reshape(-1, 1)
+        binary, found = session.run([OUTPUT_BINARY, FEATURES], {"text": batch})
+        feats = np.asarray(found, np.float32)
+        margins.append(np.asarray(binary[:, 1] - binary[:, 0], np.float64))
+        norms.append(np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
+        if top is not None:
+            order = np.argsort(-feats, axis=1, kind="stable")[:, :top]
+            tops.append(order)
+            top_values.append(np.take_along_axis(feats, order, axis=1))
+        if union is not None:
+            picked.append(feats[:, union])
+
+    def stacked(parts: list[np.ndarray]) -> np.ndarray | None:
+        return np.vstack(parts) if parts else None
+
+    return Views(
+        margins=np.concatenate(margins) if margins else np.zeros(0),
+        norms=np.vstack(norms) if norms else np.zeros((0, 1), np.float32),
+        top=stacked(tops),
+        top_values=stacked(top_values),
+        picked=stacked(picked),
+    )
+
+
+def prototypes(seen: Views, labels: np.ndarray, *, threshold: float, margin: float) -> Prototypes:
+    """Each example's heaviest features (``seen.top``), normalised; its amount is what moves
+    it past ``threshold`` by ``margin`` logits (at least ``margin``)."""
+    assert seen.top is not None and seen.top_values is not None
+    union = np.unique(seen.top[seen.top_values > 0])
+    position = np.searchsorted(union, seen.top)
+    weights = np.zeros((len(union), len(labels)), np.float32)
+    for j in range(len(labels)):
+        values = np.where(seen.top_values[j] > 0, seen.top_values[j], 0.0)
+        norm = float(np.linalg.norm(values)) or 1.0
+        kept = values > 0
+        weights[position[j][kept], j] = values[kept] / norm
+    cut = logit(threshold)
+    gaps = np.where(labels == 1, cut - seen.margins, seen.margins - cut)
+    amounts = (np.maximum(gaps, 0.0) + margin).astype(np.float32)
+    return Prototypes(union.astype(np.int64), weights, labels.astype(np.int64), amounts)
+
+
+def leave_one_out(protos: Prototypes, examples: Views) -> np.ndarray:
+    """The examples' similarities to their own prototypes (same order), each blind to itself
+    and its copies: a text matches its own cut-down prototype below 1, so a copy is one that
+    matches a prototype at least ``SAME_EXAMPLE`` as well as the prototype's own text does."""
+    own = protos.similarities(examples)
+    itself = np.diag(own)
+    copies = own >= SAME_EXAMPLE * itself[None, :]
+    np.fill_diagonal(copies, True)
+    blind: np.ndarray = np.where(copies, 0.0, own)
+    return blind
+
+
+def choose_kernels(
+    protos: Prototypes,
+    examples: Views,
+    known: Views,
+    known_labels: np.ndarray,
+    *,
+    threshold: float,
+    recall_tolerance: float,
+) -> tuple[tuple[float, float], tuple[float, float], list[KernelTrial]]:
+    """Each direction's kernel: the most examples of that direction right by leave-one-out
+    among the kernels that keep its constraint; the most local one among equals. Returns the
+    up and down kernels and every trial."""
+    cut = logit(threshold)
+    labels = protos.labels
+    loo = leave_one_out(protos, examples)
+    known_sims = protos.similarities(known)
+    attacks, benign = known_labels == 1, known_labels == 0
+    missed_before = int((known.margins[attacks] < cut).sum())
+    flagged_before = int((known.margins[benign] >= cut).sum())
+    allowed_missed = missed_before + math.floor(recall_tolerance * int(attacks.sum()))
+    trials: list[KernelTrial] = []
+    chosen: dict[int, tuple[float, float]] = {}
+    for label, direction in ((1, "up"), (0, "down")):
+        sign = 1.0 if label == 1 else -1.0
+        mine = labels == label
+        tried = []
+        for kernel in KERNELS:
+            moved = examples.margins[mine] + sign * protos.pull(loo[mine], label, kernel)
+            after = known.margins + sign * protos.pull(known_sims, label, kernel)
+            missed = int((after[attacks] < cut).sum())
+            flagged = int((after[benign] >= cut).sum())
+            keeps = flagged <= flagged_before if label == 1 else missed <= allowed_missed
+            tried.append(
+                KernelTrial(
+                    direction=direction,
+                    low=kernel[0],
+                    high=kernel[1],
+                    loo_right=int(((moved >= cut) == (label == 1)).sum()),
+                    known_attacks_missed=missed,
+                    known_benign_flagged=flagged,
+                    allowed=keeps,
+                )
+            )
+        allowed = [t for t in tried if t.allowed]
+        # With none allowed, the most local kernel: it moves little beyond the examples.
+        best = max(allowed, key=lambda t: (t.loo_right, -t.high)) if allowed else tried[-1]
+        chosen[label] = (best.low, best.high)
+        trials += tried
+    return chosen[1], chosen[0], trials
+
+
+def with_memory(
+    model: onnx.ModelProto,
+    protos: Prototypes,
+    up: tuple[float, float],
+    down: tuple[float, float],
+) -> onnx.ModelProto:
+    """``model`` (without memory) with the memory on its binary margin."""
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    for existing in graph.node:
+        existing.output[:] = [BASE_MARGIN if out == MARGIN else out for out in existing.output]
+
+    def const(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value, PREFIX + name))
+        return PREFIX + name
+
+    def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        # Named apart from the incumbent's nodes even where the output is binary_margin.
+        name = output if output.startswith(PREFIX) else PREFIX + output
+        graph.node.append(helper.make_node(op, inputs, [output], name=name, **attrs))
+        return output
+
+    picked = node("Gather", [FEATURES, const("union", protos.union)], PREFIX + "picked", axis=1)
+    dots = node("MatMul", [picked, const("weights", protos.weights)], PREFIX + "dots")
+    axis = const("axis", np.array([1], np.int64))
+    norms = node("ReduceL2", [FEATURES, axis], PREFIX + "norms", keepdims=1)
+    floor = node("Max", [norms, const("floor", np.array(1e-12, np.float32))], PREFIX + "safe")
+    sims = node("Div", [dots, floor], PREFIX + "sims")
+    zero, one = const("zero", np.array(0.0, np.float32)), const("one", np.array(1.0, np.float32))
+
+    def pull(direction: str, kernel: tuple[float, float], amounts: np.ndarray) -> str:
+        low, width = np.array(kernel[0], np.float32), np.array(kernel[1] - kernel[0], np.float32)
+        offset = node("Sub", [sims, const(f"{direction}_low", low)], f"{PREFIX}{direction}_offset")
+        ramp = node(
+            "Div", [offset, const(f"{direction}_width", width)], f"{PREFIX}{direction}_ramp"
+        )
+        clipped = node("Clip", [ramp, zero, one], f"{PREFIX}{direction}_kernel")
+        weights = const(f"{direction}_amounts", amounts)
+        pulls = node("Mul", [clipped, weights], f"{PREFIX}{direction}_pulls")
+        return node("ReduceMax", [pulls, axis], f"{PREFIX}{direction}", keepdims=1)
+
+    attack = (protos.labels == 1).astype(np.float32)
+    up_pull = pull("up", up, protos.amounts * attack)
+    down_pull = pull("down", down, protos.amounts * (1.0 - attack))
+    moved = node("Sub", [up_pull, down_pull], PREFIX + "shift")
+    # Appended last but consumed earlier (binary_zeros, binary_logits): restore topological
+    # order by moving the heads' consumers of the margin after it.
+    node("Add", [BASE_MARGIN, moved], MARGIN)
+    consumers = [n for n in graph.node if MARGIN in n.input]
+    rest = [n for n in graph.node if MARGIN not in n.input]
+    del graph.node[:]
+    graph.node.extend([*rest, *consumers])
+    onnx.checker.check_model(result)
+    return result
+
+
+@dataclass(frozen=True)
+class LearnedMemory:
+    model: onnx.ModelProto
+    examples: list[TrainingRecord]
+    summary: MemorySummary
+
+
+def learn_memory(
+    incumbent: onnx.ModelProto,
+    threshold: float,
+    examples: Sequence[TrainingRecord],
+    known_texts: Sequence[str],
+    known_labels: Sequence[int],
+    *,
+    features_per_example: int,
+    margin: float,
+    recall_tolerance: float,
+) -> LearnedMemory:
+    """The incumbent's heads with a memory of ``examples`` (which include the incumbent's own
+    memory, when it has one), its kernel chosen under the constraints on the known prompts."""
+    base = strip_memory(incumbent)
+    texts = [e.text for e in examples]
+    labels = np.array([e.label for e in examples], np.int64)
+    protos = prototypes(
+        views(base, texts, top=features_per_example), labels, threshold=threshold, margin=margin
+    )
+    seen = views(base, texts, union=protos.union)
+    known = views(base, list(known_texts), union=protos.union)
+    truth = np.array(known_labels, np.int64)
+    up, down, trials = choose_kernels(
+        protos, seen, known, truth, threshold=threshold, recall_tolerance=recall_tolerance
+    )
+    cut = logit(threshold)
+    moved = seen.margins + protos.shift(leave_one_out(protos, seen), up, down)
+    summary = MemorySummary(
+        examples=len(examples),
+        false_positives=int((labels == 0).sum()),
+        misses=int((labels == 1).sum()),
+        features_per_example=features_per_example,
+        union_features=len(protos.union),
+        margin=margin,
+        up=up,
+        down=down,
+        loo_right=int(((moved >= cut) == (labels == 1)).sum()),
+        loo_right_before=int(((seen.margins >= cut) == (labels == 1)).sum()),
+        trials=trials,
+        known_attacks=int((truth == 1).sum()),
+        known_attacks_missed_before=int((known.margins[truth == 1] < cut).sum()),
+        known_benign=int((truth == 0).sum()),
+        known_benign_flagged_before=int((known.margins[truth == 0] >= cut).sum()),
+    )
+    return LearnedMemory(with_memory(base, protos, up, down), list(examples), summary)
+
+
+def read_memory(model_dir: Path) -> list[TrainingRecord]:
+    """The examples a model directory's memory holds (none when it has no memory)."""
+    path = model_dir / MEMORY_FILE
+    if not path.exists():
+        return []
+    return [
+        TrainingRecord.model_validate_json(line)
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]
+
+
+def write_memory(model_dir: Path, examples: Sequence[TrainingRecord]) -> None:
+    """Beside the graph, owner-only: the texts are reports' texts."""
+    write_private(
+        model_dir / MEMORY_FILE,
+        b"".join(orjson.dumps(e.model_dump(mode="json")) + b"\n" for e in examples),
+    )
