@@ -27,7 +27,7 @@ a few element-wise nodes on ``binary_margin``: the other heads are the incumbent
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +68,9 @@ class KernelTrial(BaseModel):
     loo_right: int
     known_attacks_missed: int
     known_benign_flagged: int
+    # Did the counterfactual replay accept this kernel's flips on recent traffic (None: no
+    # traffic was given)?
+    traffic_accepted: bool | None = None
     allowed: bool
 
 
@@ -241,6 +244,27 @@ def leave_one_out(protos: Prototypes, examples: Views) -> np.ndarray:
     return blind
 
 
+@dataclass(frozen=True)
+class TrafficGuard:
+    """Recent traffic and the gate's verdict on a candidate's flips there: given the
+    incumbent's and the candidate's decisions on ``texts``, would the counterfactual replay
+    accept them? The memory learns only as far as the reports explain."""
+
+    texts: Sequence[str]
+    accepts: Callable[[np.ndarray, np.ndarray], bool]
+
+
+@dataclass(frozen=True)
+class GuardedTraffic:
+    guard: TrafficGuard
+    margins: np.ndarray
+    sims: np.ndarray
+
+    def accepts(self, cut: float, shift: np.ndarray) -> bool:
+        before = self.margins >= cut
+        return self.guard.accepts(before, self.margins + shift >= cut)
+
+
 def choose_kernels(
     protos: Prototypes,
     examples: Views,
@@ -249,10 +273,13 @@ def choose_kernels(
     *,
     threshold: float,
     recall_tolerance: float,
+    traffic: GuardedTraffic | None = None,
 ) -> tuple[tuple[float, float], tuple[float, float], list[KernelTrial]]:
     """Each direction's kernel: the most examples of that direction right by leave-one-out
-    among the kernels that keep its constraint; the most local one among equals. Returns the
-    up and down kernels and every trial."""
+    among the kernels that keep its constraints (on the known prompts, and on ``traffic``
+    when given); the broadest among equals. If the two chosen together move more of the
+    traffic than the gate accepts, the next pair in order of preference that it accepts.
+    Returns the up and down kernels and every trial."""
     cut = logit(threshold)
     labels = protos.labels
     loo = leave_one_out(protos, examples)
@@ -262,7 +289,7 @@ def choose_kernels(
     flagged_before = int((known.margins[benign] >= cut).sum())
     allowed_missed = missed_before + math.floor(recall_tolerance * int(attacks.sum()))
     trials: list[KernelTrial] = []
-    chosen: dict[int, tuple[float, float]] = {}
+    preferred: dict[int, list[tuple[float, float]]] = {}
     for label, direction in ((1, "up"), (0, "down")):
         sign = 1.0 if label == 1 else -1.0
         mine = labels == label
@@ -273,6 +300,9 @@ def choose_kernels(
             missed = int((after[attacks] < cut).sum())
             flagged = int((after[benign] >= cut).sum())
             keeps = flagged <= flagged_before if label == 1 else missed <= allowed_missed
+            explained = traffic is None or traffic.accepts(
+                cut, sign * protos.pull(traffic.sims, label, kernel)
+            )
             tried.append(
                 KernelTrial(
                     direction=direction,
@@ -281,15 +311,27 @@ def choose_kernels(
                     loo_right=int(((moved >= cut) == (label == 1)).sum()),
                     known_attacks_missed=missed,
                     known_benign_flagged=flagged,
-                    allowed=keeps,
+                    traffic_accepted=None if traffic is None else explained,
+                    allowed=keeps and explained,
                 )
             )
-        allowed = [t for t in tried if t.allowed]
+        allowed = sorted((t for t in tried if t.allowed), key=lambda t: (-t.loo_right, t.high))
         # With none allowed, the most local kernel: it moves little beyond the examples.
-        best = max(allowed, key=lambda t: (t.loo_right, -t.high)) if allowed else tried[-1]
-        chosen[label] = (best.low, best.high)
+        preferred[label] = [(t.low, t.high) for t in allowed] or [KERNELS[-1]]
         trials += tried
-    return chosen[1], chosen[0], trials
+    pairs = sorted(
+        ((up, down) for up in preferred[1] for down in preferred[0]),
+        key=lambda pair: preferred[1].index(pair[0]) + preferred[0].index(pair[1]),
+    )
+    if traffic is not None:
+        together = [
+            pair
+            for pair in pairs
+            if traffic.accepts(cut, protos.shift(traffic.sims, pair[0], pair[1]))
+        ]
+        pairs = together or [(KERNELS[-1], KERNELS[-1])]
+    up, down = pairs[0]
+    return up, down, trials
 
 
 def with_memory(
@@ -366,6 +408,7 @@ def learn_memory(
     features_per_example: int,
     margin: float,
     recall_tolerance: float,
+    guard: TrafficGuard | None = None,
 ) -> LearnedMemory:
     """The incumbent's heads with a memory of ``examples`` (which include the incumbent's own
     memory, when it has one), its kernel chosen under the constraints on the known prompts."""
@@ -378,8 +421,18 @@ def learn_memory(
     seen = views(base, texts, union=protos.union)
     known = views(base, list(known_texts), union=protos.union)
     truth = np.array(known_labels, np.int64)
+    traffic = None
+    if guard is not None and guard.texts:
+        recent = views(base, list(guard.texts), union=protos.union)
+        traffic = GuardedTraffic(guard, recent.margins, protos.similarities(recent))
     up, down, trials = choose_kernels(
-        protos, seen, known, truth, threshold=threshold, recall_tolerance=recall_tolerance
+        protos,
+        seen,
+        known,
+        truth,
+        threshold=threshold,
+        recall_tolerance=recall_tolerance,
+        traffic=traffic,
     )
     cut = logit(threshold)
     moved = seen.margins + protos.shift(leave_one_out(protos, seen), up, down)

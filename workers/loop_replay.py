@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
 from l2model.corpus import split_corpus, write_jsonl
+from l2model.counterfactual import ReportedText, TrafficEvent
 from l2model.evaluation import (
     LabeledPrompt,
     binary_report,
@@ -55,6 +56,8 @@ from workers.retrain import DATASET_SPLITS, Candidate, NewData, train_and_judge
 log = get_logger(__name__)
 
 REPORT_DAY = datetime(2026, 1, 1, tzinfo=UTC)
+# The tenant whose traffic a one-file simulation replays.
+SIMULATED_TENANT = "simulated"
 
 # How an analyst names the family of a missed attack, from the category the prompt carries
 # (first matching prefix wins). Attacks on a code interpreter are command abuse; the rest of
@@ -311,10 +314,14 @@ def learn_from(
     share: float,
     seed: int,
     review_share: float = 0.0,
+    tenant: str = SIMULATED_TENANT,
+    others: Mapping[str, Sequence[LabeledPrompt]] | None = None,
 ) -> Learned:
-    """Reports of ``current``'s errors on ``replayed``, drawn with ``seed`` (``review_share``
-    of the quarantined ones released by a reviewer), made into a dataset under ``out_dir``
-    and a candidate trained and gated on it as a quarterly cycle trains and gates one."""
+    """Reports of ``current``'s errors on ``replayed`` (``tenant``'s traffic), drawn with
+    ``seed`` (``review_share`` of the quarantined ones released by a reviewer), made into a
+    dataset under ``out_dir`` and a candidate trained and gated on it as a quarterly cycle
+    trains and gates one: the counterfactual replay reads ``replayed`` and the traffic of
+    the ``others`` tenants, which report nothing."""
     scores = score_texts(current, [p.text for p in replayed])
     reports = simulate_reports(
         replayed,
@@ -334,8 +341,26 @@ def learn_from(
         quarantined=reports.quarantined,
     )
     dataset = NewData.read(write_dataset(out_dir / "dataset", reports.examples, seed))
+    traffic = [
+        TrafficEvent(
+            tenant_id=name,
+            text=prompt.text,
+            language=prompt.lang,
+            category=prompt.category or prompt.family or source_of(prompt) or None,
+        )
+        for name, prompts in {tenant: replayed, **(others or {})}.items()
+        for prompt in prompts
+    ]
+    reported = [
+        ReportedText(
+            tenant_id=tenant,
+            text=example.text,
+            kind="false_negative" if example.label else "false_positive",
+        )
+        for example in reports.examples
+    ]
     candidate = train_and_judge(
-        settings, dataset, current, "1.1.0", out_dir / "candidate", REPORT_DAY
+        settings, dataset, current, "1.1.0", out_dir / "candidate", REPORT_DAY, traffic, reported
     )
     return Learned(reports, candidate)
 

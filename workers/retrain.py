@@ -53,6 +53,8 @@ from l2model.counterfactual import (
     ReportedText,
     TrafficEvent,
     counterfactual_report,
+    explanations,
+    within_budget,
 )
 from l2model.evaluation import (
     ClassifierMetrics,
@@ -73,7 +75,7 @@ from l2model.lite import (
     session_for,
     train_lite,
 )
-from l2model.memory import learn_memory, read_memory, write_memory
+from l2model.memory import TrafficGuard, learn_memory, read_memory, write_memory
 from l2model.private import private_dir, write_private
 from l2model.record import TrainingRecord, text_key
 from l2model.registry import ModelPointer, ModelRegistry, semver_key
@@ -193,6 +195,8 @@ class Job:
     mode: Mode
     out_dir: Path
     trained_through: datetime
+    traffic: Sequence[TrafficEvent] = ()
+    reported: Sequence[ReportedText] = ()
 
     def known(self) -> tuple[list[str], list[int]]:
         """Prompts whose labels are known and that a candidate must not make worse: the base
@@ -249,15 +253,24 @@ def train_memory(job: Job) -> Manifest:
     examples = memory_examples(job.current.model_dir, job.new.split)
     refuse_golden([r.text for r in examples], what="the memory of confirmed examples")
     known_texts, known_labels = job.known()
+    budget = flip_budget(job.settings)
+    explained = explanations(job.traffic, job.reported, budget.explain_similarity)
+
+    def accepts(before: np.ndarray, after: np.ndarray) -> bool:
+        return within_budget(job.traffic, before, after, explained, budget)
+
+    # Scored as in production: the scorer reads the first max_chars characters.
+    limit = job.current.manifest.input.max_chars
     learned = learn_memory(
         onnx.load(job.current.model_dir / MODEL_FILE),
         job.current.threshold,
-        examples,
-        known_texts,
+        [r.model_copy(update={"text": r.text[:limit]}) for r in examples],
+        [text[:limit] for text in known_texts],
         known_labels,
         features_per_example=job.settings.memory_features_per_example,
         margin=job.settings.memory_margin,
         recall_tolerance=job.settings.retrain_recall_tolerance,
+        guard=TrafficGuard([event.text[:limit] for event in job.traffic], accepts),
     )
     model_bytes = learned.model.SerializeToString()
     incumbent = job.current.manifest.model_extra or {}
@@ -500,7 +513,9 @@ def train_and_judge(
     base = base_corpus(settings.base_corpus_size, settings.base_corpus_seed)
     mode = choose_mode(settings.retrain_mode, len(new.split.train), settings.retrain_full_from)
     log.info("retrain_started", dataset=new.version, mode=mode, candidate=version)
-    job = Job(settings, base, new, current, version, mode, out_dir, trained_through)
+    job = Job(
+        settings, base, new, current, version, mode, out_dir, trained_through, traffic, reported
+    )
     train_memory(job) if mode == "incremental" else train_full(job)
     candidate = L2Model.load(out_dir)
     judged = judge(current, candidate, gate_inputs(new.split, settings.golden_version))

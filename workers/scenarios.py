@@ -224,6 +224,8 @@ def run_scenario(
         share=share,
         seed=seed,
         review_share=review_share,
+        tenant=REPORTING,
+        others={name: replayed for name, (replayed, _) in halves.items() if name != REPORTING},
     )
     candidate = learned.candidate
     texts = non_english_benign(settings.golden_version, generated)

@@ -71,70 +71,88 @@ def _status(report: CounterfactualReport) -> list[str]:
     return [rule.status for rule in report.rules]
 
 
-def test_a_flip_near_a_report_of_its_own_tenant_is_explained_and_one_far_from_it_is_not() -> None:
+def test_a_tenant_relieves_itself_and_asks_for_catches_on_its_own_word() -> None:
     traffic = Traffic()
     traffic.add(_ordinary("acme", 300), before=False, after=False)
     traffic.flip("acme", NEAR_FP, before=True)  # un-flagged, like the reported FP
     traffic.flip("acme", UNRELATED, before=True)  # un-flagged, like nothing reported
     traffic.flip("acme", NEAR_MISS, before=False)  # newly flagged, like the reported miss
+    traffic.flip("acme", f"{UNRELATED} Now!", before=False)  # newly flagged, unlike it
     reported = [
         ReportedText(tenant_id="acme", text=REPORTED_FP, kind="false_positive"),
         ReportedText(tenant_id="acme", text=REPORTED_MISS, kind="false_negative"),
     ]
     report = traffic.report(reported)
+    # acme asked for fewer flags and for more catches: its own flips both ways are its word
+    # (the labelled gates judge what it costs in recall and FPs).
     assert _tenant(report, "acme") == {
-        "events": 303,
+        "events": 304,
         "to_allowed": 2,
-        "to_flagged": 1,
-        "unexplained_to_allowed": 1,
+        "to_flagged": 2,
+        "unexplained_to_allowed": 0,
         "unexplained_to_flagged": 0,
         "allowance": 4,
     }
     by_text = {example.text: example for example in report.examples}
-    assert by_text[NEAR_FP].explained and by_text[NEAR_FP].nearest_report == REPORTED_FP
-    assert by_text[NEAR_FP].similarity >= 0.5
-    assert by_text[NEAR_MISS].explained and by_text[NEAR_MISS].nearest_report == REPORTED_MISS
-    assert not by_text[UNRELATED].explained and by_text[UNRELATED].similarity < 0.5
+    assert by_text[NEAR_FP].nearest_report == REPORTED_FP and by_text[NEAR_FP].similarity >= 0.5
+    assert by_text[NEAR_MISS].nearest_report == REPORTED_MISS
+    assert by_text[UNRELATED].similarity < 0.5
+    assert all(example.explained for example in report.examples)
     assert report.accepted
 
 
-def test_a_report_explains_only_the_direction_it_asks_for() -> None:
+def test_a_tenant_that_reported_only_false_positives_asked_for_no_new_flag() -> None:
     traffic = Traffic()
-    # The tenant said this text was a false positive; the candidate flags its neighbour.
-    traffic.flip("acme", NEAR_FP, before=False)
-    # The tenant said this was a missed attack; the candidate stops flagging its neighbour.
-    traffic.flip("acme", NEAR_MISS, before=True)
+    traffic.flip("acme", NEAR_FP, before=True)
+    traffic.flip("acme", NEAR_MISS, before=False)  # like another tenant's reported miss
+    reported = [
+        ReportedText(tenant_id="acme", text=REPORTED_FP, kind="false_positive"),
+        ReportedText(tenant_id="globex", text=REPORTED_MISS, kind="false_negative"),
+    ]
+    report = traffic.report(reported)
+    assert (report.unexplained_to_allowed, report.unexplained_to_flagged) == (0, 1)
+    flagged = next(e for e in report.examples if e.direction == "allowed_to_flagged")
+    assert (flagged.nearest_report, flagged.explained) == (REPORTED_MISS, False)
+
+
+def test_another_tenants_unflagged_text_is_explained_only_near_a_reported_false_positive() -> None:
+    traffic = Traffic()
+    traffic.add(_ordinary("acme", 100), before=False, after=False)
+    traffic.add(_ordinary("globex", 100), before=False, after=False)
+    # acme's reported FP, un-flagged where globex sends it: the reported pattern.
+    for text in (REPORTED_FP, NEAR_FP, f"{NEAR_FP} Thanks!"):
+        traffic.flip("globex", text, before=True)
+    # Un-flagged on globex, like nothing reported, or nearest a reported miss.
+    for text in (UNRELATED, f"{UNRELATED} Please.", NEAR_MISS):
+        traffic.flip("globex", text, before=True)
     reported = [
         ReportedText(tenant_id="acme", text=REPORTED_FP, kind="false_positive"),
         ReportedText(tenant_id="acme", text=REPORTED_MISS, kind="false_negative"),
     ]
     report = traffic.report(reported)
-    assert report.unexplained_to_flagged == report.unexplained_to_allowed == 1
-    # Each is compared with the reports of the kind its direction needs, and is far from them.
-    nearest = {e.text: (e.nearest_report, e.explained) for e in report.examples}
-    assert nearest == {NEAR_FP: (REPORTED_MISS, False), NEAR_MISS: (REPORTED_FP, False)}
-
-
-def test_on_a_tenant_that_reported_nothing_every_flip_is_unexplained() -> None:
-    traffic = Traffic()
-    traffic.add(_ordinary("acme", 100), before=False, after=False)
-    traffic.add(_ordinary("globex", 100), before=False, after=False)
-    # acme's report describes globex's flips exactly; it is not globex's word.
-    for text in (REPORTED_FP, NEAR_FP, f"{NEAR_FP} Thanks!"):
-        traffic.flip("globex", text, before=True)
-    traffic.flip("acme", NEAR_FP, before=True)
-    reported = [ReportedText(tenant_id="acme", text=REPORTED_FP, kind="false_positive")]
-    report = traffic.report(reported)
     globex = next(row for row in report.by_tenant if row.key == "globex")
-    assert (globex.unexplained_to_allowed, globex.allowance) == (3, 2)
+    assert (globex.to_allowed, globex.unexplained_to_allowed, globex.allowance) == (6, 3, 2)
     assert (globex.reported_false_positives, globex.reported_false_negatives) == (0, 0)
-    assert _tenant(report, "acme")["unexplained_to_allowed"] == 0
     assert not report.accepted
     per_tenant = report.rules[0]
     assert per_tenant.status == "fail"
     assert per_tenant.detail.startswith("globex: 3 unexplained (3 flagged→allowed")
     assert "reported nothing" in per_tenant.detail and "acme" not in per_tenant.detail
-    # The overall budget (max(2, 1 % of 204) = 3) still holds the three.
+
+
+def test_on_a_tenant_that_reported_nothing_a_new_flag_is_never_explained() -> None:
+    traffic = Traffic()
+    traffic.add(_ordinary("acme", 100), before=False, after=False)
+    traffic.add(_ordinary("globex", 100), before=False, after=False)
+    # acme's reported miss describes globex's new flags exactly; it is not globex's word.
+    for text in (REPORTED_MISS, NEAR_MISS, f"{NEAR_MISS} Thanks!"):
+        traffic.flip("globex", text, before=False)
+    reported = [ReportedText(tenant_id="acme", text=REPORTED_MISS, kind="false_negative")]
+    report = traffic.report(reported)
+    globex = next(row for row in report.by_tenant if row.key == "globex")
+    assert (globex.unexplained_to_flagged, globex.allowance) == (3, 2)
+    assert not report.accepted
+    # The overall budget (max(2, 1 % of 203) = 3) still holds the three.
     assert report.rules[1].status == "pass"
 
 
@@ -209,10 +227,10 @@ def test_examples_are_cut_few_per_tenant_and_direction_and_unexplained_first() -
     traffic = Traffic()
     detail = " with plenty of detail" * 10
     long_near = NEAR_FP + detail
-    traffic.flip("acme", long_near, before=True)  # explained, and long
+    traffic.flip("globex", long_near, before=True)  # explained (acme's FP), and long
     for i in range(EXAMPLES_PER_TENANT + 2):
-        traffic.flip("acme", f"benign chatter {i} un-flagged", before=True)
-    traffic.flip("acme", "something newly flagged", before=False)
+        traffic.flip("globex", f"benign chatter {i} un-flagged", before=True)
+    traffic.flip("globex", "something newly flagged", before=False)
     reported = [ReportedText(tenant_id="acme", text=REPORTED_FP + detail, kind="false_positive")]
     report = traffic.report(reported)
     assert report.to_allowed == EXAMPLES_PER_TENANT + 3
@@ -222,7 +240,7 @@ def test_examples_are_cut_few_per_tenant_and_direction_and_unexplained_first() -
     assert all(not e.explained for e in to_allowed)
     assert [e.direction for e in report.examples].count("allowed_to_flagged") == 1
     lone = Traffic()
-    lone.flip("acme", long_near, before=True)
+    lone.flip("globex", long_near, before=True)
     (example,) = lone.report(reported).examples
     assert example.explained and len(example.text) == EXAMPLE_CHARS
     assert example.text == long_near[:EXAMPLE_CHARS]

@@ -18,6 +18,7 @@ from l2model.lite import run_graph
 from l2model.memory import (
     KERNELS,
     LearnedMemory,
+    TrafficGuard,
     learn_memory,
     leave_one_out,
     logit,
@@ -186,3 +187,32 @@ def test_the_memory_file_is_owner_only_and_reads_back(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "memory.jsonl").stat().st_mode) == 0o600
     assert read_memory(tmp_path) == records
     assert read_memory(tmp_path / "nowhere") == []
+
+
+def test_the_memory_learns_only_as_far_as_the_traffic_gate_accepts(
+    graph: onnx.ModelProto, incumbent: L2Model
+) -> None:
+    if _scores(graph, [NEIGHBOUR])[0] < incumbent.threshold:
+        pytest.skip("the committed model does not flag the neighbour")
+
+    def no_unflagging(before: np.ndarray, after: np.ndarray) -> bool:
+        return not bool((before & ~after).any())
+
+    learned = learn_memory(
+        graph,
+        incumbent.threshold,
+        [_record(REPORTED_FP, 0)],
+        [ATTACK],
+        [1],
+        features_per_example=64,
+        margin=1.0,
+        recall_tolerance=0.0,
+        guard=TrafficGuard([NEIGHBOUR], no_unflagging),
+    )
+    # Recent traffic holds the neighbour, and un-flagging it is not accepted: the kernel is
+    # kept narrow enough to leave it flagged, while the reported text itself is un-flagged.
+    after = _scores(learned.model, [REPORTED_FP, NEIGHBOUR])
+    assert after[0] < incumbent.threshold <= after[1]
+    down = [t for t in learned.summary.trials if t.direction == "down"]
+    assert {t.traffic_accepted for t in down} == {True, False}
+    assert not any(t.allowed for t in down if t.traffic_accepted is False)
