@@ -183,8 +183,8 @@ def test_a_candidate_that_flags_another_tenants_ordinary_traffic_is_rejected(
     assert not outcome.accepted and not outcome.promoted
     globex, acme = _row(outcome, "globex"), _row(outcome, "acme")
     assert globex.to_flagged >= 5 and globex.unexplained_to_flagged > globex.allowance
-    # acme's own arithmetic flips too, explained by its reports.
-    assert acme.to_flagged >= 5 and acme.unexplained_to_flagged < acme.to_flagged
+    # acme's own arithmetic flips too: it asked for them (its word for its own traffic).
+    assert acme.to_flagged >= 1 and acme.unexplained_to_flagged == 0
     assert acme.within_budget
     status, detail = _rule(outcome, "unexplained flips per tenant")
     named = re.search(
@@ -217,7 +217,8 @@ def test_a_candidate_whose_flips_its_tenants_reports_explain_passes(
     assert _rule(outcome, "unexplained flips overall")[0] == "pass"
     explained = [e for e in outcome.counterfactual.examples if e.explained]
     assert explained and {e.tenant_id for e in explained} == {"acme"}
-    assert all(e.nearest_report is not None and e.similarity >= 0.5 for e in explained)
+    # acme asked for fewer flags on its own traffic; each flip names the report nearest it.
+    assert all(e.nearest_report is not None for e in explained)
     # The metadata's language and source are what the tables group by.
     assert {row.key for row in outcome.counterfactual.by_language} == {"en", "latin"}
     docs = next(r for r in outcome.counterfactual.by_category if r.key == "technical_documentation")
