@@ -265,9 +265,10 @@ class Settings(BaseSettings):
     gate_traffic_max_read: int = Field(200_000, ge=1)
     gate_traffic_read_timeout_s: float = Field(300.0, gt=0)
     gate_traffic_seed: int = 0
-    # A flip is explained when the flipping tenant reported a text this similar (cosine of
-    # char 3-5-gram TF-IDF) with the kind that asks for it. 0.5 is where the assembler's own
-    # paraphrases of a reported FP (what the candidate is taught from it) start: on the
+    # An un-flag on a tenant that reported no FP is explained when its nearest reported
+    # text is a false positive this similar (cosine of char 3-5-gram TF-IDF; decision 0021:
+    # a tenant's own flips in the direction it reported are its word). 0.5 is where the
+    # assembler's own paraphrases of a reported FP (what the candidate learns) start: on the
     # generated corpus 99 % of them are at 0.48 or above and 95 % at 0.64, while 90 % of
     # prompts have no prompt of the other label above 0.40 and 99.9 % of random pairs stay
     # below 0.53 (measured once on generate_corpus(3000, seed=7), no evaluation data).
