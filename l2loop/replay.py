@@ -74,10 +74,12 @@ from workers.loop_replay import (
     draw_reports,
     golden_report,
     half_report,
+    non_english_benign,
     render_figures,
     sample_prompts,
     split_halves,
 )
+from workers.retrain import base_corpus
 from workers.scheduler import CycleRecord, run_exclusively
 
 log = get_logger(__name__)
@@ -796,6 +798,9 @@ def measure(
 ) -> list[Figures]:
     """Every column of the table, each version scored once."""
     registry = ModelRegistry(settings.registry_root)
+    non_english = non_english_benign(
+        settings.golden_version, base_corpus(settings.base_corpus_size, settings.base_corpus_seed)
+    )
     measured: dict[str, tuple[dict[str, object], dict[str, float | int]]] = {}
     columns = []
     for heading, version in table_columns(record):
@@ -803,7 +808,7 @@ def measure(
             model = start if version == start.version else L2Model.load(registry.path(version))
             measured[version] = (
                 half_report(held_out, model),
-                golden_report(model, settings.golden_version),
+                golden_report(model, settings.golden_version, non_english),
             )
         columns.append(Figures(f"{heading} ({version})", *measured[version]))
     return columns

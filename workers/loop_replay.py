@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2model.corpus import split_corpus, write_jsonl
+from l2model.corpus import CorpusSplit, split_corpus, write_jsonl
 from l2model.counterfactual import ReportedText, TrafficEvent
 from l2model.evaluation import (
     LabeledPrompt,
@@ -51,7 +51,7 @@ from l2model.private import write_private
 from l2model.record import BENIGN, TrainingRecord, text_key
 from l2model.runtime import L2Model
 from streams.report_rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
-from workers.retrain import DATASET_SPLITS, Candidate, NewData, train_and_judge
+from workers.retrain import DATASET_SPLITS, Candidate, NewData, base_corpus, train_and_judge
 
 log = get_logger(__name__)
 
@@ -267,11 +267,40 @@ def half_report(prompts: Sequence[LabeledPrompt], model: L2Model) -> dict[str, o
     return external_report(prompts, scores, model.threshold)
 
 
-def golden_report(model: L2Model, version: str) -> dict[str, float | int]:
+NON_ENGLISH = "non_english_benign_flagged"
+
+
+def generated_language(record: TrainingRecord) -> str:
+    """A generated record's template language (``lang=xx`` in its notes), else English."""
+    return record.notes.rsplit("lang=", 1)[-1] if "lang=" in record.notes else "en"
+
+
+def non_english_benign(golden_version: str, generated: CorpusSplit) -> list[str]:
+    """Benign prompts in languages other than English: the golden set's and the generated
+    corpus' held-out (test split) ones. A cycle that learns "non-English means attack" shows
+    here whatever the traffic was."""
+    golden = [
+        probe.text
+        for probe in load_golden(golden_version).probes
+        if probe.label == 0 and "lang=" in probe.notes and not probe.notes.endswith("lang=en")
+    ]
+    others = (r.text for r in generated.test if r.label == 0 and generated_language(r) != "en")
+    return [*golden, *others]
+
+
+def golden_report(
+    model: L2Model, version: str, non_english: Sequence[str] = ()
+) -> dict[str, float | int]:
+    """FP rate and recall on the golden set; with ``non_english`` (``non_english_benign``)
+    also the share of those benign prompts flagged."""
     probes = load_golden(version).probes
     labels = np.array([p.label for p in probes])
     flagged = score_texts(model, [p.text for p in probes]) >= model.threshold
-    return binary_report(labels, flagged)
+    report = binary_report(labels, flagged)
+    if non_english:
+        flags = score_texts(model, non_english) >= model.threshold
+        report[NON_ENGLISH] = float(np.mean(flags))
+    return report
 
 
 @dataclass(frozen=True)
@@ -379,6 +408,8 @@ def simulate_cycle(
     measured on the held-out half and the golden set."""
     replayed, held_out = split_halves(read_labeled(data), seed)
     current = L2Model.load(settings.model_dir)
+    generated = base_corpus(settings.base_corpus_size, settings.base_corpus_seed)
+    non_english = non_english_benign(settings.golden_version, generated)
     learned = learn_from(
         settings, replayed, current, out_dir, share=share, seed=seed, review_share=review_share
     )
@@ -391,8 +422,8 @@ def simulate_cycle(
         failed_rules=candidate.failed_rules(),
         before=half_report(held_out, current),
         after=half_report(held_out, candidate.model),
-        golden_before=golden_report(current, settings.golden_version),
-        golden_after=golden_report(candidate.model, settings.golden_version),
+        golden_before=golden_report(current, settings.golden_version, non_english),
+        golden_after=golden_report(candidate.model, settings.golden_version, non_english),
         replayed=len(replayed),
         held_out=len(held_out),
     )
@@ -435,6 +466,13 @@ def render_figures(columns: Sequence[Figures]) -> list[str]:
         ("FP rate, golden set", [c.golden["fp_rate"] for c in columns]),
         ("recall, golden set", [c.golden["recall"] for c in columns]),
     ]
+    if all(NON_ENGLISH in c.golden for c in columns):
+        rows.append(
+            (
+                "non-English benign flagged (golden set + generated corpus)",
+                [c.golden[NON_ENGLISH] for c in columns],
+            )
+        )
     lines = [
         f"| measure | {names} |",
         f"|---|{rule}",

@@ -35,10 +35,16 @@ from l2loop.logs import get_logger
 from l2loop.settings import Settings
 from l2model.corpus import CorpusSplit
 from l2model.evaluation import LabeledPrompt, binary_report, read_labeled, score_texts
-from l2model.golden import load_golden
 from l2model.record import TrainingRecord
 from l2model.runtime import L2Model
-from workers.loop_replay import learn_from, sample_prompts, source_of, split_halves
+from workers.loop_replay import (
+    generated_language,
+    learn_from,
+    non_english_benign,
+    sample_prompts,
+    source_of,
+    split_halves,
+)
 from workers.retrain import base_corpus
 
 log = get_logger(__name__)
@@ -51,11 +57,6 @@ GENERATED_SOURCE = "l2model/generated-corpus"
 TOLERANCE = 0.01
 
 
-def language(record: TrainingRecord) -> str:
-    """A generated record's template language (``lang=xx`` in its notes), else English."""
-    return record.notes.rsplit("lang=", 1)[-1] if "lang=" in record.notes else "en"
-
-
 def generated_prompt(record: TrainingRecord) -> LabeledPrompt:
     return LabeledPrompt(
         text=record.text,
@@ -64,7 +65,7 @@ def generated_prompt(record: TrainingRecord) -> LabeledPrompt:
         category=record.sub_category or None,
         notes=record.notes or None,
         source=GENERATED_SOURCE,
-        lang=language(record),
+        lang=generated_language(record),
     )
 
 
@@ -158,17 +159,6 @@ def tenant_figures(
         recall_before=_rate(old, "recall", "malicious"),
         recall_after=_rate(new, "recall", "malicious"),
     )
-
-
-def non_english_benign(golden_version: str, generated: CorpusSplit) -> list[str]:
-    """Benign prompts in languages other than English: the golden set's and the generated
-    corpus' held-out ones."""
-    golden = [
-        probe.text
-        for probe in load_golden(golden_version).probes
-        if probe.label == 0 and "lang=" in probe.notes and not probe.notes.endswith("lang=en")
-    ]
-    return [*golden, *(r.text for r in generated.test if r.label == 0 and language(r) != "en")]
 
 
 def _worse(before: float | None, after: float | None, *, higher_is_worse: bool) -> float:
