@@ -785,8 +785,10 @@ def counterfactual_section(
         f"{report.flagged_after} after; {report.to_allowed} flagged → allowed "
         f"({report.unexplained_to_allowed} unexplained), {report.to_flagged} allowed → "
         f"flagged ({report.unexplained_to_flagged} unexplained)",
-        f"- a flip is explained by a report of its own tenant, of the kind that asks for it, at "
-        f"char n-gram TF-IDF similarity >= {budget.explain_similarity:g}; the budget of "
+        "- a flip is explained on a tenant that reported its direction (false positives for "
+        "flagged → allowed, misses for allowed → flagged); an un-flag elsewhere when its "
+        "nearest report is a false positive at char n-gram TF-IDF similarity >= "
+        f"{budget.explain_similarity:g}; a new flag elsewhere never; the budget of "
         f"unexplained flips is max({budget.minimum}, {budget.share:.2%} of the events, rounded "
         f"up), per tenant and overall ({report.allowance} overall)",
         "",
@@ -811,10 +813,7 @@ def counterfactual_section(
         for example in report.examples:
             why = "explained" if example.explained else "unexplained"
             if example.nearest_report is not None:
-                why += (
-                    f"; nearest report of the tenant {example.similarity:.2f}: "
-                    f"`{example.nearest_report!r}`"
-                )
+                why += f"; nearest report {example.similarity:.2f}: `{example.nearest_report!r}`"
             direction = example.direction.replace("_to_", " → ")
             lines.append(
                 f"- {example.tenant_id}, {direction}, {example.language} ({why}): "
