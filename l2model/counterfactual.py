@@ -174,6 +174,16 @@ class CounterfactualReport(BaseModel):
     def unexplained(self) -> int:
         return self.unexplained_to_allowed + self.unexplained_to_flagged
 
+    def summary(self) -> str:
+        """One line: what the replay saw and how much of it nothing explains."""
+        if not self.events:
+            return "no recent traffic to replay"
+        return (
+            f"{self.events} recent events of {self.tenants} tenant(s): {self.to_allowed} "
+            f"un-flagged, {self.to_flagged} newly flagged, {self.unexplained} unexplained "
+            f"(budget {self.allowance})"
+        )
+
 
 def counterfactual_report(
     sample: Sequence[TrafficEvent],

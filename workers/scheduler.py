@@ -68,16 +68,19 @@ class CycleRecord(BaseModel):
     accepted: bool | None = None
     promoted: bool | None = None
     report: str | None = None
+    # The counterfactual replay's one line (decision 0021), when the cycle retrained.
+    traffic_replay: str | None = None
     finished_at: AwareDatetime
 
     def decision(self) -> str:
         """One line: the dataset, and the candidate with the gate's decision."""
         if self.candidate_version is None:
             return f"dataset {self.dataset_version} (not retrained)"
+        replay = f"; traffic replay: {self.traffic_replay}" if self.traffic_replay else ""
         return (
             f"dataset {self.dataset_version}; candidate {self.candidate_version}: gate "
             f"{'ACCEPTED' if self.accepted else 'REJECTED'}, "
-            f"{'promoted' if self.promoted else 'not promoted'}"
+            f"{'promoted' if self.promoted else 'not promoted'}{replay}"
         )
 
 
@@ -100,6 +103,11 @@ def run_quarterly_cycle(settings: Settings, period: Period, *, retrain: bool) ->
         accepted=None if outcome is None else outcome.accepted,
         promoted=None if outcome is None else outcome.promoted,
         report=None if outcome is None else outcome.report,
+        traffic_replay=(
+            None
+            if outcome is None or outcome.counterfactual is None
+            else outcome.counterfactual.summary()
+        ),
         finished_at=now_utc(),
     )
 
