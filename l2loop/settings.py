@@ -248,6 +248,12 @@ class Settings(BaseSettings):
     # expert weight of DESIGN.md (production-confirmed 5.0, expert 3-4, synthetic 2.0-2.5,
     # bulk 1.0). Hand-written hard negatives are expert examples: the middle of 3-4.
     retrain_hard_negative_weight: float = Field(3.5, gt=0)
+    # Full retraining adds, for each new or remembered example, this many already-labelled
+    # records of the opposite label in its script, length and markup (l2model.counterparts),
+    # so that a style the reports share by accident (a language) is not learned as the
+    # label: the seeds' "for each new malicious pattern, add 2-3 benign variations", and
+    # the reverse. Together they weigh what the example weighs, whatever their number.
+    retrain_counterparts_per_example: int = Field(3, ge=1, le=20)
     # The base corpus every dataset is assembled against and every candidate is trained
     # with (l2model.corpus.generate_corpus): the one the committed model was built from.
     base_corpus_size: int = Field(25_000, ge=1_000)

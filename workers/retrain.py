@@ -12,10 +12,11 @@ Modes (seeds: incremental training guide, step 4; docs/decisions/0013-retraining
 - ``full`` (the guide's full retraining): everything is refitted on base + the incumbent's
   memory + new, at the weights they were curated with; every hand-written hard negative is
   trained on, whichever base split it fell in, weighing at least
-  ``retrain_hard_negative_weight`` (decision 0013). The threshold is chosen under a recall
-  constraint (``l2model.training.recall_constrained_threshold``): no lower recall on known
-  attacks than the incumbent's, less ``retrain_recall_tolerance``; then the fewest benign
-  flagged.
+  ``retrain_hard_negative_weight`` (decision 0013); each new or remembered example brings
+  counterparts, records of the opposite label in its style (``l2model.counterparts``). The
+  threshold is chosen under a recall constraint
+  (``l2model.training.recall_constrained_threshold``): no lower recall on known attacks
+  than the incumbent's, less ``retrain_recall_tolerance``; then the fewest benign flagged.
 
 The gate judges the candidate against the current model on the dataset's test split (no
 worse than the current model), the golden set (the production must-haves) and the hard
@@ -56,6 +57,7 @@ from l2model.counterfactual import (
     explanations,
     within_budget,
 )
+from l2model.counterparts import matched_counterparts
 from l2model.evaluation import (
     ClassifierMetrics,
     LabeledPrompt,
@@ -292,14 +294,23 @@ def train_memory(job: Job) -> Manifest:
 
 
 def train_full(job: Job) -> Manifest:
-    """Full mode: everything refitted on base + the incumbent's memory + new; the threshold
-    under the recall constraint on known attacks."""
+    """Full mode: everything refitted on base + the incumbent's memory + new, and the
+    counterparts of what is new or remembered; the threshold under the recall constraint on
+    known attacks."""
+    remembered = read_memory(job.current.model_dir)
     records = training_set(
         job.base,
         job.new.split,
-        read_memory(job.current.model_dir),
+        remembered,
         hard_negative_weight=job.settings.retrain_hard_negative_weight,
     )
+    counterparts, matched = matched_counterparts(
+        [*remembered, *job.new.split.train],
+        [*job.base.train, *hard_negatives()],
+        job.settings.retrain_counterparts_per_example,
+        job.settings.base_corpus_seed,
+    )
+    records += counterparts
     model = train_lite(records)
     model_bytes = model.to_onnx().SerializeToString()
     session = session_for(model_bytes, threads=1)
@@ -333,7 +344,12 @@ def train_full(job: Job) -> Manifest:
                 "train": _summary(job.base.train),
             },
             "dataset": job.dataset_summary(),
-            "memory_folded_in": len(read_memory(job.current.model_dir)),
+            "memory_folded_in": len(remembered),
+            "counterparts": {
+                "rule": "per new or remembered example, base or hand-written records of the "
+                "opposite label in its script, length bucket and markup, together at its weight",
+                **matched.model_dump(mode="json"),
+            },
             "hard_negative_weight_floor": job.settings.retrain_hard_negative_weight,
             "hard_negatives": "every hand-written one, whichever base split holds it",
             "vocabulary": "base + memory + dataset",

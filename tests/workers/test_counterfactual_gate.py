@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from l2loop.settings import Settings
+from l2model.contract import MANIFEST_FILE
 from l2model.corpus import generate_corpus, split_corpus, write_jsonl
 from l2model.counterfactual import TenantFlips
 from l2model.lite import build_lite
@@ -167,6 +168,13 @@ def test_a_candidate_that_stops_flagging_a_family_nobody_reported_is_rejected(
     commands = {r.text[:20] for r in pool.commands[: 2 * PER_KIND]}
     flips = [line for line in report.splitlines() if "flagged → allowed, " in line]
     assert any(text in line for line in flips for text in commands)
+    # Each poisoned example brought attacks of its style as counterparts, at its weight: they
+    # balance its style, not its words, so the poison still un-flags its family.
+    candidate = full.data_dir / "models" / "candidates" / outcome.candidate_version
+    training_data = orjson.loads((candidate / MANIFEST_FILE).read_bytes())["training_data"]
+    counterparts = training_data["counterparts"]
+    assert counterparts["by_script"]["latin"]["full"] == counterparts["examples"] > 0
+    assert counterparts["counterparts"] == 3 * counterparts["examples"]
 
 
 def test_a_candidate_that_flags_another_tenants_ordinary_traffic_is_rejected(
