@@ -297,7 +297,9 @@ def train_full(job: Job) -> Manifest:
     """Full mode: everything refitted on base + the incumbent's memory + new, and the
     counterparts of what is new or remembered; the threshold under the recall constraint on
     known attacks."""
-    remembered = read_memory(job.current.model_dir)
+    # The memory holds the hand-written hard negatives too; the base set has them already.
+    written = {text_key(r.text) for r in hard_negatives()}
+    remembered = [r for r in read_memory(job.current.model_dir) if text_key(r.text) not in written]
     records = training_set(
         job.base,
         job.new.split,
