@@ -148,20 +148,13 @@ class FlipExample(BaseModel):
     text: str  # the first EXAMPLE_CHARS characters
 
 
-class CounterfactualReport(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class CounterfactualReport(FlipCounts):
+    """The whole sample's counts (key "all"), then by tenant, language and category."""
 
     old: str
     new: str
     budget: FlipBudget
-    events: int
     tenants: int
-    flagged_before: int
-    flagged_after: int
-    to_allowed: int
-    to_flagged: int
-    unexplained_to_allowed: int
-    unexplained_to_flagged: int
     allowance: int
     by_tenant: list[TenantFlips]
     by_language: list[FlipCounts]
@@ -169,10 +162,6 @@ class CounterfactualReport(BaseModel):
     examples: list[FlipExample]
     rules: list[RuleResult]
     accepted: bool
-
-    @property
-    def unexplained(self) -> int:
-        return self.unexplained_to_allowed + self.unexplained_to_flagged
 
     def summary(self) -> str:
         """One line: what the replay saw and how much of it nothing explains."""
@@ -230,17 +219,11 @@ def counterfactual_report(
     allowance = budget.allowance(len(sample))
     rules = _rules(by_tenant, overall, allowance, budget)
     return CounterfactualReport(
+        **overall.model_dump(),
         old=old,
         new=new,
         budget=budget,
-        events=len(sample),
         tenants=len(by_tenant),
-        flagged_before=overall.flagged_before,
-        flagged_after=overall.flagged_after,
-        to_allowed=overall.to_allowed,
-        to_flagged=overall.to_flagged,
-        unexplained_to_allowed=overall.unexplained_to_allowed,
-        unexplained_to_flagged=overall.unexplained_to_flagged,
         allowance=allowance,
         by_tenant=by_tenant,
         by_language=group(languages),
