@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/l2loop up
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
 	$(BIN)/mypy
+
+test: lint typecheck
 	$(BIN)/pytest -ra
 
 bench: $(STAMP)

@@ -191,10 +191,6 @@ class Health:
             DEPENDENCY_OUTAGE_SECONDS.labels(dependency).set(0)
         return outage
 
-    @property
-    def degraded(self) -> bool:
-        return bool(self._outages)
-
     def report(self) -> HealthReport:
         now = time.monotonic()
         with self._lock:

@@ -5,7 +5,7 @@
 - ``train.jsonl``, ``val.jsonl``, ``test.jsonl``: ``TrainingRecord`` lines (the incremental
   additions format, ``l2model.corpus.read_jsonl`` reads them): the period's curated examples,
   weighted, and the variations of its false positives. The base corpus is not copied in: the
-  trainer has it (``base_split``); the additions are deduplicated against it.
+  trainer has it (``workers.retrain.base_corpus``); the additions are deduplicated against it.
 - ``rejected.jsonl``: every line that could not be used, with file, line and reason.
 - ``conflicts.jsonl``: texts held back because they were reported both ways, or contradict
   the base corpus's label.
@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2model.corpus import CorpusSplit, generate_corpus, split_corpus
+from l2model.corpus import generate_corpus
 from l2model.corpus.dataset import stratum
 from l2model.corpus.variations import Paraphraser, near_duplicate_key
 from l2model.golden import golden_text_keys
@@ -190,12 +190,6 @@ class AssembledDataset:
 
 
 ProgressCallback = Callable[[AssemblyProgress], None]
-
-
-def base_split(settings: Settings) -> CorpusSplit:
-    """The base corpus the datasets extend, split as the committed model's trainer splits it."""
-    config = AssemblyConfig.from_settings(settings)
-    return split_corpus(generate_corpus(config.base_size, config.base_seed), config.base_seed)
 
 
 def assemble_dataset(

@@ -101,7 +101,6 @@ class CanaryJob:
         self._per_s = settings.canary_probes_per_min / 60.0
         self._max_batch = max(1, round(self._per_s * settings.canary_tick_s * MAX_CATCH_UP_TICKS))
         self._began: float | None = None
-        self._owed = 0.0
         self.sent = 0
 
     def due(self) -> int:
