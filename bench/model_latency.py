@@ -1,6 +1,8 @@
-"""Model latency, throughput and memory: the lite model, and MiniLM fp32 and INT8 when given.
+"""Model latency, throughput and memory: the lite model, retrained candidates and MiniLM fp32
+and INT8 when given.
 
-    python bench/model_latency.py [--minilm var/models/minilm] [--threads 1 2]
+    python bench/model_latency.py [--candidate DIR ...] [--minilm var/models/minilm]
+        [--threads 1 2]
 
 For each model and intra-op thread count, in a fresh process so that its memory is that of
 a scorer holding that one model: the RSS before and after loading and its peak over the
@@ -38,7 +40,7 @@ import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
 from l2model.artifacts import default_model_dir
-from l2model.contract import MODEL_FILE
+from l2model.contract import MODEL_FILE, Manifest
 from l2model.corpus import DEFAULT_SIZE, generate_corpus, split_corpus
 from l2model.evaluation import LatencyStats, batched_throughput, single_prompt_latency
 from l2model.runtime import L2Model
@@ -215,6 +217,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lite", type=Path, default=default_model_dir())
     parser.add_argument("--minilm", type=Path, default=None, help="MiniLM model directory")
+    parser.add_argument(
+        "--candidate",
+        type=Path,
+        action="append",
+        default=[],
+        help="a retrained model directory (a registry version, say, with its memory) measured "
+        "beside --lite, its baseline; repeatable",
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--single", type=int, default=200, help="short prompts timed alone")
     parser.add_argument("--long-single", type=int, default=50, help="long prompts timed alone")
@@ -226,6 +236,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     lite = Variant(
         label="lite", model_dir=args.lite, file_bytes=(args.lite / MODEL_FILE).stat().st_size
     )
+    candidates = [
+        Variant(
+            label=f"lite {Manifest.read(path).version} ({path.name})",
+            model_dir=path,
+            file_bytes=(path / MODEL_FILE).stat().st_size,
+        )
+        for path in args.candidate
+    ]
     print(
         f"{platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} CPUs, "
         f"onnxruntime {ort.__version__}; {len(prompts.short_single)} short and "
@@ -233,10 +251,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"short and {len(prompts.long_batched)} long per batched run\n"
     )
     if args.minilm is None:
-        rows = run([lite], args.threads, prompts)
+        rows = run([lite, *candidates], args.threads, prompts)
     else:
         with minilm_variants(args.minilm) as minilm:
-            rows = run([lite, *minilm], args.threads, prompts)
+            rows = run([lite, *candidates, *minilm], args.threads, prompts)
     print(markdown(rows))
 
 

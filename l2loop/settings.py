@@ -236,10 +236,9 @@ class Settings(BaseSettings):
     # significance on a thousand attacks, so that learning never trades recall for FPs.
     retrain_recall_tolerance: float = Field(0.005, ge=0, lt=1)
     # The memory's prototypes: each confirmed example's heaviest TF-IDF features (64 keep the
-    # gap between a report's neighbours and unrelated traffic that full vectors show, for a
-    # graph a few hundred kilobytes larger per thousand examples; decision 0019), and how
-    # far past the threshold, in logits, each moves its own text (one logit: its odds cross
-    # the cut by a factor e).
+    # gap between a report's neighbours and unrelated traffic that full vectors show, at 768
+    # bytes of graph per example; decision 0019), and how far past the threshold, in logits,
+    # each moves its own text (one logit: its odds cross the cut by a factor e).
     memory_features_per_example: int = Field(64, ge=8, le=4096)
     memory_margin: float = Field(1.0, gt=0)
     # The least weight a hard negative is trained with in a retraining set, base or new: the

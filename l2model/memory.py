@@ -20,8 +20,9 @@ direction's constraint on prompts whose labels are known: un-flagging (false pos
 cost at most ``recall_tolerance`` of recall on known attacks; flagging (misses) may flag no
 known-benign prompt the incumbent let through.
 
-In the graph, the memory is a Gather of the union of the prototypes' features, a MatMul, and
-a few element-wise nodes on ``binary_margin``: the other heads are the incumbent's.
+In the graph, the memory is a Gather of each prototype's features, a product with its values
+summed per prototype, and a few element-wise nodes on ``binary_margin``: the other heads are
+the incumbent's. Its size is linear in the examples (12 bytes per kept feature).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 import orjson
+import scipy.sparse as sp
 from onnx import helper, numpy_helper
 from pydantic import BaseModel, ConfigDict
 
@@ -98,18 +100,35 @@ class MemorySummary(BaseModel):
 
 @dataclass(frozen=True)
 class Prototypes:
-    """The examples' pruned, normalised vectors over the union of their kept features."""
+    """The examples' pruned, normalised vectors: row j holds prototype j's feature indices
+    and values (zero-padded where a text has fewer features). Stored sparse, in the graph as
+    here: a memory of m examples costs m by k indices and values, not a matrix over the
+    union of their features (which grows with m too)."""
 
-    union: np.ndarray  # (u,) int64 feature indices
-    weights: np.ndarray  # (u, m) float32, column j = prototype j
+    indices: np.ndarray  # (m, k) int64 feature indices
+    values: np.ndarray  # (m, k) float32, each row of unit norm
     labels: np.ndarray  # (m,) 0/1
     amounts: np.ndarray  # (m,) float32 logits
 
+    @property
+    def union(self) -> np.ndarray:
+        """The features any prototype holds: the columns a text's features are read on."""
+        found: np.ndarray = np.unique(self.indices[self.values > 0])
+        return found
+
     def similarities(self, seen: Views) -> np.ndarray:
-        """(N, m) cosines of texts (their features on the union) with every prototype, as
+        """(N, m) cosines of texts (their features on ``union``) with every prototype, as
         the graph computes them."""
         assert seen.picked is not None
-        sims: np.ndarray = (seen.picked @ self.weights) / seen.norms
+        rows, columns = np.nonzero(self.values > 0)
+        weights = sp.csr_matrix(
+            (
+                self.values[rows, columns],
+                (np.searchsorted(self.union, self.indices[rows, columns]), rows),
+            ),
+            shape=(seen.picked.shape[1], len(self.labels)),
+        )
+        sims: np.ndarray = np.asarray(weights.T @ seen.picked.T).T / seen.norms
         return sims
 
     def pull(self, sims: np.ndarray, label: int, kernel: tuple[float, float]) -> np.ndarray:
@@ -218,18 +237,13 @@ def prototypes(seen: Views, labels: np.ndarray, *, threshold: float, margin: flo
     """Each example's heaviest features (``seen.top``), normalised; its amount is what moves
     it past ``threshold`` by ``margin`` logits (at least ``margin``)."""
     assert seen.top is not None and seen.top_values is not None
-    union = np.unique(seen.top[seen.top_values > 0])
-    position = np.searchsorted(union, seen.top)
-    weights = np.zeros((len(union), len(labels)), np.float32)
-    for j in range(len(labels)):
-        values = np.where(seen.top_values[j] > 0, seen.top_values[j], 0.0)
-        norm = float(np.linalg.norm(values)) or 1.0
-        kept = values > 0
-        weights[position[j][kept], j] = values[kept] / norm
+    values = np.where(seen.top_values > 0, seen.top_values, 0.0)
+    norms = np.linalg.norm(values, axis=1, keepdims=True)
+    values = (values / np.where(norms > 0, norms, 1.0)).astype(np.float32)
     cut = logit(threshold)
     gaps = np.where(labels == 1, cut - seen.margins, seen.margins - cut)
     amounts = (np.maximum(gaps, 0.0) + margin).astype(np.float32)
-    return Prototypes(union.astype(np.int64), weights, labels.astype(np.int64), amounts)
+    return Prototypes(seen.top.astype(np.int64), values, labels.astype(np.int64), amounts)
 
 
 def leave_one_out(protos: Prototypes, examples: Views) -> np.ndarray:
@@ -357,8 +371,20 @@ def with_memory(
         graph.node.append(helper.make_node(op, inputs, [output], name=name, **attrs))
         return output
 
-    picked = node("Gather", [FEATURES, const("union", protos.union)], PREFIX + "picked", axis=1)
-    dots = node("MatMul", [picked, const("weights", protos.weights)], PREFIX + "dots")
+    # Features by row (F, N): a prototype's features are then whole rows, which Gather
+    # copies as blocks; gathering columns of (N, F) one element at a time cost more than
+    # the rest of the graph.
+    count, width = protos.indices.shape
+    by_feature = node("Transpose", [FEATURES], PREFIX + "by_feature", perm=[1, 0])
+    flat = const("indices", protos.indices.reshape(-1))
+    picked = node("Gather", [by_feature, flat], PREFIX + "picked", axis=0)
+    shape = const("shape", np.array([count, width, -1], np.int64))
+    grouped = node("Reshape", [picked, shape], PREFIX + "grouped")
+    values = const("values", protos.values[:, :, None])
+    products = node("Mul", [grouped, values], PREFIX + "products")
+    middle = const("middle", np.array([1], np.int64))
+    summed = node("ReduceSum", [products, middle], PREFIX + "summed", keepdims=0)
+    dots = node("Transpose", [summed], PREFIX + "dots", perm=[1, 0])
     axis = const("axis", np.array([1], np.int64))
     norms = node("ReduceL2", [FEATURES, axis], PREFIX + "norms", keepdims=1)
     floor = node("Max", [norms, const("floor", np.array(1e-12, np.float32))], PREFIX + "safe")
