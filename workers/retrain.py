@@ -87,7 +87,7 @@ from streams.curated_store import CuratedStore
 from streams.verdict_store import connect
 from workers.assembler import VARIATION_SOURCE
 from workers.promotion import Promotion, promote_version
-from workers.traffic_sample import SampleStats, read_traffic_sample
+from workers.traffic_sample import SampleStats, sample_recent_traffic
 
 log = get_logger(__name__)
 
@@ -608,7 +608,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
     current = L2Model.load(asyncio.run(_current_model_dir(settings)))
     registry = ModelRegistry(settings.registry_root)
     version = next_version(registry, current.version)
-    traffic = asyncio.run(read_traffic_sample(settings))
+    traffic = asyncio.run(sample_recent_traffic(settings))
     candidate = train_and_judge(
         settings,
         new,

@@ -26,6 +26,7 @@ through the model in service and the candidate. What it reads:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.clients import topic_reader
 from l2loop.logs import get_logger
+from l2loop.resilience import retry_until_done
 from l2loop.settings import Settings
 from l2model.counterfactual import TrafficEvent
 from l2model.golden import is_golden_text
@@ -160,8 +162,8 @@ async def read_traffic_sample(settings: Settings, *, now: datetime | None = None
     complete = True
     if settings.gate_traffic_sample:
         consumer = topic_reader(settings, from_beginning=True)
-        await consumer.start()
         try:
+            await consumer.start()
             partitions = await _partitions(consumer, topic)
             complete = await _read(consumer, partitions, since, settings, sample, counts)
         finally:
@@ -184,6 +186,17 @@ async def read_traffic_sample(settings: Settings, *, now: datetime | None = None
     if not complete:
         log.warning("traffic_sample_incomplete", topic=topic, read=counts.read)
     return TrafficSample(events=events, stats=stats)
+
+
+async def sample_recent_traffic(settings: Settings) -> TrafficSample:
+    """``read_traffic_sample``, a broker outage waited out (the retraining waits for the
+    sample, it never judges a candidate on traffic it could not read)."""
+    return await retry_until_done(
+        functools.partial(read_traffic_sample, settings),
+        dependency="kafka",
+        what="traffic_sample",
+        backoff=settings.backoff,
+    )
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
