@@ -38,12 +38,12 @@ from typing import Any
 
 import orjson
 
+from l2loop.schemas.reports import CuratedExample
 from l2loop.settings import Settings
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.workers.assembler import Period, assemble_dataset
 from l2model.corpus import generate_corpus
 from l2model.record import text_key
-from schemas.reports import CuratedExample
-from streams.curated_store import CuratedStore
-from workers.assembler import Period, assemble_dataset
 
 QUARTER = Period.quarter("2026Q3")
 STEPS = ("floor", "store", "assemble")

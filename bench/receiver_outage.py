@@ -32,9 +32,9 @@ from l2loop.embedded import free_port
 from l2loop.logs import configure
 from l2loop.services import serving_settings
 from l2loop.settings import Settings
+from l2loop.streams.topics import ensure_topics
 from l2loop.up import l2loop_process, running
 from l2model.golden import load_golden
-from streams.topics import ensure_topics
 
 
 class Receiver(BaseHTTPRequestHandler):

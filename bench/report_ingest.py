@@ -48,21 +48,21 @@ from scoring_throughput import PROMPTS, Figures, events, fresh, measure, send_ke
 from l2loop.clients import tail_records
 from l2loop.embedded import free_port
 from l2loop.logs import configure
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.reports import CuratedExample, LabelReport, ReportRoute
+from l2loop.schemas.verdicts import StoredVerdict, Verdict
 from l2loop.services import serving_settings
 from l2loop.settings import Settings
+from l2loop.streams.decoding import RawRecord
+from l2loop.streams.report_admission import ReportLedger
+from l2loop.streams.scoring import Scorer
+from l2loop.streams.suppressions import SuppressionStore
+from l2loop.streams.tenants import TenantKeys
+from l2loop.streams.topics import LABEL_REPORTS, SCAN_VERDICTS, ensure_topics
+from l2loop.streams.verdict_store import VerdictStore, connect
 from l2loop.up import l2loop_process, percentile, running
 from l2model.record import TrainingRecord, text_key
 from l2model.runtime import L2Model
-from schemas.codec import to_bytes
-from schemas.reports import CuratedExample, LabelReport, ReportRoute
-from schemas.verdicts import StoredVerdict, Verdict
-from streams.decoding import RawRecord
-from streams.report_admission import ReportLedger
-from streams.scoring import Scorer
-from streams.suppressions import SuppressionStore
-from streams.tenants import TenantKeys
-from streams.topics import LABEL_REPORTS, SCAN_VERDICTS, ensure_topics
-from streams.verdict_store import VerdictStore, connect
 
 TENANT = "bench"  # the tenant of scoring_throughput's events
 

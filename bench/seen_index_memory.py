@@ -23,7 +23,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from l2loop.embedded import free_port, redis_process
-from streams.verdict_store import SeenEvent, VerdictStore, event_digest
+from l2loop.streams.verdict_store import SeenEvent, VerdictStore, event_digest
 
 BATCH = 256
 START = datetime(2026, 12, 1, tzinfo=UTC)

@@ -78,20 +78,16 @@ from scoring_throughput import fresh, send_keyed
 
 from l2loop.embedded import ManagedProcess, free_port
 from l2loop.logs import configure
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.windows import Alert, WindowStats
 from l2loop.services import serving_settings
 from l2loop.settings import Settings
-from l2loop.up import l2loop_process, running
-from l2model.contract import Manifest
-from l2model.golden import load_golden
-from l2model.registry import ModelPointer, ModelRegistry
-from schemas.codec import to_bytes
-from schemas.windows import Alert, WindowStats
-from streams.alert_rules import Thresholds, fp_rate_spike
-from streams.topics import ALERTS, SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS, ensure_topics
-from streams.transport import FETCH_MAX_WAIT_MS
-from streams.verdict_store import connect
-from streams.window_store import RedisWindowState
-from streams.windows import (
+from l2loop.streams.alert_rules import Thresholds, fp_rate_spike
+from l2loop.streams.topics import ALERTS, SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS, ensure_topics
+from l2loop.streams.transport import FETCH_MAX_WAIT_MS
+from l2loop.streams.verdict_store import connect
+from l2loop.streams.window_store import RedisWindowState
+from l2loop.streams.windows import (
     FP,
     GT_BENIGN,
     SourcePartition,
@@ -100,9 +96,13 @@ from streams.windows import (
     epoch_ms,
     render,
 )
-from workers.canary import ProbeCycle, canary_event
-from workers.demo_traffic import demo_prompts
-from workers.spike import register_spike_model
+from l2loop.up import l2loop_process, running
+from l2loop.workers.canary import ProbeCycle, canary_event
+from l2loop.workers.demo_traffic import demo_prompts
+from l2loop.workers.spike import register_spike_model
+from l2model.contract import Manifest
+from l2model.golden import load_golden
+from l2model.registry import ModelPointer, ModelRegistry
 
 HOUR = timedelta(hours=1)
 PROBE_TENANT = "bench-probe"

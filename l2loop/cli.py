@@ -17,20 +17,20 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from l2loop.logs import configure, logging_config
+from l2loop.schemas.windows import Alert, Rate
 from l2loop.settings import Settings
 from l2model.cli import model
 from l2model.private import private_dir, write_private
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
-from schemas.windows import Alert, Rate
 
 if TYPE_CHECKING:
-    from streams.alert_store import AlertStore
+    from l2loop.streams.alert_store import AlertStore
 
 if TYPE_CHECKING:
-    from schemas.reports import QuarantinedReport, ReviewAction
-    from streams.reports import ReportServices
-    from streams.review_groups import ReviewGroup
-    from streams.tenants import ReporterRecord, TenantKeys, TenantRecord
+    from l2loop.schemas.reports import QuarantinedReport, ReviewAction
+    from l2loop.streams.reports import ReportServices
+    from l2loop.streams.review_groups import ReviewGroup
+    from l2loop.streams.tenants import ReporterRecord, TenantKeys, TenantRecord
 
 T = TypeVar("T")
 
@@ -77,8 +77,8 @@ def worker(settings: Settings) -> None:
     """Run the Faust worker (score agent). Embedded broker/Redis when none is configured."""
     from l2loop.resilience import EXIT_UNAVAILABLE, DependencyUnreachable
     from l2loop.services import await_services, serving_settings
+    from l2loop.streams.app import RolesSplitError, Worker, create_app
     from l2model.runtime import ModelLoadError
-    from streams.app import RolesSplitError, Worker, create_app
 
     prepare_data_dir(settings)
     with serving_settings(settings) as live:
@@ -143,7 +143,7 @@ def up(
     reporting users, an optional FP spike, one quarterly cycle on the users' reports, and a
     live summary: FP rate, recall, alerts, reports, suppressions."""
     from l2loop.up import Spike, run_up
-    from workers.demo_traffic import demo_prompts
+    from l2loop.workers.demo_traffic import demo_prompts
 
     configure("warn")
     spike = Spike(at_s=spike_at, for_s=spike_for) if spike_at is not None else None
@@ -173,7 +173,7 @@ def canary(settings: Settings, per_min: float | None, duration: float) -> None:
     import signal
 
     from l2loop.services import attached_settings
-    from workers.canary import run_canary
+    from l2loop.workers.canary import run_canary
 
     live = attached_settings(settings)
     if per_min is not None:
@@ -246,7 +246,7 @@ def schemas() -> None:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 def schemas_export(directory: Path) -> None:
     """Write one JSON Schema file per record type into DIRECTORY."""
-    from schemas.export import export_json_schemas
+    from l2loop.schemas.export import export_json_schemas
 
     for path in export_json_schemas(directory):
         click.echo(str(path))
@@ -257,7 +257,7 @@ def schemas_export(directory: Path) -> None:
 def topics(settings: Settings) -> None:
     """Create the missing topics on the configured broker and list all of the loop's."""
     from l2loop.services import attached_settings
-    from streams.topics import TOPICS, ensure_topics
+    from l2loop.streams.topics import TOPICS, ensure_topics
 
     live = attached_settings(settings)
     created = set(asyncio.run(ensure_topics(live)))
@@ -289,8 +289,8 @@ def api(settings: Settings, host: str | None, port: int | None) -> None:
 
 
 def _alert_store_call(settings: Settings, call: Callable[[AlertStore], Awaitable[T]]) -> T:
-    from streams.alert_store import AlertStore
-    from streams.verdict_store import connect
+    from l2loop.streams.alert_store import AlertStore
+    from l2loop.streams.verdict_store import connect
 
     async def run() -> T:
         client = connect(settings.redis_dsn)
@@ -391,7 +391,7 @@ main.add_command(model)
 
 
 def _redis_call(settings: Settings, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    from streams.verdict_store import connect
+    from l2loop.streams.verdict_store import connect
 
     async def run() -> T:
         client = connect(settings.redis_dsn)
@@ -430,7 +430,7 @@ def promote(
     (registered first). Running scorers switch within seconds, between batches. The
     suppressions made before the model's training-data cut-off expire."""
     from l2loop.services import attached_settings
-    from workers.promotion import promote_version
+    from l2loop.workers.promotion import promote_version
 
     live = attached_settings(settings)
     registry = ModelRegistry(live.registry_root)
@@ -474,7 +474,7 @@ def rollback(settings: Settings) -> None:
     """Point the scorers back at the model that was current before the last promotion. The
     suppressions that promotion expired apply again: the restored model never learnt them."""
     from l2loop.services import attached_settings
-    from streams.suppressions import SuppressionStore
+    from l2loop.streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
     registry = ModelRegistry(live.registry_root)
@@ -528,9 +528,9 @@ def suppressions() -> None:
 @click.pass_obj
 def suppressions_list(settings: Settings, tenant: str | None, ended: bool) -> None:
     """One line each: tenant, text key, when it was made, reporters, source, text preview."""
+    from l2loop.schemas.suppressions import EndedSuppression, Suppression
     from l2loop.services import attached_settings
-    from schemas.suppressions import EndedSuppression, Suppression
-    from streams.suppressions import SuppressionStore
+    from l2loop.streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
 
@@ -562,7 +562,7 @@ def suppressions_revoke(
     """End TENANT's suppression of TEXT_KEY now; a later quorum does not bring it back (a
     later release in review does)."""
     from l2loop.services import attached_settings
-    from streams.suppressions import SuppressionStore
+    from l2loop.streams.suppressions import SuppressionStore
 
     live = attached_settings(settings)
     revoked = _redis_call(
@@ -577,7 +577,7 @@ def suppressions_revoke(
 
 
 def _with_reports(settings: Settings, call: Callable[[ReportServices], Awaitable[T]]) -> T:
-    from streams.reports import report_services
+    from l2loop.streams.reports import report_services
 
     async def run() -> T:
         services = report_services(settings)
@@ -596,7 +596,7 @@ def tenants() -> None:
 
 def _tenant_call(settings: Settings, call: Callable[[TenantKeys], Awaitable[T]]) -> T:
     from l2loop.services import attached_settings
-    from streams.tenants import TenantError
+    from l2loop.streams.tenants import TenantError
 
     try:
         return _with_reports(attached_settings(settings), lambda s: call(s.tenants))
@@ -726,7 +726,7 @@ def review_list(settings: Settings, verbose: bool) -> None:
     quarantine reason, reports per tenant, model score range, the leader and a preview of
     its text (every member's text is close to it)."""
     from l2loop.services import attached_settings
-    from streams.review_groups import group_reports
+    from l2loop.streams.review_groups import group_reports
 
     live = attached_settings(settings)
     held = _with_reports(live, lambda s: s.queue.pending())
@@ -758,8 +758,8 @@ def _decide(
     naming the group); a line for each."""
     from l2loop.clients import publisher
     from l2loop.services import attached_settings
-    from streams.reports import Reviewer, ReviewError
-    from streams.review_groups import find_group, group_reports
+    from l2loop.streams.reports import Reviewer, ReviewError
+    from l2loop.streams.review_groups import find_group, group_reports
 
     if (report_id is None) == (group is None):
         raise click.UsageError("name a REPORT_ID or a --group, one of them")
@@ -901,7 +901,7 @@ def loop_simulate(
     current model's errors on the replayed half, train and gate a candidate as a quarterly
     cycle does, and print FP rate and recall before/after on the held-out half and the
     golden set. No topic, API or Redis is involved; nothing is registered or promoted."""
-    from workers.loop_replay import render_simulation, simulate_cycle
+    from l2loop.workers.loop_replay import render_simulation, simulate_cycle
 
     share = settings.replay_report_share if report_share is None else report_share
     chosen_seed = settings.replay_seed if seed is None else seed
@@ -956,7 +956,7 @@ def loop_scenarios(
     `loop simulate`), every tenant measured on its held-out half. Prints a table and exits
     non-zero when a run misses the bar (A's FP at least halved, nobody's FP or recall a
     point worse, the gate accepting)."""
-    from workers.scenarios import SCENARIOS, render_scenarios, run_scenarios
+    from l2loop.workers.scenarios import SCENARIOS, render_scenarios, run_scenarios
 
     try:
         chosen_seeds = [int(seed) for seed in seeds.split(",") if seed.strip()]
@@ -1072,7 +1072,7 @@ def scheduler(settings: Settings) -> None:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from l2loop.services import attached_settings
-    from workers.scheduler import JOB_ID, configure_scheduler, start_scheduler
+    from l2loop.workers.scheduler import JOB_ID, configure_scheduler, start_scheduler
 
     live = attached_settings(settings)
     running = configure_scheduler(BackgroundScheduler(), live)
@@ -1106,8 +1106,8 @@ def dataset_assemble(
     """Assemble the dataset of a quarter or a date range now (and with --retrain close the
     loop on it). Waits for no one but a cycle of the same period running elsewhere."""
     from l2loop.services import attached_settings
-    from workers.assembler import Period
-    from workers.scheduler import due_period, now_utc, run_exclusively
+    from l2loop.workers.assembler import Period
+    from l2loop.workers.scheduler import due_period, now_utc, run_exclusively
 
     if quarter is not None and (since or until):
         raise click.UsageError("give --quarter or --since/--until, not both")

@@ -45,28 +45,24 @@ from l2loop.clients import produce_lines, publisher, topic_reader
 from l2loop.embedded import ManagedProcess, free_port
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.events import ScanEvent
+from l2loop.schemas.reports import QuarantinedReport, ReportRoute, ReviewAction
+from l2loop.schemas.verdicts import Verdict
 from l2loop.services import await_services, redis_address, serving
 from l2loop.settings import Settings
+from l2loop.streams.alert_sinks import RECEIVER_ERRORS
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.streams.report_admission import ReportLedger
+from l2loop.streams.report_rules import claimed_label
+from l2loop.streams.reports import ReportServices, Reviewer, report_services
+from l2loop.streams.review_groups import ReviewGroup, group_reports
+from l2loop.streams.topics import SCAN_EVENTS, SCAN_VERDICTS
+from l2loop.streams.verdict_store import connect
 from l2loop.up import l2loop_process, running
-from l2model.evaluation import LabeledPrompt, read_labeled
-from l2model.private import private_dir, write_private
-from l2model.registry import ModelPointer, ModelRegistry
-from l2model.runtime import L2Model
-from schemas.codec import to_bytes
-from schemas.events import ScanEvent
-from schemas.reports import QuarantinedReport, ReportRoute, ReviewAction
-from schemas.verdicts import Verdict
-from streams.alert_sinks import RECEIVER_ERRORS
-from streams.curated_store import CuratedStore
-from streams.report_admission import ReportLedger
-from streams.report_rules import claimed_label
-from streams.reports import ReportServices, Reviewer, report_services
-from streams.review_groups import ReviewGroup, group_reports
-from streams.topics import SCAN_EVENTS, SCAN_VERDICTS
-from streams.verdict_store import connect
-from workers.assembler import Period
-from workers.demo_reporters import issue_keys, post_reports
-from workers.loop_replay import (
+from l2loop.workers.assembler import Period
+from l2loop.workers.demo_reporters import issue_keys, post_reports
+from l2loop.workers.loop_replay import (
     DrawnReports,
     Figures,
     analyst_family,
@@ -79,8 +75,12 @@ from workers.loop_replay import (
     sample_prompts,
     split_halves,
 )
-from workers.retrain import base_corpus
-from workers.scheduler import CycleRecord, run_exclusively
+from l2loop.workers.retrain import base_corpus
+from l2loop.workers.scheduler import CycleRecord, run_exclusively
+from l2model.evaluation import LabeledPrompt, read_labeled
+from l2model.private import private_dir, write_private
+from l2model.registry import ModelPointer, ModelRegistry
+from l2model.runtime import L2Model
 
 log = get_logger(__name__)
 

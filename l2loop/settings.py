@@ -9,8 +9,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from l2loop.resilience import Backoff
+from l2loop.schemas.dead_letters import MAX_RAW_BYTES
 from l2model.artifacts import default_model_dir
-from schemas.dead_letters import MAX_RAW_BYTES
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
 WORKER_ROLES = ("score", "reports", "windows", "alerts", "curated")

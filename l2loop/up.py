@@ -29,25 +29,25 @@ from l2loop.clients import topic_reader
 from l2loop.embedded import ManagedProcess, free_port
 from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS
+from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.windows import Alert, Rate, WindowStats
 from l2loop.services import announce_up, redis_address, serving
 from l2loop.settings import Settings
+from l2loop.streams.alert_rules import window_field
+from l2loop.streams.alert_store import AlertStore
+from l2loop.streams.decoding import RawRecord, decode_record
+from l2loop.streams.report_admission import ReportLedger
+from l2loop.streams.suppressions import SuppressionStore
+from l2loop.streams.topics import ALERTS, SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
+from l2loop.streams.verdict_store import connect
 from l2loop.supervision import AfterRestart, CrashLoopRule, Supervised, Supervisor
+from l2loop.workers.canary import run_canary
+from l2loop.workers.demo_reporters import SentPrompts, run_demo_reporters
+from l2loop.workers.demo_traffic import Prompt, run_demo_traffic
+from l2loop.workers.scheduler import CycleRecord, next_cycle_at
+from l2loop.workers.spike import run_spike
 from l2model.golden import load_golden
 from l2model.private import open_private, private_dir
-from schemas.dead_letters import DeadLetter
-from schemas.windows import Alert, Rate, WindowStats
-from streams.alert_rules import window_field
-from streams.alert_store import AlertStore
-from streams.decoding import RawRecord, decode_record
-from streams.report_admission import ReportLedger
-from streams.suppressions import SuppressionStore
-from streams.topics import ALERTS, SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
-from streams.verdict_store import connect
-from workers.canary import run_canary
-from workers.demo_reporters import SentPrompts, run_demo_reporters
-from workers.demo_traffic import Prompt, run_demo_traffic
-from workers.scheduler import CycleRecord, next_cycle_at
-from workers.spike import run_spike
 
 log = get_logger(__name__)
 

@@ -1,8 +1,8 @@
 """Pydantic v2 models for everything that crosses a topic, an HTTP boundary or Redis."""
 
-from schemas.dead_letters import DeadLetter, DeadLetterReason
-from schemas.events import GroundTruth, L1Hit, L1Summary, ScanEvent
-from schemas.verdicts import Action, StoredVerdict, Verdict
+from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.events import GroundTruth, L1Hit, L1Summary, ScanEvent
+from l2loop.schemas.verdicts import Action, StoredVerdict, Verdict
 
 __all__ = [
     "Action",

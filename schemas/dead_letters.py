@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.common import SCHEMA_VERSION, EventTime, utc_now
+from l2loop.schemas.common import SCHEMA_VERSION, EventTime, utc_now
 
 # Base64 makes 4 bytes of 3, so a letter at these limits stays far below the 1,000,000 bytes
 # Faust's producer sends and Kafka's default max.message.bytes (1,048,588).

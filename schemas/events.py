@@ -7,7 +7,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from schemas.common import SCHEMA_VERSION, EventTime, Identifier, Probability
+from l2loop.schemas.common import SCHEMA_VERSION, EventTime, Identifier, Probability
 
 Severity = Literal["low", "medium", "high", "critical"]
 

@@ -7,17 +7,17 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
-from schemas.dead_letters import DeadLetter
-from schemas.events import ScanEvent
-from schemas.reports import (
+from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.events import ScanEvent
+from l2loop.schemas.reports import (
     CuratedExample,
     LabelReport,
     QuarantinedReport,
     ReportOutcome,
     ReviewDecision,
 )
-from schemas.verdicts import StoredVerdict, Verdict
-from schemas.windows import Alert
+from l2loop.schemas.verdicts import StoredVerdict, Verdict
+from l2loop.schemas.windows import Alert
 
 EXPORTED: tuple[type[BaseModel], ...] = (
     ScanEvent,

@@ -7,8 +7,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from l2model.record import TrainingRecord
-from schemas.common import (
+from l2loop.schemas.common import (
     SCHEMA_VERSION,
     Detail,
     EventTime,
@@ -18,8 +17,9 @@ from schemas.common import (
     Probability,
     utc_now,
 )
-from schemas.events import MAX_TEXT_CHARS, L1Summary
-from schemas.verdicts import Verdict
+from l2loop.schemas.events import MAX_TEXT_CHARS, L1Summary
+from l2loop.schemas.verdicts import Verdict
+from l2model.record import TrainingRecord
 
 # A curated example names at most this many of the reports behind it (the one that made
 # this revision always among them); ``reporter_count`` and ``tenant_count`` count them all.

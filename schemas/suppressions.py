@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import EventTime, Identifier, Probability, utc_now
+from l2loop.schemas.common import EventTime, Identifier, Probability, utc_now
 
 PREVIEW_CHARS = 120
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import (
+from l2loop.schemas.common import (
     SCHEMA_VERSION,
     EventTime,
     Identifier,
@@ -15,7 +15,7 @@ from schemas.common import (
     Probability,
     utc_now,
 )
-from schemas.events import MAX_TEXT_CHARS, GroundTruth, L1Summary
+from l2loop.schemas.events import MAX_TEXT_CHARS, GroundTruth, L1Summary
 
 Action = Literal["allow", "warn", "block"]
 

@@ -7,7 +7,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.common import SCHEMA_VERSION, Detail, EventTime, ModelVersion, Name, utc_now
+from l2loop.schemas.common import SCHEMA_VERSION, Detail, EventTime, ModelVersion, Name, utc_now
 
 
 class Interval(BaseModel):

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from l2loop.schemas.common import utc_now
+from l2loop.schemas.windows import Alert, AlertRule, Rate, WindowStats
 from l2loop.settings import Settings
-from schemas.common import utc_now
-from schemas.windows import Alert, AlertRule, Rate, WindowStats
 
 Reading = Literal["crossed", "clear", "between", "too_few"]
 

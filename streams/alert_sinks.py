@@ -25,10 +25,10 @@ from pydantic import ValidationError
 
 from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS, Backoff, retry_until_done
-from schemas.codec import to_bytes
-from schemas.common import utc_now
-from schemas.windows import Alert, AlertmanagerAlert, AlertmanagerWebhook, PostableAlert
-from streams.alert_store import AlertStore
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.common import utc_now
+from l2loop.schemas.windows import Alert, AlertmanagerAlert, AlertmanagerWebhook, PostableAlert
+from l2loop.streams.alert_store import AlertStore
 
 log = get_logger(__name__)
 

@@ -22,9 +22,9 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from l2loop.logs import get_logger
-from schemas.codec import to_bytes
-from schemas.windows import Alert, WindowStats
-from streams.alert_rules import Change, window_field
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.windows import Alert, WindowStats
+from l2loop.streams.alert_rules import Change, window_field
 
 log = get_logger(__name__)
 

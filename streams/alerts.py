@@ -21,10 +21,10 @@ from prometheus_client import Counter, Gauge
 
 from l2loop.logs import get_logger
 from l2loop.resilience import crash_only, retry_until_done
+from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.windows import Alert, WindowStats
 from l2loop.settings import Settings
-from schemas.dead_letters import DeadLetter
-from schemas.windows import Alert, WindowStats
-from streams.alert_rules import (
+from l2loop.streams.alert_rules import (
     RULES,
     Evaluation,
     Thresholds,
@@ -34,7 +34,7 @@ from streams.alert_rules import (
     trailing_starts,
     window_field,
 )
-from streams.alert_sinks import (
+from l2loop.streams.alert_sinks import (
     LEASE_TTL_S,
     AlertmanagerReceiver,
     AlertReceiver,
@@ -44,10 +44,10 @@ from streams.alert_sinks import (
     TopicReceiver,
     WebhookReceiver,
 )
-from streams.alert_store import AlertStore
-from streams.decoding import RawRecord, decode_record, raw_records
-from streams.topics import ALERTS, WINDOW_STATS
-from streams.verdict_store import connect
+from l2loop.streams.alert_store import AlertStore
+from l2loop.streams.decoding import RawRecord, decode_record, raw_records
+from l2loop.streams.topics import ALERTS, WINDOW_STATS
+from l2loop.streams.verdict_store import connect
 
 log = get_logger(__name__)
 

@@ -14,16 +14,16 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-import schemas.codec
-import streams.transport  # noqa: F401  (registers the l2kafka:// transport)
+import l2loop.streams.transport  # noqa: F401  (registers the l2kafka:// transport)
 from l2loop.logs import logging_config
 from l2loop.resilience import HEALTH, exit_after
+from l2loop.schemas.codec import CODEC_NAME
 from l2loop.settings import Settings
-from streams.alerts import register_alert_agent
-from streams.curated_sink import register_curated_sink
-from streams.reports import register_report_agent
-from streams.scoring import register_score_agent
-from streams.topics import (
+from l2loop.streams.alerts import register_alert_agent
+from l2loop.streams.curated_sink import register_curated_sink
+from l2loop.streams.reports import register_report_agent
+from l2loop.streams.scoring import register_score_agent
+from l2loop.streams.topics import (
     CURATED_EXAMPLES,
     LABEL_REPORTS,
     SCAN_EVENTS,
@@ -31,7 +31,7 @@ from streams.topics import (
     SCAN_VERDICTS,
     WINDOW_STATS,
 )
-from streams.windows import register_window_agent
+from l2loop.streams.windows import register_window_agent
 
 
 class RolesSplitError(ValueError):
@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
         datadir=str(settings.data_dir / "faust"),
         key_serializer="raw",
-        value_serializer=schemas.codec.CODEC_NAME,
+        value_serializer=CODEC_NAME,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         # Topics are created by streams.topics before the worker starts; the leader topic

@@ -22,15 +22,15 @@ from prometheus_client import Counter
 
 from l2loop.logs import get_logger
 from l2loop.resilience import crash_only
+from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.reports import CuratedExample
+from l2loop.schemas.suppressions import Suppression
 from l2loop.settings import Settings
-from schemas.dead_letters import DeadLetter
-from schemas.reports import CuratedExample
-from schemas.suppressions import Suppression
-from streams.curated_store import CuratedStore
-from streams.decoding import RawRecord, decode_record, raw_records
-from streams.suppressions import SuppressionStore
-from streams.topics import CURATED_EXAMPLES
-from streams.verdict_store import connect
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.streams.decoding import RawRecord, decode_record, raw_records
+from l2loop.streams.suppressions import SuppressionStore
+from l2loop.streams.topics import CURATED_EXAMPLES
+from l2loop.streams.verdict_store import connect
 
 log = get_logger(__name__)
 

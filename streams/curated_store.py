@@ -42,9 +42,9 @@ import orjson
 from pydantic import ValidationError
 
 from l2loop.logs import get_logger
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.reports import CuratedExample
 from l2model.private import open_private, private_dir
-from schemas.codec import to_bytes
-from schemas.reports import CuratedExample
 
 log = get_logger(__name__)
 

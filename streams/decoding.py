@@ -18,8 +18,8 @@ import orjson
 from faust.types import EventT
 from pydantic import BaseModel, ValidationError
 
-from schemas.common import clip
-from schemas.dead_letters import (
+from l2loop.schemas.common import clip
+from l2loop.schemas.dead_letters import (
     MAX_ERROR_CHARS,
     MAX_KEY_BYTES,
     MAX_RAW_BYTES,

@@ -26,10 +26,10 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
-from schemas.codec import to_bytes
-from schemas.reports import LabelReport, ReportOutcome, ReportRoute
-from schemas.verdicts import StoredVerdict
-from streams.report_rules import (
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.reports import LabelReport, ReportOutcome, ReportRoute
+from l2loop.schemas.verdicts import StoredVerdict
+from l2loop.streams.report_rules import (
     Rejection,
     RejectReason,
     check_report,
@@ -38,8 +38,8 @@ from streams.report_rules import (
     quota_window,
     retry_after,
 )
-from streams.tenants import TenantKeys
-from streams.verdict_store import VerdictStore
+from l2loop.streams.tenants import TenantKeys
+from l2loop.streams.verdict_store import VerdictStore
 
 REPORTS_TOTAL = Counter(
     "l2loop_reports_total",

@@ -12,19 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from l2model.contract import CONTEXTS, FAMILIES
-from l2model.record import BENIGN, text_key
-from schemas.common import MAX_DETAIL_CHARS, clip
-from schemas.reports import (
+from l2loop.schemas.common import MAX_DETAIL_CHARS, clip
+from l2loop.schemas.reports import (
     MAX_REPORT_IDS,
     CuratedExample,
     LabelReport,
     QuarantinedReport,
     QuarantineReason,
 )
-from schemas.verdicts import StoredVerdict
-from streams.tenants import TenantRecord
-from streams.verdict_store import event_digest
+from l2loop.schemas.verdicts import StoredVerdict
+from l2loop.streams.tenants import TenantRecord
+from l2loop.streams.verdict_store import event_digest
+from l2model.contract import CONTEXTS, FAMILIES
+from l2model.record import BENIGN, text_key
 
 THREAT_FAMILIES = tuple(family for family in FAMILIES if family != BENIGN)
 

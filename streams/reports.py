@@ -34,13 +34,10 @@ from faust.streams import Stream
 
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
-from l2loop.settings import Settings
-from l2model.golden import golden_text_keys
-from l2model.record import text_key
-from schemas.codec import to_bytes
-from schemas.common import utc_now
-from schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
-from schemas.reports import (
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.common import utc_now
+from l2loop.schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
+from l2loop.schemas.reports import (
     CuratedExample,
     LabelReport,
     QuarantinedReport,
@@ -50,17 +47,18 @@ from schemas.reports import (
     ReviewAction,
     ReviewDecision,
 )
-from schemas.verdicts import StoredVerdict
-from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
-from streams.poison import PoisonGuard
-from streams.report_admission import (
+from l2loop.schemas.verdicts import StoredVerdict
+from l2loop.settings import Settings
+from l2loop.streams.decoding import RawRecord, dead_letter, decode_record, raw_records
+from l2loop.streams.poison import PoisonGuard
+from l2loop.streams.report_admission import (
     Admitted,
     Quotas,
     ReportAdmission,
     ReportLedger,
     report_key,
 )
-from streams.report_rules import (
+from l2loop.streams.report_rules import (
     RELEASED,
     Rejection,
     RejectReason,
@@ -75,10 +73,17 @@ from streams.report_rules import (
     quarantined_report,
     stored_of,
 )
-from streams.scoring import Publish
-from streams.tenants import TenantKeys
-from streams.topics import CURATED_EXAMPLES, LABEL_REPORTS, LABEL_REPORTS_DLQ, REPORT_QUARANTINE
-from streams.verdict_store import VerdictStore, connect
+from l2loop.streams.scoring import Publish
+from l2loop.streams.tenants import TenantKeys
+from l2loop.streams.topics import (
+    CURATED_EXAMPLES,
+    LABEL_REPORTS,
+    LABEL_REPORTS_DLQ,
+    REPORT_QUARANTINE,
+)
+from l2loop.streams.verdict_store import VerdictStore, connect
+from l2model.golden import golden_text_keys
+from l2model.record import text_key
 
 log = get_logger(__name__)
 

@@ -22,20 +22,20 @@ from prometheus_client import Counter, Histogram
 
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
+from l2loop.schemas.events import ScanEvent
+from l2loop.schemas.verdicts import Action, StoredVerdict, Verdict
 from l2loop.settings import Settings
+from l2loop.streams.decoding import RawRecord, dead_letter, decode_record, raw_records
+from l2loop.streams.hot_reload import ModelHolder
+from l2loop.streams.poison import PoisonGuard
+from l2loop.streams.suppressions import SuppressionStore
+from l2loop.streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
+from l2loop.streams.verdict_store import SeenEvent, VerdictStore, connect, event_digest
 from l2model.record import text_key
 from l2model.registry import ModelPointer
 from l2model.runtime import L2Model, ModelScore
-from schemas.codec import to_bytes
-from schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
-from schemas.events import ScanEvent
-from schemas.verdicts import Action, StoredVerdict, Verdict
-from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
-from streams.hot_reload import ModelHolder
-from streams.poison import PoisonGuard
-from streams.suppressions import SuppressionStore
-from streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
-from streams.verdict_store import SeenEvent, VerdictStore, connect, event_digest
 
 log = get_logger(__name__)
 

@@ -31,9 +31,9 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from l2loop.resilience import DEFAULT_BACKOFF, Backoff, retry_until_done
+from l2loop.schemas.reports import CuratedExample
+from l2loop.schemas.suppressions import PREVIEW_CHARS, EndedSuppression, Suppression
 from l2model.record import BENIGN, text_key
-from schemas.reports import CuratedExample
-from schemas.suppressions import PREVIEW_CHARS, EndedSuppression, Suppression
 
 
 def member(tenant_id: str, key: str) -> str:

@@ -17,8 +17,8 @@ from typing import Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from schemas.codec import to_bytes
-from schemas.common import EventTime, Identifier, utc_now
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.common import EventTime, Identifier, utc_now
 
 KEY_PREFIX = "l2k_"
 _TENANT_ID: TypeAdapter[str] = TypeAdapter(Identifier)

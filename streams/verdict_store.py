@@ -25,8 +25,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from schemas.codec import to_bytes
-from schemas.verdicts import StoredVerdict
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.verdicts import StoredVerdict
 
 
 def connect(dsn: str) -> aioredis.Redis:

@@ -29,9 +29,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from schemas.codec import to_bytes
-from schemas.windows import WindowStats
-from streams.windows import (
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.windows import WindowStats
+from l2loop.streams.windows import (
     HOUR,
     NO_MODEL,
     ApplyOutcome,

@@ -39,16 +39,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.common import EventTime
+from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.reports import CuratedExample
+from l2loop.schemas.verdicts import Verdict
+from l2loop.schemas.windows import Interval, LatencyQuantiles, Rate, WindowStats
 from l2loop.settings import Settings
-from schemas.codec import to_bytes
-from schemas.common import EventTime
-from schemas.dead_letters import DeadLetter, DeadLetterReason
-from schemas.reports import CuratedExample
-from schemas.verdicts import Verdict
-from schemas.windows import Interval, LatencyQuantiles, Rate, WindowStats
-from streams.decoding import RawRecord, dead_letter, decode_record, raw_records
-from streams.topics import CURATED_EXAMPLES, SCAN_EVENTS_DLQ, SCAN_VERDICTS, WINDOW_STATS
-from streams.verdict_store import connect
+from l2loop.streams.decoding import RawRecord, dead_letter, decode_record, raw_records
+from l2loop.streams.topics import CURATED_EXAMPLES, SCAN_EVENTS_DLQ, SCAN_VERDICTS, WINDOW_STATS
+from l2loop.streams.verdict_store import connect
 
 log = get_logger(__name__)
 
@@ -728,7 +728,7 @@ class WindowAggregator:
 def register_window_agent(app: faust.App, settings: Settings) -> None:
     """Declares the window agent: verdicts, dead letters, labels -> window-stats + Redis."""
     # The Redis state builds on this module's types; imported here to keep the cycle out.
-    from streams.window_store import RedisWindowState
+    from l2loop.streams.window_store import RedisWindowState
 
     topics = WindowTopics.from_settings(settings)
     config = WindowConfig.from_settings(settings)

@@ -52,15 +52,15 @@ import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from l2loop.logs import get_logger
+from l2loop.schemas.reports import CuratedExample
 from l2loop.settings import Settings
+from l2loop.streams.curated_store import REDACTED_AT, STORE_DIR, CuratedStore
 from l2model.corpus import generate_corpus
 from l2model.corpus.dataset import stratum
 from l2model.corpus.variations import Paraphraser, near_duplicate_key
 from l2model.golden import golden_text_keys
 from l2model.private import open_private, private_dir
 from l2model.record import TrainingRecord, text_key
-from schemas.reports import CuratedExample
-from streams.curated_store import REDACTED_AT, STORE_DIR, CuratedStore
 
 log = get_logger(__name__)
 

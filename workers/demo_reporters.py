@@ -27,15 +27,15 @@ import httpx
 from l2loop.clients import topic_reader
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
+from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.verdicts import Verdict
 from l2loop.settings import Settings
-from schemas.dead_letters import DeadLetter
-from schemas.verdicts import Verdict
-from streams.alert_sinks import RECEIVER_ERRORS, ReceiverUnavailable
-from streams.decoding import RawRecord, decode_record
-from streams.tenants import TenantError, TenantKeys
-from streams.topics import SCAN_VERDICTS
-from streams.verdict_store import connect
-from workers.demo_traffic import TENANTS, Prompt
+from l2loop.streams.alert_sinks import RECEIVER_ERRORS, ReceiverUnavailable
+from l2loop.streams.decoding import RawRecord, decode_record
+from l2loop.streams.tenants import TenantError, TenantKeys
+from l2loop.streams.topics import SCAN_VERDICTS
+from l2loop.streams.verdict_store import connect
+from l2loop.workers.demo_traffic import TENANTS, Prompt
 
 log = get_logger(__name__)
 

@@ -14,8 +14,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from l2loop.logs import get_logger
-from schemas.dead_letters import DeadLetterReason
-from schemas.events import MAX_TEXT_BYTES
+from l2loop.schemas.dead_letters import DeadLetterReason
+from l2loop.schemas.events import MAX_TEXT_BYTES
 
 log = get_logger(__name__)
 

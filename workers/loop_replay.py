@@ -37,6 +37,8 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
+from l2loop.streams.report_rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
+from l2loop.workers.retrain import DATASET_SPLITS, Candidate, NewData, base_corpus, train_and_judge
 from l2model.corpus import CorpusSplit, split_corpus, write_jsonl
 from l2model.counterfactual import ReportedText, TrafficEvent
 from l2model.evaluation import (
@@ -50,8 +52,6 @@ from l2model.golden import is_golden_text, load_golden
 from l2model.private import write_private
 from l2model.record import BENIGN, TrainingRecord, text_key
 from l2model.runtime import L2Model
-from streams.report_rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
-from workers.retrain import DATASET_SPLITS, Candidate, NewData, base_corpus, train_and_judge
 
 log = get_logger(__name__)
 

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, retry_until_done
+from l2loop.schemas.suppressions import Suppression
+from l2loop.streams.suppressions import SuppressionStore
 from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
-from schemas.suppressions import Suppression
-from streams.suppressions import SuppressionStore
 
 log = get_logger(__name__)
 

@@ -44,6 +44,11 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.streams.verdict_store import connect
+from l2loop.workers.assembler import VARIATION_SOURCE
+from l2loop.workers.promotion import Promotion, promote_version
+from l2loop.workers.traffic_sample import SampleStats, sample_recent_traffic
 from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUT_BINARY, Manifest, ModelInput
 from l2model.corpus import CorpusSplit, generate_corpus, read_jsonl, split_corpus
 from l2model.corpus.hard_negatives import hard_negatives
@@ -83,11 +88,6 @@ from l2model.record import TrainingRecord, text_key
 from l2model.registry import ModelPointer, ModelRegistry, semver_key
 from l2model.runtime import L2Model
 from l2model.training import manifest_bytes, recall_constrained_threshold
-from streams.curated_store import CuratedStore
-from streams.verdict_store import connect
-from workers.assembler import VARIATION_SOURCE
-from workers.promotion import Promotion, promote_version
-from workers.traffic_sample import SampleStats, sample_recent_traffic
 
 log = get_logger(__name__)
 

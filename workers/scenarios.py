@@ -33,11 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2model.corpus import CorpusSplit
-from l2model.evaluation import LabeledPrompt, binary_report, read_labeled, score_texts
-from l2model.record import TrainingRecord
-from l2model.runtime import L2Model
-from workers.loop_replay import (
+from l2loop.workers.loop_replay import (
     generated_language,
     learn_from,
     non_english_benign,
@@ -45,7 +41,11 @@ from workers.loop_replay import (
     source_of,
     split_halves,
 )
-from workers.retrain import base_corpus
+from l2loop.workers.retrain import base_corpus
+from l2model.corpus import CorpusSplit
+from l2model.evaluation import LabeledPrompt, binary_report, read_labeled, score_texts
+from l2model.record import TrainingRecord
+from l2model.runtime import L2Model
 
 log = get_logger(__name__)
 

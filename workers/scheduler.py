@@ -35,8 +35,8 @@ from redis.exceptions import LockError
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.settings import Settings
-from streams.verdict_store import connect
-from workers.assembler import Period, assemble_dataset
+from l2loop.streams.verdict_store import connect
+from l2loop.workers.assembler import Period, assemble_dataset
 
 log = get_logger(__name__)
 
@@ -87,7 +87,7 @@ class CycleRecord(BaseModel):
 def run_quarterly_cycle(settings: Settings, period: Period, *, retrain: bool) -> CycleRecord:
     """Assembles the period's dataset; with ``retrain``, trains, gates and (on accept)
     promotes a candidate on it. Synchronous and CPU-bound: runs in a worker thread."""
-    from workers.retrain import retrain as retrain_on
+    from l2loop.workers.retrain import retrain as retrain_on
 
     dataset = assemble_dataset(settings, period)
     dataset_path = Path(dataset.path)

@@ -38,13 +38,13 @@ from pydantic import BaseModel, ConfigDict
 from l2loop.clients import topic_reader
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
+from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.events import MetadataValue, ScanEvent
 from l2loop.settings import Settings
+from l2loop.streams.decoding import RawRecord, decode_record
+from l2loop.streams.topics import SCAN_EVENTS
 from l2model.counterfactual import TrafficEvent
 from l2model.golden import is_golden_text
-from schemas.dead_letters import DeadLetter
-from schemas.events import MetadataValue, ScanEvent
-from streams.decoding import RawRecord, decode_record
-from streams.topics import SCAN_EVENTS
 
 log = get_logger(__name__)
 

@@ -27,14 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from l2loop.api.app import ApiContext, ApiError, api_context, error_response
 from l2loop.resilience import retry_until_done
-from schemas.codec import to_bytes
-from schemas.common import EventTime, Identifier, utc_now
-from schemas.reports import LabelReport, ReportKind, ReportOutcome, ReportRoute
-from streams.report_admission import Admitted
-from streams.report_rules import Rejection, RejectReason
-from streams.reports import ReportServices, report_services
-from streams.tenants import TenantRecord
-from streams.topics import LABEL_REPORTS
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.common import EventTime, Identifier, utc_now
+from l2loop.schemas.reports import LabelReport, ReportKind, ReportOutcome, ReportRoute
+from l2loop.streams.report_admission import Admitted
+from l2loop.streams.report_rules import Rejection, RejectReason
+from l2loop.streams.reports import ReportServices, report_services
+from l2loop.streams.tenants import TenantRecord
+from l2loop.streams.topics import LABEL_REPORTS
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 _REPORT_ID: TypeAdapter[str] = TypeAdapter(Identifier)

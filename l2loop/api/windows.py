@@ -10,9 +10,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from l2loop.api.app import ApiContext, ApiError, api_context
-from schemas.windows import Alert, WindowStats
-from streams.alert_rules import Thresholds
-from streams.alert_store import AlertStore
+from l2loop.schemas.windows import Alert, WindowStats
+from l2loop.streams.alert_rules import Thresholds
+from l2loop.streams.alert_store import AlertStore
 
 router = APIRouter()
 # A bad parameter is answered like every other error of the API (l2loop.api.app).

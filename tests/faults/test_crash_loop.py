@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaProducer
 
 from l2loop.resilience import EXIT_CRASHED
 from l2loop.settings import Settings
-from streams.report_admission import report_key
-from streams.topics import (
+from l2loop.streams.report_admission import report_key
+from l2loop.streams.topics import (
     LABEL_REPORTS,
     LABEL_REPORTS_DLQ,
     SCAN_EVENTS,

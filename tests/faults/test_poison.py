@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from l2loop.settings import Settings
+from l2loop.workers.demo_traffic import MALFORMED
 from tests.faults.scenario import assert_never_restarted
 from tests.fixtures.pipeline import WorkerProcess, make_traffic, reconcile, send_paced
-from workers.demo_traffic import MALFORMED
 
 
 @pytest.mark.timeout(240)

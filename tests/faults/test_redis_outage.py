@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.topics import ensure_topics
+from l2loop.streams.topics import ensure_topics
 from tests.faults.scenario import assert_never_restarted, start_worker, wait_for_log
 from tests.fixtures.faults import MakeService, RestartableService, fault_settings
 from tests.fixtures.pipeline import make_traffic, reconcile, send_paced

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from l2loop.resilience import HEALTH
+from l2loop.workers.traffic_sample import TrafficSample, sample_recent_traffic
 from tests.fixtures.faults import MakeService, fault_settings
-from workers.traffic_sample import TrafficSample, sample_recent_traffic
 
 
 def _outage_seen(dependency: str) -> bool:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from l2loop.cli import main
 from l2loop.settings import Settings
-from streams.topics import TOPICS
+from l2loop.streams.topics import TOPICS
 
 
 def env_of(settings: Settings) -> dict[str, str]:

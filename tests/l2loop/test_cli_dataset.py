@@ -10,11 +10,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-import workers.scheduler
 from l2loop.cli import main
 from l2loop.settings import Settings
-from workers.assembler import Period
-from workers.scheduler import CycleRecord
+from l2loop.workers import scheduler as scheduler_module
+from l2loop.workers.assembler import Period
+from l2loop.workers.scheduler import CycleRecord
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def periods(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Period, bool]]:
             finished_at=datetime.now(tz=UTC),
         )
 
-    monkeypatch.setattr(workers.scheduler, "run_quarterly_cycle", run)
+    monkeypatch.setattr(scheduler_module, "run_quarterly_cycle", run)
     return asked
 
 

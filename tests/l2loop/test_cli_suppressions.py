@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from l2loop.cli import main
 from l2loop.settings import Settings
+from l2loop.streams.suppressions import SuppressionStore
+from l2loop.streams.verdict_store import connect
 from l2model.record import text_key
 from l2model.registry import ModelRegistry
-from streams.suppressions import SuppressionStore
-from streams.verdict_store import connect
 from tests.fixtures.curated import NOON, curated_example
 from tests.fixtures.models import MakeModel
 

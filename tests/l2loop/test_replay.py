@@ -38,22 +38,15 @@ from l2loop.replay import (
     table_columns,
     tally_reports,
 )
+from l2loop.schemas.verdicts import Verdict
 from l2loop.settings import Settings
-from l2model.artifacts import default_model_dir
-from l2model.evaluation import LabeledPrompt, read_labeled
-from l2model.registry import ModelPointer, ModelRegistry
-from l2model.runtime import L2Model
-from schemas.verdicts import Verdict
-from streams.curated_store import CuratedStore
-from streams.report_admission import ReportLedger
-from streams.reports import ReviewQueue
-from streams.review_groups import group_reports
-from streams.verdict_store import connect
-from tests.fixtures.api import serve_api
-from tests.fixtures.exposure import not_private
-from tests.fixtures.verdicts import held_fp
-from workers.demo_reporters import issue_keys
-from workers.loop_replay import (
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.streams.report_admission import ReportLedger
+from l2loop.streams.reports import ReviewQueue
+from l2loop.streams.review_groups import group_reports
+from l2loop.streams.verdict_store import connect
+from l2loop.workers.demo_reporters import issue_keys
+from l2loop.workers.loop_replay import (
     DrawnReports,
     Figures,
     golden_report,
@@ -62,7 +55,14 @@ from workers.loop_replay import (
     sample_prompts,
     split_halves,
 )
-from workers.scheduler import CycleRecord
+from l2loop.workers.scheduler import CycleRecord
+from l2model.artifacts import default_model_dir
+from l2model.evaluation import LabeledPrompt, read_labeled
+from l2model.registry import ModelPointer, ModelRegistry
+from l2model.runtime import L2Model
+from tests.fixtures.api import serve_api
+from tests.fixtures.exposure import not_private
+from tests.fixtures.verdicts import held_fp
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "eval" / "external-dev.jsonl"
 SAMPLE = 300

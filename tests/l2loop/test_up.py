@@ -24,9 +24,9 @@ from l2loop.embedded import current_pid_alive
 from l2loop.services import RunningUp
 from l2loop.settings import Settings
 from l2loop.up import LoopFigures, demo_canary_rate
+from l2loop.workers.scheduler import next_cycle_at
 from l2model.golden import load_golden
 from tests.fixtures.windows import window
-from workers.scheduler import next_cycle_at
 
 
 class UpProcess:

@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from l2loop.settings import Settings
+from l2loop.streams.hot_reload import ModelHolder
+from l2loop.streams.verdict_store import connect
 from l2model.contract import MANIFEST_FILE, Manifest
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 from l2model.runtime import L2Model
-from streams.hot_reload import ModelHolder
-from streams.verdict_store import connect
 from tests.fixtures.exposure import not_private
 from tests.fixtures.models import MakeModel
 

@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from schemas.common import Identifier
-from schemas.dead_letters import DeadLetter, DeadLetterReason
-from schemas.events import ScanEvent
-from schemas.export import export_json_schemas
-from schemas.reports import LabelReport
-from streams.decoding import RawRecord
-from streams.reports import decode_label_report
-from streams.scoring import decode_scan_event
+from l2loop.schemas.common import Identifier
+from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.events import ScanEvent
+from l2loop.schemas.export import export_json_schemas
+from l2loop.schemas.reports import LabelReport
+from l2loop.streams.decoding import RawRecord
+from l2loop.streams.reports import decode_label_report
+from l2loop.streams.scoring import decode_scan_event
 
 IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"}

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from schemas.codec import to_bytes
-from schemas.common import clip
-from schemas.dead_letters import (
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.common import clip
+from l2loop.schemas.dead_letters import (
     MAX_ERROR_CHARS,
     MAX_KEY_BYTES,
     MAX_RAW_BYTES,
@@ -19,7 +19,7 @@ from schemas.dead_letters import (
     DeadLetterReason,
     sha256_hex,
 )
-from schemas.export import EXPORTED
+from l2loop.schemas.export import EXPORTED
 
 # What a record may weigh on a topic: Faust's producer refuses requests over 1,000,000 bytes,
 # and Kafka's default max.message.bytes is 1,048,588.

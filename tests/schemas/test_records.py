@@ -8,8 +8,8 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from schemas import DeadLetter, ScanEvent, Verdict
-from schemas.export import EXPORTED, export_json_schemas
+from l2loop.schemas import DeadLetter, ScanEvent, Verdict
+from l2loop.schemas.export import EXPORTED, export_json_schemas
 
 
 def test_scan_event_accepts_both_event_time_forms_and_serialises_rfc3339() -> None:

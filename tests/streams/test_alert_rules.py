@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from schemas.windows import Alert, WindowStats
-from streams.alert_rules import (
+from l2loop.schemas.windows import Alert, WindowStats
+from l2loop.streams.alert_rules import (
     Change,
     Thresholds,
     alert_changes,

@@ -11,17 +11,17 @@ import httpx
 import redis.asyncio as aioredis
 
 from l2loop.resilience import Backoff
+from l2loop.schemas.windows import UNSET_END, Alert, AlertmanagerWebhook
 from l2loop.settings import Settings
-from schemas.windows import UNSET_END, Alert, AlertmanagerWebhook
-from streams.alert_rules import Change, Thresholds, alert_changes, evaluate_window
-from streams.alert_sinks import (
+from l2loop.streams.alert_rules import Change, Thresholds, alert_changes, evaluate_window
+from l2loop.streams.alert_sinks import (
     AlertmanagerReceiver,
     Lease,
     OutboxDrainer,
     WebhookReceiver,
     webhook_payload,
 )
-from streams.alert_store import AlertStore
+from l2loop.streams.alert_store import AlertStore
 from tests.fixtures.receivers import WebhookReceiver as HttpReceiver
 from tests.fixtures.windows import window
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from l2loop.settings import WORKER_ROLES, Settings
-from streams.app import READS, ROLES, RolesSplitError, create_app, split_readers
+from l2loop.streams.app import READS, ROLES, RolesSplitError, create_app, split_readers
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses
 from tests.fixtures.pipeline import WorkerProcess
 

@@ -20,13 +20,13 @@ import redis
 from aiokafka import AIOKafkaProducer
 
 from l2loop.embedded import embedded_services
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.reports import CuratedExample
 from l2loop.settings import Settings
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.streams.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
 from l2model.record import text_key
 from l2model.runtime import L2Model
-from schemas.codec import to_bytes
-from schemas.reports import CuratedExample
-from streams.curated_store import CuratedStore
-from streams.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
 from tests.fixtures.curated import NOON, curated_example
 from tests.fixtures.models import MakeModel
 from tests.fixtures.pipeline import WorkerProcess, drain, wait_for

@@ -18,17 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.events import ScanEvent
+from l2loop.schemas.reports import CuratedExample, LabelReport
+from l2loop.schemas.verdicts import StoredVerdict, Verdict
+from l2loop.streams.alerts import decode_window_stats
+from l2loop.streams.curated_sink import decode_curated_example
+from l2loop.streams.decoding import RawRecord, dead_letter, decode_record
+from l2loop.streams.reports import decode_label_report
+from l2loop.streams.scoring import decode_scan_event
 from l2model.record import TrainingRecord, text_key
-from schemas.codec import to_bytes
-from schemas.dead_letters import DeadLetter, DeadLetterReason
-from schemas.events import ScanEvent
-from schemas.reports import CuratedExample, LabelReport
-from schemas.verdicts import StoredVerdict, Verdict
-from streams.alerts import decode_window_stats
-from streams.curated_sink import decode_curated_example
-from streams.decoding import RawRecord, dead_letter, decode_record
-from streams.reports import decode_label_report
-from streams.scoring import decode_scan_event
 from tests.fixtures.windows import window
 
 # The scan event, on the hot path, gets 10,000 generated field cases in CI; every other

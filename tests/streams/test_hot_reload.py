@@ -7,10 +7,10 @@ import itertools
 from datetime import UTC, datetime
 
 from l2loop.settings import Settings
+from l2loop.streams.topics import SCAN_VERDICTS
+from l2loop.streams.verdict_store import connect
 from l2model.contract import Manifest
 from l2model.registry import ModelPointer, ModelRegistry
-from streams.topics import SCAN_VERDICTS
-from streams.verdict_store import connect
 from tests.fixtures.models import MakeModel
 from tests.fixtures.pipeline import (
     WorkerProcess,

@@ -21,7 +21,7 @@ import redis
 from aiokafka import AIOKafkaProducer
 
 from l2loop.settings import Settings
-from streams.topics import (
+from l2loop.streams.topics import (
     LABEL_REPORTS,
     LABEL_REPORTS_DLQ,
     SCAN_EVENTS,

@@ -16,11 +16,11 @@ import redis.asyncio as aioredis
 
 from l2loop.clients import produce_lines
 from l2loop.settings import Settings
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.streams.suppressions import SuppressionStore
+from l2loop.streams.tenants import TenantKeys
+from l2loop.streams.topics import SCAN_EVENTS, SCAN_VERDICTS
 from l2model.record import text_key
-from streams.curated_store import CuratedStore
-from streams.suppressions import SuppressionStore
-from streams.tenants import TenantKeys
-from streams.topics import SCAN_EVENTS, SCAN_VERDICTS
 from tests.fixtures.api import serve_api
 from tests.fixtures.models import MakeModel
 from tests.fixtures.pipeline import WorkerProcess, drain, wait_for

@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 
 import orjson
 
+from l2loop.schemas.reports import ReportOutcome
+from l2loop.schemas.verdicts import StoredVerdict
 from l2loop.settings import Settings
+from l2loop.streams.decoding import RawRecord
+from l2loop.streams.reports import ReportRouter, ReportServices, RoutedBatch, report_services
+from l2loop.streams.verdict_store import VerdictStore
 from l2model.record import text_key
-from schemas.reports import ReportOutcome
-from schemas.verdicts import StoredVerdict
-from streams.decoding import RawRecord
-from streams.reports import ReportRouter, ReportServices, RoutedBatch, report_services
-from streams.verdict_store import VerdictStore
 from tests.fixtures.verdicts import stored_verdict
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

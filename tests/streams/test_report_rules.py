@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 
-from l2model.record import TrainingRecord, text_key
-from schemas.dead_letters import DeadLetter, DeadLetterReason
-from schemas.events import L1Hit
-from schemas.reports import LabelReport
-from schemas.verdicts import StoredVerdict
-from streams.decoding import RawRecord
-from streams.report_rules import (
+from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.events import L1Hit
+from l2loop.schemas.reports import LabelReport
+from l2loop.schemas.verdicts import StoredVerdict
+from l2loop.streams.decoding import RawRecord
+from l2loop.streams.report_rules import (
     CONFIRMED_WEIGHT,
     ONE_VOICE,
     RejectReason,
@@ -28,9 +27,10 @@ from streams.report_rules import (
     quota_window,
     retry_after,
 )
-from streams.reports import decode_label_report
-from streams.tenants import TenantRecord
-from streams.verdict_store import event_digest
+from l2loop.streams.reports import decode_label_report
+from l2loop.streams.tenants import TenantRecord
+from l2loop.streams.verdict_store import event_digest
+from l2model.record import TrainingRecord, text_key
 from tests.fixtures.verdicts import stored_verdict
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -20,14 +20,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from l2loop.clients import produce_lines
+from l2loop.schemas.reports import ReportOutcome
 from l2loop.settings import Settings
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.streams.reports import ReportServices, report_services
+from l2loop.streams.tenants import TenantKeys
+from l2loop.streams.topics import LABEL_REPORTS, LABEL_REPORTS_DLQ, SCAN_EVENTS, SCAN_VERDICTS
 from l2model.record import text_key
 from l2model.runtime import L2Model
-from schemas.reports import ReportOutcome
-from streams.curated_store import CuratedStore
-from streams.reports import ReportServices, report_services
-from streams.tenants import TenantKeys
-from streams.topics import LABEL_REPORTS, LABEL_REPORTS_DLQ, SCAN_EVENTS, SCAN_VERDICTS
 from tests.fixtures.api import serve_api
 from tests.fixtures.pipeline import WorkerProcess, drain, wait_for
 

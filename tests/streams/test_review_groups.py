@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from schemas.reports import LabelReport, QuarantinedReport
-from streams.report_rules import quarantined_report
-from streams.review_groups import (
+from l2loop.schemas.reports import LabelReport, QuarantinedReport
+from l2loop.streams.report_rules import quarantined_report
+from l2loop.streams.review_groups import (
     PREVIEW_CHARS,
     ReviewGroup,
     find_group,

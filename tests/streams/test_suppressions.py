@@ -17,11 +17,11 @@ import pytest
 import redis
 
 from l2loop.settings import Settings
+from l2loop.streams.scoring import RawRecord, Scorer
+from l2loop.streams.suppressions import SuppressionStore, confirms_suppression
+from l2loop.streams.verdict_store import connect
 from l2model.record import text_key
 from l2model.runtime import L2Model
-from streams.scoring import RawRecord, Scorer
-from streams.suppressions import SuppressionStore, confirms_suppression
-from streams.verdict_store import connect
 from tests.fixtures.curated import NOON, curated_example
 
 T = TypeVar("T")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from l2loop.settings import Settings
-from streams.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, TOPICS, topic_config
+from l2loop.streams.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, TOPICS, topic_config
 
 DAY_S = 24 * 3600
 

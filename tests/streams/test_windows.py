@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from l2loop.resilience import Backoff
-from schemas.codec import to_bytes
-from schemas.dead_letters import DeadLetterReason
-from schemas.windows import WindowStats
-from streams.decoding import RawRecord
-from streams.windows import (
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.dead_letters import DeadLetterReason
+from l2loop.schemas.windows import WindowStats
+from l2loop.streams.decoding import RawRecord
+from l2loop.streams.windows import (
     WindowAggregator,
     WindowConfig,
     bucket_value,

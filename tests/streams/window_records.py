@@ -6,15 +6,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from l2model.record import TrainingRecord, text_key
-from schemas.codec import to_bytes
-from schemas.dead_letters import DeadLetter, DeadLetterReason
-from schemas.events import GroundTruth
-from schemas.reports import CuratedExample, ReportKind
-from schemas.verdicts import Verdict
-from schemas.windows import WindowStats
-from streams.decoding import RawRecord
-from streams.windows import (
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.events import GroundTruth
+from l2loop.schemas.reports import CuratedExample, ReportKind
+from l2loop.schemas.verdicts import Verdict
+from l2loop.schemas.windows import WindowStats
+from l2loop.streams.decoding import RawRecord
+from l2loop.streams.windows import (
     ApplyOutcome,
     PartitionDelta,
     PartitionMark,
@@ -24,6 +23,7 @@ from streams.windows import (
     WindowTopics,
     window_field,
 )
+from l2model.record import TrainingRecord, text_key
 
 TOPICS = WindowTopics(
     verdicts="l2.scan-verdicts", dead_letters="l2.scan-events.dlq", labels="l2.curated-examples"

@@ -22,17 +22,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from l2loop.schemas.reports import ReportKind
 from l2loop.settings import Settings
-from l2model.corpus import generate_corpus, read_jsonl
-from l2model.corpus.slots import LANGUAGES, TASKS
-from l2model.corpus.variations import near_duplicate_key
-from l2model.golden import golden_text_keys, load_golden
-from l2model.record import TrainingRecord, text_key
-from schemas.reports import ReportKind
-from streams.curated_store import REDACTED_AT, CuratedStore
-from tests.fixtures.curated import curated_example
-from tests.fixtures.exposure import not_private
-from workers.assembler import (
+from l2loop.streams.curated_store import REDACTED_AT, CuratedStore
+from l2loop.workers.assembler import (
     MANIFEST_FILE,
     SPLITS,
     VARIATION_SOURCE,
@@ -41,6 +34,13 @@ from workers.assembler import (
     Period,
     assemble_dataset,
 )
+from l2model.corpus import generate_corpus, read_jsonl
+from l2model.corpus.slots import LANGUAGES, TASKS
+from l2model.corpus.variations import near_duplicate_key
+from l2model.golden import golden_text_keys, load_golden
+from l2model.record import TrainingRecord, text_key
+from tests.fixtures.curated import curated_example
+from tests.fixtures.exposure import not_private
 
 QUARTER = Period.quarter("2026Q3")
 LINES = 10_000
@@ -365,7 +365,7 @@ _KILLED_RUN = """
 import sys, time
 from pathlib import Path
 from l2loop.settings import Settings
-from workers.assembler import Period, assemble_dataset
+from l2loop.workers.assembler import Period, assemble_dataset
 
 def progress(report):
     if report.phase == "write" and 0 < report.done < (report.total or 0):

@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
+from l2loop.schemas.events import ScanEvent
 from l2loop.settings import Settings
+from l2loop.streams.scoring import RawRecord, decode_scan_event
+from l2loop.workers.canary import CANARY_EVENT_PREFIX, CanaryJob, ProbeCycle
 from l2model.golden import load_golden
-from schemas.events import ScanEvent
-from streams.scoring import RawRecord, decode_scan_event
-from workers.canary import CANARY_EVENT_PREFIX, CanaryJob, ProbeCycle
 
 
 class Clock:

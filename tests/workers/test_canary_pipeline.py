@@ -13,15 +13,15 @@ import orjson
 
 from l2loop.clients import tail_records
 from l2loop.settings import Settings
+from l2loop.streams.topics import SCAN_VERDICTS
+from l2loop.streams.verdict_store import connect
+from l2loop.workers.canary import CANARY_EVENT_PREFIX, run_canary
+from l2loop.workers.spike import run_spike
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
 from l2model.golden import load_golden
 from l2model.registry import ModelPointer
-from streams.topics import SCAN_VERDICTS
-from streams.verdict_store import connect
 from tests.fixtures.pipeline import WorkerProcess
-from workers.canary import CANARY_EVENT_PREFIX, run_canary
-from workers.spike import run_spike
 
 Verdict = dict[str, Any]
 

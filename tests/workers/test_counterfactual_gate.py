@@ -18,18 +18,18 @@ import orjson
 import pytest
 import redis
 
+from l2loop.schemas.reports import ReportKind
 from l2loop.settings import Settings
+from l2loop.streams.curated_store import CuratedStore
+from l2loop.workers.assembler import Period, assemble_dataset
+from l2loop.workers.retrain import DATASET_SPLITS, RetrainOutcome, base_corpus, retrain
 from l2model.contract import MANIFEST_FILE
 from l2model.corpus import generate_corpus, split_corpus, write_jsonl
 from l2model.counterfactual import TenantFlips
 from l2model.lite import build_lite
 from l2model.record import TrainingRecord
-from schemas.reports import ReportKind
-from streams.curated_store import CuratedStore
 from tests.fixtures.curated import curated_example
 from tests.fixtures.traffic import scan_event, send_events
-from workers.assembler import Period, assemble_dataset
-from workers.retrain import DATASET_SPLITS, RetrainOutcome, base_corpus, retrain
 
 BASE_SIZE = 1_000  # the least the settings allow: each candidate trains in seconds
 THROUGH = datetime(2027, 1, 1, tzinfo=UTC)

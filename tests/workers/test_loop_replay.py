@@ -7,10 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from l2model.evaluation import LabeledPrompt
-from l2model.golden import load_golden
-from streams.report_rules import ONE_VOICE, RELEASED
-from workers.loop_replay import (
+from l2loop.streams.report_rules import ONE_VOICE, RELEASED
+from l2loop.workers.loop_replay import (
     Figures,
     SimulatedReports,
     analyst_family,
@@ -22,6 +20,8 @@ from workers.loop_replay import (
     split_halves,
     stratum,
 )
+from l2model.evaluation import LabeledPrompt
+from l2model.golden import load_golden
 
 SOURCES = ("org/a:x.json", "org/b:y.json")
 

@@ -15,14 +15,8 @@ import redis
 import redis.asyncio as aioredis
 
 from l2loop.settings import Settings
-from l2model.corpus import CorpusSplit, generate_corpus, split_corpus, write_jsonl
-from l2model.corpus.hard_negatives import hard_negatives
-from l2model.record import HARD_NEGATIVE_PREFIX, TrainingRecord
-from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
-from streams.suppressions import SuppressionStore
-from tests.fixtures.curated import NOON, curated_example
-from tests.fixtures.exposure import not_private
-from workers.retrain import (
+from l2loop.streams.suppressions import SuppressionStore
+from l2loop.workers.retrain import (
     DATASET_SPLITS,
     REPORT_FILE,
     choose_mode,
@@ -30,6 +24,12 @@ from workers.retrain import (
     retrain,
     training_set,
 )
+from l2model.corpus import CorpusSplit, generate_corpus, split_corpus, write_jsonl
+from l2model.corpus.hard_negatives import hard_negatives
+from l2model.record import HARD_NEGATIVE_PREFIX, TrainingRecord
+from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
+from tests.fixtures.curated import NOON, curated_example
+from tests.fixtures.exposure import not_private
 
 THROUGH = datetime(2027, 1, 1, tzinfo=UTC)
 

@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from l2loop.settings import Settings
-from l2model.corpus import CorpusSplit, generate_corpus, split_corpus
-from l2model.evaluation import LabeledPrompt, read_labeled
-from workers.loop_replay import sample_prompts
-from workers.scenarios import (
+from l2loop.workers.loop_replay import sample_prompts
+from l2loop.workers.scenarios import (
     GENERATED_SOURCE,
     REPORTING,
     SILENT,
@@ -22,6 +20,8 @@ from workers.scenarios import (
     render_scenarios,
     run_scenario,
 )
+from l2model.corpus import CorpusSplit, generate_corpus, split_corpus
+from l2model.evaluation import LabeledPrompt, read_labeled
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "eval" / "external-dev.jsonl"
 SOURCES = {

@@ -21,10 +21,10 @@ import redis
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.base import BaseScheduler
 
-import workers.scheduler
 from l2loop.settings import Settings
-from workers.assembler import Period
-from workers.scheduler import (
+from l2loop.workers import scheduler as scheduler_module
+from l2loop.workers.assembler import Period
+from l2loop.workers.scheduler import (
     JOB_ID,
     CycleRecord,
     configure_scheduler,
@@ -54,7 +54,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
     monkeypatch.setattr(apscheduler.schedulers.base, "datetime", FakeDatetime)
     monkeypatch.setattr(apscheduler.executors.base, "datetime", FakeDatetime)
-    monkeypatch.setattr(workers.scheduler, "now_utc", lambda: fake.now)
+    monkeypatch.setattr(scheduler_module, "now_utc", lambda: fake.now)
     return fake
 
 
@@ -99,7 +99,7 @@ def cycles(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Cycles:
             finished_at=clock.now,
         )
 
-    monkeypatch.setattr(workers.scheduler, "run_quarterly_cycle", run)
+    monkeypatch.setattr(scheduler_module, "run_quarterly_cycle", run)
     return recorded
 
 

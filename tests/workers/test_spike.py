@@ -9,14 +9,14 @@ import pytest
 import redis
 
 from l2loop.settings import Settings
+from l2loop.streams.verdict_store import connect
+from l2loop.workers.spike import register_spike_model, run_spike
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
 from l2model.golden import load_golden
 from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
 from l2model.runtime import L2Model
-from streams.verdict_store import connect
 from tests.fixtures.models import MakeModel
-from workers.spike import register_spike_model, run_spike
 
 
 def _benign_flag_rate(model: L2Model) -> float:

@@ -19,11 +19,11 @@ from click.testing import CliRunner
 
 from l2loop.cli import main
 from l2loop.embedded import free_port
+from l2loop.schemas.windows import WindowStats
 from l2loop.settings import Settings
-from schemas.windows import WindowStats
-from streams.alert_rules import Thresholds
-from streams.alert_store import AlertStore
-from streams.alerts import AlertEvaluator
+from l2loop.streams.alert_rules import Thresholds
+from l2loop.streams.alert_store import AlertStore
+from l2loop.streams.alerts import AlertEvaluator
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses
 from tests.fixtures.windows import store_latest, window
 
