@@ -40,7 +40,7 @@ import orjson
 
 from l2loop.schemas.reports import CuratedExample
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import CuratedStore
+from l2loop.stores.curated import CuratedStore
 from l2loop.workers.assembler import Period, assemble_dataset
 from l2model.corpus import generate_corpus
 from l2model.record import text_key

@@ -45,21 +45,21 @@ import httpx
 import orjson
 from scoring_throughput import PROMPTS, Figures, events, fresh, measure, send_keyed
 
-from l2loop.clients import tail_records
-from l2loop.embedded import free_port
+from l2loop.infra.clients import tail_records
+from l2loop.infra.embedded import free_port
+from l2loop.infra.services import serving_settings
+from l2loop.infra.topics import LABEL_REPORTS, SCAN_VERDICTS, ensure_topics
 from l2loop.logs import configure
 from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.reports import CuratedExample, LabelReport, ReportRoute
 from l2loop.schemas.verdicts import StoredVerdict, Verdict
-from l2loop.services import serving_settings
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord
-from l2loop.streams.report_admission import ReportLedger
+from l2loop.stores.suppressions import SuppressionStore
+from l2loop.stores.tenants import TenantKeys
+from l2loop.stores.verdicts import VerdictStore, connect
+from l2loop.streams.defences.admission import ReportLedger
 from l2loop.streams.scoring import Scorer
-from l2loop.streams.suppressions import SuppressionStore
-from l2loop.streams.tenants import TenantKeys
-from l2loop.streams.topics import LABEL_REPORTS, SCAN_VERDICTS, ensure_topics
-from l2loop.streams.verdict_store import VerdictStore, connect
 from l2loop.up import l2loop_process, percentile, running
 from l2model.record import TrainingRecord, text_key
 from l2model.runtime import L2Model

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from l2loop.embedded import free_port, redis_process
-from l2loop.streams.verdict_store import SeenEvent, VerdictStore, event_digest
+from l2loop.infra.embedded import free_port, redis_process
+from l2loop.stores.verdicts import SeenEvent, VerdictStore, event_digest
 
 BATCH = 256
 START = datetime(2026, 12, 1, tzinfo=UTC)

@@ -17,7 +17,7 @@ layout.
 Event time is compressed: each hour of event time holds ``--labelled-per-hour`` canary probes
 (golden-set prompts with ``ground_truth``; 3,600 is the default canary rate of 60 a minute)
 and ``--production-per-hour`` unlabelled demo prompts, evenly spaced. The spike is the demo's
-(workers/spike.py): the model in service re-versioned at ``L2LOOP_SPIKE_THRESHOLD`` (0.01),
+(l2loop/demo/spike.py): the model in service re-versioned at ``L2LOOP_SPIKE_THRESHOLD`` (0.01),
 registered and promoted through the registry pointer the worker follows, so its verdicts carry
 their own model version and benign probes get flagged (about 23 % of the golden set's benign
 probes at 0.01, against 0.1 % for the model in service). Nothing is faked downstream: the
@@ -76,16 +76,18 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from scoring_throughput import fresh, send_keyed
 
-from l2loop.embedded import ManagedProcess, free_port
+from l2loop.demo.spike import register_spike_model
+from l2loop.demo.traffic import demo_prompts
+from l2loop.infra.embedded import ManagedProcess, free_port
+from l2loop.infra.services import serving_settings
+from l2loop.infra.topics import ALERTS, SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS, ensure_topics
 from l2loop.logs import configure
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.windows import Alert, WindowStats
-from l2loop.services import serving_settings
 from l2loop.settings import Settings
+from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_rules import Thresholds, fp_rate_spike
-from l2loop.streams.topics import ALERTS, SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS, ensure_topics
 from l2loop.streams.transport import FETCH_MAX_WAIT_MS
-from l2loop.streams.verdict_store import connect
 from l2loop.streams.window_store import RedisWindowState
 from l2loop.streams.windows import (
     FP,
@@ -98,8 +100,6 @@ from l2loop.streams.windows import (
 )
 from l2loop.up import l2loop_process, running
 from l2loop.workers.canary import ProbeCycle, canary_event
-from l2loop.workers.demo_traffic import demo_prompts
-from l2loop.workers.spike import register_spike_model
 from l2model.contract import Manifest
 from l2model.golden import load_golden
 from l2model.registry import ModelPointer, ModelRegistry
@@ -652,7 +652,7 @@ def same_version_table(rates: Rates, settings: Settings, per_hour: int) -> list[
 
 async def registered(settings: Settings) -> Settings:
     """A registry of the run's own holding the model in service, promoted (so that the spike
-    can roll back to it, as workers/spike.py ensures), and the spike model."""
+    can roll back to it, as l2loop/demo/spike.py ensures), and the spike model."""
     settings = settings.model_copy(
         update={"registry_dir": settings.data_dir / f"registry-{settings.app_id}"}
     )

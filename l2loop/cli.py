@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from l2loop.schemas.reports import QuarantinedReport, ReviewAction
+    from l2loop.stores.tenants import ReporterRecord, TenantKeys, TenantRecord
+    from l2loop.streams.defences.review_groups import ReviewGroup
     from l2loop.streams.reports import ReportServices
-    from l2loop.streams.review_groups import ReviewGroup
-    from l2loop.streams.tenants import ReporterRecord, TenantKeys, TenantRecord
 
 T = TypeVar("T")
 
@@ -75,8 +75,8 @@ def prepare_data_dir(settings: Settings) -> None:
 @click.pass_obj
 def worker(settings: Settings) -> None:
     """Run the Faust worker (score agent). Embedded broker/Redis when none is configured."""
+    from l2loop.infra.services import await_services, serving_settings
     from l2loop.resilience import EXIT_UNAVAILABLE, DependencyUnreachable
-    from l2loop.services import await_services, serving_settings
     from l2loop.streams.app import RolesSplitError, Worker, create_app
     from l2model.runtime import ModelLoadError
 
@@ -142,8 +142,8 @@ def up(
     """Embedded broker + Redis, worker, API, quarterly scheduler, demo traffic, canaries and
     reporting users, an optional FP spike, one quarterly cycle on the users' reports, and a
     live summary: FP rate, recall, alerts, reports, suppressions."""
+    from l2loop.demo.traffic import demo_prompts
     from l2loop.up import Spike, run_up
-    from l2loop.workers.demo_traffic import demo_prompts
 
     configure("warn")
     spike = Spike(at_s=spike_at, for_s=spike_for) if spike_at is not None else None
@@ -172,7 +172,7 @@ def canary(settings: Settings, per_min: float | None, duration: float) -> None:
     `l2loop up`), labelled with their ground truth, until Ctrl-C."""
     import signal
 
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
     from l2loop.workers.canary import run_canary
 
     live = attached_settings(settings)
@@ -198,8 +198,8 @@ def canary(settings: Settings, per_min: float | None, duration: float) -> None:
 @click.pass_obj
 def produce(settings: Settings, file: Path, topic: str) -> None:
     """Send every line of FILE (JSONL) as one record, unchanged."""
-    from l2loop.clients import produce_lines
-    from l2loop.services import attached_settings
+    from l2loop.infra.clients import produce_lines
+    from l2loop.infra.services import attached_settings
 
     live = attached_settings(settings)
     lines = [line for line in file.read_bytes().splitlines() if line.strip()]
@@ -214,8 +214,8 @@ def produce(settings: Settings, file: Path, topic: str) -> None:
 @click.pass_obj
 def tail(settings: Settings, topic: str, from_beginning: bool, idle_exit: float | None) -> None:
     """Print the decoded records of TOPIC (name without prefix), one JSON object a line."""
-    from l2loop.clients import decode_value, tail_records
-    from l2loop.services import attached_settings
+    from l2loop.infra.clients import decode_value, tail_records
+    from l2loop.infra.services import attached_settings
 
     live = attached_settings(settings)
 
@@ -256,8 +256,8 @@ def schemas_export(directory: Path) -> None:
 @click.pass_obj
 def topics(settings: Settings) -> None:
     """Create the missing topics on the configured broker and list all of the loop's."""
-    from l2loop.services import attached_settings
-    from l2loop.streams.topics import TOPICS, ensure_topics
+    from l2loop.infra.services import attached_settings
+    from l2loop.infra.topics import TOPICS, ensure_topics
 
     live = attached_settings(settings)
     created = set(asyncio.run(ensure_topics(live)))
@@ -276,7 +276,7 @@ def api(settings: Settings, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from l2loop.api.app import create_api
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
 
     live = attached_settings(settings)
     uvicorn.run(
@@ -289,8 +289,8 @@ def api(settings: Settings, host: str | None, port: int | None) -> None:
 
 
 def _alert_store_call(settings: Settings, call: Callable[[AlertStore], Awaitable[T]]) -> T:
+    from l2loop.stores.verdicts import connect
     from l2loop.streams.alert_store import AlertStore
-    from l2loop.streams.verdict_store import connect
 
     async def run() -> T:
         client = connect(settings.redis_dsn)
@@ -311,7 +311,7 @@ def _percent(rate: Rate) -> str:
 @click.pass_obj
 def windows(settings: Settings, hours: int) -> None:
     """Print the windows of the last HOURS hours as a table, oldest first."""
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
 
     live = attached_settings(settings)
     found = _alert_store_call(live, lambda store: store.recent_windows(hours))
@@ -350,7 +350,7 @@ def windows(settings: Settings, hours: int) -> None:
 @click.pass_obj
 def alerts(settings: Settings, limit: int) -> None:
     """Print the open alerts, then the latest state changes."""
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
 
     live = attached_settings(settings)
 
@@ -391,7 +391,7 @@ main.add_command(model)
 
 
 def _redis_call(settings: Settings, call: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-    from l2loop.streams.verdict_store import connect
+    from l2loop.stores.verdicts import connect
 
     async def run() -> T:
         client = connect(settings.redis_dsn)
@@ -429,7 +429,7 @@ def promote(
     """Make TARGET the model every scorer runs: a registered version, or a model directory
     (registered first). Running scorers switch within seconds, between batches. The
     suppressions made before the model's training-data cut-off expire."""
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
     from l2loop.workers.promotion import promote_version
 
     live = attached_settings(settings)
@@ -473,8 +473,8 @@ def _as_utc(moment: datetime) -> datetime:
 def rollback(settings: Settings) -> None:
     """Point the scorers back at the model that was current before the last promotion. The
     suppressions that promotion expired apply again: the restored model never learnt them."""
-    from l2loop.services import attached_settings
-    from l2loop.streams.suppressions import SuppressionStore
+    from l2loop.infra.services import attached_settings
+    from l2loop.stores.suppressions import SuppressionStore
 
     live = attached_settings(settings)
     registry = ModelRegistry(live.registry_root)
@@ -504,7 +504,7 @@ def rollback(settings: Settings) -> None:
 @click.pass_obj
 def list_models(settings: Settings) -> None:
     """The registered versions, oldest first; `*` marks the current one."""
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
 
     live = attached_settings(settings)
     current = _pointer_call(live, lambda pointer: pointer.current())
@@ -528,9 +528,9 @@ def suppressions() -> None:
 @click.pass_obj
 def suppressions_list(settings: Settings, tenant: str | None, ended: bool) -> None:
     """One line each: tenant, text key, when it was made, reporters, source, text preview."""
+    from l2loop.infra.services import attached_settings
     from l2loop.schemas.suppressions import EndedSuppression, Suppression
-    from l2loop.services import attached_settings
-    from l2loop.streams.suppressions import SuppressionStore
+    from l2loop.stores.suppressions import SuppressionStore
 
     live = attached_settings(settings)
 
@@ -561,8 +561,8 @@ def suppressions_revoke(
 ) -> None:
     """End TENANT's suppression of TEXT_KEY now; a later quorum does not bring it back (a
     later release in review does)."""
-    from l2loop.services import attached_settings
-    from l2loop.streams.suppressions import SuppressionStore
+    from l2loop.infra.services import attached_settings
+    from l2loop.stores.suppressions import SuppressionStore
 
     live = attached_settings(settings)
     revoked = _redis_call(
@@ -595,8 +595,8 @@ def tenants() -> None:
 
 
 def _tenant_call(settings: Settings, call: Callable[[TenantKeys], Awaitable[T]]) -> T:
-    from l2loop.services import attached_settings
-    from l2loop.streams.tenants import TenantError
+    from l2loop.infra.services import attached_settings
+    from l2loop.stores.tenants import TenantError
 
     try:
         return _with_reports(attached_settings(settings), lambda s: call(s.tenants))
@@ -725,8 +725,8 @@ def review_list(settings: Settings, verbose: bool) -> None:
     """Pending review groups, largest first, one JSON object a line: id, size, kind,
     quarantine reason, reports per tenant, model score range, the leader and a preview of
     its text (every member's text is close to it)."""
-    from l2loop.services import attached_settings
-    from l2loop.streams.review_groups import group_reports
+    from l2loop.infra.services import attached_settings
+    from l2loop.streams.defences.review_groups import group_reports
 
     live = attached_settings(settings)
     held = _with_reports(live, lambda s: s.queue.pending())
@@ -739,7 +739,7 @@ def review_list(settings: Settings, verbose: bool) -> None:
 def review_log(settings: Settings) -> None:
     """Every review decision so far (who, when, why, with which group), oldest first, as JSON
     lines."""
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
 
     for decision in _with_reports(attached_settings(settings), lambda s: s.queue.decisions()):
         sys.stdout.buffer.write(orjson.dumps(decision.model_dump(mode="json")) + b"\n")
@@ -756,10 +756,10 @@ def _decide(
 ) -> list[str]:
     """Decides one report, or every member of a group (each decision audited on its own,
     naming the group); a line for each."""
-    from l2loop.clients import publisher
-    from l2loop.services import attached_settings
+    from l2loop.infra.clients import publisher
+    from l2loop.infra.services import attached_settings
+    from l2loop.streams.defences.review_groups import find_group, group_reports
     from l2loop.streams.reports import Reviewer, ReviewError
-    from l2loop.streams.review_groups import find_group, group_reports
 
     if (report_id is None) == (group is None):
         raise click.UsageError("name a REPORT_ID or a --group, one of them")
@@ -901,7 +901,7 @@ def loop_simulate(
     current model's errors on the replayed half, train and gate a candidate as a quarterly
     cycle does, and print FP rate and recall before/after on the held-out half and the
     golden set. No topic, API or Redis is involved; nothing is registered or promoted."""
-    from l2loop.workers.loop_replay import render_simulation, simulate_cycle
+    from l2loop.demo.loop_replay import render_simulation, simulate_cycle
 
     share = settings.replay_report_share if report_share is None else report_share
     chosen_seed = settings.replay_seed if seed is None else seed
@@ -956,7 +956,7 @@ def loop_scenarios(
     `loop simulate`), every tenant measured on its held-out half. Prints a table and exits
     non-zero when a run misses the bar (A's FP at least halved, nobody's FP or recall a
     point worse, the gate accepting)."""
-    from l2loop.workers.scenarios import SCENARIOS, render_scenarios, run_scenarios
+    from l2loop.demo.scenarios import SCENARIOS, render_scenarios, run_scenarios
 
     try:
         chosen_seeds = [int(seed) for seed in seeds.split(",") if seed.strip()]
@@ -1071,7 +1071,7 @@ def scheduler(settings: Settings) -> None:
 
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
     from l2loop.workers.scheduler import JOB_ID, configure_scheduler, start_scheduler
 
     live = attached_settings(settings)
@@ -1105,7 +1105,7 @@ def dataset_assemble(
 ) -> None:
     """Assemble the dataset of a quarter or a date range now (and with --retrain close the
     loop on it). Waits for no one but a cycle of the same period running elsewhere."""
-    from l2loop.services import attached_settings
+    from l2loop.infra.services import attached_settings
     from l2loop.workers.assembler import Period
     from l2loop.workers.scheduler import due_period, now_utc, run_exclusively
 

@@ -1,6 +1,6 @@
 """``l2loop loop replay DATA.jsonl``: the whole loop on a user's own labelled prompts.
 
-The file is split into a replayed half and a held-out half (``workers.loop_replay``). Each
+The file is split into a replayed half and a held-out half (``l2loop.demo.loop_replay``). Each
 cycle sends the replayed half to ``scan-events`` as production traffic of one tenant, reads
 its verdicts, lets simulated users report a share of the model's false positives and
 analysts the same share of its misses over ``POST /v1/reports``, waits until the report
@@ -41,28 +41,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from l2loop.api.reports import ReportsAnswer, ReportSubmission
-from l2loop.clients import produce_lines, publisher, topic_reader
-from l2loop.embedded import ManagedProcess, free_port
-from l2loop.logs import get_logger
-from l2loop.resilience import retry_until_done
-from l2loop.schemas.codec import to_bytes
-from l2loop.schemas.events import ScanEvent
-from l2loop.schemas.reports import QuarantinedReport, ReportRoute, ReviewAction
-from l2loop.schemas.verdicts import Verdict
-from l2loop.services import await_services, redis_address, serving
-from l2loop.settings import Settings
-from l2loop.streams.alert_sinks import RECEIVER_ERRORS
-from l2loop.streams.curated_store import CuratedStore
-from l2loop.streams.report_admission import ReportLedger
-from l2loop.streams.report_rules import claimed_label
-from l2loop.streams.reports import ReportServices, Reviewer, report_services
-from l2loop.streams.review_groups import ReviewGroup, group_reports
-from l2loop.streams.topics import SCAN_EVENTS, SCAN_VERDICTS
-from l2loop.streams.verdict_store import connect
-from l2loop.up import l2loop_process, running
-from l2loop.workers.assembler import Period
-from l2loop.workers.demo_reporters import issue_keys, post_reports
-from l2loop.workers.loop_replay import (
+from l2loop.demo.loop_replay import (
     DrawnReports,
     Figures,
     analyst_family,
@@ -75,6 +54,27 @@ from l2loop.workers.loop_replay import (
     sample_prompts,
     split_halves,
 )
+from l2loop.demo.reporters import issue_keys, post_reports
+from l2loop.infra.clients import produce_lines, publisher, topic_reader
+from l2loop.infra.embedded import ManagedProcess, free_port
+from l2loop.infra.services import await_services, redis_address, serving
+from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS
+from l2loop.logs import get_logger
+from l2loop.resilience import retry_until_done
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.events import ScanEvent
+from l2loop.schemas.reports import QuarantinedReport, ReportRoute, ReviewAction
+from l2loop.schemas.verdicts import Verdict
+from l2loop.settings import Settings
+from l2loop.stores.curated import CuratedStore
+from l2loop.stores.verdicts import connect
+from l2loop.streams.alert_sinks import RECEIVER_ERRORS
+from l2loop.streams.defences.admission import ReportLedger
+from l2loop.streams.defences.review_groups import ReviewGroup, group_reports
+from l2loop.streams.defences.rules import claimed_label
+from l2loop.streams.reports import ReportServices, Reviewer, report_services
+from l2loop.up import l2loop_process, running
+from l2loop.workers.assembler import Period
 from l2loop.workers.retrain import base_corpus
 from l2loop.workers.scheduler import CycleRecord, run_exclusively
 from l2model.evaluation import LabeledPrompt, read_labeled

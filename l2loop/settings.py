@@ -21,7 +21,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="L2LOOP_", frozen=True, extra="ignore")
 
-    # Services. Unset means "start the embedded broker / Redis" (see l2loop.embedded).
+    # Services. Unset means "start the embedded broker / Redis" (see l2loop.infra.embedded).
     kafka_broker: str | None = Field(
         None, description="kafka://host:port[,kafka://host:port...] or bare host:port"
     )
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(8.0, gt=0)
 
     # Hostile input and crash loops (schemas/dead_letters.py, streams/poison.py,
-    # l2loop/supervision.py; docs/decisions/0016-poison-pills.md).
+    # l2loop/infra/supervision.py; docs/decisions/0016-poison-pills.md).
     # A dead letter keeps at most this many raw bytes, with the value's length and sha256, so
     # that it fits its topic whatever arrived (the schema's own cap is MAX_RAW_BYTES).
     dead_letter_raw_max_bytes: int = Field(64 * 1024, ge=0, le=MAX_RAW_BYTES)
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
 
     # Canary probes (workers/canary.py): golden-set prompts with known labels, sent to
     # scan-events as a tenant of their own, so that windows tell them from production; and
-    # the demo's FP spike (workers/spike.py), an over-sensitive copy of the model promoted
+    # the demo's FP spike (l2loop/demo/spike.py), an over-sensitive copy of the model promoted
     # for a while through the registry.
     canary_probes_per_min: float = Field(60.0, gt=0)
     canary_tenant_id: str = Field("l2loop-canary", pattern=r"^\S+$")
@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=0, le=65535)
 
-    # Curated store, suppressions and text privacy (streams.curated_store, curated_sink,
+    # Curated store, suppressions and text privacy (l2loop.stores.curated, curated_sink,
     # suppressions). The store lives under data_dir/curated.
     curated_batch_size: int = Field(500, ge=1)
     curated_batch_within_s: float = Field(0.5, gt=0)
@@ -173,7 +173,7 @@ class Settings(BaseSettings):
             raise ValueError(f"clearing levels on the wrong side of their thresholds: {wrong}")
         return self
 
-    # User reports (streams/reports.py, streams/report_admission.py, l2loop/api/reports.py)
+    # User reports (streams/reports.py, streams/defences/admission.py, l2loop/api/reports.py)
     report_batch_max: int = Field(500, ge=1, description="most reports in one POST")
     # The most bytes of a POST /v1/reports body; a larger one is answered 413 without being
     # read (Content-Length) or as soon as the stream passes it (chunked), so that no request
@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     report_confirm_min_tenants: int = Field(
         2, ge=2, description="distinct tenants a production-confirmed example needs"
     )
-    # The seen-event index (streams/verdict_store.py): how long after its hour an event the
+    # The seen-event index (l2loop/stores/verdicts.py): how long after its hour an event the
     # model allowed can still be named by a false-negative claim that is then curated; a
     # claim it cannot verify goes to review. 0 keeps no index: every such claim is reviewed.
     seen_event_ttl_s: int = Field(2 * 24 * 3600, ge=0)
@@ -207,7 +207,7 @@ class Settings(BaseSettings):
     report_keep_s: int = Field(
         90 * 24 * 3600, ge=60, description="how long outcomes and duplicate guards are kept"
     )
-    # Review groups (streams/review_groups.py, docs/decisions/0020-review-groups.md): two
+    # Review groups (streams/defences/review_groups.py, docs/decisions/0020-review-groups.md): two
     # quarantined texts are neighbours, decided together, when the cosine of their character
     # 3-5-gram TF-IDF vectors reaches this. Measured on the golden set's texts: a text with a
     # quarter of its words replaced scores 0.85 (median; 5th percentile 0.68) against the
@@ -216,7 +216,7 @@ class Settings(BaseSettings):
     review_group_similarity: float = Field(0.6, gt=0, le=1)
 
     # Quarterly cycle: scheduler, retraining, loop replay (workers/scheduler.py,
-    # workers/retrain.py, workers/loop_replay.py; docs/decisions/0013-retraining-loop.md).
+    # workers/retrain.py, l2loop/demo/loop_replay.py; docs/decisions/0013-retraining-loop.md).
     # The cron (UTC) fires the cycle of the quarter before the firing; a run missed by less
     # than the grace still starts (several missed runs start once); the per-quarter lock
     # expires this long after its holder stops renewing it (it renews every third of it).

@@ -25,27 +25,27 @@ from typing import TextIO
 
 import orjson
 
-from l2loop.clients import topic_reader
-from l2loop.embedded import ManagedProcess, free_port
+from l2loop.demo.reporters import SentPrompts, run_demo_reporters
+from l2loop.demo.spike import run_spike
+from l2loop.demo.traffic import Prompt, run_demo_traffic
+from l2loop.infra.clients import topic_reader
+from l2loop.infra.embedded import ManagedProcess, free_port
+from l2loop.infra.services import announce_up, redis_address, serving
+from l2loop.infra.supervision import AfterRestart, CrashLoopRule, Supervised, Supervisor
+from l2loop.infra.topics import ALERTS, SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
 from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS
 from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.decoding import RawRecord, decode_record
 from l2loop.schemas.windows import Alert, Rate, WindowStats
-from l2loop.services import announce_up, redis_address, serving
 from l2loop.settings import Settings
+from l2loop.stores.suppressions import SuppressionStore
+from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_rules import window_field
 from l2loop.streams.alert_store import AlertStore
-from l2loop.streams.decoding import RawRecord, decode_record
-from l2loop.streams.report_admission import ReportLedger
-from l2loop.streams.suppressions import SuppressionStore
-from l2loop.streams.topics import ALERTS, SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
-from l2loop.streams.verdict_store import connect
-from l2loop.supervision import AfterRestart, CrashLoopRule, Supervised, Supervisor
+from l2loop.streams.defences.admission import ReportLedger
 from l2loop.workers.canary import run_canary
-from l2loop.workers.demo_reporters import SentPrompts, run_demo_reporters
-from l2loop.workers.demo_traffic import Prompt, run_demo_traffic
 from l2loop.workers.scheduler import CycleRecord, next_cycle_at
-from l2loop.workers.spike import run_spike
 from l2model.golden import load_golden
 from l2model.private import open_private, private_dir
 

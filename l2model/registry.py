@@ -42,7 +42,7 @@ class ModelMetadata(BaseModel):
     changes: list[str] = Field(default_factory=list)
     metrics: dict[str, object] = Field(default_factory=dict)
     # The training data's cut-off: curated examples up to this time are in it. Promoting the
-    # version expires the suppressions made before then (streams.suppressions). None: not
+    # version expires the suppressions made before then (l2loop.stores.suppressions). None: not
     # trained on curated examples, or not known.
     trained_through: AwareDatetime | None = None
 

@@ -1,5 +1,5 @@
 """Suppression and EndedSuppression: the Redis values of the suppression store
-(streams.suppressions)."""
+(l2loop.stores.suppressions)."""
 
 from __future__ import annotations
 

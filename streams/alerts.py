@@ -19,11 +19,14 @@ import httpx
 from faust.streams import Stream
 from prometheus_client import Counter, Gauge
 
+from l2loop.infra.topics import ALERTS, WINDOW_STATS
 from l2loop.logs import get_logger
 from l2loop.resilience import crash_only, retry_until_done
 from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.decoding import RawRecord, decode_record, raw_records
 from l2loop.schemas.windows import Alert, WindowStats
 from l2loop.settings import Settings
+from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_rules import (
     RULES,
     Evaluation,
@@ -45,9 +48,6 @@ from l2loop.streams.alert_sinks import (
     WebhookReceiver,
 )
 from l2loop.streams.alert_store import AlertStore
-from l2loop.streams.decoding import RawRecord, decode_record, raw_records
-from l2loop.streams.topics import ALERTS, WINDOW_STATS
-from l2loop.streams.verdict_store import connect
 
 log = get_logger(__name__)
 

@@ -15,6 +15,14 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import l2loop.streams.transport  # noqa: F401  (registers the l2kafka:// transport)
+from l2loop.infra.topics import (
+    CURATED_EXAMPLES,
+    LABEL_REPORTS,
+    SCAN_EVENTS,
+    SCAN_EVENTS_DLQ,
+    SCAN_VERDICTS,
+    WINDOW_STATS,
+)
 from l2loop.logs import logging_config
 from l2loop.resilience import HEALTH, exit_after
 from l2loop.schemas.codec import CODEC_NAME
@@ -23,14 +31,6 @@ from l2loop.streams.alerts import register_alert_agent
 from l2loop.streams.curated_sink import register_curated_sink
 from l2loop.streams.reports import register_report_agent
 from l2loop.streams.scoring import register_score_agent
-from l2loop.streams.topics import (
-    CURATED_EXAMPLES,
-    LABEL_REPORTS,
-    SCAN_EVENTS,
-    SCAN_EVENTS_DLQ,
-    SCAN_VERDICTS,
-    WINDOW_STATS,
-)
 from l2loop.streams.windows import register_window_agent
 
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer=CODEC_NAME,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        # Topics are created by streams.topics before the worker starts; the leader topic
+        # Topics are created by l2loop.infra.topics before the worker starts; the leader topic
         # would be the only one Faust declares itself, and no agent needs a leader.
         topic_disable_leader=True,
         web_port=settings.web_port,

@@ -4,7 +4,7 @@ Each batch is decoded (a record that is not a valid CuratedExample is counted wi
 and logged with its partition and offset; the topic keeps it forever), appended to the store
 and fsynced, then the confirmed false positives among it become suppressions; only then are
 its offsets acknowledged. A crash anywhere replays the batch, and both writes are idempotent:
-the store skips revisions it holds, a suppression is created once (see streams.suppressions).
+the store skips revisions it holds, a suppression is created once (see l2loop.stores.suppressions).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import faust
 from faust.streams import Stream
 from prometheus_client import Counter
 
+from l2loop.infra.topics import CURATED_EXAMPLES
 from l2loop.logs import get_logger
 from l2loop.resilience import crash_only
 from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.decoding import RawRecord, decode_record, raw_records
 from l2loop.schemas.reports import CuratedExample
 from l2loop.schemas.suppressions import Suppression
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import CuratedStore
-from l2loop.streams.decoding import RawRecord, decode_record, raw_records
-from l2loop.streams.suppressions import SuppressionStore
-from l2loop.streams.topics import CURATED_EXAMPLES
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.curated import CuratedStore
+from l2loop.stores.suppressions import SuppressionStore
+from l2loop.stores.verdicts import connect
 
 log = get_logger(__name__)
 

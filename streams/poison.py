@@ -33,8 +33,8 @@ from prometheus_client import Counter
 from l2loop.logs import get_logger
 from l2loop.resilience import HEALTH, Backoff, CrashLoopState, Health, retry_until_done
 from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.decoding import RawRecord, dead_letter
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord, dead_letter
 
 log = get_logger(__name__)
 

@@ -8,7 +8,7 @@ Every report ends in exactly one place, recorded in the ledger with its reason:
 - ``quarantined``: a QuarantinedReport on report-quarantine and in the review queue, for a
   false-positive claim on a confident or L1-critical detection, or a claim contradicting an
   example already curated with the other label. Only ``l2loop review`` lets it out.
-- ``rejected``: admission refused an HTTP report (``streams.report_admission``; the client
+- ``rejected``: admission refused an HTTP report (``l2loop.streams.defences.admission``; the client
   was told), or it names a text of the golden set.
 - ``dead_lettered``: a DeadLetter on label-reports.dlq: the bytes were not a LabelReport, or
   a Kafka report failed a check (reason ``report_refused``, the check's code in ``error``).
@@ -32,11 +32,18 @@ import faust
 import redis.asyncio as aioredis
 from faust.streams import Stream
 
+from l2loop.infra.topics import (
+    CURATED_EXAMPLES,
+    LABEL_REPORTS,
+    LABEL_REPORTS_DLQ,
+    REPORT_QUARANTINE,
+)
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.common import utc_now
 from l2loop.schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
+from l2loop.schemas.decoding import RawRecord, dead_letter, decode_record, raw_records
 from l2loop.schemas.reports import (
     CuratedExample,
     LabelReport,
@@ -49,16 +56,16 @@ from l2loop.schemas.reports import (
 )
 from l2loop.schemas.verdicts import StoredVerdict
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord, dead_letter, decode_record, raw_records
-from l2loop.streams.poison import PoisonGuard
-from l2loop.streams.report_admission import (
+from l2loop.stores.tenants import TenantKeys
+from l2loop.stores.verdicts import VerdictStore, connect
+from l2loop.streams.defences.admission import (
     Admitted,
     Quotas,
     ReportAdmission,
     ReportLedger,
     report_key,
 )
-from l2loop.streams.report_rules import (
+from l2loop.streams.defences.rules import (
     RELEASED,
     Rejection,
     RejectReason,
@@ -73,15 +80,8 @@ from l2loop.streams.report_rules import (
     quarantined_report,
     stored_of,
 )
+from l2loop.streams.poison import PoisonGuard
 from l2loop.streams.scoring import Publish
-from l2loop.streams.tenants import TenantKeys
-from l2loop.streams.topics import (
-    CURATED_EXAMPLES,
-    LABEL_REPORTS,
-    LABEL_REPORTS_DLQ,
-    REPORT_QUARANTINE,
-)
-from l2loop.streams.verdict_store import VerdictStore, connect
 from l2model.golden import golden_text_keys
 from l2model.record import text_key
 

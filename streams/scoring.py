@@ -20,19 +20,19 @@ import faust
 from faust.streams import Stream
 from prometheus_client import Counter, Histogram
 
+from l2loop.infra.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
+from l2loop.schemas.decoding import RawRecord, dead_letter, decode_record, raw_records
 from l2loop.schemas.events import ScanEvent
 from l2loop.schemas.verdicts import Action, StoredVerdict, Verdict
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord, dead_letter, decode_record, raw_records
+from l2loop.stores.suppressions import SuppressionStore
+from l2loop.stores.verdicts import SeenEvent, VerdictStore, connect, event_digest
 from l2loop.streams.hot_reload import ModelHolder
 from l2loop.streams.poison import PoisonGuard
-from l2loop.streams.suppressions import SuppressionStore
-from l2loop.streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
-from l2loop.streams.verdict_store import SeenEvent, VerdictStore, connect, event_digest
 from l2model.record import text_key
 from l2model.registry import ModelPointer
 from l2model.runtime import L2Model, ModelScore
@@ -88,7 +88,7 @@ class ModelSource(Protocol):
 
 
 class SuppressionLookup(Protocol):
-    """Which (tenant, text_key) pairs of a batch are suppressed (streams.suppressions)."""
+    """Which (tenant, text_key) pairs of a batch are suppressed (l2loop.stores.suppressions)."""
 
     async def suppressed_among(
         self, candidates: Iterable[tuple[str, str]]

@@ -37,18 +37,18 @@ from faust.streams import Stream
 from prometheus_client import Counter, Gauge
 from pydantic import TypeAdapter, ValidationError
 
+from l2loop.infra.topics import CURATED_EXAMPLES, SCAN_EVENTS_DLQ, SCAN_VERDICTS, WINDOW_STATS
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.common import EventTime
 from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.decoding import RawRecord, dead_letter, decode_record, raw_records
 from l2loop.schemas.reports import CuratedExample
 from l2loop.schemas.verdicts import Verdict
 from l2loop.schemas.windows import Interval, LatencyQuantiles, Rate, WindowStats
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord, dead_letter, decode_record, raw_records
-from l2loop.streams.topics import CURATED_EXAMPLES, SCAN_EVENTS_DLQ, SCAN_VERDICTS, WINDOW_STATS
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.verdicts import connect
 
 log = get_logger(__name__)
 

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from l2loop.logs import get_logger
 from l2loop.schemas.reports import CuratedExample
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import REDACTED_AT, STORE_DIR, CuratedStore
+from l2loop.stores.curated import REDACTED_AT, STORE_DIR, CuratedStore
 from l2model.corpus import generate_corpus
 from l2model.corpus.dataset import stratum
 from l2model.corpus.variations import Paraphraser, near_duplicate_key

@@ -24,12 +24,12 @@ from typing import Any, cast
 from aiokafka import AIOKafkaProducer
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from l2loop.infra.topics import SCAN_EVENTS
 from l2loop.logs import get_logger
 from l2loop.resilience import crash_only, retry_until_done
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.events import GroundTruth, ScanEvent
 from l2loop.settings import Settings
-from l2loop.streams.topics import SCAN_EVENTS
 from l2model.golden import GoldenProbe, load_golden
 
 log = get_logger(__name__)

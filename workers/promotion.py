@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, retry_until_done
 from l2loop.schemas.suppressions import Suppression
-from l2loop.streams.suppressions import SuppressionStore
+from l2loop.stores.suppressions import SuppressionStore
 from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
 
 log = get_logger(__name__)

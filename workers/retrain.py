@@ -44,8 +44,8 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import CuratedStore
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.curated import CuratedStore
+from l2loop.stores.verdicts import connect
 from l2loop.workers.assembler import VARIATION_SOURCE
 from l2loop.workers.promotion import Promotion, promote_version
 from l2loop.workers.traffic_sample import SampleStats, sample_recent_traffic

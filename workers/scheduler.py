@@ -35,7 +35,7 @@ from redis.exceptions import LockError
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.settings import Settings
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.verdicts import connect
 from l2loop.workers.assembler import Period, assemble_dataset
 
 log = get_logger(__name__)

@@ -35,14 +35,14 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
-from l2loop.clients import topic_reader
+from l2loop.infra.clients import topic_reader
+from l2loop.infra.topics import SCAN_EVENTS
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.decoding import RawRecord, decode_record
 from l2loop.schemas.events import MetadataValue, ScanEvent
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord, decode_record
-from l2loop.streams.topics import SCAN_EVENTS
 from l2model.counterfactual import TrafficEvent
 from l2model.golden import is_golden_text
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from l2loop.settings import Settings
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.verdicts import connect
 
 
 @dataclass(frozen=True)

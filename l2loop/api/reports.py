@@ -1,7 +1,7 @@
 """``POST /v1/reports`` and ``GET /v1/reports/{id}``: user reports in over HTTP.
 
 A report is admitted here with the same checks the agent applies to Kafka records
-(``streams.report_admission``), then published to label-reports; the agent decides where
+(``l2loop.streams.defences.admission``), then published to label-reports; the agent decides where
 it ends. Answers (README, "Reporting false positives"):
 
 - one report: the status of that report; a batch (a JSON array): 202 when every report was
@@ -26,15 +26,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from l2loop.api.app import ApiContext, ApiError, api_context, error_response
+from l2loop.infra.topics import LABEL_REPORTS
 from l2loop.resilience import retry_until_done
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.common import EventTime, Identifier, utc_now
 from l2loop.schemas.reports import LabelReport, ReportKind, ReportOutcome, ReportRoute
-from l2loop.streams.report_admission import Admitted
-from l2loop.streams.report_rules import Rejection, RejectReason
+from l2loop.stores.tenants import TenantRecord
+from l2loop.streams.defences.admission import Admitted
+from l2loop.streams.defences.rules import Rejection, RejectReason
 from l2loop.streams.reports import ReportServices, report_services
-from l2loop.streams.tenants import TenantRecord
-from l2loop.streams.topics import LABEL_REPORTS
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 _REPORT_ID: TypeAdapter[str] = TypeAdapter(Identifier)

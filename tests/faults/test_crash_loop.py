@@ -20,10 +20,7 @@ import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 
-from l2loop.resilience import EXIT_CRASHED
-from l2loop.settings import Settings
-from l2loop.streams.report_admission import report_key
-from l2loop.streams.topics import (
+from l2loop.infra.topics import (
     LABEL_REPORTS,
     LABEL_REPORTS_DLQ,
     SCAN_EVENTS,
@@ -31,9 +28,12 @@ from l2loop.streams.topics import (
     SCAN_VERDICTS,
     ensure_topics,
 )
-from tests.faults.scenario import wait_for_log
+from l2loop.resilience import EXIT_CRASHED
+from l2loop.settings import Settings
+from l2loop.streams.defences.admission import report_key
 from tests.fixtures.faults import MakeService, fault_settings
 from tests.fixtures.pipeline import WorkerProcess, drain
+from tests.fixtures.scenario import wait_for_log
 
 
 def _report(report_id: str) -> bytes:

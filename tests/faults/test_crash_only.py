@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from l2loop.infra.topics import ensure_topics
 from l2loop.resilience import EXIT_CRASHED
-from l2loop.streams.topics import ensure_topics
-from tests.faults.scenario import start_worker
 from tests.fixtures.faults import MakeService, fault_settings
 from tests.fixtures.pipeline import make_traffic, send_paced
+from tests.fixtures.scenario import start_worker
 
 
 @pytest.mark.timeout(180)

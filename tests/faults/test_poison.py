@@ -9,10 +9,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from l2loop.demo.traffic import MALFORMED
 from l2loop.settings import Settings
-from l2loop.workers.demo_traffic import MALFORMED
-from tests.faults.scenario import assert_never_restarted
 from tests.fixtures.pipeline import WorkerProcess, make_traffic, reconcile, send_paced
+from tests.fixtures.scenario import assert_never_restarted
 
 
 @pytest.mark.timeout(240)

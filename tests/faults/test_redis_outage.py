@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from l2loop.streams.topics import ensure_topics
-from tests.faults.scenario import assert_never_restarted, start_worker, wait_for_log
+from l2loop.infra.topics import ensure_topics
 from tests.fixtures.faults import MakeService, RestartableService, fault_settings
 from tests.fixtures.pipeline import make_traffic, reconcile, send_paced
+from tests.fixtures.scenario import assert_never_restarted, start_worker, wait_for_log
 
 
 async def _kill_mid_stream(

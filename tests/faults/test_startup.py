@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from l2loop.streams.topics import ensure_topics
-from tests.faults.scenario import assert_never_restarted, start_worker, wait_for_log
+from l2loop.infra.topics import ensure_topics
 from tests.fixtures.faults import MakeService, fault_settings
 from tests.fixtures.pipeline import make_traffic, reconcile, send_paced
+from tests.fixtures.scenario import assert_never_restarted, start_worker, wait_for_log
 
 
 @pytest.mark.timeout(240)

@@ -32,7 +32,7 @@ from l2loop.api.app import create_api
 from l2loop.api.reports import ReportsAnswer
 from l2loop.settings import Settings
 from tests.fixtures.api import ledger_counts, tenant_key
-from tests.streams.test_decoding_properties import json_values
+from tests.fixtures.strategies import json_values
 
 EXAMPLES = 500
 # Small, so that generated arrays cross it; the real server's test covers the default.

@@ -10,8 +10,8 @@ import orjson
 from click.testing import CliRunner
 
 from l2loop.cli import main
+from l2loop.infra.topics import TOPICS
 from l2loop.settings import Settings
-from l2loop.streams.topics import TOPICS
 
 
 def env_of(settings: Settings) -> dict[str, str]:

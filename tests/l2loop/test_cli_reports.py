@@ -10,14 +10,14 @@ import redis
 from click.testing import CliRunner
 
 from l2loop.cli import main
+from l2loop.infra.topics import CURATED_EXAMPLES
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.reports import LabelReport, ReportOutcome, ReportRoute
 from l2loop.schemas.verdicts import StoredVerdict
 from l2loop.settings import Settings
-from l2loop.streams.report_rules import quarantined_report
+from l2loop.stores.tenants import hash_key
+from l2loop.streams.defences.rules import quarantined_report
 from l2loop.streams.reports import report_services
-from l2loop.streams.tenants import hash_key
-from l2loop.streams.topics import CURATED_EXAMPLES
 from tests.fixtures.pipeline import drain
 from tests.fixtures.verdicts import stored_verdict
 

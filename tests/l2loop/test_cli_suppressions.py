@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from l2loop.cli import main
 from l2loop.settings import Settings
-from l2loop.streams.suppressions import SuppressionStore
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.suppressions import SuppressionStore
+from l2loop.stores.verdicts import connect
 from l2model.record import text_key
 from l2model.registry import ModelRegistry
 from tests.fixtures.curated import NOON, curated_example

@@ -18,7 +18,17 @@ import pytest
 import redis
 
 from l2loop.api.reports import ReportSubmission
-from l2loop.embedded import ManagedProcess
+from l2loop.demo.loop_replay import (
+    DrawnReports,
+    Figures,
+    golden_report,
+    half_report,
+    render_figures,
+    sample_prompts,
+    split_halves,
+)
+from l2loop.demo.reporters import issue_keys
+from l2loop.infra.embedded import ManagedProcess
 from l2loop.replay import (
     RECORD_FILE,
     REVIEWER,
@@ -40,21 +50,11 @@ from l2loop.replay import (
 )
 from l2loop.schemas.verdicts import Verdict
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import CuratedStore
-from l2loop.streams.report_admission import ReportLedger
+from l2loop.stores.curated import CuratedStore
+from l2loop.stores.verdicts import connect
+from l2loop.streams.defences.admission import ReportLedger
+from l2loop.streams.defences.review_groups import group_reports
 from l2loop.streams.reports import ReviewQueue
-from l2loop.streams.review_groups import group_reports
-from l2loop.streams.verdict_store import connect
-from l2loop.workers.demo_reporters import issue_keys
-from l2loop.workers.loop_replay import (
-    DrawnReports,
-    Figures,
-    golden_report,
-    half_report,
-    render_figures,
-    sample_prompts,
-    split_halves,
-)
 from l2loop.workers.scheduler import CycleRecord
 from l2model.artifacts import default_model_dir
 from l2model.evaluation import LabeledPrompt, read_labeled

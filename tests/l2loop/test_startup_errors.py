@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from l2loop.embedded import free_port
+from l2loop.infra.embedded import free_port
 from l2loop.resilience import EXIT_UNAVAILABLE
 from l2model.artifacts import default_model_dir
 

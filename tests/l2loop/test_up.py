@@ -20,8 +20,8 @@ import httpx
 import orjson
 import pytest
 
-from l2loop.embedded import current_pid_alive
-from l2loop.services import RunningUp
+from l2loop.infra.embedded import current_pid_alive
+from l2loop.infra.services import RunningUp
 from l2loop.settings import Settings
 from l2loop.up import LoopFigures, demo_canary_rate
 from l2loop.workers.scheduler import next_cycle_at

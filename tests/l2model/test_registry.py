@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from l2loop.settings import Settings
+from l2loop.stores.verdicts import connect
 from l2loop.streams.hot_reload import ModelHolder
-from l2loop.streams.verdict_store import connect
 from l2model.contract import MANIFEST_FILE, Manifest
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 from l2model.runtime import L2Model

@@ -13,10 +13,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from l2loop.schemas.common import Identifier
 from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.events import ScanEvent
 from l2loop.schemas.export import export_json_schemas
 from l2loop.schemas.reports import LabelReport
-from l2loop.streams.decoding import RawRecord
 from l2loop.streams.reports import decode_label_report
 from l2loop.streams.scoring import decode_scan_event
 

@@ -16,15 +16,15 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from l2loop.embedded import free_port
+from l2loop.infra.embedded import free_port
+from l2loop.infra.topics import ALERTS, WINDOW_STATS
 from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.windows import WindowStats
 from l2loop.settings import Settings
 from l2loop.streams.alert_rules import Thresholds, alert_id
 from l2loop.streams.alert_store import AlertStore
 from l2loop.streams.alerts import AlertEvaluator, decode_window_stats
-from l2loop.streams.decoding import RawRecord
-from l2loop.streams.topics import ALERTS, WINDOW_STATS
 from tests.fixtures.pipeline import WorkerProcess, consumed_everything, drain
 from tests.fixtures.receivers import WebhookReceiver, webhook_statuses
 from tests.fixtures.windows import publish_windows, store_latest, window

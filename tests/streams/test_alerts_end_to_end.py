@@ -22,9 +22,9 @@ import orjson
 import pytest
 import redis
 
-from l2loop.clients import produce_lines
+from l2loop.infra.clients import produce_lines
+from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS
 from l2loop.settings import Settings
-from l2loop.streams.topics import SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS
 from l2model.golden import load_golden
 from tests.fixtures.pipeline import WorkerProcess, consumed_everything
 from tests.fixtures.receivers import WebhookReceiver, webhook_statuses

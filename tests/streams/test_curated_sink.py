@@ -15,11 +15,11 @@ import redis
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.settings import Settings
+from l2loop.stores.curated import CuratedStore
+from l2loop.stores.suppressions import SuppressionStore
+from l2loop.stores.verdicts import connect
 from l2loop.streams.curated_sink import CuratedSink, SinkOutcome, decode_curated_example
-from l2loop.streams.curated_store import CuratedStore
 from l2loop.streams.scoring import RawRecord
-from l2loop.streams.suppressions import SuppressionStore
-from l2loop.streams.verdict_store import connect
 from tests.fixtures.curated import NOON, curated_example
 
 CONFIRMED = curated_example("How do I bypass the cache in curl?", reporters=3)

@@ -6,9 +6,9 @@ import asyncio
 import itertools
 from datetime import UTC, datetime
 
+from l2loop.infra.topics import SCAN_VERDICTS
 from l2loop.settings import Settings
-from l2loop.streams.topics import SCAN_VERDICTS
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.verdicts import connect
 from l2model.contract import Manifest
 from l2model.registry import ModelPointer, ModelRegistry
 from tests.fixtures.models import MakeModel

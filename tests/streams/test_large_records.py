@@ -20,16 +20,16 @@ import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 
-from l2loop.settings import Settings
-from l2loop.streams.topics import (
+from l2loop.infra.topics import (
     LABEL_REPORTS,
     LABEL_REPORTS_DLQ,
     SCAN_EVENTS,
     SCAN_EVENTS_DLQ,
     SCAN_VERDICTS,
 )
-from tests.faults.scenario import assert_never_restarted
+from l2loop.settings import Settings
 from tests.fixtures.pipeline import Drained, WorkerProcess, drain
+from tests.fixtures.scenario import assert_never_restarted
 
 MB = 1024 * 1024
 

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 
 from l2loop.resilience import Backoff, Health
 from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason, sha256_hex
+from l2loop.schemas.decoding import RawRecord
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord
+from l2loop.stores.verdicts import connect
 from l2loop.streams.poison import AttemptLedger, PoisonGuard, Treatment, treatment
-from l2loop.streams.verdict_store import connect
 
 
 @pytest.mark.parametrize(

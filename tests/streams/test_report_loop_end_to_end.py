@@ -14,17 +14,17 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from l2loop.clients import produce_lines
+from l2loop.infra.clients import produce_lines
+from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import CuratedStore
-from l2loop.streams.suppressions import SuppressionStore
-from l2loop.streams.tenants import TenantKeys
-from l2loop.streams.topics import SCAN_EVENTS, SCAN_VERDICTS
+from l2loop.stores.curated import CuratedStore
+from l2loop.stores.suppressions import SuppressionStore
+from l2loop.stores.tenants import TenantKeys
 from l2model.record import text_key
 from tests.fixtures.api import serve_api
+from tests.fixtures.curated import programming_questions
 from tests.fixtures.models import MakeModel
 from tests.fixtures.pipeline import WorkerProcess, drain, wait_for
-from tests.streams.test_curated_integration import programming_questions
 
 TENANT = "acme"
 CONFIRMED = 60  # questions reported by three distinct users: the quorum

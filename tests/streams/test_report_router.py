@@ -10,12 +10,12 @@ from typing import Any, TypeVar
 
 import orjson
 
+from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.reports import ReportOutcome
 from l2loop.schemas.verdicts import StoredVerdict
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord
+from l2loop.stores.verdicts import VerdictStore
 from l2loop.streams.reports import ReportRouter, ReportServices, RoutedBatch, report_services
-from l2loop.streams.verdict_store import VerdictStore
 from l2model.record import text_key
 from tests.fixtures.verdicts import stored_verdict
 

@@ -19,13 +19,13 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from l2loop.clients import produce_lines
+from l2loop.infra.clients import produce_lines
+from l2loop.infra.topics import LABEL_REPORTS, LABEL_REPORTS_DLQ, SCAN_EVENTS, SCAN_VERDICTS
 from l2loop.schemas.reports import ReportOutcome
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import CuratedStore
+from l2loop.stores.curated import CuratedStore
+from l2loop.stores.tenants import TenantKeys
 from l2loop.streams.reports import ReportServices, report_services
-from l2loop.streams.tenants import TenantKeys
-from l2loop.streams.topics import LABEL_REPORTS, LABEL_REPORTS_DLQ, SCAN_EVENTS, SCAN_VERDICTS
 from l2model.record import text_key
 from l2model.runtime import L2Model
 from tests.fixtures.api import serve_api

@@ -18,18 +18,18 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from l2loop.schemas.events import L1Hit
-from l2loop.schemas.verdicts import StoredVerdict
-from l2loop.settings import Settings
-from l2loop.streams.report_admission import ReportLedger
-from l2loop.streams.reports import report_services
-from l2loop.streams.topics import (
+from l2loop.infra.topics import (
     CURATED_EXAMPLES,
     LABEL_REPORTS,
     LABEL_REPORTS_DLQ,
     REPORT_QUARANTINE,
 )
-from l2loop.streams.verdict_store import SeenEvent, VerdictStore, connect, event_digest
+from l2loop.schemas.events import L1Hit
+from l2loop.schemas.verdicts import StoredVerdict
+from l2loop.settings import Settings
+from l2loop.stores.verdicts import SeenEvent, VerdictStore, connect, event_digest
+from l2loop.streams.defences.admission import ReportLedger
+from l2loop.streams.reports import report_services
 from l2model.record import text_key
 from tests.fixtures.api import ApiServer, serve_api
 from tests.fixtures.pipeline import WorkerProcess, drain
@@ -582,7 +582,7 @@ def test_two_thousand_mixed_reports_over_http_and_kafka_are_all_accounted_for(
 def _attack_prompts(settings: Settings, count: int) -> list[str]:
     """Attack prompts of the demo corpus that the committed model scores well above the
     review threshold: the texts a poisoner would most like to see relabelled benign."""
-    from l2loop.workers.demo_traffic import demo_prompts
+    from l2loop.demo.traffic import demo_prompts
     from l2model.runtime import L2Model
 
     model = L2Model.load(settings.model_dir, threads=1)
@@ -611,8 +611,8 @@ def test_fifty_reporters_cannot_relabel_confident_attacks_as_benign(
     live: Settings, report_worker: WorkerProcess, api: ApiServer
 ) -> None:
     """1,000 FP reports from 50 reporters in 3 tenants on 20 attacks: all quarantined."""
-    from l2loop.clients import produce_lines
-    from l2loop.streams.topics import SCAN_EVENTS
+    from l2loop.infra.clients import produce_lines
+    from l2loop.infra.topics import SCAN_EVENTS
 
     keys = _run(_setup_tenants(live))
     tenants = ("acme", "globex", "initech")

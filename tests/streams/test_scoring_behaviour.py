@@ -16,13 +16,13 @@ import orjson
 import pytest
 import redis
 
-from l2loop.clients import produce_lines
+from l2loop.demo.traffic import MALFORMED
+from l2loop.infra.clients import produce_lines
+from l2loop.infra.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
 from l2loop.schemas.verdicts import StoredVerdict
 from l2loop.settings import Settings
+from l2loop.stores.verdicts import VerdictStore, connect
 from l2loop.streams.scoring import RawRecord, Scorer, VerdictSink
-from l2loop.streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
-from l2loop.streams.verdict_store import VerdictStore, connect
-from l2loop.workers.demo_traffic import MALFORMED
 from l2model.runtime import L2Model
 from tests.fixtures.pipeline import Drained, WorkerProcess, drain
 from tests.fixtures.services import isolated_settings

@@ -8,10 +8,10 @@ from typing import Any
 
 import redis
 
-from l2loop.clients import produce_lines
+from l2loop.infra.clients import produce_lines
+from l2loop.infra.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from l2loop.schemas.verdicts import StoredVerdict
 from l2loop.settings import Settings
-from l2loop.streams.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from tests.fixtures.pipeline import (
     WorkerProcess,
     count_verdicts_until,

@@ -12,14 +12,14 @@ import redis
 
 from l2loop.resilience import Backoff
 from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.verdicts import Verdict
 from l2loop.schemas.windows import WindowStats
 from l2loop.settings import Settings
-from l2loop.streams.decoding import RawRecord
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.verdicts import connect
 from l2loop.streams.window_store import RedisWindowState, latest_key
 from l2loop.streams.windows import WindowAggregator
-from tests.streams.window_records import (
+from tests.fixtures.window_records import (
     CONFIG,
     TOPICS,
     at,

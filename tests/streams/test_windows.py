@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY
 from l2loop.resilience import Backoff
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.dead_letters import DeadLetterReason
+from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.windows import WindowStats
-from l2loop.streams.decoding import RawRecord
 from l2loop.streams.windows import (
     WindowAggregator,
     WindowConfig,
@@ -25,7 +25,7 @@ from l2loop.streams.windows import (
     quantiles,
     wilson,
 )
-from tests.streams.window_records import (
+from tests.fixtures.window_records import (
     CONFIG,
     HOUR_MS,
     TOPICS,

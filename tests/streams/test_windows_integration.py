@@ -23,22 +23,22 @@ import pytest
 import redis
 from aiokafka import AIOKafkaProducer
 
-from l2loop.embedded import free_port
-from l2loop.schemas.codec import to_bytes
-from l2loop.schemas.windows import WindowStats
-from l2loop.settings import Settings
-from l2loop.streams.topics import (
+from l2loop.demo.traffic import demo_prompts
+from l2loop.infra.embedded import free_port
+from l2loop.infra.topics import (
     CURATED_EXAMPLES,
     SCAN_EVENTS,
     SCAN_VERDICTS,
     WINDOW_STATS,
     ensure_topics,
 )
+from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.windows import WindowStats
+from l2loop.settings import Settings
 from l2loop.streams.window_store import latest_key
-from l2loop.workers.demo_traffic import demo_prompts
 from tests.fixtures.pipeline import Drained, WorkerProcess, drain
 from tests.fixtures.services import isolated_settings
-from tests.streams.window_records import at, label
+from tests.fixtures.window_records import at, label
 
 DAYS = 3
 EVENTS_PER_HOUR = 30

@@ -24,7 +24,7 @@ import pytest
 
 from l2loop.schemas.reports import ReportKind
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import REDACTED_AT, CuratedStore
+from l2loop.stores.curated import REDACTED_AT, CuratedStore
 from l2loop.workers.assembler import (
     MANIFEST_FILE,
     SPLITS,

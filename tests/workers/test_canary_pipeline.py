@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
-from l2loop.clients import tail_records
+from l2loop.demo.spike import run_spike
+from l2loop.infra.clients import tail_records
+from l2loop.infra.topics import SCAN_VERDICTS
 from l2loop.settings import Settings
-from l2loop.streams.topics import SCAN_VERDICTS
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.verdicts import connect
 from l2loop.workers.canary import CANARY_EVENT_PREFIX, run_canary
-from l2loop.workers.spike import run_spike
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
 from l2model.golden import load_golden

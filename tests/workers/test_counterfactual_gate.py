@@ -20,7 +20,7 @@ import redis
 
 from l2loop.schemas.reports import ReportKind
 from l2loop.settings import Settings
-from l2loop.streams.curated_store import CuratedStore
+from l2loop.stores.curated import CuratedStore
 from l2loop.workers.assembler import Period, assemble_dataset
 from l2loop.workers.retrain import DATASET_SPLITS, RetrainOutcome, base_corpus, retrain
 from l2model.contract import MANIFEST_FILE

@@ -15,7 +15,7 @@ import redis
 import redis.asyncio as aioredis
 
 from l2loop.settings import Settings
-from l2loop.streams.suppressions import SuppressionStore
+from l2loop.stores.suppressions import SuppressionStore
 from l2loop.workers.retrain import (
     DATASET_SPLITS,
     REPORT_FILE,

@@ -9,9 +9,9 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 
-from l2loop.clients import produce_lines
+from l2loop.infra.clients import produce_lines
+from l2loop.infra.topics import SCAN_EVENTS
 from l2loop.settings import Settings
-from l2loop.streams.topics import SCAN_EVENTS
 from l2loop.workers.traffic_sample import FairSample, priority, read_traffic_sample
 from l2model.counterfactual import TrafficEvent
 from l2model.golden import load_golden

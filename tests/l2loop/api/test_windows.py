@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from click.testing import CliRunner
 
 from l2loop.cli import main
-from l2loop.embedded import free_port
+from l2loop.infra.embedded import free_port
 from l2loop.schemas.windows import WindowStats
 from l2loop.settings import Settings
 from l2loop.streams.alert_rules import Thresholds

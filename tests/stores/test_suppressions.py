@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from l2loop.settings import Settings
+from l2loop.stores.suppressions import SuppressionStore, confirms_suppression
+from l2loop.stores.verdicts import connect
 from l2loop.streams.scoring import RawRecord, Scorer
-from l2loop.streams.suppressions import SuppressionStore, confirms_suppression
-from l2loop.streams.verdict_store import connect
 from l2model.record import text_key
 from l2model.runtime import L2Model
 from tests.fixtures.curated import NOON, curated_example

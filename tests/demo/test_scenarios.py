@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from l2loop.settings import Settings
-from l2loop.workers.loop_replay import sample_prompts
-from l2loop.workers.scenarios import (
+from l2loop.demo.loop_replay import sample_prompts
+from l2loop.demo.scenarios import (
     GENERATED_SOURCE,
     REPORTING,
     SILENT,
@@ -20,6 +19,7 @@ from l2loop.workers.scenarios import (
     render_scenarios,
     run_scenario,
 )
+from l2loop.settings import Settings
 from l2model.corpus import CorpusSplit, generate_corpus, split_corpus
 from l2model.evaluation import LabeledPrompt, read_labeled
 

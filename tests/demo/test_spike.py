@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from l2loop.demo.spike import register_spike_model, run_spike
 from l2loop.settings import Settings
-from l2loop.streams.verdict_store import connect
-from l2loop.workers.spike import register_spike_model, run_spike
+from l2loop.stores.verdicts import connect
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
 from l2model.golden import load_golden

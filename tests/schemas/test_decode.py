@@ -7,12 +7,12 @@ import hashlib
 import orjson
 import pytest
 
+from l2loop.demo.traffic import MALFORMED
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.dead_letters import MAX_ERROR_CHARS, MAX_KEY_BYTES, DeadLetter, DeadLetterReason
 from l2loop.schemas.events import ScanEvent
 from l2loop.streams.reports import decode_label_report
 from l2loop.streams.scoring import RawRecord, action_for, decode_scan_event
-from l2loop.workers.demo_traffic import MALFORMED
 
 
 def record(value: bytes | None, offset: int = 7) -> RawRecord:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from l2loop.embedded import ManagedProcess
+from l2loop.infra.embedded import ManagedProcess
+from l2loop.infra.supervision import CrashLoopRule, ExitHistory, Supervised, Supervisor
 from l2loop.resilience import Backoff
-from l2loop.supervision import CrashLoopRule, ExitHistory, Supervised, Supervisor
 
 RULE = CrashLoopRule(exits=3, window_s=60.0, stable_s=30.0)
 
@@ -75,7 +75,7 @@ def test_a_process_that_keeps_dying_is_a_crash_loop(
     child = _child(tmp_path, "raise SystemExit(70)")
     child.process.start()
     supervisor = Supervisor([child], RULE, backoff=Backoff(initial_s=0.01, cap_s=0.01))
-    with caplog.at_level(logging.INFO, logger="l2loop.supervision"):
+    with caplog.at_level(logging.INFO, logger="l2loop.infra.supervision"):
         asyncio.run(_watch_until(supervisor, "crash loop"))
     child.process.stop()
     assert supervisor.notice == (
@@ -108,7 +108,7 @@ def test_a_restart_that_stays_up_is_recovered(
     rule = CrashLoopRule(exits=3, window_s=60.0, stable_s=0.0)
     supervisor = Supervisor([child], rule, backoff=Backoff(initial_s=0.01, cap_s=0.01))
     try:
-        with caplog.at_level(logging.INFO, logger="l2loop.supervision"):
+        with caplog.at_level(logging.INFO, logger="l2loop.infra.supervision"):
             asyncio.run(_watch_until(supervisor, "recovered"))
     finally:
         child.process.stop()

@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from l2loop.schemas.reports import QuarantinedReport, QuarantineReason, ReportKind
-from l2loop.streams.report_admission import report_key
+from l2loop.streams.defences.admission import report_key
 
 # 48 bits: a collision among the groups of one queue is out of reach, and a person can type it.
 GROUP_ID_CHARS: Final = 12

@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.events import L1Hit
 from l2loop.schemas.reports import LabelReport
 from l2loop.schemas.verdicts import StoredVerdict
-from l2loop.streams.decoding import RawRecord
-from l2loop.streams.report_rules import (
+from l2loop.stores.tenants import TenantRecord
+from l2loop.stores.verdicts import event_digest
+from l2loop.streams.defences.rules import (
     CONFIRMED_WEIGHT,
     ONE_VOICE,
     RejectReason,
@@ -28,8 +30,6 @@ from l2loop.streams.report_rules import (
     retry_after,
 )
 from l2loop.streams.reports import decode_label_report
-from l2loop.streams.tenants import TenantRecord
-from l2loop.streams.verdict_store import event_digest
 from l2model.record import TrainingRecord, text_key
 from tests.fixtures.verdicts import stored_verdict
 

@@ -9,7 +9,7 @@ The pure parts, shared by the offline simulation here (``l2loop loop simulate``)
 - ``draw_reports``: which of the model's errors on the replayed half get reported: a share of
   its false positives by simulated users, the same share of its misses by analysts;
 - ``simulate_reports``: each drawn report as the training record the report path would
-  curate from it (one authenticated voice: ``streams.report_rules.ONE_VOICE``; an FP
+  curate from it (one authenticated voice: ``l2loop.streams.defences.rules.ONE_VOICE``; an FP
   report on a score at or above the high-confidence bar is quarantined, and a share of
   those a reviewer releases, as the replay's reviewer does; golden texts are refused as the
   report path refuses them) — the offline stand-in for the topics;
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2loop.streams.report_rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
+from l2loop.streams.defences.rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
 from l2loop.workers.retrain import DATASET_SPLITS, Candidate, NewData, base_corpus, train_and_judge
 from l2model.corpus import CorpusSplit, split_corpus, write_jsonl
 from l2model.counterfactual import ReportedText, TrafficEvent

@@ -13,7 +13,7 @@ sends traffic and reports nothing:
   ``B``'s traffic is other sources and other languages, and it reports nothing.
 
 Each tenant's prompts are split in halves (``split_halves``); one cycle is simulated offline
-from ``A``'s reports on its replayed half (``workers.loop_replay.learn_from``), the
+from ``A``'s reports on its replayed half (``l2loop.demo.loop_replay.learn_from``), the
 candidate gated as a quarterly cycle gates it, with every tenant's replayed half as the
 recent traffic the counterfactual replay reads. Success (the bar of the issue that asked for
 this suite): the gate accepts; ``A``'s held-out FP rate at least halves and its recall loses
@@ -31,9 +31,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from l2loop.logs import get_logger
-from l2loop.settings import Settings
-from l2loop.workers.loop_replay import (
+from l2loop.demo.loop_replay import (
     generated_language,
     learn_from,
     non_english_benign,
@@ -41,6 +39,8 @@ from l2loop.workers.loop_replay import (
     source_of,
     split_halves,
 )
+from l2loop.logs import get_logger
+from l2loop.settings import Settings
 from l2loop.workers.retrain import base_corpus
 from l2model.corpus import CorpusSplit
 from l2model.evaluation import LabeledPrompt, binary_report, read_labeled, score_texts

@@ -7,8 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from l2loop.streams.report_rules import ONE_VOICE, RELEASED
-from l2loop.workers.loop_replay import (
+from l2loop.demo.loop_replay import (
     Figures,
     SimulatedReports,
     analyst_family,
@@ -20,6 +19,7 @@ from l2loop.workers.loop_replay import (
     split_halves,
     stratum,
 )
+from l2loop.streams.defences.rules import ONE_VOICE, RELEASED
 from l2model.evaluation import LabeledPrompt
 from l2model.golden import load_golden
 

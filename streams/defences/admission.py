@@ -1,6 +1,6 @@
 """Admission of user reports, the same for both ways in (HTTP and Kafka), and their ledger.
 
-``ReportAdmission.admit`` runs the checks of ``streams.report_rules`` against the verdict
+``ReportAdmission.admit`` runs the checks of ``l2loop.streams.defences.rules`` against the verdict
 store and the tenants, then claims the duplicate guard and the quotas in one Lua script per
 report (atomic, so two workers never both admit the same reporter twice). Admission is
 idempotent per report: the script remembers a fingerprint of every admitted report, so the
@@ -29,7 +29,9 @@ from prometheus_client import Counter
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.reports import LabelReport, ReportOutcome, ReportRoute
 from l2loop.schemas.verdicts import StoredVerdict
-from l2loop.streams.report_rules import (
+from l2loop.stores.tenants import TenantKeys
+from l2loop.stores.verdicts import VerdictStore
+from l2loop.streams.defences.rules import (
     Rejection,
     RejectReason,
     check_report,
@@ -38,8 +40,6 @@ from l2loop.streams.report_rules import (
     quota_window,
     retry_after,
 )
-from l2loop.streams.tenants import TenantKeys
-from l2loop.streams.verdict_store import VerdictStore
 
 REPORTS_TOTAL = Counter(
     "l2loop_reports_total",

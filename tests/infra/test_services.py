@@ -8,7 +8,7 @@ import click
 import pytest
 from pydantic import SecretStr
 
-from l2loop.services import RUNTIME_FILE, RunningUp, announce_up, attached_settings
+from l2loop.infra.services import RUNTIME_FILE, RunningUp, announce_up, attached_settings
 from l2loop.settings import Settings
 from tests.fixtures.exposure import not_private
 

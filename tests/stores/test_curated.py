@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from l2loop.streams.curated_store import REDACTED_AT, CuratedStore
+from l2loop.stores.curated import REDACTED_AT, CuratedStore
 from tests.fixtures.curated import NOON, curated_example
 from tests.fixtures.exposure import not_private
 

@@ -24,18 +24,18 @@ from typing import Any
 
 import httpx
 
-from l2loop.clients import topic_reader
+from l2loop.demo.traffic import TENANTS, Prompt
+from l2loop.infra.clients import topic_reader
+from l2loop.infra.topics import SCAN_VERDICTS
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.schemas.dead_letters import DeadLetter
+from l2loop.schemas.decoding import RawRecord, decode_record
 from l2loop.schemas.verdicts import Verdict
 from l2loop.settings import Settings
+from l2loop.stores.tenants import TenantError, TenantKeys
+from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_sinks import RECEIVER_ERRORS, ReceiverUnavailable
-from l2loop.streams.decoding import RawRecord, decode_record
-from l2loop.streams.tenants import TenantError, TenantKeys
-from l2loop.streams.topics import SCAN_VERDICTS
-from l2loop.streams.verdict_store import connect
-from l2loop.workers.demo_traffic import TENANTS, Prompt
 
 log = get_logger(__name__)
 

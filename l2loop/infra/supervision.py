@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from l2loop.embedded import EmbeddedServiceError, ManagedProcess
+from l2loop.infra.embedded import EmbeddedServiceError, ManagedProcess
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff
 from l2loop.settings import Settings

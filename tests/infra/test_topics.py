@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from l2loop.infra.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, TOPICS, topic_config
 from l2loop.settings import Settings
-from l2loop.streams.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, TOPICS, topic_config
 
 DAY_S = 24 * 3600
 

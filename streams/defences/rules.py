@@ -1,7 +1,7 @@
 """The report path's rules as plain functions: checks, quotas, routing, weights.
 
 Nothing here touches Redis or Kafka, so the poisoning defences can be read and tested on
-their own; ``streams.report_admission`` and ``streams.reports`` apply them to live state.
+their own; ``l2loop.streams.defences.admission`` and ``streams.reports`` apply them to live state.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from l2loop.schemas.reports import (
     QuarantineReason,
 )
 from l2loop.schemas.verdicts import StoredVerdict
-from l2loop.streams.tenants import TenantRecord
-from l2loop.streams.verdict_store import event_digest
+from l2loop.stores.tenants import TenantRecord
+from l2loop.stores.verdicts import event_digest
 from l2model.contract import CONTEXTS, FAMILIES
 from l2model.record import BENIGN, text_key
 

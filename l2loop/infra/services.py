@@ -13,10 +13,10 @@ import click
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from l2loop.embedded import ManagedProcess, current_pid_alive, embedded_services
+from l2loop.infra.embedded import ManagedProcess, current_pid_alive, embedded_services
+from l2loop.infra.topics import ensure_topics
 from l2loop.resilience import kafka_answers, redis_answers, wait_until_reachable
 from l2loop.settings import Settings
-from l2loop.streams.topics import ensure_topics
 from l2model.private import private_dir, write_private
 
 RUNTIME_FILE = "up.json"

@@ -7,14 +7,14 @@ import random
 from datetime import timedelta
 
 from l2loop.schemas.reports import LabelReport, QuarantinedReport
-from l2loop.streams.report_rules import quarantined_report
-from l2loop.streams.review_groups import (
+from l2loop.streams.defences.review_groups import (
     PREVIEW_CHARS,
     ReviewGroup,
     find_group,
     group_id,
     group_reports,
 )
+from l2loop.streams.defences.rules import quarantined_report
 from tests.fixtures.verdicts import NOON, held_fp
 
 SIMILARITY = 0.6

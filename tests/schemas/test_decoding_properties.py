@@ -20,15 +20,16 @@ from pydantic import BaseModel
 
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
+from l2loop.schemas.decoding import RawRecord, dead_letter, decode_record
 from l2loop.schemas.events import ScanEvent
 from l2loop.schemas.reports import CuratedExample, LabelReport
 from l2loop.schemas.verdicts import StoredVerdict, Verdict
 from l2loop.streams.alerts import decode_window_stats
 from l2loop.streams.curated_sink import decode_curated_example
-from l2loop.streams.decoding import RawRecord, dead_letter, decode_record
 from l2loop.streams.reports import decode_label_report
 from l2loop.streams.scoring import decode_scan_event
 from l2model.record import TrainingRecord, text_key
+from tests.fixtures.strategies import HUGE_NUMBERS, PLACEHOLDER, json_values
 from tests.fixtures.windows import window
 
 # The scan event, on the hot path, gets 10,000 generated field cases in CI; every other
@@ -36,25 +37,6 @@ from tests.fixtures.windows import window
 SCAN_EVENT_EXAMPLES = 10_000
 OTHER_EXAMPLES = 2_000
 BYTES_EXAMPLES = 1_000
-
-# Numbers that are valid JSON but beyond a double or an int64, written as raw JSON text.
-HUGE_NUMBERS = ("1e400", "-1e999", "123456789012345678901234567890", "1e-400", "-0")
-PLACEHOLDER = "\x00number\x00"
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-    | st.sampled_from(["", " ", "2026-11-23T10:00:00Z", "9999-12-31T23:59:59Z", "\ud800x"])
-    | st.sampled_from([PLACEHOLDER]),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=8,
-)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.settings import Settings
-from l2loop.streams.verdict_store import connect
+from l2loop.stores.verdicts import connect
 from l2model.contract import MANIFEST_FILE, Manifest
 from l2model.registry import CurrentModel, ModelPointer, ModelRegistry, RegistryError
 

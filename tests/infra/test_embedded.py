@@ -12,7 +12,7 @@ import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from l2loop.embedded import EmbeddedServiceError, ManagedProcess, embedded_services
+from l2loop.infra.embedded import EmbeddedServiceError, ManagedProcess, embedded_services
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses, not_private
 
 
