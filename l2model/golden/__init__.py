@@ -3,7 +3,7 @@
 Canary probes are drawn from it, and the production targets bind on it (DESIGN.md, "Rules of
 the loop"). Each version is a committed JSONL file beside a manifest holding its sha256 and
 counts; loading verifies both, so an edited or truncated file is refused rather than
-silently measuring something else. ``l2model.golden.build`` wrote the files; nothing here
+silently measuring something else. ``l2model.corpus.golden`` wrote the files; nothing here
 regenerates them.
 
 Nothing that trains may see a golden text: ``refuse_golden`` is called by every trainer, and

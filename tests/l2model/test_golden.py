@@ -9,6 +9,7 @@ import pytest
 
 from l2model.contract import FAMILIES
 from l2model.corpus import CorpusSplit, generate_corpus
+from l2model.corpus.golden import build_probes
 from l2model.corpus.hard_negatives import hard_negatives
 from l2model.golden import (
     CURRENT_VERSION,
@@ -20,7 +21,6 @@ from l2model.golden import (
     manifest_path,
     refuse_golden,
 )
-from l2model.golden.build import build_probes
 from l2model.lite import train_lite
 from l2model.record import BENIGN, TrainingRecord, normalise_text, text_key
 from l2model.training import validation_threshold

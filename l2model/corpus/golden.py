@@ -1,4 +1,4 @@
-"""Writes a golden set version from the corpus generator: ``python -m l2model.golden.build``.
+"""Writes a golden set version from the corpus generator: ``python -m l2model.corpus.golden``.
 
 Run once per version; the output is committed and never rewritten (a new version gets a new
 name). The draw is deterministic: templates expanded under ``GOLDEN_SEED``, keeping only
@@ -143,7 +143,7 @@ def write_golden(version: str, out_dir: Path, seed: int = GOLDEN_SEED) -> Golden
         counts=counts,
         families=families,
         generator={
-            "module": "l2model.golden.build",
+            "module": "l2model.corpus.golden",
             "seed": seed,
             "pool_size": POOL_SIZE,
             "held_out_from": {
@@ -163,7 +163,7 @@ def write_golden(version: str, out_dir: Path, seed: int = GOLDEN_SEED) -> Golden
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m l2model.golden.build", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m l2model.corpus.golden", description=__doc__)
     parser.add_argument("--version", default=CURRENT_VERSION)
     parser.add_argument("--out", type=Path, default=golden_dir())
     parser.add_argument("--seed", type=int, default=GOLDEN_SEED)
