@@ -88,16 +88,16 @@ from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_rules import Thresholds, fp_rate_spike
 from l2loop.streams.transport import FETCH_MAX_WAIT_MS
-from l2loop.streams.window_store import RedisWindowState
-from l2loop.streams.windows import (
+from l2loop.streams.window_state import (
     FP,
     GT_BENIGN,
     SourcePartition,
     WindowConfig,
     WindowCounts,
     epoch_ms,
-    render,
 )
+from l2loop.streams.window_store import RedisWindowState
+from l2loop.streams.windows import render
 from l2loop.up import l2loop_process, running
 from l2loop.workers.canary import ProbeCycle, canary_event
 from l2model.contract import Manifest

@@ -70,9 +70,10 @@ from l2loop.stores.curated import CuratedStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_sinks import RECEIVER_ERRORS
 from l2loop.streams.defences.admission import ReportLedger
+from l2loop.streams.defences.review import Reviewer
 from l2loop.streams.defences.review_groups import ReviewGroup, group_reports
 from l2loop.streams.defences.rules import claimed_label
-from l2loop.streams.reports import ReportServices, Reviewer, report_services
+from l2loop.streams.reports import ReportServices, report_services
 from l2loop.up import l2loop_process, running
 from l2loop.workers.assembler import Period
 from l2loop.workers.retrain import base_corpus

@@ -37,11 +37,10 @@ from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS
 from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.schemas.decoding import RawRecord, decode_record
-from l2loop.schemas.windows import Alert, Rate, WindowStats
+from l2loop.schemas.windows import Alert, Rate, WindowStats, window_field
 from l2loop.settings import Settings
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
-from l2loop.streams.alert_rules import window_field
 from l2loop.streams.alert_store import AlertStore
 from l2loop.streams.defences.admission import ReportLedger
 from l2loop.workers.canary import run_canary

@@ -81,6 +81,13 @@ class WindowStats(BaseModel):
         return self.window_start, self.model_version
 
 
+def window_field(window_start: datetime, model_version: str) -> str:
+    """A window's name where its readers find it: its field in the window agent's
+    ``{prefix}windows:latest`` hash and its key on window-stats,
+    ``"{start, epoch seconds}|{model version}"``."""
+    return f"{int(window_start.timestamp())}|{model_version}"
+
+
 AlertRule = Literal["fp_rate_spike", "recall_drop", "latency_p95", "error_rate", "flag_rate_shift"]
 AlertStatus = Literal["firing", "resolved"]
 

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from l2loop.schemas.common import utc_now
-from l2loop.schemas.windows import Alert, AlertRule, Rate, WindowStats
+from l2loop.schemas.windows import Alert, AlertRule, Rate, WindowStats, window_field
 from l2loop.settings import Settings
 
 Reading = Literal["crossed", "clear", "between", "too_few"]
@@ -258,11 +258,6 @@ def following_starts(window: WindowStats, count: int) -> list[datetime]:
 
 def alert_id(rule: str, window_start: datetime, model_version: str) -> str:
     return f"{rule}|{int(window_start.timestamp())}|{model_version}"
-
-
-def window_field(window_start: datetime, model_version: str) -> str:
-    """The field of a window in the window agent's ``windows:latest`` hash."""
-    return f"{int(window_start.timestamp())}|{model_version}"
 
 
 def _labels(rule: AlertRule, window: WindowStats) -> dict[str, str]:

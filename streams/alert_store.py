@@ -23,8 +23,8 @@ from pydantic import ValidationError
 
 from l2loop.logs import get_logger
 from l2loop.schemas.codec import to_bytes
-from l2loop.schemas.windows import Alert, WindowStats
-from l2loop.streams.alert_rules import Change, window_field
+from l2loop.schemas.windows import Alert, WindowStats, window_field
+from l2loop.streams.alert_rules import Change
 
 log = get_logger(__name__)
 

@@ -24,7 +24,7 @@ from l2loop.logs import get_logger
 from l2loop.resilience import crash_only, retry_until_done
 from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.schemas.decoding import RawRecord, decode_record, raw_records
-from l2loop.schemas.windows import Alert, WindowStats
+from l2loop.schemas.windows import Alert, WindowStats, window_field
 from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_rules import (
@@ -35,7 +35,6 @@ from l2loop.streams.alert_rules import (
     evaluate_window,
     following_starts,
     trailing_starts,
-    window_field,
 )
 from l2loop.streams.alert_sinks import (
     LEASE_TTL_S,

@@ -5,9 +5,10 @@ Every report ends in exactly one place, recorded in the ledger with its reason:
 - ``curated``: a CuratedExample on curated-examples. Its weight and confidence grow with the
   distinct reporters and tenants behind the same text; each new report re-emits the example
   (same ``example_id``) so that consumers see the latest support.
-- ``quarantined``: a QuarantinedReport on report-quarantine and in the review queue, for a
-  false-positive claim on a confident or L1-critical detection, or a claim contradicting an
-  example already curated with the other label. Only ``l2loop review`` lets it out.
+- ``quarantined``: a QuarantinedReport on report-quarantine and in the review queue
+  (``l2loop.streams.defences.review``), for a false-positive claim on a confident or
+  L1-critical detection, or a claim contradicting an example already curated with the other
+  label. Only ``l2loop review`` lets it out.
 - ``rejected``: admission refused an HTTP report (``l2loop.streams.defences.admission``; the client
   was told), or it names a text of the golden set.
 - ``dead_lettered``: a DeadLetter on label-reports.dlq: the bytes were not a LabelReport, or
@@ -26,7 +27,7 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import faust
 import redis.asyncio as aioredis
@@ -51,8 +52,6 @@ from l2loop.schemas.reports import (
     QuarantineReason,
     ReportOutcome,
     ReportRoute,
-    ReviewAction,
-    ReviewDecision,
 )
 from l2loop.schemas.verdicts import StoredVerdict
 from l2loop.settings import Settings
@@ -63,23 +62,19 @@ from l2loop.streams.defences.admission import (
     Quotas,
     ReportAdmission,
     ReportLedger,
-    report_key,
 )
+from l2loop.streams.defences.review import ReviewQueue
 from l2loop.streams.defences.rules import (
-    RELEASED,
     Rejection,
     RejectReason,
     Strength,
-    Support,
-    claimed_label,
     curated_example,
     example_strength,
     example_text,
-    principal,
     quarantine_reason,
     quarantined_report,
-    stored_of,
 )
+from l2loop.streams.defences.support import ExampleSupport
 from l2loop.streams.poison import PoisonGuard
 from l2loop.streams.scoring import Publish
 from l2model.golden import golden_text_keys
@@ -87,86 +82,11 @@ from l2model.record import text_key
 
 log = get_logger(__name__)
 
-# KEYS: reporters, tenants, report ids, principals of the example under this label;
-# reporters of the example under the other label.
-# ARGV: reporter, tenant, report id, check conflict, keep s, principal.
-_SUPPORT: Final = """
-if ARGV[4] == '1' and redis.call('SCARD', KEYS[5]) > 0 then
-  return {0, redis.call('SCARD', KEYS[5]), 0, {}, 0}
-end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('SADD', KEYS[4], ARGV[6])
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-return {1, redis.call('SCARD', KEYS[1]), redis.call('SCARD', KEYS[2]),
-        redis.call('SMEMBERS', KEYS[3]), redis.call('SCARD', KEYS[4])}
-"""
-
 
 def decode_label_report(
     record: RawRecord, *, raw_max_bytes: int = MAX_RAW_BYTES
 ) -> LabelReport | DeadLetter:
     return decode_record(record, LabelReport, raw_max_bytes=raw_max_bytes)
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """Support the example gained from one report, or the count that contradicts it."""
-
-    agreed: bool
-    support: Support
-
-
-class ExampleSupport:
-    """Distinct reporters, tenants and reports behind each curated text and label, in Redis."""
-
-    def __init__(self, client: aioredis.Redis, *, key_prefix: str, keep_s: int) -> None:
-        self._prefix = key_prefix
-        self._keep_s = keep_s
-        self._script = client.register_script(_SUPPORT)
-        self._client = client
-
-    def _keys(self, example_id: str, label: int) -> list[str]:
-        base = f"{self._prefix}example:{example_id}"
-        return [
-            f"{base}:{label}:reporters",
-            f"{base}:{label}:tenants",
-            f"{base}:{label}:reports",
-            f"{base}:{label}:principals",
-            f"{base}:{1 - label}:reporters",
-        ]
-
-    async def claim(
-        self, items: Sequence[tuple[LabelReport, str]], *, check_conflict: bool = True
-    ) -> list[Claim]:
-        """Adds each (report, example_id) to its example's support, in order, one round trip;
-        with ``check_conflict``, a text already curated under the other label gains nothing."""
-        if not items:
-            return []
-        async with self._client.pipeline(transaction=False) as pipe:
-            for report, example_id in items:
-                await self._script(
-                    keys=self._keys(example_id, claimed_label(report)),
-                    args=[
-                        f"{report.tenant_id}/{report.reporter_id}",
-                        report.tenant_id,
-                        report.report_id,
-                        "1" if check_conflict else "0",
-                        self._keep_s,
-                        principal(report),
-                    ],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
-        claims = []
-        for agreed, reporters, tenants, report_ids, principals in replies:
-            ids = sorted(
-                item.decode() if isinstance(item, bytes) else str(item) for item in report_ids
-            )
-            support = Support(ids, int(reporters), int(tenants), int(principals))
-            claims.append(Claim(bool(agreed), support))
-        return claims
 
 
 @dataclass
@@ -351,169 +271,6 @@ def _curated(report: LabelReport, example: CuratedExample, strength: Strength) -
         f"{example.reporter_count} reporter(s) in {example.tenant_count} tenant(s)",
         example_id=example.example_id,
     )
-
-
-class ReviewError(Exception):
-    """A review decision that cannot be made as asked; the message says why."""
-
-
-class ReviewQueue:
-    """Quarantined reports awaiting a person, and the audit log of every decision on them.
-
-    Pending reports sit in a Redis hash; each decision is appended to a Redis stream (the
-    audit trail, in order) and kept per report in a hash, in one transaction that also
-    takes the report out of the queue.
-    """
-
-    def __init__(self, client: aioredis.Redis, *, key_prefix: str) -> None:
-        self._client = client
-        self._pending = f"{key_prefix}review-pending"
-        self._decisions = f"{key_prefix}review-decisions"
-        self._log = f"{key_prefix}review-log"
-
-    async def hold(self, items: Sequence[QuarantinedReport]) -> None:
-        if items:
-            mapping: dict[str | bytes, bytes] = {
-                report_key(item.report.tenant_id, item.report.report_id): to_bytes(item)
-                for item in items
-            }
-            await self._client.hset(self._pending, mapping=mapping)  # type: ignore[arg-type]
-
-    async def pending(self) -> list[QuarantinedReport]:
-        raws = await self._client.hvals(self._pending)
-        held = [QuarantinedReport.model_validate_json(raw) for raw in raws]
-        return sorted(held, key=lambda item: (item.quarantined_at, item.report.report_id))
-
-    async def find(self, report_id: str, tenant_id: str | None = None) -> QuarantinedReport:
-        """The held report with this id: report ids are per tenant, so the tenant is needed
-        only when several tenants' reports share the id. Read from every pending report (a
-        queue people work through), which also finds one held before ids were per tenant."""
-        matches = [
-            item
-            for item in await self.pending()
-            if item.report.report_id == report_id
-            and (tenant_id is None or item.report.tenant_id == tenant_id)
-        ]
-        if not matches:
-            of = f" of {tenant_id!r}" if tenant_id is not None else ""
-            raise ReviewError(f"report {report_id!r}{of} is not in quarantine")
-        if len(matches) > 1:
-            tenants = ", ".join(sorted(item.report.tenant_id for item in matches))
-            raise ReviewError(
-                f"report id {report_id!r} is held for several tenants ({tenants}): name one"
-            )
-        return matches[0]
-
-    async def decide(self, decision: ReviewDecision) -> None:
-        field = report_key(decision.tenant_id, decision.report_id)
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xadd(self._log, {"decision": to_bytes(decision)})
-            pipe.hset(self._decisions, field, to_bytes(decision))
-            # A report held before ids were per tenant sits under its bare id.
-            pipe.hdel(self._pending, field, decision.report_id)
-            await pipe.execute()
-
-    async def decisions(self) -> list[ReviewDecision]:
-        """The audit trail, oldest first."""
-        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await self._client.xrange(self._log))
-        return [ReviewDecision.model_validate_json(fields[b"decision"]) for _, fields in entries]
-
-
-class Reviewer:
-    """``l2loop review``: releases a quarantined report into curated-examples, or discards it."""
-
-    def __init__(
-        self,
-        queue: ReviewQueue,
-        support: ExampleSupport,
-        ledger: ReportLedger,
-        publish: Publish,
-        *,
-        curated_topic: str,
-    ) -> None:
-        self._queue = queue
-        self._support = support
-        self._ledger = ledger
-        self._publish = publish
-        self._curated_topic = curated_topic
-
-    @classmethod
-    def of(cls, services: ReportServices, publish: Publish, settings: Settings) -> Reviewer:
-        return cls(
-            services.queue,
-            services.support,
-            services.ledger,
-            publish,
-            curated_topic=settings.topic(CURATED_EXAMPLES),
-        )
-
-    async def decide(
-        self,
-        held: QuarantinedReport,
-        action: ReviewAction,
-        reviewer: str,
-        why: str,
-        *,
-        group_id: str | None = None,
-    ) -> ReviewDecision:
-        """Releases or discards ``held`` (as found in the queue); ``group_id`` names the
-        review group it was decided with."""
-        if action == "discard":
-            return await self._record(
-                held, action, reviewer, why, ReportRoute.REJECTED, None, group_id
-            )
-        report, stored = held.report, stored_of(held)
-        # The reviewer has read the text: a conflict with the other label is theirs to judge.
-        (claim,) = await self._support.claim([(report, held.example_id)], check_conflict=False)
-        example = curated_example(
-            report, stored, claim.support, RELEASED, now=utc_now(), released_by=reviewer
-        )
-        # Delivered before the decision is recorded: a crash in between leaves the report in
-        # quarantine, and releasing it again re-emits the same example_id.
-        delivery = await self._publish(
-            self._curated_topic, example.example_id.encode(), to_bytes(example)
-        )
-        await delivery
-        return await self._record(
-            held, action, reviewer, why, ReportRoute.CURATED, example.example_id, group_id
-        )
-
-    async def _record(
-        self,
-        held: QuarantinedReport,
-        action: ReviewAction,
-        reviewer: str,
-        why: str,
-        route: ReportRoute,
-        example_id: str | None,
-        group_id: str | None,
-    ) -> ReviewDecision:
-        decision = ReviewDecision(
-            report_id=held.report.report_id,
-            tenant_id=held.report.tenant_id,
-            action=action,
-            reviewer=reviewer,
-            why=why,
-            quarantine_reason=held.reason,
-            example_id=held.example_id,
-            group_id=group_id,
-        )
-        await self._queue.decide(decision)
-        reason = "released_in_review" if action == "release" else "discarded_in_review"
-        by = reviewer if group_id is None else f"{reviewer} (group {group_id})"
-        outcome = ReportOutcome(
-            report_id=held.report.report_id,
-            tenant_id=held.report.tenant_id,
-            route=route,
-            reason=reason,
-            detail=f"{by}: {why}",
-            example_id=example_id,
-        )
-        counter = "released" if action == "release" else "discarded"
-        await self._ledger.record(
-            [outcome], counter=lambda _: counter, moving_from=ReportRoute.QUARANTINED
-        )
-        return decision
 
 
 class ReportSink:

@@ -30,8 +30,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from l2loop.schemas.codec import to_bytes
-from l2loop.schemas.windows import WindowStats
-from l2loop.streams.windows import (
+from l2loop.schemas.windows import WindowStats, window_field
+from l2loop.streams.window_state import (
     HOUR,
     NO_MODEL,
     ApplyOutcome,
@@ -39,8 +39,6 @@ from l2loop.streams.windows import (
     PartitionMark,
     SourcePartition,
     WindowCounts,
-    epoch_ms,
-    window_field,
 )
 
 # ARGV[1] key prefix, ARGV[2] window TTL (s), ARGV[3] dedupe TTL (s), ARGV[4] deltas (JSON),
@@ -165,7 +163,7 @@ def _revision(flat: Sequence[bytes]) -> int:
 
 
 class RedisWindowState:
-    """``streams.windows.WindowState`` in Redis."""
+    """``streams.window_state.WindowState`` in Redis."""
 
     def __init__(
         self, client: aioredis.Redis, *, key_prefix: str, window_ttl_s: int, dedupe_ttl_s: int
@@ -217,7 +215,7 @@ class RedisWindowState:
         latest = latest_key(self._topic_prefix)
         args: list[Any] = [latest, f"{latest}_rev", NO_MODEL]
         for window in stats:
-            field = window_field(epoch_ms(window.window_start), window.model_version)
+            field = window_field(window.window_start, window.model_version)
             args += [field, window.revision, to_bytes(window)]
         await self._save_latest(args=args)
 

@@ -2,8 +2,8 @@
 
 A reviewer reads a text and judges a claim about it; reports making the same claim about the
 same text, or about texts a few words apart, get the same judgement. ``group_reports`` groups
-whatever is pending, and is pure: the review queue (``streams.reports.ReviewQueue``) holds
-the reports, ``l2loop review`` and the loop replay group them when they read them.
+whatever is pending, and is pure: the review queue (``review.ReviewQueue``) holds the reports,
+``l2loop review`` and the loop replay group them when they read them.
 
 - Same normalised text first (``l2model.record.text_key``, the report's ``example_id``),
   then semantic neighbours: the cosine of character 3-5-gram TF-IDF vectors, fitted on the

@@ -1,7 +1,8 @@
 """The report path's rules as plain functions: checks, quotas, routing, weights.
 
 Nothing here touches Redis or Kafka, so the poisoning defences can be read and tested on
-their own; ``l2loop.streams.defences.admission`` and ``streams.reports`` apply them to live state.
+their own; ``admission``, ``support``, ``review`` and ``streams.reports`` apply them to live
+state.
 """
 
 from __future__ import annotations

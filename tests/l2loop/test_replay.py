@@ -53,8 +53,8 @@ from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.defences.admission import ReportLedger
+from l2loop.streams.defences.review import ReviewQueue
 from l2loop.streams.defences.review_groups import group_reports
-from l2loop.streams.reports import ReviewQueue
 from l2loop.workers.scheduler import CycleRecord
 from l2model.artifacts import default_model_dir
 from l2model.evaluation import LabeledPrompt, read_labeled

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from l2loop.schemas.windows import Alert, WindowStats
+from l2loop.schemas.windows import Alert, WindowStats, window_field
 from l2loop.streams.alert_rules import (
     Change,
     Thresholds,
@@ -21,7 +21,7 @@ from l2loop.streams.alert_rules import (
     recall_drop,
     trailing_starts,
 )
-from tests.fixtures.windows import HOUR, window, window_field
+from tests.fixtures.windows import HOUR, window
 
 LIMITS = Thresholds()
 
@@ -166,10 +166,15 @@ def test_a_clear_window_of_the_model_serving_in_its_place_resolves_a_replaced_ve
     clear = window(101, model_version="m1")
     evaluated = [(clear, evaluate_window(clear, [], LIMITS))]
     # The spike version served on in hour 101 beside m1: its alert stays open.
-    both = {window_field(clear), window_field(window(101, model_version="spike"))}
+    spike_101 = window(101, model_version="spike")
+    both = {
+        window_field(clear.window_start, clear.model_version),
+        window_field(spike_101.window_start, spike_101.model_version),
+    }
     assert alert_changes(evaluated, open_alerts, both) == []
     # Hour 101 was served by m1 alone: the spike version was replaced and m1 reads clear.
-    resolved = alert_changes(evaluated, open_alerts, {window_field(clear)})
+    only_m1 = {window_field(clear.window_start, clear.model_version)}
+    resolved = alert_changes(evaluated, open_alerts, only_m1)
     assert [(c.alert_id, c.alert.status) for c in resolved] == [(spike.alert_id, "resolved")]
     assert "(m1)" in resolved[0].alert.annotations["resolved_by"]
     # A window of the same time, or one that is not clear, replaces nothing.
