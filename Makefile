@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint typecheck bench model clean
+.PHONY: up test test-fast lint typecheck bench model clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (l2loop needs Python >= 3.11; set PYTHON=...)"; exit 1; }
@@ -16,15 +16,21 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/l2loop up
 
+# lint-imports checks the layer contract of docs/architecture.md (pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
 	$(BIN)/pytest -ra
+
+# The unit tests only: pure logic, no broker, Redis, server or child process (under a minute).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m unit -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/scoring_throughput.py
@@ -33,4 +39,4 @@ model: $(STAMP)
 	$(BIN)/l2loop model build-lite
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache .hypothesis

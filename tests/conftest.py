@@ -1,3 +1,7 @@
+"""Fixture plugins of every test area, and the unit/integration split of the suite."""
+
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.pipeline",
@@ -7,3 +11,18 @@ pytest_plugins = [
     "tests.fixtures.api",
     "tests.fixtures.exposure",
 ]
+
+# Fixtures that start or reach a real component. A test that uses one is an integration test
+# whatever its module says; every test not marked integration is a unit test, so
+# `pytest -m unit` (make test-fast) is the fast run and the two sets never overlap.
+REAL_COMPONENT_FIXTURES = frozenset(
+    {"service_endpoints", "own_redis", "own_broker", "webhook_receiver"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_COMPONENT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)
