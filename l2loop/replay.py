@@ -57,6 +57,7 @@ from l2loop.demo.loop_replay import (
 from l2loop.demo.reporters import issue_keys, post_reports
 from l2loop.infra.clients import produce_lines, publisher, topic_reader
 from l2loop.infra.embedded import ManagedProcess, free_port
+from l2loop.infra.processes import l2loop_process, running
 from l2loop.infra.services import await_services, redis_address, serving
 from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS
 from l2loop.logs import get_logger
@@ -73,7 +74,6 @@ from l2loop.streams.defences.admission import ReportLedger
 from l2loop.streams.defences.review_groups import ReviewGroup, group_reports
 from l2loop.streams.defences.rules import claimed_label
 from l2loop.streams.reports import ReportServices, Reviewer, report_services
-from l2loop.up import l2loop_process, running
 from l2loop.workers.assembler import Period
 from l2loop.workers.retrain import base_corpus
 from l2loop.workers.scheduler import CycleRecord, run_exclusively
