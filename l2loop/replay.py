@@ -40,7 +40,6 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from l2loop.api.reports import ReportsAnswer, ReportSubmission
 from l2loop.demo.loop_replay import (
     DrawnReports,
     Figures,
@@ -62,6 +61,7 @@ from l2loop.infra.services import await_services, redis_address, serving
 from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
+from l2loop.schemas.api import ReportsAnswer, ReportSubmission
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.events import ScanEvent
 from l2loop.schemas.reports import QuarantinedReport, ReportRoute, ReviewAction

@@ -17,7 +17,6 @@ import orjson
 import pytest
 import redis
 
-from l2loop.api.reports import ReportSubmission
 from l2loop.demo.loop_replay import (
     DrawnReports,
     Figures,
@@ -48,6 +47,7 @@ from l2loop.replay import (
     table_columns,
     tally_reports,
 )
+from l2loop.schemas.api import ReportSubmission
 from l2loop.schemas.verdicts import Verdict
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
