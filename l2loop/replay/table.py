@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from l2loop.demo.loop_replay import (
+from l2loop.demo.figures import (
     Figures,
     golden_report,
     half_report,

@@ -17,15 +17,8 @@ import orjson
 import pytest
 import redis
 
-from l2loop.demo.loop_replay import (
-    DrawnReports,
-    Figures,
-    golden_report,
-    half_report,
-    render_figures,
-    sample_prompts,
-    split_halves,
-)
+from l2loop.demo.figures import Figures, golden_report, half_report, render_figures
+from l2loop.demo.loop_replay import DrawnReports, sample_prompts, split_halves
 from l2loop.demo.reporters import issue_keys
 from l2loop.infra.embedded import ManagedProcess
 from l2loop.replay.record import CycleOutcome, ReplayRecord, ReportTally, ReviewTally
