@@ -29,11 +29,11 @@ import orjson
 from scoring_throughput import collect_verdicts, fresh, send_backlog
 
 from l2loop.infra.embedded import free_port
+from l2loop.infra.processes import l2loop_process, running
 from l2loop.infra.services import serving_settings
 from l2loop.infra.topics import ensure_topics
 from l2loop.logs import configure
 from l2loop.settings import Settings
-from l2loop.up import l2loop_process, running
 from l2model.golden import load_golden
 
 

@@ -47,6 +47,7 @@ from scoring_throughput import PROMPTS, Figures, events, fresh, measure, send_ke
 
 from l2loop.infra.clients import tail_records
 from l2loop.infra.embedded import free_port
+from l2loop.infra.processes import l2loop_process, running
 from l2loop.infra.services import serving_settings
 from l2loop.infra.topics import LABEL_REPORTS, SCAN_VERDICTS, ensure_topics
 from l2loop.logs import configure
@@ -55,12 +56,12 @@ from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.reports import CuratedExample, LabelReport, ReportRoute
 from l2loop.schemas.verdicts import StoredVerdict, Verdict
 from l2loop.settings import Settings
+from l2loop.stats import percentile
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.tenants import TenantKeys
 from l2loop.stores.verdicts import VerdictStore, connect
 from l2loop.streams.defences.admission import ReportLedger
 from l2loop.streams.scoring import Scorer
-from l2loop.up import l2loop_process, percentile, running
 from l2model.record import TrainingRecord, text_key
 from l2model.runtime import L2Model
 

@@ -31,12 +31,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from l2loop.demo.traffic import demo_prompts
 from l2loop.infra.embedded import free_port
+from l2loop.infra.processes import l2loop_process, running
 from l2loop.infra.services import serving_settings
 from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
 from l2loop.logs import configure
 from l2loop.settings import Settings
+from l2loop.stats import percentile
 from l2loop.streams.transport import FETCH_MAX_WAIT_MS
-from l2loop.up import l2loop_process, percentile, running
 from l2model.runtime import L2Model
 
 

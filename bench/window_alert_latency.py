@@ -79,6 +79,7 @@ from scoring_throughput import fresh, send_keyed
 from l2loop.demo.spike import register_spike_model
 from l2loop.demo.traffic import demo_prompts
 from l2loop.infra.embedded import ManagedProcess, free_port
+from l2loop.infra.processes import l2loop_process, running
 from l2loop.infra.services import serving_settings
 from l2loop.infra.topics import ALERTS, SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS, ensure_topics
 from l2loop.logs import configure
@@ -98,7 +99,6 @@ from l2loop.streams.window_state import (
 )
 from l2loop.streams.window_store import RedisWindowState
 from l2loop.streams.windows import render
-from l2loop.up import l2loop_process, running
 from l2loop.workers.canary import ProbeCycle, canary_event
 from l2model.contract import Manifest
 from l2model.golden import load_golden

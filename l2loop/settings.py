@@ -216,7 +216,8 @@ class Settings(BaseSettings):
     review_group_similarity: float = Field(0.6, gt=0, le=1)
 
     # Quarterly cycle: scheduler, retraining, loop replay (workers/scheduler.py,
-    # workers/retrain.py, l2loop/demo/loop_replay.py; docs/decisions/0013-retraining-loop.md).
+    # workers/retrain.py, l2loop/demo/loop_replay.py, l2loop/replay/;
+    # docs/decisions/0013-retraining-loop.md).
     # The cron (UTC) fires the cycle of the quarter before the firing; a run missed by less
     # than the grace still starts (several missed runs start once); the per-quarter lock
     # expires this long after its holder stops renewing it (it renews every third of it).

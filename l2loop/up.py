@@ -13,11 +13,10 @@ import contextlib
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from l2loop.demo.spike import run_spike
 from l2loop.demo.traffic import Prompt, run_demo_traffic
 from l2loop.infra.clients import topic_reader
 from l2loop.infra.embedded import ManagedProcess, free_port
+from l2loop.infra.processes import l2loop_process
 from l2loop.infra.services import announce_up, redis_address, serving
 from l2loop.infra.supervision import AfterRestart, CrashLoopRule, Supervised, Supervisor
 from l2loop.infra.topics import ALERTS, SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, ensure_topics
@@ -39,6 +39,7 @@ from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.schemas.decoding import RawRecord, decode_record
 from l2loop.schemas.windows import Alert, Rate, WindowStats, window_field
 from l2loop.settings import Settings
+from l2loop.stats import percentile
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_store import AlertStore
@@ -121,13 +122,6 @@ def demo_canary_rate(settings: Settings) -> float:
     scarcer = min(benign, len(probes) - benign) / len(probes)
     per_window = 4 * settings.alert_min_samples / scarcer
     return max(settings.canary_probes_per_min, math.ceil(per_window * 60 / settings.window_size_s))
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class LiveSummary:
@@ -247,8 +241,6 @@ def alert_line(alert: Alert) -> str:
 
 
 def _epoch(value: object) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
@@ -299,26 +291,6 @@ async def _summarise(
         out.write("\n\n" if tty else "\n")
 
 
-def l2loop_process(
-    settings: Settings,
-    name: str,
-    command: Sequence[str],
-    port: int | None,
-    log_path: Path,
-    ready: Callable[[], bool] | None = None,
-) -> ManagedProcess:
-    """``l2loop COMMAND`` as a child ``up`` supervises; it is up when it listens on ``port``
-    or, serving none, when ``ready`` says so."""
-    return ManagedProcess(
-        name,
-        [sys.executable, "-m", "l2loop", *command],
-        port,
-        log_path,
-        env={**os.environ, **settings.to_env()},
-        ready=ready,
-    )
-
-
 def scheduler_process(settings: Settings, log_path: Path) -> ManagedProcess:
     """``l2loop scheduler``: it serves no port; it is up once the quarterly job is stored."""
 
@@ -329,17 +301,6 @@ def scheduler_process(settings: Settings, log_path: Path) -> ManagedProcess:
             return False
 
     return l2loop_process(settings, "scheduler", ("scheduler",), None, log_path, job_stored)
-
-
-@contextlib.contextmanager
-def running(process: ManagedProcess) -> Iterator[subprocess.Popen[bytes]]:
-    """``process`` started for the length of a with-block (benchmarks run workers so)."""
-    process.start()
-    assert process.process is not None
-    try:
-        yield process.process
-    finally:
-        process.stop()
 
 
 async def _run(

@@ -2,52 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from http import HTTPStatus
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import make_asgi_app
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from l2loop.api.context import ApiContext, ApiError, error_response
+from l2loop.api.reports import router as reports_router
+from l2loop.api.windows import router as windows_router
 from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
-
-
-@dataclass(frozen=True)
-class ApiContext:
-    """What every route may use; built once per process by the lifespan."""
-
-    settings: Settings
-    redis: aioredis.Redis
-    producer: AIOKafkaProducer
-
-
-def api_context(request: Request) -> ApiContext:
-    """FastAPI dependency: the process's shared context."""
-    context: ApiContext = request.app.state.context
-    return context
-
-
-class ApiError(BaseModel):
-    """Every error the API answers: a code to branch on, a sentence, the field at fault."""
-
-    code: str
-    detail: str
-    field: str | None = None
-
-
-def error_response(
-    status: int, error: ApiError, *, headers: Mapping[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(error.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -90,10 +61,6 @@ def create_api(settings: Settings) -> FastAPI:
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    # Routers import ApiContext from this module, so they are imported once it exists.
-    from l2loop.api.reports import router as reports_router
-    from l2loop.api.windows import router as windows_router
 
     app.include_router(reports_router)
     app.include_router(windows_router)

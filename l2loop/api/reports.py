@@ -23,14 +23,15 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from l2loop.api.app import ApiContext, ApiError, api_context, error_response
+from l2loop.api.context import ApiContext, ApiError, api_context, error_response
 from l2loop.infra.topics import LABEL_REPORTS
 from l2loop.resilience import retry_until_done
+from l2loop.schemas.api import ReportResult, ReportsAnswer, ReportSubmission
 from l2loop.schemas.codec import to_bytes
-from l2loop.schemas.common import EventTime, Identifier, utc_now
-from l2loop.schemas.reports import LabelReport, ReportKind, ReportOutcome, ReportRoute
+from l2loop.schemas.common import Identifier, utc_now
+from l2loop.schemas.reports import LabelReport, ReportOutcome, ReportRoute
 from l2loop.stores.tenants import TenantRecord
 from l2loop.streams.defences.admission import Admitted
 from l2loop.streams.defences.rules import Rejection, RejectReason
@@ -38,41 +39,6 @@ from l2loop.streams.reports import ReportServices, report_services
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 _REPORT_ID: TypeAdapter[str] = TypeAdapter(Identifier)
-
-
-class ReportSubmission(BaseModel):
-    """One report as a client sends it; the tenant comes from the key."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    report_id: Identifier | None = Field(
-        None, description="yours, to retry safely; assigned when absent"
-    )
-    event_id: Identifier
-    tenant_id: Identifier | None = Field(None, description="if given, must be the key's tenant")
-    reporter_id: Identifier
-    kind: ReportKind
-    reported_at: EventTime | None = None
-    reason: str = Field("", max_length=128)
-    comment: str = Field("", max_length=2000)
-    text: str | None = Field(None, max_length=32 * 1024, description="false_negative only")
-    event_ts: EventTime | None = Field(None, description="false_negative only")
-
-
-class ReportResult(BaseModel):
-    index: int
-    status: int
-    report_id: str | None = None
-    code: str | None = None
-    field: str | None = None
-    detail: str | None = None
-    retry_after_s: int | None = None
-
-
-class ReportsAnswer(BaseModel):
-    accepted: int
-    rejected: int
-    results: list[ReportResult]
 
 
 def _body_schema() -> dict[str, Any]:

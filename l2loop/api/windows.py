@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from l2loop.api.app import ApiContext, ApiError, api_context
+from l2loop.api.context import ApiContext, ApiError, api_context
 from l2loop.schemas.windows import Alert, WindowStats
 from l2loop.streams.alert_rules import Thresholds
 from l2loop.streams.alert_store import AlertStore

@@ -31,14 +31,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from l2loop.demo.loop_replay import (
-    generated_language,
-    learn_from,
-    non_english_benign,
-    sample_prompts,
-    source_of,
-    split_halves,
-)
+from l2loop.demo.figures import generated_language, non_english_benign
+from l2loop.demo.loop_replay import learn_from, sample_prompts, source_of, split_halves
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
 from l2loop.workers.retrain import base_corpus

@@ -1,4 +1,4 @@
-"""The loop replay's pure parts: the halves, the simulated reports, the held-out figures."""
+"""The loop replay's pure parts: the halves and the simulated reports."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 
 from l2loop.demo.loop_replay import (
-    Figures,
     SimulatedReports,
     analyst_family,
     at_most,
     draw_reports,
-    render_figures,
     sample_prompts,
     simulate_reports,
     split_halves,
@@ -234,23 +232,3 @@ def test_the_draw_takes_the_share_of_each_kind_of_error() -> None:
     assert len(drawn.fp) == 3 and set(drawn.fp) <= set(range(6))
     assert len(drawn.fn) == round(3.5) and set(drawn.fn) <= set(range(13, 20))
     assert drawn == draw_reports(labels, flagged, share=0.5, seed=0)
-
-
-def _figures(name: str, fp_rate: float, recall: float) -> Figures:
-    source = {"benign": 10, "malicious": 0, "fp_rate": fp_rate, "recall": 0.0}
-    return Figures(
-        name,
-        {"overall": {"fp_rate": fp_rate, "recall": recall}, "by_source": {"org/a": source}},
-        {"fp_rate": 0.0, "recall": 1.0},
-    )
-
-
-def test_the_tables_have_a_column_per_model() -> None:
-    lines = render_figures(
-        [_figures("before", 0.2, 0.5), _figures("after 1", 0.1, 0.6), _figures("after 2", 0, 1)]
-    )
-    assert lines[0] == "| measure | before | after 1 | after 2 |"
-    assert lines[2] == "| FP rate, held-out half | 20.00 % | 10.00 % | 0.00 % |"
-    assert lines[3] == "| recall, held-out half | 50.00 % | 60.00 % | 100.00 % |"
-    # A source without attacks has no recall to show.
-    assert lines[-1] == "| org/a | 10 | 20.00 % | 10.00 % | 0.00 % | 0 | - | - | - |"

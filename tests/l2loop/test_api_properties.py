@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from l2loop.api.app import create_api
-from l2loop.api.reports import ReportsAnswer
+from l2loop.schemas.api import ReportsAnswer
 from l2loop.settings import Settings
 from tests.fixtures.api import ledger_counts, tenant_key
 from tests.fixtures.strategies import json_values

@@ -17,37 +17,24 @@ import orjson
 import pytest
 import redis
 
-from l2loop.api.reports import ReportSubmission
-from l2loop.demo.loop_replay import (
-    DrawnReports,
-    Figures,
-    golden_report,
-    half_report,
-    render_figures,
-    sample_prompts,
-    split_halves,
-)
+from l2loop.demo.figures import Figures, golden_report, half_report, render_figures
+from l2loop.demo.loop_replay import DrawnReports, sample_prompts, split_halves
 from l2loop.demo.reporters import issue_keys
 from l2loop.infra.embedded import ManagedProcess
-from l2loop.replay import (
-    RECORD_FILE,
-    REVIEWER,
-    CycleOutcome,
+from l2loop.replay.record import CycleOutcome, ReplayRecord, ReportTally, ReviewTally
+from l2loop.replay.reports import (
     Posted,
-    ReplayRecord,
-    ReportTally,
-    ReviewTally,
-    cycle_lines,
-    cycle_period,
     draw_hostile,
     next_batch,
     post_all,
-    replayable,
     report_submissions,
-    review_plan,
-    table_columns,
     tally_reports,
 )
+from l2loop.replay.review import REVIEWER, review_plan
+from l2loop.replay.run import RECORD_FILE, cycle_period
+from l2loop.replay.table import cycle_lines, table_columns
+from l2loop.replay.traffic import replayable
+from l2loop.schemas.api import ReportSubmission
 from l2loop.schemas.verdicts import Verdict
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
