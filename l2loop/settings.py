@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     # stores them itself: verdict store, curated store files, suppressions (no preview), and
     # the retention of the topics that carry texts when l2loop creates them (README, Privacy).
     text_ttl_s: int | None = Field(None, ge=3600)
-    # Alerts (streams/alerts.py, streams/alert_sinks.py). Thresholds: DESIGN.md "Rules of the
+    # Alerts (streams/alerts.py, streams/alert_sinks.py). Thresholds: docs/architecture.md "Rules of the
     # loop". A rule fires when the Wilson 95 % bound of a window crosses its threshold and
     # clears at the lower one, so that a rate hovering at the threshold does not flap.
     alert_min_samples: int = Field(100, ge=1, description="samples a window needs to alert")
@@ -245,7 +245,7 @@ class Settings(BaseSettings):
     # The least weight a hard negative is trained with in a retraining set, base or new: the
     # guide's "increase weight for hard negative examples" (troubleshooting, "FPR increases
     # after update"; the hard negatives are what the gate must never flag), at the
-    # expert weight of DESIGN.md (production-confirmed 5.0, expert 3-4, synthetic 2.0-2.5,
+    # expert weight of docs/architecture.md (production-confirmed 5.0, expert 3-4, synthetic 2.0-2.5,
     # bulk 1.0). Hand-written hard negatives are expert examples: the middle of 3-4.
     retrain_hard_negative_weight: float = Field(3.5, gt=0)
     # Full retraining adds, for each new or remembered example, this many already-labelled
@@ -290,7 +290,7 @@ class Settings(BaseSettings):
     replay_report_share: float = Field(0.3, gt=0, le=1)
     replay_seed: int = 0
 
-    # Dataset assembly (workers/assembler.py; DESIGN.md "Rules of the loop", seeds:
+    # Dataset assembly (workers/assembler.py; docs/architecture.md "Rules of the loop", seeds:
     # incremental training guide). Weights: production-confirmed examples get the confirmed
     # weight, less-supported reports keep the report agent's weight within bulk..confirmed,
     # variations of a false positive get min + (max - min) * its confidence. The class ratio

@@ -29,7 +29,7 @@ from l2model.record import BENIGN, text_key
 
 THREAT_FAMILIES = tuple(family for family in FAMILIES if family != BENIGN)
 
-# DESIGN.md weights (incremental training guide): production-confirmed 5.0, bulk 1.0.
+# docs/architecture.md weights (incremental training guide): production-confirmed 5.0, bulk 1.0.
 CONFIRMED_WEIGHT = 5.0
 SINGLE_REPORT_WEIGHT = 1.0
 SINGLE_REPORT_CONFIDENCE = 0.5
