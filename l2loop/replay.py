@@ -74,8 +74,8 @@ from l2loop.streams.defences.review_groups import ReviewGroup, group_reports
 from l2loop.streams.defences.rules import claimed_label
 from l2loop.streams.reports import ReportServices, Reviewer, report_services
 from l2loop.up import l2loop_process, running
-from l2loop.workers.assembler import Period
-from l2loop.workers.retrain import base_corpus
+from l2loop.workers.assembly.period import Period
+from l2loop.workers.retraining.dataset import base_corpus
 from l2loop.workers.scheduler import CycleRecord, run_exclusively
 from l2model.evaluation import LabeledPrompt, read_labeled
 from l2model.private import private_dir, write_private

@@ -38,9 +38,9 @@ from pydantic import BaseModel, ConfigDict
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
 from l2loop.streams.defences.rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
-from l2loop.workers.retrain import DATASET_SPLITS, Candidate, NewData, base_corpus, train_and_judge
+from l2loop.workers.retrain import Candidate, train_and_judge
+from l2loop.workers.retraining.dataset import DATASET_SPLITS, NewData, base_corpus
 from l2model.corpus import CorpusSplit, split_corpus, write_jsonl
-from l2model.counterfactual import ReportedText, TrafficEvent
 from l2model.evaluation import (
     LabeledPrompt,
     binary_report,
@@ -48,6 +48,7 @@ from l2model.evaluation import (
     read_labeled,
     score_texts,
 )
+from l2model.gate.counterfactual import ReportedText, TrafficEvent
 from l2model.golden import is_golden_text, load_golden
 from l2model.private import write_private
 from l2model.record import BENIGN, TrainingRecord, text_key

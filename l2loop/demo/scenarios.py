@@ -41,7 +41,7 @@ from l2loop.demo.loop_replay import (
 )
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2loop.workers.retrain import base_corpus
+from l2loop.workers.retraining.dataset import base_corpus
 from l2model.corpus import CorpusSplit
 from l2model.evaluation import LabeledPrompt, binary_report, read_labeled, score_texts
 from l2model.record import TrainingRecord

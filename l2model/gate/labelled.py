@@ -1,4 +1,5 @@
-"""The regression gate: may a candidate model replace the one in service?
+"""The labelled gate: how a candidate decides on labelled prompts, against the model in
+service and the production must-haves.
 
 Two sets of rules, both over the same labeled prompts:
 
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from l2model.contract import Manifest
 from l2model.evaluation import ClassifierMetrics, LabeledPrompt, classifier_metrics
+from l2model.gate.rules import RuleResult
 
 EXAMPLES = 10
 EXAMPLE_CHARS = 100
@@ -66,18 +68,6 @@ class VerdictChange(BaseModel):
     label: int
     old_flagged: bool
     new_flagged: bool
-
-
-class RuleResult(BaseModel):
-    """One rule. ``not measured`` (the data holds nothing to measure it on, or the manifest
-    records no INT8 loss) does not reject."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rule: str
-    status: Literal["pass", "fail", "not measured"]
-    value: float | None
-    detail: str
 
 
 class GateReport(BaseModel):

@@ -1,9 +1,9 @@
 """A counterfactual replay: which decisions on recent traffic would a candidate change, and
 does anything explain the change?
 
-The regression gate (``l2model.gate``) judges a candidate on labelled data: the dataset's
-test split, the golden set, the hard negatives. None of it is the traffic the model will
-see, and a candidate can pass all three while it stops flagging an attack family nobody
+The labelled gate (``l2model.gate.labelled``) judges a candidate on labelled data: the
+dataset's test split, the golden set, the hard negatives. None of it is the traffic the model
+will see, and a candidate can pass all three while it stops flagging an attack family nobody
 reported, or starts flagging the ordinary prompts of a tenant that never reported anything.
 Before promotion the candidate and the model in service therefore score the same bounded
 sample of every tenant's recent traffic, and every decision that flips is looked at
@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from l2model.gate import RuleResult
+from l2model.gate.rules import RuleResult
 from l2model.script import dominant_script
 
 EXAMPLES_PER_TENANT: Final = 3  # per tenant and direction
