@@ -257,7 +257,7 @@ class Settings(BaseSettings):
     # with (l2model.corpus.generate_corpus): the one the committed model was built from.
     base_corpus_size: int = Field(25_000, ge=1_000)
     base_corpus_seed: int = 0
-    # The counterfactual gate (l2model/counterfactual.py, workers/traffic_sample.py;
+    # The counterfactual gate (l2model/gate/counterfactual.py, workers/traffic_sample.py;
     # docs/decisions/0021-counterfactual-gate.md): before promotion, candidate and model in
     # service score a sample of every tenant's recent scan events, read back from the topic.
     # At most `gate_traffic_sample` events (0: no replay, the rule is not measured), shared
