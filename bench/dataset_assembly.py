@@ -41,7 +41,8 @@ import orjson
 from l2loop.schemas.reports import CuratedExample
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
-from l2loop.workers.assembler import Period, assemble_dataset
+from l2loop.workers.assembler import assemble_dataset
+from l2loop.workers.assembly.period import Period
 from l2model.corpus import generate_corpus
 from l2model.record import text_key
 

@@ -122,9 +122,10 @@ class Settings(BaseSettings):
     # stores them itself: verdict store, curated store files, suppressions (no preview), and
     # the retention of the topics that carry texts when l2loop creates them (README, Privacy).
     text_ttl_s: int | None = Field(None, ge=3600)
-    # Alerts (streams/alerts.py, streams/alert_sinks.py). Thresholds: docs/architecture.md "Rules of the
-    # loop". A rule fires when the Wilson 95 % bound of a window crosses its threshold and
-    # clears at the lower one, so that a rate hovering at the threshold does not flap.
+    # Alerts (streams/alerts.py, streams/alert_sinks.py). Thresholds: docs/architecture.md
+    # "Rules of the loop". A rule fires when the Wilson 95 % bound of a window crosses its
+    # threshold and clears at the lower one, so that a rate hovering at the threshold does
+    # not flap.
     alert_min_samples: int = Field(100, ge=1, description="samples a window needs to alert")
     alert_fp_rate: float = Field(0.02, gt=0, lt=1)
     alert_fp_rate_clear: float = Field(0.015, ge=0, lt=1)
@@ -245,8 +246,8 @@ class Settings(BaseSettings):
     # The least weight a hard negative is trained with in a retraining set, base or new: the
     # guide's "increase weight for hard negative examples" (troubleshooting, "FPR increases
     # after update"; the hard negatives are what the gate must never flag), at the
-    # expert weight of docs/architecture.md (production-confirmed 5.0, expert 3-4, synthetic 2.0-2.5,
-    # bulk 1.0). Hand-written hard negatives are expert examples: the middle of 3-4.
+    # expert weight of docs/architecture.md (production-confirmed 5.0, expert 3-4, synthetic
+    # 2.0-2.5, bulk 1.0). Hand-written hard negatives are expert examples: the middle of 3-4.
     retrain_hard_negative_weight: float = Field(3.5, gt=0)
     # Full retraining adds, for each new or remembered example, this many already-labelled
     # records of the opposite label in its script, length and markup (l2model.counterparts),
@@ -258,7 +259,7 @@ class Settings(BaseSettings):
     # with (l2model.corpus.generate_corpus): the one the committed model was built from.
     base_corpus_size: int = Field(25_000, ge=1_000)
     base_corpus_seed: int = 0
-    # The counterfactual gate (l2model/counterfactual.py, workers/traffic_sample.py;
+    # The counterfactual gate (l2model/gate/counterfactual.py, workers/traffic_sample.py;
     # docs/decisions/0021-counterfactual-gate.md): before promotion, candidate and model in
     # service score a sample of every tenant's recent scan events, read back from the topic.
     # At most `gate_traffic_sample` events (0: no replay, the rule is not measured), shared

@@ -25,7 +25,7 @@ from l2model.evaluation import (
     read_labeled,
     score_texts,
 )
-from l2model.gate import GateReport, VerdictChange, gate, recorded_int8_loss
+from l2model.gate.labelled import GateReport, VerdictChange, gate, recorded_int8_loss
 from l2model.runtime import L2Model
 
 MODEL_DIR = click.Path(exists=True, file_okay=False, path_type=Path)

@@ -157,7 +157,7 @@ def train_lite(
     """Fits the featuriser (vocabulary and IDF) on ``vocabulary_texts`` when given, else on
     the training texts, then the heads on ``train`` weighted by ``weight_multiplier``.
     Retraining keeps the base vocabulary this way while the heads learn new examples
-    (the incremental mode of workers/retrain.py)."""
+    (the incremental mode of workers/retraining/training.py)."""
     texts = [r.text for r in train]
     refuse_golden(texts, what="the lite model's training set")
     weights = np.array([r.weight_multiplier for r in train])

@@ -1,9 +1,11 @@
-"""Promotion: the ``current`` pointer moves to a registered version, and the suppressions
-its training data covers expire.
+"""Promotion, the one place a model is made current: the registry's ``current`` pointer
+moves to a registered version (``ModelPointer.promote``), then the suppressions its
+training data covers expire, and the promotion is logged.
 
-``l2loop model promote`` and the retraining job both promote through ``promote_version``,
-so a model is never current while the suppressions it learnt still hide its verdicts, nor
-the other way round, whichever path promoted it.
+The retraining job and ``l2loop model promote`` both promote here (``promote`` opens its own
+Redis connection, ``promote_version`` takes one the caller holds), so a model is never
+current while the suppressions it learnt still hide its verdicts, nor the other way round,
+whichever path promoted it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pydantic import BaseModel, ConfigDict
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, retry_until_done
 from l2loop.schemas.suppressions import Suppression
+from l2loop.settings import Settings
 from l2loop.stores.suppressions import SuppressionStore
+from l2loop.stores.verdicts import connect
 from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
 
 log = get_logger(__name__)
@@ -66,3 +70,15 @@ async def promote_version(
         suppressions_expired=len(expired),
     )
     return Promotion(current=current, trained_through=through, expired=expired)
+
+
+async def promote(settings: Settings, registry: ModelRegistry, version: str) -> Promotion:
+    """``promote_version`` on a Redis connection of its own, with the deployment's key prefix
+    and backoff. Raises ``RegistryError`` when the version is not registered."""
+    client = connect(settings.redis_dsn)
+    try:
+        return await promote_version(
+            client, registry, version, key_prefix=settings.topic_prefix, backoff=settings.backoff
+        )
+    finally:
+        await client.aclose()

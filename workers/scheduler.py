@@ -36,7 +36,8 @@ from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
 from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
-from l2loop.workers.assembler import Period, assemble_dataset
+from l2loop.workers.assembler import assemble_dataset
+from l2loop.workers.assembly.period import Period
 
 log = get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """A bounded, fair sample of recent production traffic, read back from ``scan-events``.
 
-The counterfactual gate (``l2model.counterfactual``, decision 0021) replays this sample
+The counterfactual gate (``l2model.gate.counterfactual``, decision 0021) replays this sample
 through the model in service and the candidate. What it reads:
 
 - every partition of the topic, from the first record no older than
@@ -43,7 +43,7 @@ from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.schemas.decoding import RawRecord, decode_record
 from l2loop.schemas.events import MetadataValue, ScanEvent
 from l2loop.settings import Settings
-from l2model.counterfactual import TrafficEvent
+from l2model.gate.counterfactual import TrafficEvent
 from l2model.golden import is_golden_text
 
 log = get_logger(__name__)

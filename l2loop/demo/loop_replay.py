@@ -45,10 +45,11 @@ from l2loop.demo.figures import (
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
 from l2loop.streams.defences.rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
-from l2loop.workers.retrain import DATASET_SPLITS, Candidate, NewData, base_corpus, train_and_judge
+from l2loop.workers.retrain import Candidate, train_and_judge
+from l2loop.workers.retraining.dataset import DATASET_SPLITS, NewData, base_corpus
 from l2model.corpus import split_corpus, write_jsonl
-from l2model.counterfactual import ReportedText, TrafficEvent
 from l2model.evaluation import LabeledPrompt, read_labeled, score_texts
+from l2model.gate.counterfactual import ReportedText, TrafficEvent
 from l2model.golden import is_golden_text
 from l2model.private import write_private
 from l2model.record import BENIGN, TrainingRecord, text_key

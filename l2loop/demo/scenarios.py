@@ -35,7 +35,7 @@ from l2loop.demo.figures import generated_language, non_english_benign
 from l2loop.demo.loop_replay import learn_from, sample_prompts, source_of, split_halves
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2loop.workers.retrain import base_corpus
+from l2loop.workers.retraining.dataset import base_corpus
 from l2model.corpus import CorpusSplit
 from l2model.evaluation import LabeledPrompt, binary_report, read_labeled, score_texts
 from l2model.record import TrainingRecord

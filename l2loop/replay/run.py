@@ -46,7 +46,7 @@ from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.reports import report_services
-from l2loop.workers.assembler import Period
+from l2loop.workers.assembly.period import Period
 from l2loop.workers.scheduler import run_exclusively
 from l2model.evaluation import LabeledPrompt, read_labeled
 from l2model.private import private_dir, write_private

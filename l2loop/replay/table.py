@@ -15,7 +15,7 @@ from l2loop.demo.figures import (
 )
 from l2loop.replay.record import CycleOutcome, ReplayRecord
 from l2loop.settings import Settings
-from l2loop.workers.retrain import base_corpus
+from l2loop.workers.retraining.dataset import base_corpus
 from l2model.evaluation import LabeledPrompt
 from l2model.registry import ModelRegistry
 from l2model.runtime import L2Model

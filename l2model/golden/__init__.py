@@ -1,10 +1,10 @@
 """The golden set: frozen, versioned labelled prompts that are never trained on.
 
-Canary probes are drawn from it, and the production targets bind on it (docs/architecture.md, "Rules of
-the loop"). Each version is a committed JSONL file beside a manifest holding its sha256 and
-counts; loading verifies both, so an edited or truncated file is refused rather than
-silently measuring something else. ``l2model.corpus.golden`` wrote the files; nothing here
-regenerates them.
+Canary probes are drawn from it, and the production targets bind on it
+(docs/architecture.md, "Rules of the loop"). Each version is a committed JSONL file beside a
+manifest holding its sha256 and counts; loading verifies both, so an edited or truncated file
+is refused rather than silently measuring something else. ``l2model.corpus.golden`` wrote the
+files; nothing here regenerates them.
 
 Nothing that trains may see a golden text: ``refuse_golden`` is called by every trainer, and
 ``is_golden_text`` lets the report agent and the dataset assembler keep golden texts out of

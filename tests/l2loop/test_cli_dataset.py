@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from l2loop.cli import main
 from l2loop.settings import Settings
 from l2loop.workers import scheduler as scheduler_module
-from l2loop.workers.assembler import Period
+from l2loop.workers.assembly.period import Period
 from l2loop.workers.scheduler import CycleRecord
 
 

@@ -14,7 +14,7 @@ from l2model.cli import model
 from l2model.contract import MANIFEST_FILE, Manifest
 from l2model.corpus import CorpusSplit, write_jsonl
 from l2model.evaluation import EvalReport
-from l2model.gate import GateReport
+from l2model.gate.labelled import GateReport
 from l2model.runtime import L2Model
 
 from .conftest import SMALL_SIZE

@@ -25,15 +25,15 @@ import pytest
 from l2loop.schemas.reports import ReportKind
 from l2loop.settings import Settings
 from l2loop.stores.curated import REDACTED_AT, CuratedStore
-from l2loop.workers.assembler import (
+from l2loop.workers.assembler import assemble_dataset
+from l2loop.workers.assembly.dataset import (
     MANIFEST_FILE,
     SPLITS,
     VARIATION_SOURCE,
     AssembledDataset,
-    AssemblyProgress,
-    Period,
-    assemble_dataset,
 )
+from l2loop.workers.assembly.period import Period
+from l2loop.workers.assembly.progress import AssemblyProgress
 from l2model.corpus import generate_corpus, read_jsonl
 from l2model.corpus.slots import LANGUAGES, TASKS
 from l2model.corpus.variations import near_duplicate_key
@@ -365,7 +365,8 @@ _KILLED_RUN = """
 import sys, time
 from pathlib import Path
 from l2loop.settings import Settings
-from l2loop.workers.assembler import Period, assemble_dataset
+from l2loop.workers.assembler import assemble_dataset
+from l2loop.workers.assembly.period import Period
 
 def progress(report):
     if report.phase == "write" and 0 < report.done < (report.total or 0):
@@ -454,22 +455,6 @@ def test_only_the_owner_can_read_a_dataset(tmp_path: Path) -> None:
     assert built.path.parent == data_dir / "datasets"
     assert {f"{name}.jsonl" for name in SPLITS} <= {p.name for p in built.path.iterdir()}
     assert not_private(data_dir) == []
-
-
-def test_a_period_is_a_quarter_or_two_dates() -> None:
-    assert Period.quarter("2026Q4") == Period("2026Q4", date(2026, 10, 1), date(2027, 1, 1))
-    assert Period.quarter_before(date(2026, 1, 1)) == Period.quarter("2025Q4")
-    assert Period.quarter_before(date(2027, 1, 1)) == Period.quarter("2026Q4")
-    assert Period.quarter_before(date(2026, 4, 1)) == Period.quarter("2026Q1")
-    assert Period.quarter_before(date(2026, 8, 15)) == Period.quarter("2026Q2")
-    between = Period.between(date(2026, 7, 1), date(2026, 7, 8))
-    assert (between.name, between.end) == ("20260701-20260708", date(2026, 7, 8))
-    # A model trained on it has seen everything curated before midnight UTC of the end day.
-    assert between.trained_through == datetime(2026, 7, 8, tzinfo=UTC)
-    with pytest.raises(ValueError):
-        Period.quarter("2026Q5")
-    with pytest.raises(ValueError):
-        Period.between(date(2026, 7, 8), date(2026, 7, 8))
 
 
 def test_the_manifest_is_written_last(dataset: AssembledDataset) -> None:

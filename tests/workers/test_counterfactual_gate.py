@@ -21,11 +21,14 @@ import redis
 from l2loop.schemas.reports import ReportKind
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
-from l2loop.workers.assembler import Period, assemble_dataset
-from l2loop.workers.retrain import DATASET_SPLITS, RetrainOutcome, base_corpus, retrain
+from l2loop.workers.assembler import assemble_dataset
+from l2loop.workers.assembly.period import Period
+from l2loop.workers.retrain import retrain
+from l2loop.workers.retraining.dataset import DATASET_SPLITS, base_corpus
+from l2loop.workers.retraining.report import RetrainOutcome
 from l2model.contract import MANIFEST_FILE
 from l2model.corpus import generate_corpus, split_corpus, write_jsonl
-from l2model.counterfactual import TenantFlips
+from l2model.gate.counterfactual import TenantFlips
 from l2model.lite import build_lite
 from l2model.record import TrainingRecord
 from tests.fixtures.curated import curated_example

@@ -23,7 +23,7 @@ from apscheduler.schedulers.base import BaseScheduler
 
 from l2loop.settings import Settings
 from l2loop.workers import scheduler as scheduler_module
-from l2loop.workers.assembler import Period
+from l2loop.workers.assembly.period import Period
 from l2loop.workers.scheduler import (
     JOB_ID,
     CycleRecord,

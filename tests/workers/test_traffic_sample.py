@@ -13,7 +13,7 @@ from l2loop.infra.clients import produce_lines
 from l2loop.infra.topics import SCAN_EVENTS
 from l2loop.settings import Settings
 from l2loop.workers.traffic_sample import FairSample, priority, read_traffic_sample
-from l2model.counterfactual import TrafficEvent
+from l2model.gate.counterfactual import TrafficEvent
 from l2model.golden import load_golden
 from tests.fixtures.traffic import scan_event, send_events
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from l2model.counterfactual import (
+from l2model.gate.counterfactual import (
     EXAMPLE_CHARS,
     EXAMPLES_PER_TENANT,
     CounterfactualReport,

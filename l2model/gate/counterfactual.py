@@ -1,18 +1,18 @@
 """A counterfactual replay: which decisions on recent traffic would a candidate change, and
 does anything explain the change?
 
-The regression gate (``l2model.gate``) judges a candidate on labelled data: the dataset's
-test split, the golden set, the hard negatives. None of it is the traffic the model will
-see, and a candidate can pass all three while it stops flagging an attack family nobody
+The labelled gate (``l2model.gate.labelled``) judges a candidate on labelled data: the
+dataset's test split, the golden set, the hard negatives. None of it is the traffic the model
+will see, and a candidate can pass all three while it stops flagging an attack family nobody
 reported, or starts flagging the ordinary prompts of a tenant that never reported anything.
 Before promotion the candidate and the model in service therefore score the same bounded
 sample of every tenant's recent traffic, and every decision that flips is looked at
-(DESIGN.md, "Learning does no harm"; docs/decisions/0021-counterfactual-gate.md):
+(docs/architecture.md, "Learning does no harm"; docs/decisions/0021-counterfactual-gate.md):
 
 - a flip on a tenant in the direction that tenant reported is *explained*: fewer flags on a
   tenant that reported false positives (a tenant may relieve itself on its own word,
-  DESIGN.md "Trust has units"), more on one that reported misses. Whether the candidate
-  gave up recall there is the labelled gates' to judge (known attacks, golden set, the
+  docs/architecture.md "Trust has units"), more on one that reported misses. Whether the
+  candidate gave up recall there is the labelled gates' to judge (known attacks, golden set, the
   dataset's test split);
 - a flagged → allowed flip elsewhere is explained only when the text's nearest reported
   text, of any tenant, is a false positive and a near neighbour: the reported pattern,
@@ -40,7 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from l2model.gate import RuleResult
+from l2model.gate.rules import RuleResult
 from l2model.script import dominant_script
 
 EXAMPLES_PER_TENANT: Final = 3  # per tenant and direction

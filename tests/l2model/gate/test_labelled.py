@@ -7,7 +7,7 @@ import pytest
 
 from l2model.contract import Manifest, ModelInput
 from l2model.evaluation import LabeledPrompt
-from l2model.gate import EXAMPLES, Disagreement, GateReport, gate, recorded_int8_loss
+from l2model.gate.labelled import EXAMPLES, Disagreement, GateReport, gate, recorded_int8_loss
 
 BENIGN = 600
 MALICIOUS = 400

@@ -1,4 +1,5 @@
-"""The regression gate: may a candidate model replace the one in service?
+"""The labelled gate: how a candidate decides on labelled prompts, against the model in
+service and the production must-haves.
 
 Two sets of rules, both over the same labeled prompts:
 
@@ -13,8 +14,8 @@ The must-haves bind on the golden set. On other data (a retraining dataset's tes
 real reported prompts) ``targets="no_worse"`` asks instead that the new model's FP rate,
 recall and programming-question FP rate be no worse than the old model's, within
 ``GateLimits.no_worse_tolerance``: a model that halves real FPs is promoted even while it is
-still above 1 % (DESIGN.md, "Rules of the loop"). A rate counts as worse only when it moved
-past the tolerance *and* the move is significant by a one-sided exact McNemar test over the
+still above 1 % (docs/architecture.md, "Rules of the loop"). A rate counts as worse only when
+it moved past the tolerance *and* the move is significant by a one-sided exact McNemar test over the
 prompts on which the two models disagree (``GateLimits.no_worse_significance``): on a test
 split of 18 attacks one missed prompt is 5.6 points, which is chance, not a worse model
 (decision 0014). Hard negatives and INT8 loss bind always.
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from l2model.contract import Manifest
 from l2model.evaluation import ClassifierMetrics, LabeledPrompt, classifier_metrics
+from l2model.gate.rules import RuleResult
 
 EXAMPLES = 10
 EXAMPLE_CHARS = 100
@@ -66,18 +68,6 @@ class VerdictChange(BaseModel):
     label: int
     old_flagged: bool
     new_flagged: bool
-
-
-class RuleResult(BaseModel):
-    """One rule. ``not measured`` (the data holds nothing to measure it on, or the manifest
-    records no INT8 loss) does not reject."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rule: str
-    status: Literal["pass", "fail", "not measured"]
-    value: float | None
-    detail: str
 
 
 class GateReport(BaseModel):
