@@ -46,6 +46,7 @@ from l2loop.streams.alert_store import AlertStore
 from l2loop.streams.defences.admission import ReportLedger
 from l2loop.workers.canary import run_canary
 from l2loop.workers.scheduler import CycleRecord, next_cycle_at
+from l2model.evaluation import percent
 from l2model.golden import load_golden
 from l2model.private import open_private, private_dir
 
@@ -166,7 +167,7 @@ class LiveSummary:
 
 def _percent(rate: Rate) -> str:
     """A rate and the samples behind it: ``1.2%/240``."""
-    return "-" if rate.value is None else f"{100 * rate.value:.1f}%/{rate.total}"
+    return "-" if rate.value is None else f"{percent(rate.value, 1, unit='%')}/{rate.total}"
 
 
 @dataclass

@@ -22,6 +22,7 @@ from l2model.evaluation import (
     LabeledPrompt,
     ModelInfo,
     evaluate,
+    percent,
     read_labeled,
     score_texts,
 )
@@ -63,7 +64,7 @@ def _write_report(report: BaseModel, out: Path | None) -> None:
 
 
 def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"
+    return percent(value, unit="%", missing="n/a")
 
 
 @model.command("eval")

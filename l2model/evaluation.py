@@ -31,6 +31,12 @@ RELIABILITY_BUCKETS = 10
 LATENCY_SAMPLE = 200
 
 
+def percent(value: float | None, digits: int = 2, unit: str = " %", missing: str = "-") -> str:
+    """A rate as every report writes it: ``percent(0.1234)`` is ``"12.34 %"``; ``missing``
+    where it was not measured. ``unit=""`` gives the bare figure, for a table headed in %."""
+    return missing if value is None else f"{100 * value:.{digits}f}{unit}"
+
+
 def _rate(numerator: int, denominator: int) -> float:
     return round(numerator / denominator, 6) if denominator else 0.0
 

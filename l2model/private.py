@@ -63,3 +63,13 @@ def make_private(root: Path) -> None:
             os.chmod(os.path.join(parent, name), DIR_MODE)
         for name in files:
             os.chmod(os.path.join(parent, name), FILE_MODE)
+
+
+def fsync_path(path: Path) -> None:
+    """Flushes a file, or a directory's entries (a file created or renamed in it), to disk:
+    what a crash must not lose is fsynced before anything depends on it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

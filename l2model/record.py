@@ -23,6 +23,12 @@ def normalise_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
+def seeded_rank(seed: int, key: str) -> str:
+    """A deterministic order for sampling and splitting: sort by this to shuffle ``key``s
+    the same way on every machine and run, and differently for another ``seed``."""
+    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+
+
 def text_key(text: str) -> str:
     """sha256 of the normalised text: the identity of a prompt across datasets and splits."""
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 import orjson
@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from l2loop.infra.clients import Publish
 from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS, Backoff, retry_until_done
 from l2loop.schemas.codec import to_bytes
@@ -35,9 +36,6 @@ log = get_logger(__name__)
 ALERTS_DELIVERED = Counter(
     "l2loop_alerts_delivered_total", "alert state changes delivered", ["receiver", "status"]
 )
-
-# (topic, key, value) -> the delivery future, as streams.scoring publishes.
-Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 
 
 class ReceiverUnavailable(ConnectionError):

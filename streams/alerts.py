@@ -19,6 +19,7 @@ import httpx
 from faust.streams import Stream
 from prometheus_client import Counter, Gauge
 
+from l2loop.infra.clients import Publish
 from l2loop.infra.topics import ALERTS, WINDOW_STATS
 from l2loop.logs import get_logger
 from l2loop.resilience import crash_only, retry_until_done
@@ -42,7 +43,6 @@ from l2loop.streams.alert_sinks import (
     AlertReceiver,
     Lease,
     OutboxDrainer,
-    Publish,
     TopicReceiver,
     WebhookReceiver,
 )

@@ -33,6 +33,7 @@ import faust
 import redis.asyncio as aioredis
 from faust.streams import Stream
 
+from l2loop.infra.clients import Publish
 from l2loop.infra.topics import (
     CURATED_EXAMPLES,
     LABEL_REPORTS,
@@ -76,7 +77,6 @@ from l2loop.streams.defences.rules import (
 )
 from l2loop.streams.defences.support import ExampleSupport
 from l2loop.streams.poison import PoisonGuard
-from l2loop.streams.scoring import Publish
 from l2model.golden import golden_text_keys
 from l2model.record import text_key
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -20,6 +20,7 @@ import faust
 from faust.streams import Stream
 from prometheus_client import Counter, Histogram
 
+from l2loop.infra.clients import Publish
 from l2loop.infra.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
@@ -53,10 +54,6 @@ MODEL_SECONDS_PER_PROMPT = Histogram(
     "model time per prompt (a batch's inference wall time over its size)",
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.5),
 )
-
-# (topic, key, value) -> awaitable that resolves once the record is buffered and returns the
-# delivery future; both aiokafka's and Faust's producers fit behind it.
-Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 
 
 @dataclass

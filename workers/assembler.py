@@ -56,7 +56,7 @@ from l2loop.workers.assembly.dataset import (
     AssembledDataset,
     AssemblyConfig,
 )
-from l2loop.workers.assembly.durable import exclusive, fsync_path, write_durably
+from l2loop.workers.assembly.durable import exclusive, write_durably
 from l2loop.workers.assembly.manifest import build_manifest, dataset_version, file_entry
 from l2loop.workers.assembly.period import Period
 from l2loop.workers.assembly.progress import ProgressCallback, Ticker
@@ -66,7 +66,7 @@ from l2loop.workers.assembly.spill import SPILL_FILE
 from l2loop.workers.assembly.splits import write_splits
 from l2model.corpus import generate_corpus
 from l2model.golden import golden_text_keys
-from l2model.private import private_dir
+from l2model.private import fsync_path, private_dir
 from l2model.record import text_key
 
 log = get_logger(__name__)

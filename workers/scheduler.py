@@ -34,6 +34,7 @@ from redis.exceptions import LockError
 
 from l2loop.logs import get_logger
 from l2loop.resilience import retry_until_done
+from l2loop.schemas.common import utc_now
 from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
 from l2loop.workers.assembler import assemble_dataset
@@ -42,10 +43,6 @@ from l2loop.workers.assembly.period import Period
 log = get_logger(__name__)
 
 JOB_ID = "quarterly-cycle"
-
-
-def now_utc() -> datetime:
-    return datetime.now(tz=UTC)
 
 
 def due_period(moment: datetime) -> Period:
@@ -109,7 +106,7 @@ def run_quarterly_cycle(settings: Settings, period: Period, *, retrain: bool) ->
             if outcome is None or outcome.counterfactual is None
             else outcome.counterfactual.summary()
         ),
-        finished_at=now_utc(),
+        finished_at=utc_now(),
     )
 
 
@@ -173,7 +170,7 @@ async def run_exclusively(
 def scheduled_cycle(settings: Settings) -> None:
     """The cron job: the cycle of the quarter that has just ended, once however many
     schedulers fire it."""
-    period = due_period(now_utc())
+    period = due_period(utc_now())
     asyncio.run(run_exclusively(settings, period, retrain=settings.scheduler_retrain, once=True))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from l2model.corpus import CorpusSplit
-from l2model.evaluation import LabeledPrompt, binary_report, external_report, score_texts
+from l2model.evaluation import LabeledPrompt, binary_report, external_report, percent, score_texts
 from l2model.golden import load_golden
 from l2model.record import TrainingRecord
 from l2model.runtime import L2Model
@@ -62,8 +62,8 @@ def golden_report(
     return report
 
 
-def _pct(value: object) -> str:
-    return f"{100 * float(value):.2f} %" if isinstance(value, int | float) else "-"
+def _measured(value: object) -> str:
+    return percent(float(value)) if isinstance(value, int | float) else "-"
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def render_figures(columns: Sequence[Figures]) -> list[str]:
     lines = [
         f"| measure | {names} |",
         f"|---|{rule}",
-        *(f"| {name} | {' | '.join(_pct(v) for v in values)} |" for name, values in rows),
+        *(f"| {name} | {' | '.join(_measured(v) for v in values)} |" for name, values in rows),
         "",
         f"| held-out source | benign | FP rate {names} | malicious | recall {names} |",
         f"|---|---:|{rule}---:|{rule}",
@@ -115,8 +115,8 @@ def render_figures(columns: Sequence[Figures]) -> list[str]:
     first = columns[0].by_source()
     for source, counts in first.items():
         per_model = [column.by_source()[source] for column in columns]
-        fp_rates = (_pct(f["fp_rate"]) if counts["benign"] else "-" for f in per_model)
-        recalls = (_pct(f["recall"]) if counts["malicious"] else "-" for f in per_model)
+        fp_rates = (_measured(f["fp_rate"]) if counts["benign"] else "-" for f in per_model)
+        recalls = (_measured(f["recall"]) if counts["malicious"] else "-" for f in per_model)
         lines.append(
             f"| {source} | {counts['benign']} | {' | '.join(fp_rates)} | "
             f"{counts['malicious']} | {' | '.join(recalls)} |"

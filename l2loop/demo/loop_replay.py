@@ -23,7 +23,6 @@ trained and gated by ``workers.retrain`` exactly as a quarterly cycle trains and
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -52,7 +51,7 @@ from l2model.evaluation import LabeledPrompt, read_labeled, score_texts
 from l2model.gate.counterfactual import ReportedText, TrafficEvent
 from l2model.golden import is_golden_text
 from l2model.private import write_private
-from l2model.record import BENIGN, TrainingRecord, text_key
+from l2model.record import BENIGN, TrainingRecord, seeded_rank, text_key
 from l2model.runtime import L2Model
 
 log = get_logger(__name__)
@@ -85,10 +84,6 @@ def stratum(prompt: LabeledPrompt) -> tuple[int, str, str]:
     return prompt.label, prompt.source or "", prompt.category or prompt.family or ""
 
 
-def _rank(seed: int, key: str) -> str:
-    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
-
-
 def split_halves(
     prompts: Sequence[LabeledPrompt], seed: int
 ) -> tuple[list[LabeledPrompt], list[LabeledPrompt]]:
@@ -104,7 +99,7 @@ def split_halves(
     replayed: list[LabeledPrompt] = []
     held_out: list[LabeledPrompt] = []
     for stratum_key in sorted(strata):
-        keys = sorted(strata[stratum_key], key=lambda k: _rank(seed, k))
+        keys = sorted(strata[stratum_key], key=lambda k: seeded_rank(seed, k))
         cut = (len(keys) + 1) // 2
         for key in keys[:cut]:
             replayed.extend(groups[key])
@@ -129,7 +124,7 @@ def sample_prompts(prompts: Sequence[LabeledPrompt], size: int, seed: int) -> li
         taken[key] += 1
     chosen: list[int] = []
     for key, members in strata.items():
-        ranked = sorted(members, key=lambda i: _rank(seed, text_key(prompts[i].text)))
+        ranked = sorted(members, key=lambda i: seeded_rank(seed, text_key(prompts[i].text)))
         chosen.extend(ranked[: taken[key]])
     return [prompts[index] for index in sorted(chosen)]
 
@@ -222,7 +217,7 @@ def simulate_reports(
             for index in drawn.fp
             if scores[index] >= high_confidence_score and not is_golden_text(prompts[index].text)
         ),
-        key=lambda index: _rank(seed, text_key(prompts[index].text)),
+        key=lambda index: seeded_rank(seed, text_key(prompts[index].text)),
     )
     released = set(held[: at_most(review_share, len(held))])
     examples: list[TrainingRecord] = []

@@ -24,7 +24,6 @@ a point.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,8 +36,8 @@ from l2loop.logs import get_logger
 from l2loop.settings import Settings
 from l2loop.workers.retraining.dataset import base_corpus
 from l2model.corpus import CorpusSplit
-from l2model.evaluation import LabeledPrompt, binary_report, read_labeled, score_texts
-from l2model.record import TrainingRecord
+from l2model.evaluation import LabeledPrompt, binary_report, percent, read_labeled, score_texts
+from l2model.record import TrainingRecord, seeded_rank
 from l2model.runtime import L2Model
 
 log = get_logger(__name__)
@@ -63,10 +62,6 @@ def generated_prompt(record: TrainingRecord) -> LabeledPrompt:
     )
 
 
-def _draw(seed: int, key: str) -> str:
-    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
-
-
 def population(
     name: str, prompts: Sequence[LabeledPrompt], generated: CorpusSplit, seed: int
 ) -> dict[str, list[LabeledPrompt]]:
@@ -85,7 +80,7 @@ def population(
         raise ValueError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
     with_attacks = {p.source for p in prompts if p.label == 1}
     benign_only = sorted(
-        {p.source for p in prompts} - with_attacks, key=lambda s: _draw(seed, s or "")
+        {p.source for p in prompts} - with_attacks, key=lambda s: seeded_rank(seed, s or "")
     )
     silent_sources = set(benign_only[: len(benign_only) // 2])
     return {
@@ -166,7 +161,7 @@ def failures(result: ScenarioResult) -> list[str]:
     """Why a scenario's cycle falls short of the bar, one line per reason (none: success)."""
     found = [] if result.accepted else ["the gate rejected the candidate"]
     for t in result.tenants:
-        fp = f"{t.tenant}: FP {_pct(t.fp_before)} % -> {_pct(t.fp_after)} %"
+        fp = f"{t.tenant}: FP {percent(t.fp_before, 1)} -> {percent(t.fp_after, 1)}"
         if t.tenant == REPORTING and t.fp_before is not None and t.fp_after is not None:
             if t.fp_after > t.fp_before / 2:
                 found.append(f"{fp}, not halved")
@@ -174,12 +169,12 @@ def failures(result: ScenarioResult) -> list[str]:
             found.append(fp)
         if _worse(t.recall_before, t.recall_after, higher_is_worse=False) > TOLERANCE:
             found.append(
-                f"{t.tenant}: recall {_pct(t.recall_before)} % -> {_pct(t.recall_after)} %"
+                f"{t.tenant}: recall {percent(t.recall_before, 1)} -> {percent(t.recall_after, 1)}"
             )
     if result.non_english_after - result.non_english_before > TOLERANCE:
         found.append(
-            f"non-English benign flagged {_pct(result.non_english_before)} % -> "
-            f"{_pct(result.non_english_after)} %"
+            f"non-English benign flagged {percent(result.non_english_before, 1)} -> "
+            f"{percent(result.non_english_after, 1)}"
         )
     return found
 
@@ -273,8 +268,8 @@ def run_scenarios(
     return results
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+def _figure(rate: float | None) -> str:
+    return percent(rate, 1, unit="")
 
 
 def render_scenarios(results: Sequence[ScenarioResult], data: Path, share: float) -> str:
@@ -289,11 +284,18 @@ def render_scenarios(results: Sequence[ScenarioResult], data: Path, share: float
     for r in sorted(results, key=lambda r: (r.scenario, r.seed)):
         for t in r.tenants:
             verdict = "ok" if r.success else "; ".join(r.failures)
+            moves = (
+                f"{_figure(before)} → {_figure(after)}"
+                for before, after in (
+                    (t.fp_before, t.fp_after),
+                    (t.recall_before, t.recall_after),
+                    (r.non_english_before, r.non_english_after),
+                )
+            )
+            fp, recall, non_english = moves
             lines.append(
-                f"| {r.scenario} | {r.seed} | {t.tenant} | {t.benign} | "
-                f"{_pct(t.fp_before)} → {_pct(t.fp_after)} | {t.malicious} | "
-                f"{_pct(t.recall_before)} → {_pct(t.recall_after)} | "
-                f"{_pct(r.non_english_before)} → {_pct(r.non_english_after)} | "
+                f"| {r.scenario} | {r.seed} | {t.tenant} | {t.benign} | {fp} | {t.malicious} | "
+                f"{recall} | {non_english} | "
                 f"{'accepted' if r.accepted else 'rejected'} | {verdict} |"
             )
     passed = sum(r.success for r in results)

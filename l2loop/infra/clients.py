@@ -1,4 +1,5 @@
-"""Plain Kafka clients behind ``l2loop produce`` and ``l2loop tail``."""
+"""Plain Kafka clients behind ``l2loop produce`` and ``l2loop tail``, and the publish
+function every agent that writes to a topic is given."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from l2loop.settings import Settings
+
+# (topic, key, value) -> awaitable that resolves once the record is buffered and returns the
+# delivery future; both aiokafka's and Faust's producers fit behind it.
+Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
 
 
 def record_key(line: bytes) -> bytes | None:

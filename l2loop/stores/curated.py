@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from l2loop.logs import get_logger
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.reports import CuratedExample
-from l2model.private import open_private, private_dir
+from l2model.private import fsync_path, open_private, private_dir
 
 log = get_logger(__name__)
 
@@ -102,14 +102,6 @@ def _locked_append(path: Path) -> Iterator[IO[bytes]]:
         yield handle
     finally:
         handle.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class CuratedStore:
@@ -178,7 +170,7 @@ class CuratedStore:
                 os.fsync(handle.fileno())
                 index.size = os.fstat(handle.fileno()).st_size
         if created:
-            _fsync_dir(self.root)
+            fsync_path(self.root)
         return new, len(items) - len(new)
 
     def _index_for(self, path: Path, handle: IO[bytes]) -> _FileIndex:
@@ -246,7 +238,7 @@ class CuratedStore:
                 os.fsync(out.fileno())
             # Readers and writers see the old file or the new one, never half of it.
             staging.replace(path)
-            _fsync_dir(self.root)
+            fsync_path(self.root)
         self._indexes.pop(path, None)
         return todo
 

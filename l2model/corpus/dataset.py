@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from l2model.private import open_private, private_dir
-from l2model.record import TrainingRecord, normalise_text
+from l2model.record import TrainingRecord, normalise_text, seeded_rank
 
 SPLIT_NAMES = ("train", "validation", "test")
 FRACTIONS = (0.8, 0.1, 0.1)
@@ -43,7 +42,7 @@ def split_corpus(records: Iterable[TrainingRecord], seed: int = 0) -> CorpusSpli
         strata.setdefault(stratum(members[0]), []).append(key)
     parts: tuple[list[TrainingRecord], ...] = ([], [], [])
     for stratum_key in sorted(strata):
-        keys = sorted(strata[stratum_key], key=lambda k: _rank(seed, k))
+        keys = sorted(strata[stratum_key], key=lambda k: seeded_rank(seed, k))
         n_train = round(len(keys) * FRACTIONS[0])
         n_validation = round(len(keys) * FRACTIONS[1])
         bounds = (0, n_train, n_train + n_validation, len(keys))
@@ -51,10 +50,6 @@ def split_corpus(records: Iterable[TrainingRecord], seed: int = 0) -> CorpusSpli
             for key in keys[start:stop]:
                 part.extend(groups[key])
     return CorpusSplit(*parts)
-
-
-def _rank(seed: int, key: str) -> str:
-    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
 def write_jsonl(path: Path, records: Iterable[TrainingRecord]) -> None:

@@ -28,7 +28,7 @@ from l2model.golden import (
     golden_dir,
     manifest_path,
 )
-from l2model.record import BENIGN, TrainingRecord, normalise_text, text_key
+from l2model.record import BENIGN, TrainingRecord, normalise_text, seeded_rank, text_key
 
 # Distinct from every seed a model is built with (0) and from the demo traffic's (42).
 GOLDEN_SEED = 20_261_124
@@ -55,12 +55,8 @@ HARD_NEGATIVE_FRAMES = (
 )
 
 
-def _rank(seed: int, key: str) -> str:
-    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
-
-
 def _pick(records: Sequence[TrainingRecord], count: int, seed: int) -> list[TrainingRecord]:
-    ordered = sorted(records, key=lambda r: _rank(seed, normalise_text(r.text)))
+    ordered = sorted(records, key=lambda r: seeded_rank(seed, normalise_text(r.text)))
     if len(ordered) < count:
         raise ValueError(f"only {len(ordered)} held-out candidates for a quota of {count}")
     return ordered[:count]

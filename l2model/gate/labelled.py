@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from l2model.contract import Manifest
-from l2model.evaluation import ClassifierMetrics, LabeledPrompt, classifier_metrics
+from l2model.evaluation import ClassifierMetrics, LabeledPrompt, classifier_metrics, percent
 from l2model.gate.rules import RuleResult
 
 EXAMPLES = 10
@@ -322,7 +322,7 @@ def _target_rules(
             f"{name} no worse than old (by > {tolerance:.0%} with McNemar p < {alpha:g})",
             new,
             lambda rate: old is None or worse_by(rate, old) <= tolerance or p >= alpha,
-            f"{detail}; old {_percent(old)}; {disagreement.worse} worse, "
+            f"{detail}; old {percent(old, unit='%', missing='n/a')}; {disagreement.worse} worse, "
             f"{disagreement.better} better, p = {p:.3g}",
         )
 
@@ -352,7 +352,3 @@ def _target_rules(
             programming_detail,
         ),
     ]
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"

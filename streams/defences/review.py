@@ -14,6 +14,7 @@ from typing import Protocol, cast
 
 import redis.asyncio as aioredis
 
+from l2loop.infra.clients import Publish
 from l2loop.infra.topics import CURATED_EXAMPLES
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.common import utc_now
@@ -28,7 +29,6 @@ from l2loop.settings import Settings
 from l2loop.streams.defences.admission import ReportLedger, report_key
 from l2loop.streams.defences.rules import RELEASED, curated_example, stored_of
 from l2loop.streams.defences.support import ExampleSupport
-from l2loop.streams.scoring import Publish
 
 
 class ReviewError(Exception):

@@ -1,7 +1,7 @@
 """The quarterly scheduler on a fake clock, with its job store and lock in the real Redis.
 
 APScheduler reads the time with ``datetime.now`` in its scheduler and executor modules; the
-``clock`` fixture replaces that name there (and ``workers.scheduler.now_utc``) with a clock
+``clock`` fixture replaces that name there (and ``workers.scheduler.utc_now``) with a clock
 the test moves. ``DrivenScheduler`` runs due jobs only when the test calls ``tick``, in the
 calling thread, so nothing depends on timing.
 """
@@ -54,7 +54,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
     monkeypatch.setattr(apscheduler.schedulers.base, "datetime", FakeDatetime)
     monkeypatch.setattr(apscheduler.executors.base, "datetime", FakeDatetime)
-    monkeypatch.setattr(scheduler_module, "now_utc", lambda: fake.now)
+    monkeypatch.setattr(scheduler_module, "utc_now", lambda: fake.now)
     return fake
 
 

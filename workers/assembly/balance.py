@@ -10,9 +10,9 @@ from pathlib import Path
 
 from l2loop.workers.assembly.dataset import AssemblyConfig
 from l2loop.workers.assembly.progress import Ticker
-from l2loop.workers.assembly.resolve import Resolved, seeded_rank
+from l2loop.workers.assembly.resolve import Resolved
 from l2loop.workers.assembly.spill import ORIGINAL, read_spill
-from l2model.record import TrainingRecord
+from l2model.record import TrainingRecord, seeded_rank
 
 
 @dataclass(frozen=True)

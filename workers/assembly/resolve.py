@@ -6,7 +6,6 @@ memory."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -27,7 +26,7 @@ from l2loop.workers.assembly.scan import Latest, Scan
 from l2loop.workers.assembly.spill import ORIGINAL, SPILL_FILE, spill_record
 from l2model.corpus.variations import Paraphraser, near_duplicate_key
 from l2model.private import open_private
-from l2model.record import TrainingRecord, text_key
+from l2model.record import TrainingRecord, seeded_rank, text_key
 
 _TRAINING_FIELDS = set(TrainingRecord.model_fields)
 _DATED_SOURCE = re.compile(r"_\d{4}_\d{2}_\d{2}$")
@@ -157,10 +156,6 @@ def _weighted(example: CuratedExample, config: AssemblyConfig) -> TrainingRecord
 def _compact(hex_key: str) -> int:
     """The first 64 bits of a sha256: enough to tell texts apart among tens of millions."""
     return int(hex_key[:16], 16)
-
-
-def seeded_rank(seed: int, key: str) -> str:
-    return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
 def source_kind(source: str) -> str:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from l2loop.workers.retraining.dataset import NewData
 from l2loop.workers.retraining.training import Mode
 from l2loop.workers.traffic_sample import SampleStats
+from l2model.evaluation import percent
 from l2model.gate.counterfactual import CounterfactualReport, FlipCounts
 from l2model.gate.verdict import GateSet
 from l2model.record import TrainingRecord
@@ -39,10 +40,6 @@ class RetrainOutcome(BaseModel):
     report: str
     counterfactual: CounterfactualReport | None = None
     traffic: SampleStats | None = None
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f} %"
 
 
 def _counts(records: Sequence[TrainingRecord], key: str) -> str:
@@ -94,17 +91,17 @@ def render_report(outcome: RetrainOutcome, new: NewData) -> str:
             "",
             "| metric | before | after |",
             "|---|---:|---:|",
-            f"| FP rate | {_pct(old.fp_rate)} | {_pct(now.fp_rate)} |",
-            f"| recall | {_pct(old.recall)} | {_pct(now.recall)} |",
-            f"| precision | {_pct(old.precision)} | {_pct(now.precision)} |",
+            f"| FP rate | {percent(old.fp_rate)} | {percent(now.fp_rate)} |",
+            f"| recall | {percent(old.recall)} | {percent(now.recall)} |",
+            f"| precision | {percent(old.precision)} | {percent(now.precision)} |",
             f"| hard negatives flagged | {old.hard_negatives_flagged} | "
             f"{now.hard_negatives_flagged} |",
         ]
         for family, group in (now.recall_by_family or {}).items():
             before = (old.recall_by_family or {}).get(family)
             lines.append(
-                f"| recall {family} | {_pct(None if before is None else before.rate)} | "
-                f"{_pct(group.rate)} |"
+                f"| recall {family} | {percent(None if before is None else before.rate)} | "
+                f"{percent(group.rate)} |"
             )
         lines += [
             "",
@@ -118,8 +115,8 @@ def render_report(outcome: RetrainOutcome, new: NewData) -> str:
         report = item.report
         lines += [
             "",
-            f"Regressions {report.regressions} ({_pct(report.regression_rate)}), improvements "
-            f"{report.improvements} ({_pct(report.improvement_rate)}).",
+            f"Regressions {report.regressions} ({percent(report.regression_rate)}), improvements "
+            f"{report.improvements} ({percent(report.improvement_rate)}).",
             "",
         ]
         lines += [f"- {rule.status.upper()}: {rule.rule} — {rule.detail}" for rule in report.rules]
