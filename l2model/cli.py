@@ -16,16 +16,8 @@ from pydantic import BaseModel
 
 from l2model.artifacts import default_model_dir
 from l2model.corpus import DEFAULT_SIZE
-from l2model.evaluation import (
-    LATENCY_SAMPLE,
-    EvalReport,
-    LabeledPrompt,
-    ModelInfo,
-    evaluate,
-    percent,
-    read_labeled,
-    score_texts,
-)
+from l2model.eval_report import LATENCY_SAMPLE, EvalReport, ModelInfo, evaluate
+from l2model.evaluation import LabeledPrompt, percent, read_labeled, score_texts
 from l2model.gate.labelled import GateReport, VerdictChange, gate, recorded_int8_loss
 from l2model.runtime import L2Model
 

@@ -13,7 +13,7 @@ from l2model.artifacts import default_model_dir
 from l2model.cli import model
 from l2model.contract import MANIFEST_FILE, Manifest
 from l2model.corpus import CorpusSplit, write_jsonl
-from l2model.evaluation import EvalReport
+from l2model.eval_report import EvalReport
 from l2model.gate.labelled import GateReport
 from l2model.runtime import L2Model
 
