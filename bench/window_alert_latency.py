@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: a benchmark reads top to bottom, the setup beside what it measures.
 """How soon ``fp_rate_spike`` fires after an FP spike's onset, and whether the window agent
 keeps up with the score agent: one real ``l2loop worker`` (score agent, window agent and alert
 evaluator in one process, the default deployment) or two (``--split-roles``), the real broker

@@ -1,3 +1,4 @@
+# About 500 lines on purpose: the memory, its graph and the choice of its kernels are one design.
 """A memory of confirmed examples: how a few reports change the model near them and nowhere
 else (docs/decisions/0019-memory-of-confirmed-examples.md).
 

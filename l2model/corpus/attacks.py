@@ -1,3 +1,4 @@
+# Over 500 lines: corpus data (attack templates and fillers), not logic.
 """English attack prompts for the seven threat families.
 
 The fillers name what an attacker wants (a payload) apart from how the request is dressed

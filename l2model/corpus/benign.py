@@ -1,3 +1,4 @@
+# Over 500 lines: corpus data (benign templates and fillers), not logic.
 """English benign prompts: programming, authentication, databases, security education,
 documentation, everyday conversation and edge cases (the categories that produced most false
 positives in production, seeds: l2-retraining-handoff and reinforced-training-data-handoff).

@@ -1,4 +1,5 @@
 # ruff: noqa: RUF001  (text in other scripts is the point of this module)
+# Over 500 lines: corpus data (templates and fillers in other languages), not logic.
 """Benign and attack prompts in Spanish, French, German, Portuguese and Italian, and a few
 in other scripts.
 

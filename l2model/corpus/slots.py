@@ -1,3 +1,4 @@
+# Over 500 lines: corpus data (slot fillers), not logic.
 """Slot fillers shared by several template families (English unless named otherwise).
 
 Fillers deliberately reuse the vocabulary of attacks in harmless settings (admin, root, kill,

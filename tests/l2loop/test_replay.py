@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: every claim of one replay run is checked here against its sources.
 """``l2loop loop replay``: a small replay of the external evaluation file, run as a user runs
 it, against the session's broker and Redis; then everything it claims is checked against
 the ledger, the curated store, the registry, the pointer and an independent measurement.

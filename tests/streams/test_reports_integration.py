@@ -1,3 +1,4 @@
+# Over 500 lines on purpose: one suite over one running pipeline, whose ledger each test reconciles.
 """Reports over the real API and the real broker, routed by the real worker: all accounted for."""
 
 from __future__ import annotations
