@@ -129,6 +129,7 @@ def test_the_bar() -> None:
 
 
 @pytest.mark.skipif(not DATA.exists(), reason="the external evaluation file is not here")
+@pytest.mark.integration
 def test_a_small_two_tenant_scenario_helps_the_reporter_and_leaves_the_other_alone(
     settings: Settings, tmp_path: Path
 ) -> None:

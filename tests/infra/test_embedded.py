@@ -15,6 +15,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from l2loop.infra.embedded import EmbeddedServiceError, ManagedProcess, embedded_services
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses, not_private
 
+# Starts the embedded broker and Redis.
+pytestmark = pytest.mark.integration
+
 
 def _listening(port: int) -> bool:
     with socket.socket() as sock:

@@ -52,6 +52,7 @@ def test_up_json_holds_no_password_and_attaching_takes_it_from_the_environment(
     assert not (data_dir / RUNTIME_FILE).exists()
 
 
+@pytest.mark.integration
 def test_a_redis_without_credentials_is_attached_to_from_up_json(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     address = "redis://127.0.0.1:16379/0"

@@ -14,6 +14,9 @@ from l2loop.infra.embedded import ManagedProcess
 from l2loop.infra.supervision import CrashLoopRule, ExitHistory, Supervised, Supervisor
 from l2loop.resilience import Backoff
 
+# Supervises real child processes.
+pytestmark = pytest.mark.integration
+
 RULE = CrashLoopRule(exits=3, window_s=60.0, stable_s=30.0)
 
 

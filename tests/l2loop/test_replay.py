@@ -52,6 +52,9 @@ from tests.fixtures.api import serve_api
 from tests.fixtures.exposure import not_private
 from tests.fixtures.verdicts import held_fp
 
+# Runs loop replay end to end on the real services.
+pytestmark = pytest.mark.integration
+
 DATA = Path(__file__).parents[2] / ".." / "shared" / "eval" / "external-dev.jsonl"
 SAMPLE = 300
 CYCLES = 2

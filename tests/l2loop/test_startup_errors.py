@@ -15,6 +15,9 @@ from l2loop.infra.embedded import free_port
 from l2loop.resilience import EXIT_UNAVAILABLE
 from l2model.artifacts import default_model_dir
 
+# Starts real worker processes.
+pytestmark = pytest.mark.integration
+
 
 def run_worker(env: dict[str, str], timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("L2LOOP_")}

@@ -103,6 +103,7 @@ def _shown_next_cycle(up: UpProcess) -> str:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.integration
 def test_up_restarts_a_killed_worker_scheduler_and_redis(up: UpProcess) -> None:
     # The scheduler runs beside the worker and says when the next quarterly cycle is due:
     # 02:00 UTC on the first day of the next quarter (the default cron).
@@ -148,6 +149,7 @@ def _figures(line: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.integration
 def test_up_shows_a_spike_fire_and_resolve_and_the_reports_of_its_users(tmp_path: Path) -> None:
     up = UpProcess(
         tmp_path / "var",
@@ -200,6 +202,7 @@ def test_up_shows_a_spike_fire_and_resolve_and_the_reports_of_its_users(tmp_path
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.integration
 def test_up_runs_a_quarterly_cycle_on_what_its_users_reported(tmp_path: Path) -> None:
     up = UpProcess(tmp_path / "var", "--rate", "100", "--duration", "280", "--cycle-at", "60")
     try:

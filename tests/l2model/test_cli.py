@@ -132,6 +132,7 @@ def test_gate_rejects_a_model_that_flags_everything(data: Path, flags_everything
     assert output.count("benign: old benign, new flagged") == 10
 
 
+@pytest.mark.integration
 def test_build_lite_writes_a_loadable_model(tmp_path: Path) -> None:
     out = tmp_path / "lite"
     code, output = _invoke("build-lite", "--out", out, "--size", str(SMALL_SIZE))

@@ -65,6 +65,7 @@ def test_graph_interface(small_session: ort.InferenceSession) -> None:
     assert np.all((result["severity"] >= 0) & (result["severity"] <= 1))
 
 
+@pytest.mark.integration
 def test_build_is_byte_identical_and_loads(tmp_path: Path) -> None:
     first = build_lite(tmp_path / "a", size=SMALL_SIZE)
     build_lite(tmp_path / "b", size=SMALL_SIZE)
@@ -81,6 +82,7 @@ def test_build_is_byte_identical_and_loads(tmp_path: Path) -> None:
     assert threat.score > model.threshold > benign.score
 
 
+@pytest.mark.integration
 def test_the_committed_model_is_what_the_build_makes(tmp_path: Path, split: CorpusSplit) -> None:
     """The committed ``lite`` rebuilt from its recorded command. Byte identity holds only on
     the library versions it was built with: across scikit-learn / scipy releases the solvers

@@ -383,6 +383,7 @@ assemble_dataset(settings, Period.quarter("2026Q3"), out_root=Path(sys.argv[2]),
 """
 
 
+@pytest.mark.integration
 def test_a_run_killed_while_writing_leaves_no_dataset_and_the_next_completes_it(
     store: Store, dataset: AssembledDataset, tmp_path: Path
 ) -> None:

@@ -25,6 +25,9 @@ from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
 from tests.fixtures.curated import NOON, curated_example
 from tests.fixtures.exposure import not_private
 
+# Trains, gates and promotes real candidates.
+pytestmark = pytest.mark.integration
+
 THROUGH = datetime(2027, 1, 1, tzinfo=UTC)
 
 
