@@ -5,7 +5,8 @@ training data covers expire, and the promotion is logged.
 The retraining job and ``l2loop model promote`` both promote here (``promote`` opens its own
 Redis connection, ``promote_version`` takes one the caller holds), so a model is never
 current while the suppressions it learnt still hide its verdicts, nor the other way round,
-whichever path promoted it.
+whichever path promoted it. ``roll_back`` is the way back: the previous model is current
+again and the suppressions the undone promotion expired apply again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from l2loop.schemas.suppressions import Suppression
 from l2loop.settings import Settings
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
-from l2model.registry import CurrentModel, ModelPointer, ModelRegistry
+from l2model.registry import CurrentModel, ModelPointer, ModelRegistry, RegistryError
 
 log = get_logger(__name__)
 
@@ -82,3 +83,37 @@ async def promote(settings: Settings, registry: ModelRegistry, version: str) -> 
         )
     finally:
         await client.aclose()
+
+
+class Rollback(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    current: CurrentModel
+    left: CurrentModel | None
+    restored: list[Suppression]
+
+
+async def roll_back(
+    client: aioredis.Redis, registry: ModelRegistry, *, key_prefix: str
+) -> Rollback:
+    """Points the scorers back at the model current before the last promotion; the
+    suppressions that promotion expired apply again, since the restored model never learnt
+    them. Raises ``RegistryError`` when there is nothing to roll back to."""
+    pointer = ModelPointer(client, key_prefix=key_prefix)
+    left = await pointer.current()
+    current = await pointer.rollback()
+    if left is None:
+        return Rollback(current=current, left=None, restored=[])
+    try:
+        through = registry.get(current.version).trained_through
+    except RegistryError:
+        through = None
+    store = SuppressionStore(client, key_prefix=key_prefix)
+    restored = await store.restore_expired_by(left.version, trained_through=through)
+    log.info(
+        "model_rolled_back",
+        version=current.version,
+        left=left.version,
+        suppressions_restored=len(restored),
+    )
+    return Rollback(current=current, left=left, restored=restored)

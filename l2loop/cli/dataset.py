@@ -8,9 +8,10 @@ from datetime import datetime
 import click
 
 from l2loop.infra.services import attached_settings
+from l2loop.schemas.common import utc_now
 from l2loop.settings import Settings
-from l2loop.workers.assembler import Period
-from l2loop.workers.scheduler import due_period, now_utc, run_exclusively
+from l2loop.workers.assembly.period import Period
+from l2loop.workers.scheduler import due_period, run_exclusively
 
 _DAY = click.DateTime(formats=["%Y-%m-%d"])
 
@@ -45,7 +46,7 @@ def dataset_assemble(
         elif quarter is not None:
             period = Period.quarter(quarter)
         else:
-            period = due_period(now_utc())
+            period = due_period(utc_now())
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     # Attached only now: a usage error is reported as such even with no services around.

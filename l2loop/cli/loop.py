@@ -191,7 +191,8 @@ def loop_replay(
     embedded services unless L2LOOP_KAFKA_BROKER/L2LOOP_REDIS_URL are set; its topics, keys
     and files carry a prefix and a directory of their own."""
     # The replay trains and groups reports: it brings scikit-learn, most commands never do.
-    from l2loop.replay import ReplayError, ReplayOptions, run_replay
+    from l2loop.replay.record import ReplayError, ReplayOptions
+    from l2loop.replay.run import run_replay
 
     options = ReplayOptions(
         share=settings.replay_report_share if report_share is None else report_share,

@@ -11,10 +11,9 @@ import click
 
 from l2loop.cli.clients import T, pass_attached, with_redis
 from l2loop.settings import Settings
-from l2loop.stores.suppressions import SuppressionStore
-from l2loop.workers.promotion import promote_version
+from l2loop.workers.promotion import promote_version, roll_back
 from l2model.cli import model
-from l2model.registry import CurrentModel, ModelPointer, ModelRegistry, RegistryError
+from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 
 # The root mounts l2model's group, with the commands this module adds to it.
 __all__ = ["list_models", "model", "promote", "rollback"]
@@ -87,29 +86,18 @@ def rollback(live: Settings) -> None:
     """Point the scorers back at the model that was current before the last promotion. The
     suppressions that promotion expired apply again: the restored model never learnt them."""
 
-    async def swap(pointer: ModelPointer) -> tuple[CurrentModel | None, CurrentModel]:
-        return await pointer.current(), await pointer.rollback()
-
     registry = ModelRegistry(live.registry_root)
     try:
-        left, current = _with_pointer(live, swap)
+        rolled = with_redis(
+            live, lambda client: roll_back(client, registry, key_prefix=live.topic_prefix)
+        )
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"current model: {current.version} ({current.path})")
-    if left is None:
-        return
-    try:
-        through = registry.get(current.version).trained_through
-    except RegistryError:
-        through = None
-    restored = with_redis(
-        live,
-        lambda client: SuppressionStore(client, key_prefix=live.topic_prefix).restore_expired_by(
-            left.version, trained_through=through
-        ),
-    )
-    if restored:
-        click.echo(f"suppressions restored: {len(restored)} (expired by {left.version})")
+    click.echo(f"current model: {rolled.current.version} ({rolled.current.path})")
+    if rolled.left is not None and rolled.restored:
+        click.echo(
+            f"suppressions restored: {len(rolled.restored)} (expired by {rolled.left.version})"
+        )
 
 
 @model.command("list")

@@ -14,7 +14,8 @@ from l2loop.infra.clients import publisher
 from l2loop.infra.services import attached_settings
 from l2loop.schemas.reports import QuarantinedReport, ReviewAction
 from l2loop.settings import Settings
-from l2loop.streams.reports import ReportServices, Reviewer, ReviewError, report_services
+from l2loop.streams.defences.review import Reviewer, ReviewError
+from l2loop.streams.reports import ReportServices, report_services
 
 if TYPE_CHECKING:
     from l2loop.streams.defences.review_groups import ReviewGroup
