@@ -1,6 +1,7 @@
 """Fixture plugins of every test area, and the unit/integration split of the suite."""
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = [
     "tests.fixtures.services",
@@ -11,6 +12,10 @@ pytest_plugins = [
     "tests.fixtures.api",
     "tests.fixtures.exposure",
 ]
+
+# `make test-fast` runs the unit tests under this profile: property suites draw a tenth of the
+# examples the full run draws (tests.fixtures.strategies.examples).
+settings.register_profile("fast", max_examples=10)
 
 # Fixtures that start or reach a real component. A test that uses one is an integration test
 # whatever its module says; every test not marked integration is a unit test, so

@@ -29,14 +29,14 @@ from l2loop.streams.curated_sink import decode_curated_example
 from l2loop.streams.reports import decode_label_report
 from l2loop.streams.scoring import decode_scan_event
 from l2model.record import TrainingRecord, text_key
-from tests.fixtures.strategies import HUGE_NUMBERS, PLACEHOLDER, json_values
+from tests.fixtures.strategies import HUGE_NUMBERS, PLACEHOLDER, examples, json_values
 from tests.fixtures.windows import window
 
 # The scan event, on the hot path, gets 10,000 generated field cases in CI; every other
 # record an agent reads gets 2,000; each also gets arbitrary bytes.
-SCAN_EVENT_EXAMPLES = 10_000
-OTHER_EXAMPLES = 2_000
-BYTES_EXAMPLES = 1_000
+SCAN_EVENT_EXAMPLES = examples(10_000)
+OTHER_EXAMPLES = examples(2_000)
+BYTES_EXAMPLES = examples(1_000)
 
 
 @dataclass(frozen=True)

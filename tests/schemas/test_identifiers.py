@@ -19,6 +19,7 @@ from l2loop.schemas.export import export_json_schemas
 from l2loop.schemas.reports import LabelReport
 from l2loop.streams.reports import decode_label_report
 from l2loop.streams.scoring import decode_scan_event
+from tests.fixtures.strategies import examples
 
 IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
 REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"}
@@ -66,7 +67,7 @@ def test_length_bounds_still_hold() -> None:
             IDENTIFIER.validate_python(value)
 
 
-@settings(max_examples=2_000, deadline=None)
+@settings(max_examples=examples(2_000), deadline=None)
 @given(st.text(min_size=1, max_size=40))
 def test_an_identifier_is_accepted_exactly_when_every_character_is_visible(value: str) -> None:
     visible = all(unicodedata.category(char) not in REFUSED_CATEGORIES for char in value)
