@@ -337,6 +337,8 @@ async def wait_until_reachable(
 
 async def kafka_answers(bootstrap_servers: list[str]) -> None:
     """A probe: the broker answers a metadata request (an open port is not enough)."""
+    # Imported on use, like the Redis client below: settings import this module, and
+    # everything imports settings, most of it never probing a broker.
     from aiokafka.admin import AIOKafkaAdminClient
 
     # aiokafka logs every refused connection at error level; the caller logs one line per

@@ -85,6 +85,8 @@ class CycleRecord(BaseModel):
 def run_quarterly_cycle(settings: Settings, period: Period, *, retrain: bool) -> CycleRecord:
     """Assembles the period's dataset; with ``retrain``, trains, gates and (on accept)
     promotes a candidate on it. Synchronous and CPU-bound: runs in a worker thread."""
+    # Imported on use: the trainers bring scikit-learn and ONNX (seconds to import), which
+    # the scheduler process needs only when a cycle retrains.
     from l2loop.workers.retrain import retrain as retrain_on
 
     dataset = assemble_dataset(settings, period)

@@ -139,6 +139,8 @@ def demo_prompts(count: int = 2_000, seed: int = 42) -> list[Prompt]:
     """Prompts of every family and language from the corpus generator, under a seed other
     than the committed model's. The templates are the model's own: this is traffic to show
     the loop working, not a measure of how well the model generalises."""
+    # Imported on use: the corpus templates take a tenth of a second to load, and of all
+    # that imports this module only the demo traffic itself draws from them.
     from l2model.corpus import generate_corpus
 
     return [Prompt(r.text, r.label, r.family) for r in generate_corpus(size=count, seed=seed)]

