@@ -4,7 +4,7 @@ Arbitrary methods, paths, path ids, parameters, keys, content types and bodies (
 bytes, random JSON, report-shaped objects with random values, huge and deeply nested arrays)
 go to every route. The app runs in-process (httpx's ASGI transport, so that hundreds of
 examples take seconds) on the real Redis and broker; the size and key checks that depend on
-what a socket has sent are tried against the real HTTP server in ``test_api_hostile``.
+what a socket has sent are tried against the real HTTP server in ``test_hostile``.
 
 The properties: never a 5xx (an exception in the app fails the example, it is not turned
 into a 500 here); every 4xx on a ``/v1`` route is JSON with a ``code`` (for a report refused
