@@ -1,1 +1,3 @@
-"""Scheduled and background jobs around the stream: traffic, canaries, dataset assembly."""
+"""Production jobs beside the stream: canary probes and the quarterly cycle (dataset
+assembly, retraining, the gate's traffic sample, promotion). Demo load lives in
+``l2loop.demo``."""
