@@ -4,15 +4,15 @@ that requires a password with no default, and only settings that exist."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
 from l2loop.settings import Settings
+from tests.fixtures.paths import REPOSITORY
 
-COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+COMPOSE = REPOSITORY / "docker-compose.yml"
 REQUIRED = re.compile(r"\$\{(?P<name>\w+):\?[^}]*\}")
 VARIABLE = re.compile(r"\$\{(?P<name>\w+)[^}]*\}")
 

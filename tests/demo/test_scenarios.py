@@ -22,8 +22,9 @@ from l2loop.demo.scenarios import (
 from l2loop.settings import Settings
 from l2model.corpus import CorpusSplit, generate_corpus, split_corpus
 from l2model.evaluation import LabeledPrompt, read_labeled
+from tests.fixtures.paths import EXTERNAL_EVAL
 
-DATA = Path(__file__).parents[2] / ".." / "shared" / "eval" / "external-dev.jsonl"
+DATA = EXTERNAL_EVAL
 SOURCES = {
     "org/attacks:a.json": 1,
     "org/mixed:m.json": 2,

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from l2model.artifacts import default_model_dir
 from l2model.evaluation import choose_threshold, evaluate_external, threat_scores
+from tests.fixtures.paths import EXTERNAL_EVAL
 
-EXTERNAL = Path(__file__).resolve().parents[3] / "shared" / "eval" / "external-dev.jsonl"
+EXTERNAL = EXTERNAL_EVAL
 
 
 def _scores(benign: list[float], malicious: list[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ from l2model.golden import golden_text_keys, load_golden
 from l2model.record import TrainingRecord, text_key
 from tests.fixtures.curated import curated_example
 from tests.fixtures.exposure import not_private
+from tests.fixtures.paths import REPOSITORY
 
 QUARTER = Period.quarter("2026Q3")
 LINES = 10_000
@@ -392,7 +393,7 @@ def test_a_run_killed_while_writing_leaves_no_dataset_and_the_next_completes_it(
     child = subprocess.Popen(
         [sys.executable, "-c", script, str(store.data_dir), str(root)],
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
     )
     assert child.stdout is not None
     try:

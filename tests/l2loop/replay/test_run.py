@@ -50,12 +50,13 @@ from l2model.registry import ModelPointer, ModelRegistry
 from l2model.runtime import L2Model
 from tests.fixtures.api import serve_api
 from tests.fixtures.exposure import not_private
+from tests.fixtures.paths import EXTERNAL_EVAL
 from tests.fixtures.verdicts import held_fp
 
 # Runs loop replay end to end on the real services.
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).parents[2] / ".." / "shared" / "eval" / "external-dev.jsonl"
+DATA = EXTERNAL_EVAL
 SAMPLE = 300
 CYCLES = 2
 
