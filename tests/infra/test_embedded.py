@@ -12,7 +12,7 @@ import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from l2loop.infra.embedded import EmbeddedServiceError, ManagedProcess, embedded_services
+from l2loop.infra.embedded import EmbeddedServiceError, ManagedProcess, embedded_services, free_port
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses, not_private
 
 # Starts the embedded broker and Redis.
@@ -99,3 +99,10 @@ def test_a_process_without_a_port_is_up_when_its_check_says_so(tmp_path: Path) -
         quitter.wait_until_ready(30.0)
     with pytest.raises(ValueError):
         ManagedProcess("unknowable", ["true"], None, tmp_path / "u.log")
+
+
+def test_a_port_is_never_handed_out_twice() -> None:
+    # The API, the worker's web server and the embedded services each get one before any
+    # of them binds it; the kernel would offer a closed probe's port again.
+    ports = [free_port() for _ in range(2_000)]
+    assert len(set(ports)) == len(ports)
