@@ -21,7 +21,7 @@ from l2loop.resilience import Backoff, retry_until_done
 from l2loop.schemas.suppressions import Suppression
 from l2loop.settings import Settings
 from l2loop.stores.suppressions import SuppressionStore
-from l2loop.stores.verdicts import connect
+from l2loop.stores.verdicts import connected
 from l2model.registry import CurrentModel, ModelPointer, ModelRegistry, RegistryError
 
 log = get_logger(__name__)
@@ -76,13 +76,10 @@ async def promote_version(
 async def promote(settings: Settings, registry: ModelRegistry, version: str) -> Promotion:
     """``promote_version`` on a Redis connection of its own, with the deployment's key prefix
     and backoff. Raises ``RegistryError`` when the version is not registered."""
-    client = connect(settings.redis_dsn)
-    try:
+    async with connected(settings.redis_dsn) as client:
         return await promote_version(
             client, registry, version, key_prefix=settings.topic_prefix, backoff=settings.backoff
         )
-    finally:
-        await client.aclose()
 
 
 class Rollback(BaseModel):

@@ -24,7 +24,7 @@ from pathlib import Path
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
-from l2loop.stores.verdicts import connect
+from l2loop.stores.verdicts import connected
 from l2loop.workers.promotion import promote
 from l2loop.workers.retraining.dataset import NewData, base_corpus
 from l2loop.workers.retraining.report import REPORT_FILE, RetrainOutcome, render_report
@@ -57,11 +57,8 @@ def flip_budget(settings: Settings) -> FlipBudget:
 
 async def _current_model_dir(settings: Settings) -> Path:
     """The model the scorers run: the registry pointer's, else the configured directory."""
-    client = connect(settings.redis_dsn)
-    try:
+    async with connected(settings.redis_dsn) as client:
         current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
-    finally:
-        await client.aclose()
     return Path(current.path) if current else settings.model_dir
 
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from l2loop.infra.services import attached_settings
 from l2loop.settings import Settings
-from l2loop.stores.verdicts import connect
+from l2loop.stores.verdicts import connected
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,10 +36,7 @@ def with_redis(settings: Settings, call: Callable[[aioredis.Redis], Awaitable[T]
     """Runs ``call`` to completion on a client of the settings' Redis, closed after it."""
 
     async def run() -> T:
-        client = connect(settings.redis_dsn)
-        try:
+        async with connected(settings.redis_dsn) as client:
             return await call(client)
-        finally:
-            await client.aclose()
 
     return asyncio.run(run())

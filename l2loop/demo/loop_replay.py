@@ -44,8 +44,9 @@ from l2loop.demo.figures import (
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
 from l2loop.streams.defences.rules import ONE_VOICE, RELEASED, UNKNOWN_SEVERITY
+from l2loop.workers.assembly.dataset import SPLITS
 from l2loop.workers.retrain import Candidate, train_and_judge
-from l2loop.workers.retraining.dataset import DATASET_SPLITS, NewData, base_corpus
+from l2loop.workers.retraining.dataset import NewData, base_corpus
 from l2model.corpus import split_corpus, write_jsonl
 from l2model.evaluation import LabeledPrompt, read_labeled, score_texts
 from l2model.gate.counterfactual import ReportedText, TrafficEvent
@@ -277,7 +278,7 @@ class SimulationResult:
 def write_dataset(out_dir: Path, examples: Sequence[TrainingRecord], seed: int) -> Path:
     """The simulated examples as a dataset directory of the assembler's shape."""
     split = split_corpus(examples, seed)
-    for name, (_, part) in zip(DATASET_SPLITS, split.parts(), strict=True):
+    for name, (_, part) in zip(SPLITS, split.parts(), strict=True):
         write_jsonl(out_dir / f"{name}.jsonl", part)
     manifest = {"kind": "loop simulation", "records": len(examples), "seed": seed}
     write_private(out_dir / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

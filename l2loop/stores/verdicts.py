@@ -14,8 +14,9 @@ digest takes a 64-bit preimage; two event ids of one hour sharing one is as unli
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -41,6 +42,17 @@ def connect(dsn: str) -> aioredis.Redis:
         socket_timeout=5.0,
         health_check_interval=30,
     )
+
+
+@contextlib.asynccontextmanager
+async def connected(dsn: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of ``connect``, closed when the block ends: for a command or job that talks
+    to Redis once, not for an agent that holds its client for its lifetime."""
+    client = connect(dsn)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 _HOUR_S = 3600

@@ -22,9 +22,10 @@ from l2loop.schemas.reports import ReportKind
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
 from l2loop.workers.assembler import assemble_dataset
+from l2loop.workers.assembly.dataset import SPLITS
 from l2loop.workers.assembly.period import Period
 from l2loop.workers.retrain import retrain
-from l2loop.workers.retraining.dataset import DATASET_SPLITS, base_corpus
+from l2loop.workers.retraining.dataset import base_corpus
 from l2loop.workers.retraining.report import RetrainOutcome
 from l2model.contract import MANIFEST_FILE
 from l2model.corpus import generate_corpus, split_corpus, write_jsonl
@@ -106,7 +107,7 @@ def gate_settings(
 
 def _hand_made_dataset(settings: Settings, records: list[TrainingRecord]) -> Path:
     path = settings.data_dir / "datasets" / "2026Q4-hand-made"
-    for name, (_, part) in zip(DATASET_SPLITS, split_corpus(records, 0).parts(), strict=True):
+    for name, (_, part) in zip(SPLITS, split_corpus(records, 0).parts(), strict=True):
         write_jsonl(path / f"{name}.jsonl", part)
     manifest = {"period": {"name": QUARTER.name, "start": "2026-10-01", "end": "2027-01-01"}}
     (path / "manifest.json").write_bytes(orjson.dumps(manifest))

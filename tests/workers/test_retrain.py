@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 
 from l2loop.settings import Settings
 from l2loop.stores.suppressions import SuppressionStore
+from l2loop.workers.assembly.dataset import SPLITS
 from l2loop.workers.retrain import next_version, retrain
-from l2loop.workers.retraining.dataset import DATASET_SPLITS
 from l2loop.workers.retraining.report import REPORT_FILE
 from l2model.corpus import generate_corpus, split_corpus, write_jsonl
 from l2model.record import TrainingRecord
@@ -33,7 +33,7 @@ THROUGH = datetime(2027, 1, 1, tzinfo=UTC)
 
 def _dataset(root: Path, records: list[TrainingRecord]) -> Path:
     path = root / "datasets" / "2026Q4-test"
-    for name, (_, part) in zip(DATASET_SPLITS, split_corpus(records, 0).parts(), strict=True):
+    for name, (_, part) in zip(SPLITS, split_corpus(records, 0).parts(), strict=True):
         write_jsonl(path / f"{name}.jsonl", part)
     manifest = {"period": "2026Q4", "conflicts": {"count": 1, "held_back": ["a text"]}}
     (path / "manifest.json").write_bytes(orjson.dumps(manifest))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import orjson
 
+from l2loop.workers.assembly.dataset import SPLITS
 from l2model.corpus import CorpusSplit, generate_corpus, read_jsonl, split_corpus
 
 # The assembler's split files (train / val / test) inside datasets/<version>/.
-DATASET_SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class NewData:
 
     @classmethod
     def read(cls, path: Path) -> NewData:
-        train, validation, test = (read_jsonl(path / f"{name}.jsonl") for name in DATASET_SPLITS)
+        train, validation, test = (read_jsonl(path / f"{name}.jsonl") for name in SPLITS)
         manifest_path = path / "manifest.json"
         manifest = orjson.loads(manifest_path.read_bytes()) if manifest_path.exists() else {}
         return cls(path.name, path, CorpusSplit(train, validation, test), manifest)
