@@ -40,9 +40,9 @@ from l2loop.schemas.decoding import RawRecord, decode_record
 from l2loop.schemas.windows import Alert, Rate, WindowStats, window_field
 from l2loop.settings import Settings
 from l2loop.stats import percentile
+from l2loop.stores.alerts import AlertStore
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
-from l2loop.streams.alert_store import AlertStore
 from l2loop.streams.defences.admission import ReportLedger
 from l2loop.workers.canary import run_canary
 from l2loop.workers.scheduler import CycleRecord, next_cycle_at

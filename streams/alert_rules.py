@@ -26,6 +26,7 @@ from typing import Literal
 from l2loop.schemas.common import utc_now
 from l2loop.schemas.windows import Alert, AlertRule, Rate, WindowStats, window_field
 from l2loop.settings import Settings
+from l2loop.stores.alerts import Change
 
 Reading = Literal["crossed", "clear", "between", "too_few"]
 
@@ -324,14 +325,6 @@ def resolved_alert(firing: Alert, by: WindowStats, evaluation: Evaluation) -> Al
             },
         }
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A state change to record: ``alert`` in its new state, under ``alert_id``."""
-
-    alert_id: str
-    alert: Alert
 
 
 def replaced(alert: Alert, by: WindowStats, known_windows: Collection[str] | None) -> bool:

@@ -29,7 +29,7 @@ from l2loop.resilience import TRANSIENT_ERRORS, Backoff, retry_until_done
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.common import utc_now
 from l2loop.schemas.windows import Alert, AlertmanagerAlert, AlertmanagerWebhook, PostableAlert
-from l2loop.streams.alert_store import AlertStore
+from l2loop.stores.alerts import AlertStore
 
 log = get_logger(__name__)
 

@@ -27,6 +27,7 @@ from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.schemas.decoding import RawRecord, decode_record, raw_records
 from l2loop.schemas.windows import Alert, WindowStats, window_field
 from l2loop.settings import Settings
+from l2loop.stores.alerts import AlertStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_rules import (
     RULES,
@@ -46,7 +47,6 @@ from l2loop.streams.alert_sinks import (
     TopicReceiver,
     WebhookReceiver,
 )
-from l2loop.streams.alert_store import AlertStore
 
 log = get_logger(__name__)
 

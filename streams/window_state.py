@@ -43,7 +43,7 @@ from l2loop.schemas.reports import CuratedExample
 from l2loop.schemas.verdicts import Verdict
 from l2loop.schemas.windows import WindowStats
 from l2loop.settings import Settings
-from l2loop.streams.window_stats import latency_bucket
+from l2loop.stats import latency_bucket
 
 log = get_logger(__name__)
 

@@ -27,6 +27,7 @@ from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.decoding import RawRecord, raw_records
 from l2loop.schemas.windows import WindowStats, window_field
 from l2loop.settings import Settings
+from l2loop.stats import quantiles, rate
 from l2loop.stores.verdicts import connect
 from l2loop.streams.window_state import (
     CLAMPED,
@@ -55,7 +56,6 @@ from l2loop.streams.window_state import (
     WindowTopics,
     fold_partition,
 )
-from l2loop.streams.window_stats import quantiles, rate
 from l2loop.streams.window_store import RedisWindowState
 
 log = get_logger(__name__)

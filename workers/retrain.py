@@ -22,10 +22,10 @@ from datetime import date, datetime
 from pathlib import Path
 
 from l2loop.logs import get_logger
+from l2loop.release.promotion import promote
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
 from l2loop.stores.verdicts import connected
-from l2loop.workers.promotion import promote
 from l2loop.workers.retraining.dataset import NewData, base_corpus
 from l2loop.workers.retraining.report import REPORT_FILE, RetrainOutcome, render_report
 from l2loop.workers.retraining.training import Job, Mode, choose_mode, train_full, train_memory

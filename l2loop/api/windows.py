@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from l2loop.api.context import ApiContext, ApiError, api_context
 from l2loop.schemas.windows import Alert, WindowStats
+from l2loop.stores.alerts import AlertStore
 from l2loop.streams.alert_rules import Thresholds
-from l2loop.streams.alert_store import AlertStore
 
 router = APIRouter()
 # A bad parameter is answered like every other error of the API (l2loop.api.app).

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from l2loop.cli.clients import T, pass_attached, with_redis
+from l2loop.release.promotion import promote_version, roll_back
 from l2loop.settings import Settings
-from l2loop.workers.promotion import promote_version, roll_back
 from l2model.cli import model
 from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 

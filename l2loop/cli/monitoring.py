@@ -9,7 +9,7 @@ import click
 from l2loop.cli.clients import T, pass_attached, with_redis
 from l2loop.schemas.windows import Alert, Rate
 from l2loop.settings import Settings
-from l2loop.streams.alert_store import AlertStore
+from l2loop.stores.alerts import AlertStore
 
 
 def _with_alert_store(settings: Settings, call: Callable[[AlertStore], Awaitable[T]]) -> T:

@@ -7,7 +7,7 @@ that every scorer follows. Verdicts name its version while it runs; benign demo 
 benign canaries get flagged, so the canary FP rate rises and ``fp_rate_spike`` fires; the
 rollback puts the previous model back, and the alert resolves.
 
-It moves the pointer itself rather than through ``l2loop.workers.promotion``: the spike model
+It moves the pointer itself rather than through ``l2loop.release.promotion``: the spike model
 learnt nothing, so no suppression may expire when it comes or be restored when it goes, and
 its rollback must leave alone a model someone else promoted meanwhile.
 """

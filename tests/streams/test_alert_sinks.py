@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from l2loop.resilience import Backoff
 from l2loop.schemas.windows import UNSET_END, Alert, AlertmanagerWebhook
 from l2loop.settings import Settings
-from l2loop.streams.alert_rules import Change, Thresholds, alert_changes, evaluate_window
+from l2loop.stores.alerts import AlertStore, Change
+from l2loop.streams.alert_rules import Thresholds, alert_changes, evaluate_window
 from l2loop.streams.alert_sinks import (
     AlertmanagerReceiver,
     Lease,
@@ -21,7 +22,6 @@ from l2loop.streams.alert_sinks import (
     WebhookReceiver,
     webhook_payload,
 )
-from l2loop.streams.alert_store import AlertStore
 from tests.fixtures.receivers import WebhookReceiver as HttpReceiver
 from tests.fixtures.windows import window
 

@@ -22,8 +22,8 @@ from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason
 from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.windows import WindowStats
 from l2loop.settings import Settings
+from l2loop.stores.alerts import AlertStore
 from l2loop.streams.alert_rules import Thresholds, alert_id
-from l2loop.streams.alert_store import AlertStore
 from l2loop.streams.alerts import AlertEvaluator, decode_window_stats
 from tests.fixtures.pipeline import WorkerProcess, consumed_everything, drain
 from tests.fixtures.receivers import WebhookReceiver, webhook_statuses

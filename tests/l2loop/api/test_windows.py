@@ -21,8 +21,8 @@ from l2loop.cli import main
 from l2loop.infra.embedded import free_port
 from l2loop.schemas.windows import WindowStats
 from l2loop.settings import Settings
+from l2loop.stores.alerts import AlertStore
 from l2loop.streams.alert_rules import Thresholds
-from l2loop.streams.alert_store import AlertStore
 from l2loop.streams.alerts import AlertEvaluator
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses
 from tests.fixtures.windows import store_latest, window

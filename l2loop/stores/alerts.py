@@ -16,6 +16,7 @@ change recorded is a change delivered even if the worker dies right after.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -24,7 +25,6 @@ from pydantic import ValidationError
 from l2loop.logs import get_logger
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.windows import Alert, WindowStats, window_field
-from l2loop.streams.alert_rules import Change
 
 log = get_logger(__name__)
 
@@ -53,6 +53,14 @@ _DROP_HEAD_SCRIPT = """
 if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
 return 1
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A state change to record: ``alert`` in its new state, under ``alert_id``."""
+
+    alert_id: str
+    alert: Alert
 
 
 def _alerts(raw: Sequence[bytes]) -> list[Alert]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from l2loop.streams.window_stats import (
+from l2loop.stats import (
     bucket_value,
     latency_bucket,
     merge_histograms,
