@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from l2loop.resilience import Backoff
 from l2loop.schemas.dead_letters import MAX_RAW_BYTES
+from l2loop.schemas.rollout import parse_stages
 from l2model.artifacts import default_model_dir
 
 LogLevel = Literal["crit", "error", "warn", "info", "debug"]
@@ -290,6 +291,36 @@ class Settings(BaseSettings):
     # report (FPs) and analysts report (misses), and the seed of the split and the draws.
     replay_report_share: float = Field(0.3, gt=0, le=1)
     replay_seed: int = 0
+
+    # Releasing a model (l2loop/release/, streams/rollout_router.py; decision 0024). A
+    # candidate the gate accepts is released through a staged rollout ("rollout") or made
+    # current at once ("immediate"). Stages: "shadow" (the candidate scores every event and
+    # acts on none), then rising percentages of events whose acting verdict it makes, ending
+    # at 100; the split hashes the tenant (a tenant sees one model) or the event. A stage
+    # advances once it has held this long, the candidate scored this many events and this
+    # many canary probes in it, and every comparison with the incumbent holds: canary FP
+    # rate and recall, reported FP rate (Wilson 95 % bounds apart by more than the
+    # tolerance), each tenant's flag rate (shadow: decision flips, at most the flip budget of
+    # a tenant's events), model time p95 (at most the ratio of the incumbent's, or under the
+    # latency alert) and error rate. A failed comparison, or an alert firing for the
+    # candidate's version, rolls it back. Every score worker runs the analysis each tick;
+    # the state in Redis makes one decision of their answers.
+    promotion: Literal["rollout", "immediate"] = "rollout"
+    rollout_stages: str = "shadow,10,50,100"
+    rollout_hash_by: Literal["tenant", "event"] = "tenant"
+    rollout_hold_s: float = Field(3600.0, ge=0)
+    rollout_min_events: int = Field(1000, ge=1)
+    rollout_min_canary: int = Field(100, ge=0)
+    rollout_tolerance: float = Field(0.005, ge=0, lt=1)
+    rollout_flip_budget: float = Field(0.02, gt=0, lt=1)
+    rollout_latency_ratio: float = Field(1.5, ge=1)
+    rollout_tick_s: float = Field(1.0, gt=0)
+
+    @field_validator("rollout_stages")
+    @classmethod
+    def _stages_end_at_100(cls, value: str) -> str:
+        parse_stages(value)
+        return value
 
     # Dataset assembly (workers/assembler.py; docs/architecture.md "Rules of the loop", seeds:
     # incremental training guide). Weights: production-confirmed examples get the confirmed

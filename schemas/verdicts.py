@@ -45,6 +45,9 @@ class Verdict(BaseModel):
     suppressed: bool = Field(
         False, description="allowed by a tenant's confirmed-FP suppression; score is the model's"
     )
+    shadow: bool = Field(
+        False, description="a rollout candidate's verdict in shadow: recorded, never acted on"
+    )
     scored_at: EventTime = Field(default_factory=utc_now)
     # Passed through untouched for the window agent; the model never sees it.
     ground_truth: GroundTruth | None = None

@@ -88,7 +88,15 @@ def window_field(window_start: datetime, model_version: str) -> str:
     return f"{int(window_start.timestamp())}|{model_version}"
 
 
-AlertRule = Literal["fp_rate_spike", "recall_drop", "latency_p95", "error_rate", "flag_rate_shift"]
+AlertRule = Literal[
+    "fp_rate_spike",
+    "recall_drop",
+    "latency_p95",
+    "error_rate",
+    "flag_rate_shift",
+    # Not a window rule: a staged rollout ended by its analysis (l2loop.release.rollout).
+    "rollout_rolled_back",
+]
 AlertStatus = Literal["firing", "resolved"]
 
 # Alertmanager writes this instant as the end of an alert that has not ended.

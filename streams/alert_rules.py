@@ -16,7 +16,6 @@ it reads clear (a rollback ends a bad model's spike so).
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Literal
 from l2loop.schemas.common import utc_now
 from l2loop.schemas.windows import Alert, AlertRule, Rate, WindowStats, window_field
 from l2loop.settings import Settings
-from l2loop.stores.alerts import Change
+from l2loop.stores.alerts import Change, fingerprint
 
 Reading = Literal["crossed", "clear", "between", "too_few"]
 
@@ -269,11 +268,6 @@ def _labels(rule: AlertRule, window: WindowStats) -> dict[str, str]:
         "model_version": window.model_version,
         "window_start": window.window_start.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-
-
-def fingerprint(labels: Mapping[str, str]) -> str:
-    text = "\x00".join(f"{key}\x01{labels[key]}" for key in sorted(labels))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _describe(evaluation: Evaluation) -> str:

@@ -29,7 +29,12 @@ from l2loop.resilience import TRANSIENT_ERRORS, Backoff, retry_until_done
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.common import utc_now
 from l2loop.schemas.windows import Alert, AlertmanagerAlert, AlertmanagerWebhook, PostableAlert
-from l2loop.stores.alerts import AlertStore
+from l2loop.stores.alerts import (
+    ALERTMANAGER_RECEIVER,
+    TOPIC_RECEIVER,
+    WEBHOOK_RECEIVER,
+    AlertStore,
+)
 
 log = get_logger(__name__)
 
@@ -66,7 +71,7 @@ async def post_json(client: httpx.AsyncClient, url: str, body: bytes) -> None:
 class TopicReceiver:
     """One record per state change on the ``alerts`` topic, keyed by fingerprint."""
 
-    name = "topic"
+    name = TOPIC_RECEIVER
 
     def __init__(self, publish: Publish, topic: str) -> None:
         self._publish = publish
@@ -80,7 +85,7 @@ class TopicReceiver:
 class WebhookReceiver:
     """Any receiver of Alertmanager's webhook JSON; one payload per state change."""
 
-    name = "webhook"
+    name = WEBHOOK_RECEIVER
 
     def __init__(self, client: httpx.AsyncClient, url: str, generator_url: str = "") -> None:
         self._client = client
@@ -117,7 +122,7 @@ class AlertmanagerReceiver:
     is sent once with its real ``endsAt``.
     """
 
-    name = "alertmanager"
+    name = ALERTMANAGER_RECEIVER
 
     def __init__(
         self, client: httpx.AsyncClient, base_url: str, resend_s: float, generator_url: str = ""

@@ -20,6 +20,8 @@ DAY_MS = 24 * 3600 * 1000
 
 SCAN_EVENTS = "scan-events"
 SCAN_VERDICTS = "scan-verdicts"
+# A shadow stage's candidate verdicts: apart, so that nothing that acts on verdicts reads them.
+SCAN_VERDICTS_SHADOW = "scan-verdicts.shadow"
 SCAN_EVENTS_DLQ = "scan-events.dlq"
 LABEL_REPORTS = "label-reports"
 LABEL_REPORTS_DLQ = "label-reports.dlq"
@@ -41,6 +43,7 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(SCAN_EVENTS, None, {"retention.ms": str(7 * DAY_MS)}, carries_text=True),
     TopicSpec(SCAN_VERDICTS, None, {"retention.ms": str(14 * DAY_MS)}),
+    TopicSpec(SCAN_VERDICTS_SHADOW, None, {"retention.ms": str(14 * DAY_MS)}),
     # Dead letters are kept long enough for a person to look at them.
     TopicSpec(SCAN_EVENTS_DLQ, None, {"retention.ms": str(30 * DAY_MS)}, carries_text=True),
     TopicSpec(LABEL_REPORTS, None, {"retention.ms": str(30 * DAY_MS)}, carries_text=True),

@@ -15,6 +15,7 @@ change recorded is a change delivered even if the worker dies right after.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from l2loop.logs import get_logger
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.windows import Alert, WindowStats, window_field
+from l2loop.settings import Settings
 
 log = get_logger(__name__)
 
@@ -61,6 +63,26 @@ class Change:
 
     alert_id: str
     alert: Alert
+
+
+# The receivers' names: each has its outbox (``alerts:outbox:<name>``). The alerts topic
+# always receives; Alertmanager and the webhook when the settings name them.
+TOPIC_RECEIVER, ALERTMANAGER_RECEIVER, WEBHOOK_RECEIVER = "topic", "alertmanager", "webhook"
+
+
+def receiver_names(settings: Settings) -> list[str]:
+    names = [TOPIC_RECEIVER]
+    if settings.alertmanager_url:
+        names.append(ALERTMANAGER_RECEIVER)
+    if settings.alert_webhook_url:
+        names.append(WEBHOOK_RECEIVER)
+    return names
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """An alert's identity in every receiver: a hash of its labels, as Alertmanager's."""
+    text = "\x00".join(f"{key}\x01{labels[key]}" for key in sorted(labels))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _alerts(raw: Sequence[bytes]) -> list[Alert]:
