@@ -146,7 +146,7 @@ class Rollout(BaseModel):
     trained_through: datetime | None = None
     # Why the run ended, when it did not complete; and the stage it ended at.
     reason: str | None = None
-    # The share of acting verdicts the candidate made over the run, when it ended.
+    # The share of users' events (canary probes aside) the candidate decided over the run.
     candidate_share: float | None = None
     # Set once a finished run's side effects are done: the pointer restored (a rollback after
     # 100), the alert recorded. A worker that finds it unset finishes them (idempotent).

@@ -29,6 +29,7 @@ log = get_logger(__name__)
 
 BUCKETS = 10_000
 CANARY_PERCENT = 50
+WARM_UP = ["a first batch, so that the graph's buffers exist before it counts"] * 8
 
 
 def bucket(salt: str, key: str) -> int:
@@ -105,8 +106,11 @@ class RolloutRouter:
         loop = asyncio.get_running_loop()
         try:
             # Loading parses and optimises a graph: seconds of CPU, kept off the loop. The
-            # stage is applied only once its candidate is ready.
-            return await loop.run_in_executor(None, L2Model.load, path, self._threads)
+            # stage is applied only once its candidate is ready and has run once: a graph's
+            # first run allocates its buffers, and that batch's time is no model's latency.
+            model = await loop.run_in_executor(None, L2Model.load, path, self._threads)
+            await loop.run_in_executor(None, model.score_batch, WARM_UP)
+            return model
         except Exception:
             log.exception(
                 "rollout_candidate_load_failed",

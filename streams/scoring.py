@@ -150,8 +150,6 @@ def rollout_counts(
         counts[latency_field(arm, latency_bucket(group.latency_ms / len(group.texts)))] += len(
             group.indices
         )
-        if is_acting:
-            counts[arm_field(arm, ACTING)] += len(group.indices)
         for index, flagged in zip(group.indices, flags, strict=True):
             if flagged is None:
                 continue
@@ -167,6 +165,8 @@ def rollout_counts(
                     counts[arm_field(arm, CANARY_TP)] += flagged
             if is_acting:
                 acting_flag[index] = flagged
+                # Users' events only: the share a candidate decided is the users' exposure.
+                counts[arm_field(arm, ACTING)] += event.tenant_id != canary_tenant_id
                 counts[tenant_field(arm, EVENTS, event.tenant_id)] += 1
                 counts[tenant_field(arm, FLAGGED, event.tenant_id)] += flagged
     if shadow is not None:

@@ -42,6 +42,7 @@ class RolloutPolicy:
     min_canary: int
     tolerance: float
     flip_budget: float
+    flip_min: int
     latency_ratio: float
     latency_alert_ms: float
     error_rate_alert: float
@@ -55,6 +56,7 @@ class RolloutPolicy:
             min_canary=settings.rollout_min_canary,
             tolerance=settings.rollout_tolerance,
             flip_budget=settings.rollout_flip_budget,
+            flip_min=settings.gate_flip_budget_min,
             latency_ratio=settings.rollout_latency_ratio,
             latency_alert_ms=settings.alert_latency_p95_ms,
             error_rate_alert=settings.alert_error_rate,
@@ -103,7 +105,8 @@ def figures(counts: Mapping[str, int], arm: str, version: str, reported: Reporte
 
 
 def candidate_share(stages: Iterable[Mapping[str, int]]) -> float:
-    """The share of acting verdicts the candidate made over the given stages."""
+    """The share of users' events (canary probes left out) whose acting verdict the
+    candidate made over the given stages: how far a candidate reached users."""
     total = sum_counts(stages)
     candidate = total.get(arm_field(CANDIDATE, ACTING), 0)
     everyone = candidate + total.get(arm_field(INCUMBENT, ACTING), 0)
@@ -175,12 +178,15 @@ def _flag_rate(
                 continue
             for direction, per_tenant in (("new flags", ups), ("un-flags", downs)):
                 count = per_tenant.get(tenant, 0)
-                if count and wilson(count, total).low > policy.flip_budget:
+                # As the gate's budget: a few flips of a small tenant are borderline prompts,
+                # not harm; beyond them, the share must exceed the budget beyond its bound.
+                if count > policy.flip_min and wilson(count, total).low > policy.flip_budget:
                     harmed.append(f"{tenant}: {direction} {_pct(count, total)}")
         checked = len([t for t in events if t != canary])
         detail = (
             f"{sum(ups.values())} new flags, {sum(downs.values())} un-flags over "
-            f"{checked} tenant(s); budget {100 * policy.flip_budget:g} % of a tenant's events"
+            f"{checked} tenant(s); budget {100 * policy.flip_budget:g} % of a tenant's events "
+            f"beyond {policy.flip_min} flips"
         )
         up, down = sum(ups.values()), sum(downs.values())
     else:
@@ -211,9 +217,22 @@ def _flag_rate(
     return Check(name="flag_rate", outcome="fail" if harmed else "pass", detail=detail), up, down
 
 
-def _latency(cand: ArmFigures, inc: ArmFigures, policy: RolloutPolicy) -> Check:
-    if cand.latency_p95_ms is None or inc.latency_p95_ms is None:
-        return Check(name="latency_p95", outcome="pass", detail="no model time measured yet")
+def _latency(stage: str, cand: ArmFigures, inc: ArmFigures, policy: RolloutPolicy) -> Check:
+    if stage not in ("shadow", "100"):
+        # A split batch gives each model a smaller call, whose fixed cost weighs more per
+        # prompt: the times compare fairly only where both models score whole batches.
+        return Check(
+            name="latency_p95",
+            outcome="pass",
+            detail="judged in shadow and at 100, where both models score whole batches",
+        )
+    if cand.latency_p95_ms is None or inc.latency_p95_ms is None or cand.events < policy.min_events:
+        # A p95 over a few batches is one batch's time: judged once the stage's minimum is in.
+        return Check(
+            name="latency_p95",
+            outcome="pass",
+            detail=f"judged from {policy.min_events} events on (now {cand.events})",
+        )
     limit = max(policy.latency_ratio * inc.latency_p95_ms, policy.latency_alert_ms)
     return Check(
         name="latency_p95",
@@ -279,7 +298,7 @@ def compare(
             wait=False,
         ),
         flag_check,
-        _latency(cand, inc, policy),
+        _latency(rollout.stage, cand, inc, policy),
         _errors(cand, inc, policy),
         Check(
             name="alerts",

@@ -171,6 +171,9 @@ class Rollouts:
         except RolloutConflict:
             # Another worker decided first; the next tick starts from its decision.
             pass
+        except Exception:
+            # A rollout the analysis cannot judge holds where it is; the scorer goes on.
+            log.exception("rollout_tick_failed")
         return None
 
     async def _tick(self) -> Rollout | None:
@@ -386,7 +389,7 @@ class Rollouts:
                 "summary": f"rollout of {rollout.candidate.version} rolled back at stage "
                 f"{rollout.stage}; {rollout.incumbent.version} serves every event again",
                 "description": (rollout.reason or "")[:1000],
-                "measure": f"share of acting verdicts the candidate made: {100 * share:.2f} %",
+                "measure": f"share of users' events the candidate decided: {100 * share:.2f} %",
             },
             starts_at=now,
             changed_at=now,
