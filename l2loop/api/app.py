@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from l2loop.api.context import ApiContext, ApiError, error_response
 from l2loop.api.reports import router as reports_router
+from l2loop.api.rollout import router as rollout_router
 from l2loop.api.windows import router as windows_router
 from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
@@ -52,7 +53,7 @@ def create_api(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="l2loop",
-        summary="Reports, windows and alerts of the L2 prompt-threat classifier's loop.",
+        summary="Reports, windows, alerts and rollouts of the L2 prompt-threat classifier's loop.",
         version="1",
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, RequestValidationError: _invalid_request},
@@ -64,6 +65,7 @@ def create_api(settings: Settings) -> FastAPI:
 
     app.include_router(reports_router)
     app.include_router(windows_router)
+    app.include_router(rollout_router)
     app.mount("/static", StaticFiles(packages=[("l2loop.api", "static")]), name="static")
     app.mount("/metrics", make_asgi_app())
     return app

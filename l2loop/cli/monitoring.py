@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import click
 
 from l2loop.cli.clients import T, pass_attached, with_redis
+from l2loop.cli.tables import echo_table
 from l2loop.schemas.windows import Alert, Rate
 from l2loop.settings import Settings
 from l2loop.stores.alerts import AlertStore
@@ -20,14 +21,6 @@ def _with_alert_store(settings: Settings, call: Callable[[AlertStore], Awaitable
 
 def _percent(rate: Rate) -> str:
     return "-" if rate.value is None else f"{100 * rate.value:.2f}% ({rate.hits}/{rate.total})"
-
-
-def _echo_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    if not rows:
-        return
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    for row in (header, *rows):
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 @click.command()
@@ -61,7 +54,7 @@ def windows(live: Settings, hours: int) -> None:
         )
         for w in found
     ]
-    _echo_table(header, rows)
+    echo_table(header, rows)
     if not rows:
         click.echo("no windows yet")
 
@@ -79,7 +72,7 @@ def alerts(live: Settings, limit: int) -> None:
     header = ("status", "rule", "window", "model", "value", "threshold", "samples", "changed")
     for title, shown in (("open", open_alerts), ("recent", recent)):
         click.echo(f"{title}: {len(shown)}")
-        _echo_table(
+        echo_table(
             header,
             [
                 (

@@ -446,7 +446,9 @@ class Rollouts:
                 raise RolloutError(f"the rollout is {rollout.status}, not paused")
             try:
                 after = await change(rollout)
-                if not after.active:
+                # A completed run is settled as it completes: settling it would roll back
+                # the candidate it has just made the model in service.
+                if not after.active and not after.settled:
                     return await self._settle(await self.store.replace(rollout, after))
                 return await self._after_write(rollout, after)
             except RolloutConflict:

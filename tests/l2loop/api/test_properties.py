@@ -132,12 +132,14 @@ ROUTES = [
     "/v1/reports",
     "/v1/windows",
     "/v1/alerts",
+    "/v1/rollout",
     "/healthz",
     "/metrics",
     "/metrics/",
     "/",
     "/openapi.json",
     "/static/uPlot.iife.min.js",
+    "/static/rollout.js",
 ]
 report_ids = st.one_of(st.text(max_size=300), identifier_like, st.sampled_from(["r-1", "..", "%"]))
 paths = st.one_of(

@@ -1,4 +1,5 @@
-"""`l2loop api` served by uvicorn in its own process: windows, alerts, the dashboard page."""
+"""`l2loop api` served by uvicorn in its own process: windows, alerts, the dashboard page
+(with the rollout)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from l2loop.stores.alerts import AlertStore
 from l2loop.streams.alert_rules import Thresholds
 from l2loop.streams.alerts import AlertEvaluator
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses
+from tests.fixtures.models import MakeModel
+from tests.fixtures.rollout import ABORT_REASON, seed_rollouts
 from tests.fixtures.windows import store_latest, window
 
 HOURS = 60
@@ -142,8 +145,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's `chromium` package on PATH")
-def test_the_dashboard_renders_every_window_in_a_real_browser(api: ApiProcess) -> None:
+def test_the_dashboard_renders_every_window_and_the_rollout_in_a_real_browser(
+    api: ApiProcess, settings: Settings, make_model_dir: MakeModel
+) -> None:
     assert CHROMIUM is not None
+    current = seed_rollouts(settings, make_model_dir)
     result = subprocess.run(
         [
             CHROMIUM,
@@ -173,6 +179,28 @@ def test_the_dashboard_renders_every_window_in_a_real_browser(api: ApiProcess) -
     assert 'data-alerts="0"' in charts["chart-flag"]
     assert dom.count("<canvas") == 4
     assert 'data-open="1"' in dom
+
+    section = re.search(r'<div id="rollout"([^>]*)>(.*?)</div>\n<script>', dom, re.S)
+    assert section is not None, dom[-4000:]
+    marks, shown = section.groups()
+    assert 'data-status="running"' in marks and 'data-stage="10"' in marks, marks
+    assert 'data-checks="7"' in marks and 'data-history="1"' in marks, marks
+    assert 'data-finished="aborted"' in marks, marks
+    stages = re.findall(r"<li( [^>]*)?>([^<]*)</li>", shown.split('class="stages"')[1])
+    assert stages[:4] == [
+        (' class="done"', "shadow"),
+        (' class="current" aria-current="step"', "10 %"),
+        ("", "50 %"),
+        ("", "100 %"),
+    ]
+    assert f"Run {current.run_id}: candidate 2.1.0 against incumbent 1.0.0" in shown
+    assert current.last is not None
+    for check in current.last.checks:
+        assert f"<td>{check.name}</td><td>{check.outcome}</td>" in shown
+    assert "<td>candidate</td><td>2.1.0</td><td>400</td><td>20</td><td>1.00 % (1/100)</td>" in shown
+    assert "<li>events 400/1000</li>" in shown
+    assert "<td>shadow</td>" in shown and "<td>advanced</td><td>operator</td>" in shown
+    assert f"aborted</span> at stage 10: {ABORT_REASON}; 1.0.0 serves every event" in shown
 
 
 def test_cli_prints_windows_and_alerts(settings: Settings, redis_client: object) -> None:
