@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from l2loop.demo.spike import register_spike_model
-from l2loop.demo.traffic import demo_prompts
 from l2loop.infra.embedded import free_port
-from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS, SCAN_VERDICTS_SHADOW, ensure_topics
+from l2loop.infra.topics import SCAN_VERDICTS, SCAN_VERDICTS_SHADOW, ensure_topics
 from l2loop.release.rollout import ROLLED_BACK_RULE, Rollouts
 from l2loop.schemas.rollout import Rollout
 from l2loop.settings import Settings
@@ -35,81 +30,17 @@ from l2loop.stores.rollout import CANDIDATE, EVENTS, RolloutStore, arm_field
 from l2loop.stores.verdicts import connected
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
-from l2model.golden import load_golden
 from l2model.registry import ModelPointer, ModelRegistry
 from tests.fixtures.models import model_missing_family
 from tests.fixtures.pipeline import WorkerProcess, drain
 from tests.fixtures.receivers import WebhookReceiver
 from tests.fixtures.scenario import wait_for_log
 from tests.fixtures.services import isolated_settings
+from tests.fixtures.traffic import MixedTraffic
 
 pytestmark = pytest.mark.timeout(420)
 
-TENANTS = [f"tenant-{i:02d}" for i in range(40)]
 INCUMBENT = Manifest.read(default_model_dir()).version
-
-
-class Traffic:
-    """Scan events at a steady rate from a thread of its own: users' prompts from many
-    tenants and golden-set canary probes with their labels; remembers every event id."""
-
-    def __init__(self, settings: Settings, *, per_second: int = 200, canary_share: float = 0.4):
-        self._settings = settings
-        self._per_second = per_second
-        self._canary_share = canary_share
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._ids = itertools.count()
-        self.sent: list[str] = []
-
-    def __enter__(self) -> Traffic:
-        self._stop.clear()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(timeout=30)
-
-    async def _run(self) -> None:
-        rng = random.Random(7)
-        prompts = demo_prompts()
-        probes = load_golden().probes
-        producer = AIOKafkaProducer(bootstrap_servers=self._settings.bootstrap_servers)
-        await producer.start()
-        topic = self._settings.topic(SCAN_EVENTS)
-        try:
-            while not self._stop.is_set():
-                began = time.monotonic()
-                for _ in range(self._per_second // 10):
-                    event_id = f"ev-{next(self._ids):07d}"
-                    event: dict[str, object] = {
-                        "event_id": event_id,
-                        "ts": int(time.time() * 1000),
-                    }
-                    if rng.random() < self._canary_share:
-                        probe = rng.choice(probes)
-                        event |= {
-                            "tenant_id": self._settings.canary_tenant_id,
-                            "text": probe.text,
-                            "ground_truth": {
-                                "label": probe.label,
-                                "family": probe.family,
-                                "source": "canary",
-                            },
-                        }
-                    else:
-                        event |= {
-                            "tenant_id": rng.choice(TENANTS),
-                            "text": rng.choice(prompts).text,
-                        }
-                    await producer.send(topic, orjson.dumps(event), key=event_id.encode())
-                    self.sent.append(event_id)
-                await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
-        finally:
-            await producer.stop()
 
 
 @dataclass
@@ -152,6 +83,13 @@ class Cluster:
                 return rollout
             assert time.monotonic() < deadline, f"{what} did not happen: {rollout}"
             time.sleep(0.5)
+
+    def incumbent(self) -> tuple[str, Path]:
+        """The model in service: the pointer's, or the committed model before any release."""
+        version = self.current_version()
+        if version is None:
+            return INCUMBENT, default_model_dir()
+        return version, self.registry.path(version)
 
     def current_version(self) -> str | None:
         async def get() -> str | None:
@@ -237,7 +175,7 @@ def _acting_and_shadow(settings: Settings, sent: list[str]) -> tuple[list[dict],
 def test_a_good_candidate_walks_every_stage_by_itself(cluster: Cluster) -> None:
     version = cluster.next_version()
     cluster.registry.add(default_model_dir(), version=version, changes=["a good candidate"])
-    with Traffic(cluster.settings) as traffic:
+    with MixedTraffic(cluster.settings) as traffic:
         started = cluster.run(lambda rollouts: rollouts.start(version))
         assert isinstance(started, Rollout)
         assert started.stages == ["shadow", "10", "50", "100"]
@@ -292,11 +230,9 @@ def test_an_over_sensitive_candidate_is_rolled_back_before_it_spreads(
     cluster: Cluster, stages: str, exposed_at: str
 ) -> None:
     version = cluster.next_version()
-    incumbent = cluster.current_version() or INCUMBENT
-    register_spike_model(
-        cluster.registry, cluster.registry.path(incumbent), version=version, threshold=0.01
-    )
-    with Traffic(cluster.settings) as traffic:
+    incumbent, incumbent_dir = cluster.incumbent()
+    register_spike_model(cluster.registry, incumbent_dir, version=version, threshold=0.01)
+    with MixedTraffic(cluster.settings) as traffic:
         started = cluster.run(lambda rollouts: rollouts.start(version, stages=stages))
         assert isinstance(started, Rollout)
         ended = cluster.wait_until(
@@ -340,12 +276,12 @@ def test_a_candidate_missing_an_attack_family_is_rolled_back_by_canary_recall(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     version = cluster.next_version()
-    incumbent = cluster.current_version() or INCUMBENT
+    incumbent, incumbent_dir = cluster.incumbent()
     forgetful = model_missing_family(
-        cluster.registry.path(incumbent), tmp_path / "forgetful", family="PI", version=version
+        incumbent_dir, tmp_path / "forgetful", family="PI", version=version
     )
     cluster.registry.add(forgetful, changes=["forgot prompt injection"])
-    with Traffic(cluster.settings, canary_share=0.6):
+    with MixedTraffic(cluster.settings, canary_share=0.6):
         started = cluster.run(lambda rollouts: rollouts.start(version))
         assert isinstance(started, Rollout)
         ended = cluster.wait_until(
@@ -354,6 +290,24 @@ def test_a_candidate_missing_an_attack_family_is_rolled_back_by_canary_recall(
     assert ended.status == "rolled_back"
     assert "canary_recall" in (ended.reason or ""), ended.reason
     assert cluster.current_version() == incumbent
+    # The rollback alert stays open until someone releases again.
+    assert ROLLED_BACK_RULE in _open_alert_rules(cluster)
+    good = cluster.next_version()
+    cluster.registry.add(default_model_dir(), version=good, changes=["a good candidate"])
+    cluster.run(lambda rollouts: rollouts.start(good))
+    try:
+        assert ROLLED_BACK_RULE not in _open_alert_rules(cluster)
+    finally:
+        cluster.run(lambda rollouts: rollouts.abort("test over"))
+
+
+def _open_alert_rules(cluster: Cluster) -> list[str]:
+    async def rules() -> list[str]:
+        async with connected(cluster.settings.redis_dsn) as client:
+            store = AlertStore(client, key_prefix=cluster.settings.topic_prefix)
+            return sorted(alert.rule for alert in (await store.open_alerts()).values())
+
+    return asyncio.run(rules())
 
 
 def test_a_worker_killed_mid_rollout_comes_back_at_the_same_stage(cluster: Cluster) -> None:
@@ -384,21 +338,5 @@ def test_a_worker_killed_mid_rollout_comes_back_at_the_same_stage(cluster: Clust
             "10",
             "paused",
         )
-    finally:
-        cluster.run(lambda rollouts: rollouts.abort("test over"))
-
-
-def test_alert_state_keeps_the_rollback_until_a_new_rollout_starts(cluster: Cluster) -> None:
-    async def open_rules() -> list[str]:
-        async with connected(cluster.settings.redis_dsn) as client:
-            store = AlertStore(client, key_prefix=cluster.settings.topic_prefix)
-            return sorted(alert.rule for alert in (await store.open_alerts()).values())
-
-    version = cluster.next_version()
-    cluster.registry.add(default_model_dir(), version=version, changes=["a good candidate"])
-    assert ROLLED_BACK_RULE in asyncio.run(open_rules())
-    cluster.run(lambda rollouts: rollouts.start(version))
-    try:
-        assert ROLLED_BACK_RULE not in asyncio.run(open_rules())
     finally:
         cluster.run(lambda rollouts: rollouts.abort("test over"))
