@@ -22,7 +22,10 @@ SHADOW: Final = "shadow"
 def _stage(value: str) -> str:
     if value == SHADOW:
         return value
-    if not value.isdigit() or not 1 <= int(value) <= 100 or value != str(int(value)):
+    # ASCII digits only: str.isdigit also takes "²", which int() then refuses with a message
+    # that does not say what a stage is.
+    canonical = value.isascii() and value.isdigit() and value == str(int(value))
+    if not canonical or not 1 <= int(value) <= 100:
         raise ValueError(f"a stage is 'shadow' or a whole percentage 1..100, not {value!r}")
     return value
 
