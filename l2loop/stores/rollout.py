@@ -86,12 +86,15 @@ class RolloutStore:
 
     async def get(self) -> Rollout | None:
         raw = await self._client.get(self._current)
-        if raw is None:
-            return None
+        return None if raw is None else self._readable(raw)
+
+    @staticmethod
+    def _readable(raw: bytes | str) -> Rollout | None:
         try:
             return Rollout.model_validate_json(raw)
         except ValidationError as exc:
-            # Written by this module; a value nobody can read must not make every scorer fail.
+            # Written by this module; a value nobody can read must not make every scorer
+            # fail, nor keep a new rollout from replacing it.
             log.error("rollout_state_unreadable", error=str(exc).splitlines()[0])
             return None
 
@@ -134,8 +137,7 @@ class RolloutStore:
             try:
                 await pipe.watch(self._current)
                 raw = await pipe.get(self._current)
-                current = None if raw is None else Rollout.model_validate_json(raw)
-                check(current)
+                check(None if raw is None else self._readable(raw))
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.set(self._current, new.model_dump_json())
                 await pipe.execute()

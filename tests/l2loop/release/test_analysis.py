@@ -42,6 +42,7 @@ POLICY = RolloutPolicy(
     min_canary=100,
     tolerance=0.005,
     flip_budget=0.02,
+    flip_min=2,
     latency_ratio=1.5,
     latency_alert_ms=5.0,
     error_rate_alert=0.001,
@@ -287,7 +288,7 @@ def test_at_a_percentage_stage_a_tenant_is_compared_with_its_rate_over_the_run()
 
 def test_latency_beyond_the_ratio_and_the_alert_level_fails() -> None:
     slow = HEALTHY | {"latency_ms": 12.0}
-    comparison = run_compare(at_stage(), both(slow, HEALTHY | {"latency_ms": 4.0}))
+    comparison = run_compare(at_stage(0), both(slow, HEALTHY | {"latency_ms": 4.0}))
     assert [check.name for check in comparison.failed] == ["latency_p95"]
     assert comparison.candidate.latency_p95_ms is not None
     assert comparison.candidate.latency_p95_ms > 6.0
@@ -296,12 +297,18 @@ def test_latency_beyond_the_ratio_and_the_alert_level_fails() -> None:
 def test_latency_under_the_alert_level_passes_whatever_the_ratio() -> None:
     """Three times as slow but within the loop's own latency alert: not a reason to roll back."""
     counts = both(HEALTHY | {"latency_ms": 3.0}, HEALTHY | {"latency_ms": 1.0})
-    assert outcomes(run_compare(at_stage(), counts))["latency_p95"] == "pass"
+    assert outcomes(run_compare(at_stage(0), counts))["latency_p95"] == "pass"
+
+
+def test_latency_is_not_judged_where_a_split_batch_gives_each_model_a_smaller_call() -> None:
+    counts = both(HEALTHY | {"latency_ms": 12.0}, HEALTHY | {"latency_ms": 4.0})
+    assert outcomes(run_compare(at_stage(1), counts))["latency_p95"] == "pass"
+    assert outcomes(run_compare(at_stage(3), counts))["latency_p95"] == "fail"
 
 
 def test_latency_within_the_ratio_passes_above_the_alert_level() -> None:
     counts = both(HEALTHY | {"latency_ms": 11.0}, HEALTHY | {"latency_ms": 10.0})
-    assert outcomes(run_compare(at_stage(), counts))["latency_p95"] == "pass"
+    assert outcomes(run_compare(at_stage(0), counts))["latency_p95"] == "pass"
 
 
 def test_a_candidate_that_fails_to_score_fails_the_error_rate() -> None:
