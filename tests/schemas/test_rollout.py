@@ -14,7 +14,7 @@ from l2loop.schemas.rollout import (
     parse_stages,
     stage_percent,
 )
-from tests.fixtures.rollouts import START, make_rollout
+from tests.fixtures.rollout_records import START, make_rollout
 from tests.fixtures.strategies import examples
 
 

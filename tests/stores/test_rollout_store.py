@@ -14,7 +14,7 @@ from l2loop.schemas.rollout import Rollout, RolloutStatus
 from l2loop.settings import Settings
 from l2loop.stores.rollout import COUNTS_TTL_S, RolloutConflict, RolloutStore
 from l2loop.stores.verdicts import connect
-from tests.fixtures.rollouts import make_rollout
+from tests.fixtures.rollout_records import make_rollout
 
 T = TypeVar("T")
 

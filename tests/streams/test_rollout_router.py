@@ -15,7 +15,7 @@ from l2loop.schemas.rollout import HashBy
 from l2loop.streams.rollout_router import BUCKETS, Plan, bucket
 from l2model.artifacts import default_model_dir
 from l2model.runtime import L2Model
-from tests.fixtures.rollouts import START, make_rollout
+from tests.fixtures.rollout_records import START, make_rollout
 from tests.fixtures.strategies import examples
 
 CANARY = "l2loop-canary"

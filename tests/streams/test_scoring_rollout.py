@@ -44,7 +44,7 @@ from l2loop.streams.scoring import Group, ScoredBatch, Scorer, rollout_counts
 from l2model.artifacts import default_model_dir
 from l2model.runtime import L2Model, ModelScore
 from tests.fixtures.models import MakeModel
-from tests.fixtures.rollouts import START, make_rollout
+from tests.fixtures.rollout_records import START, make_rollout
 
 CANARY = "l2loop-canary"
 # Scores under the committed model: attacks near 1, the benign texts between 0.001 and 0.02

@@ -26,7 +26,7 @@ from l2loop.release.analysis import (
 )
 from l2loop.schemas.rollout import Comparison, Rollout
 from l2loop.stores.rollout import CANDIDATE, DOWN, EVENTS, INCUMBENT, UP, flip_field, tenant_field
-from tests.fixtures.rollouts import (
+from tests.fixtures.rollout_records import (
     CANDIDATE_VERSION,
     INCUMBENT_VERSION,
     START,
