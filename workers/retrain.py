@@ -1,5 +1,5 @@
 """Closing the loop: train a candidate on base corpus + a new dataset, gate it against the
-model in service, register it, promote it only on accept, and write a report of the run.
+model in service, register it, release it only on accept, and write a report of the run.
 
 This module gathers what the run needs and records what it did: the dataset
 (``retraining.dataset``), the model in service (the registry pointer), a sample of every
@@ -9,8 +9,9 @@ judged by the regression gate, ``l2model.gate.verdict.judge_candidate``: on the 
 test split (no worse than the current model), the golden set (the production must-haves)
 and the hard negatives (every one benign); and on the traffic sample, where the decisions
 that flip must be explained by the flipping tenant's own reports or stay within a budget
-(``l2model.gate.counterfactual``, decision 0021). An accepted candidate is promoted through
-``promotion.promote``; the run's report is ``retraining.report``.
+(``l2model.gate.counterfactual``, decision 0021). An accepted candidate is released by
+``retraining.release``: a staged rollout starts (``L2LOOP_PROMOTION=rollout``, the default),
+or it is promoted at once (``immediate``); the run's report is ``retraining.report``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from datetime import date, datetime
 from pathlib import Path
 
 from l2loop.logs import get_logger
-from l2loop.release.promotion import promote
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
 from l2loop.stores.verdicts import connected
 from l2loop.workers.retraining.dataset import NewData, base_corpus
+from l2loop.workers.retraining.release import release
 from l2loop.workers.retraining.report import REPORT_FILE, RetrainOutcome, render_report
 from l2loop.workers.retraining.training import Job, Mode, choose_mode, train_full, train_memory
 from l2loop.workers.traffic_sample import sample_recent_traffic
@@ -92,7 +93,7 @@ def train_and_judge(
 ) -> Candidate:
     """Trains the candidate into ``out_dir`` and gates it against ``current``, on labelled
     data and on the ``traffic`` sample (flips explained by ``reported``); registers and
-    promotes nothing (``retrain`` does, the offline loop simulation does not)."""
+    releases nothing (``retrain`` does, the offline loop simulation does not)."""
     base = base_corpus(settings.base_corpus_size, settings.base_corpus_seed)
     mode = choose_mode(settings.retrain_mode, len(new.split.train), settings.retrain_full_from)
     log.info("retrain_started", dataset=new.version, mode=mode, candidate=version)
@@ -155,9 +156,9 @@ def reported_texts(settings: Settings, new: NewData) -> list[ReportedText]:
 
 
 def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) -> RetrainOutcome:
-    """Trains, gates and registers a candidate on the dataset in ``dataset_dir``; promotes it
-    when the gate accepts, and writes the run's report beside the dataset. Synchronous: the
-    scheduler runs it in a worker thread."""
+    """Trains, gates and registers a candidate on the dataset in ``dataset_dir``; releases it
+    when the gate accepts (``retraining.release``), and writes the run's report beside the
+    dataset. Synchronous: the scheduler runs it in a worker thread."""
     new = NewData.read(dataset_dir)
     current = L2Model.load(asyncio.run(_current_model_dir(settings)))
     registry = ModelRegistry(settings.registry_root)
@@ -182,7 +183,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
         ],
         trained_through=trained_through,
     )
-    promotion = asyncio.run(promote(settings, registry, version)) if candidate.accepted else None
+    released = asyncio.run(release(settings, registry, version)) if candidate.accepted else None
     report_path = new.path / REPORT_FILE
     outcome = RetrainOutcome(
         dataset=new.version,
@@ -194,8 +195,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
         trained_through=trained_through,
         gate=candidate.verdict.sets,
         accepted=candidate.accepted,
-        promoted=promotion is not None,
-        suppressions_expired=0 if promotion is None else len(promotion.expired),
+        release=released,
         report=str(report_path),
         counterfactual=candidate.verdict.counterfactual,
         traffic=traffic.stats,
@@ -205,7 +205,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
         "retrain_finished",
         candidate=version,
         accepted=outcome.accepted,
-        promoted=outcome.promoted,
+        release=None if released is None else released.summary(),
         report=str(report_path),
     )
     return outcome

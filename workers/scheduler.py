@@ -1,4 +1,4 @@
-"""The quarterly cycle: assemble the quarter's dataset, then retrain, gate and promote.
+"""The quarterly cycle: assemble the quarter's dataset, then retrain, gate and release.
 
 APScheduler 3 fires it on a cron (``scheduler_cron``, default 02:00 UTC on the first day of
 January, April, July and October) for the quarter that has just ended; ``l2loop dataset
@@ -39,6 +39,7 @@ from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
 from l2loop.workers.assembler import assemble_dataset
 from l2loop.workers.assembly.period import Period
+from l2loop.workers.retraining.release import Release
 
 log = get_logger(__name__)
 
@@ -65,26 +66,32 @@ class CycleRecord(BaseModel):
     candidate_version: str | None = None
     accepted: bool | None = None
     promoted: bool | None = None
+    # What became of an accepted candidate: promoted, a rollout started, or none could start.
+    release: Release | None = None
     report: str | None = None
     # The counterfactual replay's one line (decision 0021), when the cycle retrained.
     traffic_replay: str | None = None
     finished_at: AwareDatetime
 
     def decision(self) -> str:
-        """One line: the dataset, and the candidate with the gate's decision."""
+        """One line: the dataset, and the candidate with the gate's decision and its release."""
         if self.candidate_version is None:
             return f"dataset {self.dataset_version} (not retrained)"
         replay = f"; traffic replay: {self.traffic_replay}" if self.traffic_replay else ""
+        released = (
+            self.release.summary()
+            if self.release is not None
+            else ("promoted" if self.promoted else "not promoted")
+        )
         return (
             f"dataset {self.dataset_version}; candidate {self.candidate_version}: gate "
-            f"{'ACCEPTED' if self.accepted else 'REJECTED'}, "
-            f"{'promoted' if self.promoted else 'not promoted'}{replay}"
+            f"{'ACCEPTED' if self.accepted else 'REJECTED'}, {released}{replay}"
         )
 
 
 def run_quarterly_cycle(settings: Settings, period: Period, *, retrain: bool) -> CycleRecord:
     """Assembles the period's dataset; with ``retrain``, trains, gates and (on accept)
-    promotes a candidate on it. Synchronous and CPU-bound: runs in a worker thread."""
+    releases a candidate on it. Synchronous and CPU-bound: runs in a worker thread."""
     # Imported on use: the trainers bring scikit-learn and ONNX (seconds to import), which
     # the scheduler process needs only when a cycle retrains.
     from l2loop.workers.retrain import retrain as retrain_on
@@ -102,6 +109,7 @@ def run_quarterly_cycle(settings: Settings, period: Period, *, retrain: bool) ->
         candidate_version=None if outcome is None else outcome.candidate_version,
         accepted=None if outcome is None else outcome.accepted,
         promoted=None if outcome is None else outcome.promoted,
+        release=None if outcome is None else outcome.release,
         report=None if outcome is None else outcome.report,
         traffic_replay=(
             None

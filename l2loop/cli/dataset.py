@@ -25,7 +25,12 @@ def dataset() -> None:
 @click.option("--quarter", help="a quarter like 2026Q3  [default: the last one that ended]")
 @click.option("--since", type=_DAY, help="first day (UTC)")
 @click.option("--until", type=_DAY, help="day after the last")
-@click.option("--retrain", is_flag=True, help="then train, gate and (on accept) promote")
+@click.option(
+    "--retrain",
+    is_flag=True,
+    help="then train, gate and (on accept) release: a staged rollout, or promoted at once "
+    "with L2LOOP_PROMOTION=immediate",
+)
 @click.pass_obj
 def dataset_assemble(
     settings: Settings,

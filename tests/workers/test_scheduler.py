@@ -24,6 +24,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from l2loop.settings import Settings
 from l2loop.workers import scheduler as scheduler_module
 from l2loop.workers.assembly.period import Period
+from l2loop.workers.retraining.release import Release
 from l2loop.workers.scheduler import (
     JOB_ID,
     CycleRecord,
@@ -209,3 +210,37 @@ def test_a_run_missed_beyond_the_grace_is_skipped(
     scheduler.tick()
     assert cycles.runs == []
     assert scheduler.get_job(JOB_ID).next_run_time == datetime(2026, 7, 1, 2, tzinfo=UTC)
+
+
+def test_a_cycle_line_says_how_an_accepted_candidate_was_released() -> None:
+    def record(accepted: bool, release: Release | None) -> CycleRecord:
+        return CycleRecord(
+            period="2026Q1",
+            start=date(2026, 1, 1),
+            end=date(2026, 4, 1),
+            dataset_version="2026Q1-1",
+            dataset_path="-",
+            retrained=True,
+            candidate_version="1.1.0",
+            accepted=accepted,
+            promoted=release is not None and release.how == "promoted",
+            release=release,
+            finished_at=datetime(2026, 4, 1, 2, tzinfo=UTC),
+        )
+
+    started = Release(how="rollout", run_id="r1", stages=["shadow", "10", "50", "100"])
+    refused = Release(how="refused", reason="rollout r0 of 1.0.5 is running at 10; abort it first")
+    lines = {
+        "rollout": record(True, started).decision(),
+        "immediate": record(True, Release(how="promoted")).decision(),
+        "refused": record(True, refused).decision(),
+        "rejected": record(False, None).decision(),
+    }
+    prefix = "dataset 2026Q1-1; candidate 1.1.0: gate"
+    assert lines == {
+        "rollout": f"{prefix} ACCEPTED, rollout r1 started (shadow,10,50,100)",
+        "immediate": f"{prefix} ACCEPTED, promoted",
+        "refused": f"{prefix} ACCEPTED, rollout not started: rollout r0 of 1.0.5 is running at "
+        "10; abort it first",
+        "rejected": f"{prefix} REJECTED, not promoted",
+    }

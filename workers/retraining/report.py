@@ -12,6 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from l2loop.workers.retraining.dataset import NewData
+from l2loop.workers.retraining.release import Release
 from l2loop.workers.retraining.training import Mode
 from l2loop.workers.traffic_sample import SampleStats
 from l2model.evaluation import percent
@@ -35,11 +36,17 @@ class RetrainOutcome(BaseModel):
     trained_through: datetime
     gate: list[GateSet]
     accepted: bool
-    promoted: bool
-    suppressions_expired: int
+    # What became of the candidate the gate accepted; None when it rejected it.
+    release: Release | None
     report: str
     counterfactual: CounterfactualReport | None = None
     traffic: SampleStats | None = None
+
+    @property
+    def promoted(self) -> bool:
+        """Whether the candidate was made the model in service by this run (``immediate``);
+        a rollout's candidate is promoted later, by the workers, if it reaches 100."""
+        return self.release is not None and self.release.how == "promoted"
 
 
 def _counts(records: Sequence[TrainingRecord], key: str) -> str:
@@ -57,19 +64,27 @@ def _held_back(manifest: dict[str, object]) -> list[str]:
     ]
 
 
+def _decision(outcome: RetrainOutcome) -> str:
+    """The gate's decision and what became of the candidate, and the suppressions it ended."""
+    released = outcome.release
+    if released is None:
+        return "gate decision: **REJECTED (not released)**"
+    decision = f"gate decision: **ACCEPTED, {released.summary()}**"
+    if released.how == "promoted":
+        return f"{decision}; suppressions expired: {released.suppressions_expired}"
+    if released.how == "rollout":
+        return f"{decision}; suppressions it learnt expire if it reaches 100"
+    return f"{decision}; it stays registered, to be rolled out once that rollout has ended"
+
+
 def render_report(outcome: RetrainOutcome, new: NewData) -> str:
-    decision = (
-        "ACCEPTED and promoted"
-        if outcome.promoted
-        else ("ACCEPTED" if outcome.accepted else "REJECTED (not promoted)")
-    )
     lines = [
         f"# Retraining run: dataset {outcome.dataset}",
         "",
         f"- candidate **{outcome.candidate_version}** ({outcome.mode} mode, threshold "
         f"{outcome.candidate_threshold:g}) against current **{outcome.current_version}**",
         f"- trained through {outcome.trained_through.isoformat()}",
-        f"- gate decision: **{decision}**; suppressions expired: {outcome.suppressions_expired}",
+        f"- {_decision(outcome)}",
         "",
         "## What came in",
         "",
