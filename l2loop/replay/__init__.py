@@ -6,7 +6,8 @@ its verdicts, lets simulated users report a share of the model's false positives
 analysts the same share of its misses over ``POST /v1/reports``, waits until the report
 ledger accounts for every report and the curated sink has stored the curated ones, then runs
 the quarterly cycle (assemble, retrain, gate, promote on accept) on the curated store, and
-measures the model then in service on the held-out half.
+measures the model then in service on the held-out half. The replay promotes at once, never
+through a staged rollout (``run.replay_settings`` says why).
 
 Everything runs for real: a ``l2loop worker`` (score, report agent, curated sink) and a
 ``l2loop api`` as child processes, on the configured broker and Redis or on embedded ones.

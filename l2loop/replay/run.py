@@ -64,7 +64,11 @@ RECORD_FILE = "replay.json"
 
 def replay_settings(settings: Settings, state_dir: Path, run: str) -> Settings:
     """The replay's own world: topic/key prefix, consumer group, data directory, registry;
-    no alert receivers (its windows are not production's)."""
+    no alert receivers (its windows are not production's). An accepted candidate is
+    promoted at once whatever ``L2LOOP_PROMOTION`` says: the replay measures what a cycle
+    learnt, so the next cycle's traffic must be scored by it alone, and the replay sends
+    traffic only in bursts, one per cycle, never the steady stream a staged rollout needs
+    to hold its stages on."""
     return settings.model_copy(
         update={
             "topic_prefix": f"replay-{run}.",
@@ -75,6 +79,7 @@ def replay_settings(settings: Settings, state_dir: Path, run: str) -> Settings:
             "worker_roles": REPLAY_ROLES,
             "alertmanager_url": None,
             "alert_webhook_url": None,
+            "promotion": "immediate",
         }
     )
 

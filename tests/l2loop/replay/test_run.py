@@ -32,7 +32,7 @@ from l2loop.replay.reports import (
     tally_reports,
 )
 from l2loop.replay.review import REVIEWER, review_plan
-from l2loop.replay.run import RECORD_FILE, cycle_period
+from l2loop.replay.run import RECORD_FILE, cycle_period, replay_settings
 from l2loop.replay.table import cycle_lines, table_columns
 from l2loop.replay.traffic import replayable
 from l2loop.schemas.api import ReportSubmission
@@ -66,6 +66,15 @@ def test_a_cycle_takes_every_whole_day_since_the_replay_started() -> None:
         datetime(2026, 3, 31, 23, 50, tzinfo=UTC), datetime(2026, 4, 1, 0, 20, tzinfo=UTC)
     )
     assert (period.start, period.end) == (date(2026, 3, 31), date(2026, 4, 2))
+
+
+def test_a_replay_promotes_an_accepted_candidate_at_once_whatever_the_setting(
+    tmp_path: Path,
+) -> None:
+    # Each cycle's traffic must be scored by what the previous one learnt, and a burst per
+    # cycle could not hold a staged rollout's stages.
+    replay = replay_settings(Settings(promotion="rollout"), tmp_path / "state", "r1")
+    assert replay.promotion == "immediate"
 
 
 def test_prompts_no_scanner_could_send_are_not_replayed() -> None:
