@@ -4,7 +4,10 @@ spike, and a live summary.
 
 The demo runs short windows (``window_s``, a minute by default) so that a newcomer sees
 windows close and alerts fire and resolve within minutes; the canary rate is raised so that
-each window holds enough probes to alert on."""
+each window holds enough probes to alert on. A staged rollout (of the quarterly cycle's
+candidate, or of the spike model) holds each stage for seconds, not an hour, so that its
+stages move within a few minutes: the live line shows where it stands, and every transition
+gets a line of its own."""
 
 from __future__ import annotations
 
@@ -37,10 +40,12 @@ from l2loop.logs import get_logger
 from l2loop.resilience import TRANSIENT_ERRORS
 from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.schemas.decoding import RawRecord, decode_record
+from l2loop.schemas.rollout import SHADOW, Rollout, StageRecord
 from l2loop.schemas.windows import Alert, Rate, WindowStats, window_field
 from l2loop.settings import Settings
 from l2loop.stats import percentile
 from l2loop.stores.alerts import AlertStore
+from l2loop.stores.rollout import RolloutStore
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.defences.admission import ReportLedger
@@ -54,6 +59,15 @@ log = get_logger(__name__)
 
 # The demo's window: short enough to watch windows close and alerts resolve.
 DEMO_WINDOW_S = 60
+# The demo's rollout: each stage held for half a minute and a few hundred events (production:
+# an hour and a thousand), and split by event, since the demo's five tenants cannot be split
+# 10/50 by tenant. Applied only where the user set nothing.
+DEMO_ROLLOUT: dict[str, object] = {
+    "rollout_hold_s": 30.0,
+    "rollout_min_events": 300,
+    "rollout_min_canary": 60,
+    "rollout_hash_by": "event",
+}
 
 
 def announce(out: TextIO, line: str) -> None:
@@ -66,14 +80,16 @@ async def run_demo_cycle(
 ) -> None:
     """``--cycle-at``: after ``at_s`` seconds, the quarterly cycle on what the demo's users
     have reported so far (today's curated examples): assemble, retrain, gate and, on accept,
-    promote, so the live line's model changes. It runs as ``l2loop dataset assemble`` in a
-    child process, so that Ctrl-C stops it mid-training instead of waiting for it."""
+    release: a rollout starts (the live line follows its stages) or, with
+    ``L2LOOP_PROMOTION=immediate``, the model is promoted at once. It runs as ``l2loop
+    dataset assemble`` in a child process, so that Ctrl-C stops it mid-training instead of
+    waiting for it."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=at_s)
         return
     today = datetime.now(tz=UTC).date()
     since, until = today.isoformat(), (today + timedelta(days=1)).isoformat()
-    announce(out, f"CYCLE {since}..{until}: assemble what users reported, retrain, gate, promote")
+    announce(out, f"CYCLE {since}..{until}: assemble what users reported, retrain, gate, release")
     private_dir(log_path.parent)
     with open_private(log_path, "ab") as log_file:
         child = await asyncio.create_subprocess_exec(
@@ -114,6 +130,16 @@ class Spike:
     for_s: float
 
 
+def demo_settings(settings: Settings, window_s: int) -> Settings:
+    """``settings`` as the demo runs them: its window, a canary rate that lets each window
+    alert, and the demo's rollout where the user set none of its own."""
+    unset = {
+        name: value for name, value in DEMO_ROLLOUT.items() if name not in settings.model_fields_set
+    }
+    demo = settings.model_copy(update={"web_port": free_port(), "window_size_s": window_s, **unset})
+    return demo.model_copy(update={"canary_probes_per_min": demo_canary_rate(demo)})
+
+
 def demo_canary_rate(settings: Settings) -> float:
     """Probes a minute that give each window four times the samples an alert needs, of
     benign and of malicious probes alike, so that a spike of a quarter window can alert
@@ -134,6 +160,8 @@ class LiveSummary:
         self.total_verdicts = 0
         self.total_dead = 0
         self.model_version = "-"
+        # A rollout's candidate before 100: its verdicts do not make it the model in service.
+        self.candidate: str | None = None
 
     def add_verdict(self, now: float, payload: dict[str, object]) -> None:
         scored_at = _epoch(payload["scored_at"])
@@ -141,7 +169,9 @@ class LiveSummary:
         model_ms = float(payload["latency_ms"])  # type: ignore[arg-type]
         self.verdicts.append((now, bool(payload["is_threat"]), model_ms, e2e_ms))
         self.total_verdicts += 1
-        self.model_version = str(payload["model_version"])
+        version = str(payload["model_version"])
+        if version != self.candidate:
+            self.model_version = version
 
     def add_dead_letter(self) -> None:
         self.total_dead += 1
@@ -170,15 +200,70 @@ def _percent(rate: Rate) -> str:
     return "-" if rate.value is None else f"{percent(rate.value, 1, unit='%')}/{rate.total}"
 
 
+def _stage(stage: str) -> str:
+    return stage if stage == SHADOW else f"{stage}%"
+
+
+def rollout_state(rollout: Rollout) -> str:
+    """The live line's ``rollout=``: ``1.1.0@shadow``, ``1.1.0@10%(paused)``, and once it
+    ended ``1.1.0(completed)``, ``1.1.0(rolled-back)`` or ``1.1.0(aborted)``."""
+    version = rollout.candidate.version
+    if rollout.status == "running":
+        return f"{version}@{_stage(rollout.stage)}"
+    if rollout.status == "paused":
+        return f"{version}@{_stage(rollout.stage)}(paused)"
+    return f"{version}({rollout.status.replace('_', '-')})"
+
+
+def _ended(rollout: Rollout, record: StageRecord) -> str:
+    """A line for a stage that ended: the next stage, or how and why the run ended."""
+    name = f"ROLLOUT {rollout.candidate.version}"
+    if record.outcome == "advanced":
+        after = rollout.stages[rollout.stages.index(record.stage) + 1]
+        serving = "; it is the model in service now" if after == "100" else ""
+        return f"{name} advanced to {_stage(after)} (by the {record.by}){serving}"
+    if record.outcome == "completed":
+        return f"{name} completed: it serves every event"
+    share = 100 * (rollout.candidate_share or 0.0)
+    how = "rolled back" if record.outcome == "rolled_back" else "aborted"
+    return (
+        f"{name} {how} at {_stage(record.stage)}: {rollout.reason}; it had made {share:.1f}% "
+        f"of the acting verdicts; {rollout.incumbent.version} serves every event again"
+    )
+
+
+def rollout_news(before: Rollout | None, now: Rollout | None) -> list[str]:
+    """The transitions between two readings of the rollout state: a run started, each
+    stage that ended since (advanced, completed, rolled back, aborted), paused or resumed."""
+    if now is None:
+        return []
+    same = before is not None and before.run_id == now.run_id
+    lines = []
+    if not same:
+        lines.append(
+            f"ROLLOUT {now.candidate.version} started at {_stage(now.stages[0])} against "
+            f"{now.incumbent.version}: stages {','.join(now.stages)}, split by "
+            f"{now.hash_by} (run {now.run_id})"
+        )
+    done = len(before.history) if before is not None and same else 0
+    lines += [_ended(now, record) for record in now.history[done:]]
+    if before is not None and same and before.status != now.status and now.active:
+        how = "paused" if now.status == "paused" else "resumed"
+        lines.append(f"ROLLOUT {now.candidate.version} {how} at {_stage(now.stage)}")
+    return lines
+
+
 @dataclass
 class LoopFigures:
     """What the loop has measured, read from Redis about once a second: this window of the
-    model serving now, the open alerts, where reports ended, the active suppressions."""
+    model serving now, the open alerts, where reports ended, the active suppressions, and
+    the latest rollout."""
 
     window: WindowStats | None = None
     open_rules: list[str] = field(default_factory=list)
     reports: dict[str, int] = field(default_factory=dict)
     suppressions: int = 0
+    rollout: Rollout | None = None
 
     def line(self) -> str:
         window = self.window
@@ -195,28 +280,38 @@ class LoopFigures:
             f"curated={self.reports.get('curated', 0)} "
             f"quarantined={self.reports.get('quarantined', 0)} rejected={rejected} "
             f"suppressions={self.suppressions}"
+            + (f"  rollout={rollout_state(self.rollout)}" if self.rollout is not None else "")
         )
 
 
 async def _read_figures(
-    settings: Settings, stop: asyncio.Event, summary: LiveSummary, figures: LoopFigures
+    settings: Settings,
+    stop: asyncio.Event,
+    summary: LiveSummary,
+    figures: LoopFigures,
+    out: TextIO,
 ) -> None:
-    """Refreshes ``figures`` every second. A display, not a write: while Redis is away the
-    last figures stay on the line (the supervisor says what happened)."""
+    """Refreshes ``figures`` every second, and announces the rollout's transitions since the
+    last reading (not those of a run found on the first: up did not see them happen). A
+    display, not a write: while Redis is away the last figures stay on the line (the
+    supervisor says what happened)."""
     client = connect(settings.redis_dsn)
     prefix = settings.topic_prefix
     alerts = AlertStore(client, key_prefix=prefix)
     ledger = ReportLedger(client, key_prefix=prefix, keep_s=settings.report_keep_s)
     suppressions = SuppressionStore(client, key_prefix=prefix)
+    rollouts = RolloutStore(client, key_prefix=prefix)
+    first = True
     try:
         while not stop.is_set():
             field_name = summary.current_window(settings.window_size_s, time.time())
             try:
-                windows, open_alerts, reports, active = await asyncio.gather(
+                windows, open_alerts, reports, active, rollout = await asyncio.gather(
                     alerts.windows([field_name]),
                     alerts.open_alerts(),
                     ledger.counts(),
                     suppressions.count(),
+                    rollouts.get(),
                 )
             except TRANSIENT_ERRORS as exc:
                 log.debug("live_figures_unavailable", error=str(exc))
@@ -225,6 +320,15 @@ async def _read_figures(
                 figures.open_rules = [alert.rule for alert in open_alerts.values()]
                 figures.reports = reports
                 figures.suppressions = active
+                for line in [] if first else rollout_news(figures.rollout, rollout):
+                    announce(out, line)
+                first = False
+                figures.rollout = rollout
+                summary.candidate = (
+                    rollout.candidate.version
+                    if rollout is not None and rollout.active and rollout.percent < 100
+                    else None
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
     finally:
@@ -335,11 +439,19 @@ async def _run(
         ),
         run_canary(settings, stop),
         run_demo_reporters(settings, stop, api_url=api_url, sent=sent),
-        _read_figures(settings, stop, summary, figures),
+        _read_figures(settings, stop, summary, figures, out),
         _summarise(settings, stop, out, supervisor, summary, figures),
     ]
     if spike is not None:
-        jobs.append(run_spike(settings, stop, at_s=spike.at_s, for_s=spike.for_s))
+        jobs.append(
+            run_spike(
+                settings,
+                stop,
+                at_s=spike.at_s,
+                for_s=spike.for_s,
+                say=lambda line: announce(out, line),
+            )
+        )
     if cycle_at_s is not None:
         log_path = settings.data_dir / "logs" / "cycle.log"
         jobs.append(run_demo_cycle(settings, stop, cycle_at_s, log_path, out))
@@ -357,16 +469,15 @@ def run_up(
     cycle_at_s: float | None = None,
     out: TextIO = sys.stdout,
 ) -> None:
-    demo = settings.model_copy(update={"web_port": free_port(), "window_size_s": window_s})
-    demo = demo.model_copy(update={"canary_probes_per_min": demo_canary_rate(demo)})
-    with serving(demo) as (live, services):
+    with serving(demo_settings(settings, window_s)) as (live, services):
         asyncio.run(ensure_topics(live))
         logs = live.data_dir / "logs"
         log_path = logs / "worker.log"
         api_port = free_port()
         api_url = f"http://{live.api_host}:{api_port}"
         spiking = (
-            f"   FP spike: {spike.for_s:g}s from {spike.at_s:g}s after start"
+            f"   FP spike: an over-sensitive model rolled out straight to a canary stage "
+            f"{spike.at_s:g}s after start, for at most {spike.for_s:g}s"
             if spike is not None
             else ""
         )
@@ -383,6 +494,9 @@ def run_up(
                 else ""
             )
             + "\n"
+            f"rollouts: stages {live.rollout_stages}, each held {live.rollout_hold_s:g}s and "
+            f"{live.rollout_min_events} events (production: an hour, L2LOOP_ROLLOUT_HOLD_S), "
+            f"split by {live.rollout_hash_by}\n"
             f"dashboard: {api_url}/?refresh=10   worker log: {log_path}   "
             f"other terminals: `l2loop tail scan-verdicts`, `l2loop alerts`   stop: Ctrl-C\n"
         )

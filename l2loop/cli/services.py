@@ -82,14 +82,15 @@ def worker(settings: Settings) -> None:
     "--spike-at",
     type=click.FloatRange(min=0),
     default=None,
-    help="seconds after start: promote an over-sensitive model (an FP spike)",
+    help="seconds after start: roll out an over-sensitive model straight to a canary stage "
+    "(an FP spike the rollout's analysis should catch)",
 )
 @click.option(
     "--spike-for",
     type=click.FloatRange(min=0, min_open=True),
     default=90.0,
     show_default=True,
-    help="seconds the spike lasts before the rollback",
+    help="seconds before the spike's rollout is aborted, if not rolled back by then",
 )
 @click.option(
     "--cycle-at",
@@ -97,7 +98,7 @@ def worker(settings: Settings) -> None:
     default=120.0,
     show_default=True,
     help="seconds after start: run the quarterly cycle now on what users reported "
-    "(assemble, retrain, gate, promote); 0: none",
+    "(assemble, retrain, gate, release through a rollout); 0: none",
 )
 @click.pass_obj
 def up(
@@ -111,7 +112,7 @@ def up(
 ) -> None:
     """Embedded broker + Redis, worker, API, quarterly scheduler, demo traffic, canaries and
     reporting users, an optional FP spike, one quarterly cycle on the users' reports, and a
-    live summary: FP rate, recall, alerts, reports, suppressions."""
+    live summary: FP rate, recall, alerts, reports, suppressions, the rollout's stage."""
     configure("warn")
     spike = Spike(at_s=spike_at, for_s=spike_for) if spike_at is not None else None
     run_up(

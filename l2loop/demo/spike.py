@@ -1,15 +1,18 @@
-"""The demo's FP spike: an over-sensitive model promoted for a while, then rolled back.
+"""The demo's FP spike: an over-sensitive model released in a hurry, and caught.
 
 ``l2loop up --spike-at S --spike-for D`` runs ``run_spike``. Nothing is faked: the spike
 model is the model in service with a much lower threshold, registered in the model registry
-under its own version (``spike_model_version``) and promoted through the ``current`` pointer
-that every scorer follows. Verdicts name its version while it runs; benign demo traffic and
-benign canaries get flagged, so the canary FP rate rises and ``fp_rate_spike`` fires; the
-rollback puts the previous model back, and the alert resolves.
+under its own version (``spike_model_version``), and released through a staged rollout
+(``l2loop.release.rollout``) with the configured stages less the shadow stage: straight to
+a canary stage that acts on a share of real events. Its verdicts name its version; benign
+demo traffic and benign canaries get flagged, so the score workers' analysis finds its
+canary FP rate (or a tenant's flag rate) worse than the incumbent's and rolls it back at
+that first stage, having decided only that stage's share of events; the
+``rollout_rolled_back`` alert fires. Should the analysis not have caught it after ``D``
+seconds, the spike ends by aborting the rollout.
 
-It moves the pointer itself rather than through ``l2loop.release.promotion``: the spike model
-learnt nothing, so no suppression may expire when it comes or be restored when it goes, and
-its rollback must leave alone a model someone else promoted meanwhile.
+The spike never moves the model pointer itself: the rollout does, only if the candidate
+reaches 100, and puts the incumbent back if it ends there.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
 
 from l2loop.logs import get_logger
+from l2loop.release.rollout import RolloutError, Rollouts
 from l2loop.resilience import retry_until_done
+from l2loop.schemas.rollout import SHADOW, Rollout, parse_stages
 from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
 from l2model.contract import MANIFEST_FILE, Manifest
-from l2model.registry import CurrentModel, ModelPointer, ModelRegistry, RegistryError
+from l2model.registry import ModelPointer, ModelRegistry
 
 log = get_logger(__name__)
 
@@ -72,88 +78,105 @@ def register_spike_model(
     return target
 
 
-async def _ensure_pointer(
-    pointer: ModelPointer, registry: ModelRegistry, settings: Settings
-) -> CurrentModel:
-    """The current pointer, set first to the configured model when nothing was promoted yet,
-    so that the spike's rollback has a model to return to."""
-    current = await pointer.current()
-    if current is not None and current.version == settings.spike_model_version:
-        # A spike whose process died before its rollback: undo it before starting another.
-        log.warning("spike_left_over", spike=current.version)
-        with contextlib.suppress(RegistryError):
-            current = await pointer.rollback()
-        if current.version == settings.spike_model_version:
-            current = None
-    if current is not None:
-        return current
-    version = Manifest.read(settings.model_dir).version
-    if not registry.path(version).exists():
-        await asyncio.to_thread(registry.add, settings.model_dir, changes=["model in service"])
-    return await pointer.promote(registry, version)
+def hurried_stages(settings: Settings) -> str:
+    """The configured stages without the shadow stage: the spike exposes users at once."""
+    return ",".join(stage for stage in parse_stages(settings.rollout_stages) if stage != SHADOW)
 
 
-async def _end_spike(pointer: ModelPointer, version: str) -> None:
-    current = await pointer.current()
-    if current is None or current.version != version:
-        # Someone promoted another model meanwhile: theirs stays.
-        log.warning(
-            "spike_not_rolled_back", spike=version, current=getattr(current, "version", None)
-        )
+async def _model_in_service(rollouts: Rollouts, client: aioredis.Redis, settings: Settings) -> Path:
+    """The model the spike model is made from: the pointer's, else the configured one. A
+    spike rollout that a stopped demo left running is aborted first."""
+    left = await rollouts.status()
+    if left is not None and left.active and left.candidate.version == settings.spike_model_version:
+        log.warning("spike_left_over", run=left.run_id)
+        with contextlib.suppress(RolloutError):
+            await rollouts.abort("a spike left running by a stopped demo")
+    current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
+    return settings.model_dir if current is None else Path(current.path)
+
+
+async def _end_spike(rollouts: Rollouts, run_id: str) -> None:
+    """Aborts the spike's rollout if it is still running; one the analysis ended stays so."""
+    rollout = await rollouts.status()
+    if rollout is None or rollout.run_id != run_id or not rollout.active:
+        log.info("spike_ended", run=run_id, rollout=getattr(rollout, "status", None))
         return
-    restored = await pointer.rollback()
-    log.info("spike_ended", spike=version, current=restored.version)
+    with contextlib.suppress(RolloutError):
+        await rollouts.abort("the demo's spike ended before the analysis caught it")
+    log.info("spike_ended", run=run_id, rollout="aborted")
 
 
-async def _spike(
-    settings: Settings, client: aioredis.Redis, stop: asyncio.Event, for_s: float
-) -> None:
+async def _start(
+    settings: Settings, client: aioredis.Redis, rollouts: Rollouts, say: Callable[[str], None]
+) -> Rollout | None:
+    """Registers the spike model and starts its rollout; None when a rollout is running."""
     registry = ModelRegistry(settings.registry_root)
-    pointer = ModelPointer(client, key_prefix=settings.topic_prefix)
     base = await retry_until_done(
-        lambda: _ensure_pointer(pointer, registry, settings),
+        lambda: _model_in_service(rollouts, client, settings),
         dependency="redis",
         what="read_model_pointer",
         backoff=settings.backoff,
     )
     version = settings.spike_model_version
     await asyncio.to_thread(
-        register_spike_model,
-        registry,
-        Path(base.path),
-        version=version,
-        threshold=settings.spike_threshold,
+        register_spike_model, registry, base, version=version, threshold=settings.spike_threshold
     )
-    await retry_until_done(
-        lambda: pointer.promote(registry, version),
-        dependency="redis",
-        what="promote_spike_model",
-        backoff=settings.backoff,
-    )
-    log.info("spike_started", spike=version, base=base.version, for_s=for_s)
+    try:
+        return await retry_until_done(
+            lambda: rollouts.start(version, stages=hurried_stages(settings)),
+            dependency="redis",
+            what="start_spike_rollout",
+            backoff=settings.backoff,
+        )
+    except RolloutError as exc:
+        log.warning("spike_not_started", spike=version, reason=str(exc))
+        say(f"SPIKE not started: {exc}")
+        return None
+
+
+async def _spike(
+    settings: Settings,
+    client: aioredis.Redis,
+    stop: asyncio.Event,
+    for_s: float,
+    say: Callable[[str], None],
+) -> None:
+    rollouts = Rollouts(client, settings, ModelRegistry(settings.registry_root))
+    started = await _start(settings, client, rollouts, say)
+    if started is None:
+        return
+    log.info("spike_started", run=started.run_id, stages=",".join(started.stages), for_s=for_s)
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=for_s)
     finally:
-        # Shielded: a demo stopped mid-spike still leaves the model it found in service.
+        # Shielded: a demo stopped mid-spike still ends the spike's rollout.
         await asyncio.shield(
             retry_until_done(
-                lambda: _end_spike(pointer, version),
+                lambda: _end_spike(rollouts, started.run_id),
                 dependency="redis",
-                what="roll_back_spike_model",
+                what="end_spike_rollout",
                 backoff=settings.backoff,
             )
         )
 
 
-async def run_spike(settings: Settings, stop: asyncio.Event, *, at_s: float, for_s: float) -> None:
-    """After ``at_s`` seconds, promotes the spike model for ``for_s`` seconds, then rolls back.
-    Returns at once when ``stop`` is set first."""
+async def run_spike(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    at_s: float,
+    for_s: float,
+    say: Callable[[str], None] = lambda line: None,
+) -> None:
+    """After ``at_s`` seconds, starts the spike model's hurried rollout; after ``for_s`` more
+    aborts it if the analysis has not rolled it back. A rollout already running refuses it:
+    ``say`` tells the user so. Returns at once when ``stop`` is set first."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=at_s)
         return
     client = connect(settings.redis_dsn)
     try:
-        await _spike(settings, client, stop, for_s)
+        await _spike(settings, client, stop, for_s, say)
     finally:
         await client.aclose()
