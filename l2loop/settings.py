@@ -96,8 +96,8 @@ class Settings(BaseSettings):
 
     # Canary probes (workers/canary.py): golden-set prompts with known labels, sent to
     # scan-events as a tenant of their own, so that windows tell them from production; and
-    # the demo's FP spike (l2loop/demo/spike.py), an over-sensitive copy of the model promoted
-    # for a while through the registry.
+    # the demo's FP spike (l2loop/demo/spike.py), an over-sensitive copy of the model
+    # registered under its own version and rolled out straight to a canary stage.
     canary_probes_per_min: float = Field(60.0, gt=0)
     canary_tenant_id: str = Field("l2loop-canary", pattern=r"^\S+$")
     canary_tick_s: float = Field(1.0, gt=0)

@@ -1,10 +1,10 @@
-"""Canary probes and the demo spike through the real broker, Redis and score agent."""
+"""Canary probes, and the demo spike's hurried rollout, through the real broker, Redis and
+score agent (which drives the rollout)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -14,8 +14,10 @@ import orjson
 from l2loop.demo.spike import run_spike
 from l2loop.infra.clients import tail_records
 from l2loop.infra.topics import SCAN_VERDICTS
+from l2loop.schemas.rollout import Rollout
 from l2loop.settings import Settings
-from l2loop.stores.verdicts import connect
+from l2loop.stores.rollout import RolloutStore
+from l2loop.stores.verdicts import connected
 from l2loop.workers.canary import CANARY_EVENT_PREFIX, run_canary
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
@@ -92,7 +94,19 @@ def test_canary_probes_get_verdicts_carrying_their_ground_truth(
     assert times[-1] - times[0] >= (len(times) - 1) / per_s - 2 * settings.canary_tick_s
 
 
-def test_the_spike_switches_the_scorer_to_the_twitchy_model_and_back(
+async def _rolled_back(settings: Settings) -> Rollout:
+    """The spike's rollout once the score worker's analysis has ended it."""
+    async with connected(settings.redis_dsn) as client:
+        store = RolloutStore(client, key_prefix=settings.topic_prefix)
+        for _ in range(600):
+            rollout = await store.get()
+            if rollout is not None and not rollout.active and rollout.settled:
+                return rollout
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"the spike's rollout did not end: {rollout}")
+
+
+def test_the_spike_is_rolled_out_to_a_canary_stage_and_rolled_back_by_the_analysis(
     topics: Settings, worker: WorkerProcess
 ) -> None:
     settings = topics.model_copy(
@@ -107,30 +121,48 @@ def test_the_spike_switches_the_scorer_to_the_twitchy_model_and_back(
             v["model_version"] == version and _epoch(v["scored_at"]) > after for v in log.seen
         )
 
-    async def scenario() -> str | None:
+    async def scenario() -> tuple[Rollout, str | None]:
         stop_canary, stop_spike = asyncio.Event(), asyncio.Event()
         canary = asyncio.create_task(run_canary(settings, stop_canary))
         reading = asyncio.create_task(log.follow(settings))
         await log.until(lambda: count(base.version) >= 50)
         spike = asyncio.create_task(run_spike(settings, stop_spike, at_s=0.0, for_s=600.0))
-        await log.until(lambda: count(spike_version) >= 200)
+        # The worker that scores drives the rollout: nothing else decides here.
+        rollout = await _rolled_back(settings)
         stop_spike.set()
         await spike
-        ended = time.time()
-        await log.until(lambda: count(base.version, after=ended) >= 50)
+
+        def last_spike_verdict() -> float:
+            return max(
+                _epoch(v["scored_at"]) for v in log.seen if v["model_version"] == spike_version
+            )
+
+        # Once rolled back, the base model makes every verdict again: the split ends at the
+        # worker's next look at the state, and no spike verdict follows.
+        await log.until(lambda: count(base.version, after=last_spike_verdict()) >= 100)
         stop_canary.set()
         await canary
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reading
-        client = connect(settings.redis_dsn)
-        current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
-        await client.aclose()
-        return None if current is None else current.version
+        async with connected(settings.redis_dsn) as client:
+            current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
+        return rollout, None if current is None else current.version
 
-    current = asyncio.run(scenario())
+    rollout, current = asyncio.run(scenario())
     verdicts = log.seen
-    assert current == base.version
+    # Caught at its first stage, by what the canaries measured, having made a share of the
+    # acting verdicts (only canaries flow here: half of them go to the candidate before 100).
+    assert rollout.candidate.version == spike_version and rollout.stages == ["10", "50", "100"]
+    assert (rollout.status, rollout.stage) == ("rolled_back", "10")
+    # The stage's canary FP rate against the incumbent's, or the window's FP alert for the
+    # spike's version, whichever has its samples first.
+    assert rollout.reason is not None, rollout
+    assert "canary_fp_rate" in rollout.reason or "fp_rate_spike" in rollout.reason, rollout.reason
+    assert rollout.candidate_share is not None and 0 < rollout.candidate_share < 1
+    # The pointer never named the spike: the model in service is the base, registered by
+    # the rollout as its incumbent.
+    assert current == base.version == rollout.incumbent.version
 
     def benign_flagged(selected: list[Verdict]) -> tuple[int, int]:
         benign = [v for v in selected if v["ground_truth"]["label"] == 0]
@@ -144,11 +176,3 @@ def test_the_spike_switches_the_scorer_to_the_twitchy_model_and_back(
     assert flagged / benign > 0.05
     normal_flagged, normal_benign = benign_flagged(normal)
     assert normal_flagged / normal_benign < flagged / benign
-    # One switch there and one back, each between batches: ordered by scoring time, the
-    # verdicts' versions run base, spike, base, never interleaved.
-    runs = [v["model_version"] for v in sorted(verdicts, key=lambda v: _epoch(v["scored_at"]))]
-    assert [version for i, version in enumerate(runs) if i == 0 or runs[i - 1] != version] == [
-        base.version,
-        spike_version,
-        base.version,
-    ]
