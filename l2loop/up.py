@@ -227,8 +227,8 @@ def _ended(rollout: Rollout, record: StageRecord) -> str:
     share = 100 * (rollout.candidate_share or 0.0)
     how = "rolled back" if record.outcome == "rolled_back" else "aborted"
     return (
-        f"{name} {how} at {_stage(record.stage)}: {rollout.reason}; it had made {share:.1f}% "
-        f"of the acting verdicts; {rollout.incumbent.version} serves every event again"
+        f"{name} {how} at {_stage(record.stage)}: {rollout.reason}; it had decided {share:.1f}% "
+        f"of users' events; {rollout.incumbent.version} serves every event again"
     )
 
 

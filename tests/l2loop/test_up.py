@@ -199,9 +199,9 @@ def test_up_shows_a_hurried_spike_rolled_back_and_the_reports_of_its_users(tmp_p
         rolled_back = up.wait_for(
             lambda line: line.startswith(f"ROLLOUT {version} rolled back at 10%: "), 120
         )
-        # Caught at the first stage that exposes users, with the share of acting verdicts
-        # it made: the stage's tenth of the traffic and its half of the canary probes.
-        found = re.search(r"it had made (\d+\.\d)% of the acting verdicts", rolled_back)
+        # Caught at the first stage that exposes users, with the share of users' events it
+        # decided: about the stage's tenth.
+        found = re.search(r"it had decided (\d+\.\d)% of users' events", rolled_back)
         assert found, rolled_back
         assert 0 < float(found.group(1)) < 50, rolled_back
         assert "serves every event again" in rolled_back
@@ -301,7 +301,7 @@ def test_up_runs_a_quarterly_cycle_on_what_its_users_reported(tmp_path: Path) ->
                 # The worker follows the pointer: verdicts now name the candidate.
                 up.wait_for(lambda line: f"model={candidate}" in line, 60)
             else:
-                assert "of the acting verdicts" in ended, ended
+                assert "of users' events" in ended, ended
                 up.wait_for(lambda line: f"rollout={candidate}(rolled-back)" in line, 30)
         up.process.send_signal(signal.SIGINT)
         assert up.process.wait(timeout=60) == 0
@@ -413,7 +413,7 @@ def test_every_rollout_transition_gets_a_line() -> None:
     )
     assert rollout_news(ten, rolled_back) == [
         "ROLLOUT 1.1.0 rolled back at 10%: canary_fp_rate: candidate 40/120 = 33.33 %; it had "
-        "made 9.9% of the acting verdicts; 1.0.0 serves every event again"
+        "decided 9.9% of users' events; 1.0.0 serves every event again"
     ]
     # A new run after a finished one is a start.
     again = _rollout(run_id="20261201T130000-1.2.0-def456")

@@ -74,7 +74,10 @@ def _decision(outcome: RetrainOutcome) -> str:
         return f"{decision}; suppressions expired: {released.suppressions_expired}"
     if released.how == "rollout":
         return f"{decision}; suppressions it learnt expire if it reaches 100"
-    return f"{decision}; it stays registered, to be rolled out once that rollout has ended"
+    return (
+        f"{decision}; it stays registered: `l2loop rollout start {outcome.candidate_version}` "
+        "once that rollout has ended"
+    )
 
 
 def render_report(outcome: RetrainOutcome, new: NewData) -> str:
