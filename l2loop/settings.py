@@ -313,6 +313,9 @@ class Settings(BaseSettings):
     rollout_min_canary: int = Field(100, ge=0)
     rollout_tolerance: float = Field(0.005, ge=0, lt=1)
     rollout_flip_budget: float = Field(0.02, gt=0, lt=1)
+    # A tenant's flag rate is compared once it has this many events in the stage (and, at a
+    # percentage stage, under the incumbent in the run): fewer are too noisy to judge.
+    rollout_min_tenant_events: int = Field(100, ge=1)
     rollout_latency_ratio: float = Field(1.5, ge=1)
     rollout_tick_s: float = Field(1.0, gt=0)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from l2loop.schemas.rollout import ArmFigures, Check, Comparison, Rollout
+from l2loop.schemas.windows import Interval
 from l2loop.settings import Settings
 from l2loop.stats import quantiles, wilson
 from l2loop.stores.rollout import (
@@ -34,6 +35,16 @@ from l2loop.stores.rollout import (
     arm_field,
 )
 
+# The comparisons are looked at again every tick, hundreds of times in a stage: at 95 %
+# bounds noise alone would, sooner or later, roll back a candidate as good as the
+# incumbent. A rollback is judged at 99.9 % bounds (z = 3.29), so that repeated looks at one
+# stage keep a good candidate's chance of a false rollback small.
+Z_DECIDE = 3.2905267314919255
+
+
+def _bounds(hits: int, total: int) -> Interval:
+    return wilson(hits, total, z=Z_DECIDE)
+
 
 @dataclass(frozen=True, slots=True)
 class RolloutPolicy:
@@ -43,6 +54,7 @@ class RolloutPolicy:
     tolerance: float
     flip_budget: float
     flip_min: int
+    min_tenant_events: int
     latency_ratio: float
     latency_alert_ms: float
     error_rate_alert: float
@@ -57,6 +69,7 @@ class RolloutPolicy:
             tolerance=settings.rollout_tolerance,
             flip_budget=settings.rollout_flip_budget,
             flip_min=settings.gate_flip_budget_min,
+            min_tenant_events=settings.rollout_min_tenant_events,
             latency_ratio=settings.rollout_latency_ratio,
             latency_alert_ms=settings.alert_latency_p95_ms,
             error_rate_alert=settings.alert_error_rate,
@@ -128,7 +141,7 @@ def _worse_when_higher(
             outcome=outcome,
             detail=f"not enough samples: candidate {cand[1]}, incumbent {inc[1]}",
         )
-    c, i = wilson(*cand), wilson(*inc)
+    c, i = _bounds(*cand), _bounds(*inc)
     failed = c.low > i.high + tolerance
     return Check(
         name=name,
@@ -146,8 +159,8 @@ def _recall(cand: ArmFigures, inc: ArmFigures, tolerance: float) -> Check:
             detail=f"not enough canary attacks: candidate {cand.canary_malicious}, "
             f"incumbent {inc.canary_malicious}",
         )
-    c = wilson(cand.canary_tp, cand.canary_malicious)
-    i = wilson(inc.canary_tp, inc.canary_malicious)
+    c = _bounds(cand.canary_tp, cand.canary_malicious)
+    i = _bounds(inc.canary_tp, inc.canary_malicious)
     failed = c.high < i.low - tolerance
     return Check(
         name="canary_recall",
@@ -174,19 +187,21 @@ def _flag_rate(
         events = _tenants(stage, f"t:{INCUMBENT}:{EVENTS}:")
         ups, downs = _tenants(stage, f"f:{UP}:"), _tenants(stage, f"f:{DOWN}:")
         for tenant, total in sorted(events.items()):
-            if tenant == canary:
+            if tenant == canary or total < policy.min_tenant_events:
                 continue
             for direction, per_tenant in (("new flags", ups), ("un-flags", downs)):
                 count = per_tenant.get(tenant, 0)
                 # As the gate's budget: a few flips of a small tenant are borderline prompts,
                 # not harm; beyond them, the share must exceed the budget beyond its bound.
-                if count > policy.flip_min and wilson(count, total).low > policy.flip_budget:
+                if count > policy.flip_min and _bounds(count, total).low > policy.flip_budget:
                     harmed.append(f"{tenant}: {direction} {_pct(count, total)}")
-        checked = len([t for t in events if t != canary])
+        checked = len(
+            [t for t, n in events.items() if t != canary and n >= policy.min_tenant_events]
+        )
         detail = (
             f"{sum(ups.values())} new flags, {sum(downs.values())} un-flags over "
-            f"{checked} tenant(s); budget {100 * policy.flip_budget:g} % of a tenant's events "
-            f"beyond {policy.flip_min} flips"
+            f"{checked} tenant(s) with {policy.min_tenant_events}+ events; budget "
+            f"{100 * policy.flip_budget:g} % of a tenant's events beyond {policy.flip_min} flips"
         )
         up, down = sum(ups.values()), sum(downs.values())
     else:
@@ -196,11 +211,15 @@ def _flag_rate(
         inc_flags = _tenants(run, f"t:{INCUMBENT}:{FLAGGED}:")
         compared = 0
         for tenant, total in sorted(cand_events.items()):
-            if tenant == canary or not inc_events.get(tenant):
+            if (
+                tenant == canary
+                or total < policy.min_tenant_events
+                or inc_events.get(tenant, 0) < policy.min_tenant_events
+            ):
                 continue
             compared += 1
-            c = wilson(cand_flags.get(tenant, 0), total)
-            i = wilson(inc_flags.get(tenant, 0), inc_events[tenant])
+            c = _bounds(cand_flags.get(tenant, 0), total)
+            i = _bounds(inc_flags.get(tenant, 0), inc_events[tenant])
             if c.low > i.high + policy.flip_budget or c.high < i.low - policy.flip_budget:
                 harmed.append(
                     f"{tenant}: {_pct(cand_flags.get(tenant, 0), total)} flagged by the "
@@ -208,7 +227,8 @@ def _flag_rate(
                     "incumbent"
                 )
         detail = (
-            f"{compared} tenant(s) compared with their own flag rate under the incumbent; "
+            f"{compared} tenant(s) with {policy.min_tenant_events}+ events compared with their "
+            "own flag rate under the incumbent; "
             f"band {100 * policy.flip_budget:g} points beyond the bounds"
         )
         up, down = 0, 0
@@ -245,8 +265,8 @@ def _latency(stage: str, cand: ArmFigures, inc: ArmFigures, policy: RolloutPolic
 def _errors(cand: ArmFigures, inc: ArmFigures, policy: RolloutPolicy) -> Check:
     if cand.events == 0:
         return Check(name="error_rate", outcome="pass", detail="no events scored yet")
-    c = wilson(cand.failed, cand.events)
-    limit = max(policy.error_rate_alert, wilson(inc.failed, inc.events).high if inc.events else 0)
+    c = _bounds(cand.failed, cand.events)
+    limit = max(policy.error_rate_alert, _bounds(inc.failed, inc.events).high if inc.events else 0)
     return Check(
         name="error_rate",
         outcome="fail" if c.low > limit else "pass",

@@ -33,6 +33,7 @@ from l2loop.release.promotion import promote_version, roll_back
 from l2loop.resilience import TRANSIENT_ERRORS
 from l2loop.schemas.common import utc_now
 from l2loop.schemas.rollout import (
+    SHADOW,
     Comparison,
     HashBy,
     ModelRef,
@@ -210,7 +211,7 @@ class Rollouts:
             stages[-1],
             sum_counts(stages),
             reported=await self._reported(rollout),
-            firing=await self._firing(rollout.candidate.version),
+            firing=await self._firing(rollout),
             policy=self.policy,
             now=utc_now(),
         )
@@ -236,11 +237,17 @@ class Rollouts:
             )
         return found
 
-    async def _firing(self, version: str) -> list[str]:
+    async def _firing(self, rollout: Rollout) -> list[str]:
+        """The loop's alerts firing for the candidate's version. Below 100 its latency
+        alert is left out: a split batch gives the candidate a smaller call, whose fixed
+        cost weighs more per prompt (the analysis judges latency where batches are whole)."""
+        ignored = {ROLLED_BACK_RULE}
+        if rollout.stage not in (SHADOW, "100"):
+            ignored.add("latency_p95")
         return sorted(
             f"{alert.rule} ({alert.annotations.get('description', '')})"
             for alert in (await self._alerts.open_alerts()).values()
-            if alert.model_version == version and alert.rule != ROLLED_BACK_RULE
+            if alert.model_version == rollout.candidate.version and alert.rule not in ignored
         )
 
     # -- transitions ----------------------------------------------------------------------
