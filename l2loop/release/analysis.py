@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from l2loop.schemas.rollout import ArmFigures, Check, Comparison, Rollout
+from l2loop.schemas.rollout import ArmFigures, Check, Comparison, Outcome, Rollout
 from l2loop.schemas.windows import Interval
 from l2loop.settings import Settings
 from l2loop.stats import quantiles, wilson
@@ -142,13 +142,23 @@ def _worse_when_higher(
             detail=f"not enough samples: candidate {cand[1]}, incumbent {inc[1]}",
         )
     c, i = _bounds(*cand), _bounds(*inc)
-    failed = c.low > i.high + tolerance
     return Check(
         name=name,
-        outcome="fail" if failed else "pass",
+        outcome=_judge(
+            worse=c.low > i.high + tolerance, unsure=cand[0] / cand[1] > i.high + tolerance
+        ),
         detail=f"candidate {_pct(*cand)} (≥ {100 * c.low:.2f} %), "
         f"incumbent {_pct(*inc)} (≤ {100 * i.high:.2f} %)",
     )
+
+
+def _judge(*, worse: bool, unsure: bool) -> Outcome:
+    """A rollback needs the candidate worse beyond both bounds; an advance needs its own
+    rate inside the incumbent's band. Between the two, the stage waits for more samples: a
+    clearly worse candidate seen on few samples is held until they show it."""
+    if worse:
+        return "fail"
+    return "wait" if unsure else "pass"
 
 
 def _recall(cand: ArmFigures, inc: ArmFigures, tolerance: float) -> Check:
@@ -161,10 +171,12 @@ def _recall(cand: ArmFigures, inc: ArmFigures, tolerance: float) -> Check:
         )
     c = _bounds(cand.canary_tp, cand.canary_malicious)
     i = _bounds(inc.canary_tp, inc.canary_malicious)
-    failed = c.high < i.low - tolerance
     return Check(
         name="canary_recall",
-        outcome="fail" if failed else "pass",
+        outcome=_judge(
+            worse=c.high < i.low - tolerance,
+            unsure=cand.canary_tp / cand.canary_malicious < i.low - tolerance,
+        ),
         detail=f"candidate {_pct(cand.canary_tp, cand.canary_malicious)} "
         f"(≤ {100 * c.high:.2f} %), incumbent {_pct(inc.canary_tp, inc.canary_malicious)} "
         f"(≥ {100 * i.low:.2f} %)",
@@ -183,6 +195,7 @@ def _flag_rate(
     over the run."""
     canary = policy.canary_tenant_id
     harmed: list[str] = []
+    unsure: list[str] = []
     if rollout.stage == "shadow":
         events = _tenants(stage, f"t:{INCUMBENT}:{EVENTS}:")
         ups, downs = _tenants(stage, f"f:{UP}:"), _tenants(stage, f"f:{DOWN}:")
@@ -193,8 +206,12 @@ def _flag_rate(
                 count = per_tenant.get(tenant, 0)
                 # As the gate's budget: a few flips of a small tenant are borderline prompts,
                 # not harm; beyond them, the share must exceed the budget beyond its bound.
-                if count > policy.flip_min and _bounds(count, total).low > policy.flip_budget:
+                if count <= policy.flip_min:
+                    continue
+                if _bounds(count, total).low > policy.flip_budget:
                     harmed.append(f"{tenant}: {direction} {_pct(count, total)}")
+                elif count / total > policy.flip_budget:
+                    unsure.append(f"{tenant}: {direction} {_pct(count, total)}")
         checked = len(
             [t for t, n in events.items() if t != canary and n >= policy.min_tenant_events]
         )
@@ -220,6 +237,9 @@ def _flag_rate(
             compared += 1
             c = _bounds(cand_flags.get(tenant, 0), total)
             i = _bounds(inc_flags.get(tenant, 0), inc_events[tenant])
+            rate = cand_flags.get(tenant, 0) / total
+            if not i.low - policy.flip_budget <= rate <= i.high + policy.flip_budget:
+                unsure.append(f"{tenant}: {_pct(cand_flags.get(tenant, 0), total)} flagged")
             if c.low > i.high + policy.flip_budget or c.high < i.low - policy.flip_budget:
                 harmed.append(
                     f"{tenant}: {_pct(cand_flags.get(tenant, 0), total)} flagged by the "
@@ -232,9 +252,11 @@ def _flag_rate(
             f"band {100 * policy.flip_budget:g} points beyond the bounds"
         )
         up, down = 0, 0
-    if harmed:
-        detail = "; ".join(harmed[:5]) + (f" (+{len(harmed) - 5} more)" if len(harmed) > 5 else "")
-    return Check(name="flag_rate", outcome="fail" if harmed else "pass", detail=detail), up, down
+    named = harmed or unsure
+    if named:
+        detail = "; ".join(named[:5]) + (f" (+{len(named) - 5} more)" if len(named) > 5 else "")
+    outcome = _judge(worse=bool(harmed), unsure=bool(unsure))
+    return Check(name="flag_rate", outcome=outcome, detail=detail), up, down
 
 
 def _latency(stage: str, cand: ArmFigures, inc: ArmFigures, policy: RolloutPolicy) -> Check:

@@ -159,7 +159,16 @@ def test_a_candidate_missing_attacks_fails_canary_recall() -> None:
     ("caught", "outcome"),
     # The incumbent caught 190 of 200 (95 %; Wilson at 99.9 %, the bounds a rollback is
     # judged at: 87.2-98.1 %).
-    [(150, "fail"), (155, "fail"), (160, "pass"), (190, "pass"), (200, "pass")],
+    # Between a significant loss and a rate inside the incumbent's band, the stage waits.
+    [
+        (150, "fail"),
+        (155, "fail"),
+        (160, "wait"),
+        (170, "wait"),
+        (175, "pass"),
+        (190, "pass"),
+        (200, "pass"),
+    ],
 )
 def test_canary_recall_fails_only_beyond_the_bounds(caught: int, outcome: str) -> None:
     counts = both(HEALTHY | {"canary_tp": caught}, HEALTHY)
@@ -445,3 +454,15 @@ def test_more_canary_fps_never_turn_a_failing_candidate_into_a_passing_one(
         return outcomes(run_compare(at_stage(), counts))["canary_fp_rate"]
 
     assert outcome(fewer) != "fail" or outcome(more) == "fail"
+
+
+def test_a_candidate_that_looks_worse_on_few_samples_holds_the_stage_until_they_show_it() -> None:
+    """10 of 40 benign canaries flagged against none of 40: not beyond the 99.9 % bounds, but
+    outside the incumbent's band, so the stage neither advances nor rolls back; the same
+    rate on ten times the probes rolls it back."""
+    few = HEALTHY | {"canary_benign": 40, "canary_fp": 10}
+    clean = HEALTHY | {"canary_benign": 40, "canary_fp": 0}
+    assert outcomes(run_compare(at_stage(), both(few, clean)))["canary_fp_rate"] == "wait"
+    more = HEALTHY | {"canary_benign": 400, "canary_fp": 100}
+    cleaner = HEALTHY | {"canary_benign": 400, "canary_fp": 0}
+    assert outcomes(run_compare(at_stage(), both(more, cleaner)))["canary_fp_rate"] == "fail"
