@@ -29,6 +29,7 @@ log = get_logger(__name__)
 
 BUCKETS = 10_000
 CANARY_PERCENT = 50
+LOAD_TIMEOUT_S = 120.0
 WARM_UP = ["a first batch, so that the graph's buffers exist before it counts"] * 8
 
 
@@ -108,8 +109,11 @@ class RolloutRouter:
             # Loading parses and optimises a graph: seconds of CPU, kept off the loop. The
             # stage is applied only once its candidate is ready and has run once: a graph's
             # first run allocates its buffers, and that batch's time is no model's latency.
-            model = await loop.run_in_executor(None, L2Model.load, path, self._threads)
-            await loop.run_in_executor(None, model.score_batch, WARM_UP)
+            # Bounded: a load that never returns must not hold the split (and the pointer's
+            # refresh beside it) for good; the next refresh tries again.
+            async with asyncio.timeout(LOAD_TIMEOUT_S):
+                model = await loop.run_in_executor(None, L2Model.load, path, self._threads)
+                await loop.run_in_executor(None, model.score_batch, WARM_UP)
             return model
         except Exception:
             log.exception(
