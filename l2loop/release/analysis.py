@@ -190,9 +190,15 @@ def _tenants(counts: Mapping[str, int], prefix: str) -> dict[str, int]:
 def _flag_rate(
     rollout: Rollout, stage: Mapping[str, int], run: Mapping[str, int], policy: RolloutPolicy
 ) -> tuple[Check, int, int]:
-    """Shadow: each tenant's decision flips, a paired comparison on the same events. Later
+    """Shadow: each tenant's new flags, a paired comparison on the same events. Later
     stages: each tenant's flag rate under the candidate against its own under the incumbent
-    over the run."""
+    over the run, on the side of more flags.
+
+    Only more flags are harm here. Fewer flags are what a candidate learnt from the reports
+    is for (a reporting tenant's false positives go), and the offline gate has already
+    judged each tenant's un-flags against its reports (decision 0021); an un-flag that is a
+    missed attack is what the canary recall check measures, on prompts whose labels are
+    known. Un-flags are counted and shown."""
     canary = policy.canary_tenant_id
     harmed: list[str] = []
     unsure: list[str] = []
@@ -202,16 +208,15 @@ def _flag_rate(
         for tenant, total in sorted(events.items()):
             if tenant == canary or total < policy.min_tenant_events:
                 continue
-            for direction, per_tenant in (("new flags", ups), ("un-flags", downs)):
-                count = per_tenant.get(tenant, 0)
-                # As the gate's budget: a few flips of a small tenant are borderline prompts,
-                # not harm; beyond them, the share must exceed the budget beyond its bound.
-                if count <= policy.flip_min:
-                    continue
-                if _bounds(count, total).low > policy.flip_budget:
-                    harmed.append(f"{tenant}: {direction} {_pct(count, total)}")
-                elif count / total > policy.flip_budget:
-                    unsure.append(f"{tenant}: {direction} {_pct(count, total)}")
+            count = ups.get(tenant, 0)
+            # As the gate's budget: a few flips of a small tenant are borderline prompts,
+            # not harm; beyond them, the share must exceed the budget beyond its bound.
+            if count <= policy.flip_min:
+                continue
+            if _bounds(count, total).low > policy.flip_budget:
+                harmed.append(f"{tenant}: new flags {_pct(count, total)}")
+            elif count / total > policy.flip_budget:
+                unsure.append(f"{tenant}: new flags {_pct(count, total)}")
         checked = len(
             [t for t, n in events.items() if t != canary and n >= policy.min_tenant_events]
         )
@@ -238,9 +243,9 @@ def _flag_rate(
             c = _bounds(cand_flags.get(tenant, 0), total)
             i = _bounds(inc_flags.get(tenant, 0), inc_events[tenant])
             rate = cand_flags.get(tenant, 0) / total
-            if not i.low - policy.flip_budget <= rate <= i.high + policy.flip_budget:
+            if rate > i.high + policy.flip_budget:
                 unsure.append(f"{tenant}: {_pct(cand_flags.get(tenant, 0), total)} flagged")
-            if c.low > i.high + policy.flip_budget or c.high < i.low - policy.flip_budget:
+            if c.low > i.high + policy.flip_budget:
                 harmed.append(
                     f"{tenant}: {_pct(cand_flags.get(tenant, 0), total)} flagged by the "
                     f"candidate, {_pct(inc_flags.get(tenant, 0), inc_events[tenant])} by the "

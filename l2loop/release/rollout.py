@@ -340,6 +340,15 @@ class Rollouts:
         current = await self._pointer.current()
         if current is not None and current.version == rollout.candidate.version:
             return
+        # Two workers promoting at once would put the incumbent twice in the pointer's
+        # history, and a rollback would then leave the candidate in service.
+        if not await self.store.claim(rollout.run_id, "promote"):
+            return
+        # The state this worker read may be stale: a run rolled back meanwhile must not see
+        # its candidate promoted again.
+        now = await self.store.get()
+        if now is None or now.run_id != rollout.run_id or not (now.active and now.promoted):
+            return
         await promote_version(
             self._client,
             self._registry,
@@ -351,6 +360,9 @@ class Rollouts:
     async def _settle(self, rollout: Rollout) -> Rollout:
         """A finished run's side effects, each safe to do twice: the incumbent back in the
         pointer if the candidate had reached it, the alert, then ``settled``."""
+        if not await self.store.claim(rollout.run_id, "settle"):
+            # Another worker is settling it (a rollback twice would pop two models).
+            return rollout
         current = await self._pointer.current()
         if current is not None and current.version == rollout.candidate.version:
             await roll_back(self._client, self._registry, key_prefix=self._settings.topic_prefix)

@@ -28,6 +28,7 @@ log = get_logger(__name__)
 
 RUNS_KEPT: Final = 100
 COUNTS_TTL_S: Final = 30 * 24 * 3600
+CLAIM_TTL_S: Final = 30
 
 
 # The two arms of a comparison, and the counter fields of a stage (``arm`` is one of them):
@@ -144,6 +145,15 @@ class RolloutStore:
             except WatchError:
                 raise RolloutConflict("the rollout changed meanwhile") from None
         return new
+
+    async def claim(self, run_id: str, what: str, ttl_s: int = CLAIM_TTL_S) -> bool:
+        """Whether this caller may do ``what`` for the run now: one worker at a time, for
+        ``ttl_s`` (a claimer that dies lets another try once it expires). For the side
+        effects that must not happen twice at once: moving the model pointer."""
+        claimed = await self._client.set(
+            f"{self._prefix}rollout:claim:{run_id}:{what}", b"1", nx=True, ex=ttl_s
+        )
+        return bool(claimed)
 
     async def runs(self, limit: int = 20) -> list[Rollout]:
         raw = cast(list[bytes], await self._client.lrange(self._runs, 0, limit - 1))

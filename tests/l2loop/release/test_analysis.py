@@ -229,10 +229,13 @@ def test_shadow_flips_over_budget_on_one_tenant_fail_naming_that_tenant() -> Non
     assert (comparison.flips_up, comparison.flips_down) == (83, 2)
 
 
-def test_shadow_un_flags_over_budget_fail_too() -> None:
+def test_shadow_un_flags_are_shown_and_left_to_canary_recall() -> None:
+    """Fewer flags are what a candidate learnt from reports is for; an un-flagged attack is
+    what canary recall measures, so un-flags alone never fail the flag-rate check."""
     comparison = run_compare(at_stage(0), shadow_stage({"acme": (0, 90), "globex": (0, 0)}))
-    assert outcomes(comparison)["flag_rate"] == "fail"
-    assert "acme: un-flags 90/1000" in detail(comparison, "flag_rate")
+    assert outcomes(comparison)["flag_rate"] == "pass"
+    assert comparison.flips_down == 90
+    assert "90 un-flags" in detail(comparison, "flag_rate")
 
 
 def test_shadow_flips_within_budget_pass() -> None:
@@ -276,11 +279,10 @@ def test_at_a_percentage_stage_a_tenant_flagged_far_more_fails_naming_it() -> No
     assert (comparison.flips_up, comparison.flips_down) == (0, 0)
 
 
-def test_at_a_percentage_stage_a_tenant_flagged_far_less_fails_too() -> None:
+def test_at_a_percentage_stage_a_tenant_flagged_far_less_is_not_harm() -> None:
     stage, run = partial_stage_counts({"acme": (1_000, 0)}, {"acme": (2_000, 400)})
     comparison = run_compare(at_stage(2), stage, run)
-    assert outcomes(comparison)["flag_rate"] == "fail"
-    assert "acme: 0/1000" in detail(comparison, "flag_rate")
+    assert outcomes(comparison)["flag_rate"] == "pass"
 
 
 def test_at_a_percentage_stage_a_tenant_is_compared_with_its_rate_over_the_run() -> None:
