@@ -1,7 +1,7 @@
 """Alert receivers: the alerts topic, Alertmanager's API and any Alertmanager-style webhook.
 
 The evaluator never talks to a receiver. It records each state change in Redis together with
-one outbox entry per receiver (streams.alert_store); here one worker at a time per receiver,
+one outbox entry per receiver (l2loop.stores.alerts); here one worker at a time per receiver,
 holding a lease, delivers the outbox in order. A receiver that is down is retried with
 backoff, its outbox grows meanwhile, and the stream goes on: nothing waits for it.
 Delivery is at least once (a worker that dies between sending and acknowledging leaves the

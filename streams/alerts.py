@@ -1,7 +1,7 @@
 """The alert evaluator: window-stats in, alert state changes into Redis and its outboxes.
 
 Each batch costs two Redis round trips: one reads the open alerts and the trailing windows
-the flag-rate rule needs, one records every change (streams.alert_store); a third only
+the flag-rate rule needs, one records every change (l2loop.stores.alerts); a third only
 while an alert of a model version that may have been replaced is open. Receivers are fed
 from the outboxes by background tasks (streams.alert_sinks), never from the stream, so a
 receiver that is down cannot hold up the windows.
