@@ -315,17 +315,10 @@ def compare(
     the whole run's (this stage included), ``reported`` the windows' FP reports by version,
     ``firing`` the loop's alerts firing for the candidate's version."""
     nothing = Reported()
-    cand = figures(
-        stage,
-        CANDIDATE,
-        rollout.candidate.version,
-        reported.get(rollout.candidate.version, nothing),
-    )
-    inc = figures(
-        run, INCUMBENT, rollout.incumbent.version, reported.get(rollout.incumbent.version, nothing)
-    )
     cand_reported = reported.get(rollout.candidate.version, nothing)
     inc_reported = reported.get(rollout.incumbent.version, nothing)
+    cand = figures(stage, CANDIDATE, rollout.candidate.version, cand_reported)
+    inc = figures(run, INCUMBENT, rollout.incumbent.version, inc_reported)
     flag_check, ups, downs = _flag_rate(rollout, stage, run, policy)
     alerts = sorted(firing)
     checks = [
