@@ -299,11 +299,12 @@ class Settings(BaseSettings):
     # at 100; the split hashes the tenant (a tenant sees one model) or the event. A stage
     # advances once it has held this long, the candidate scored this many events and this
     # many canary probes in it, and every comparison with the incumbent holds: canary FP
-    # rate and recall, reported FP rate (Wilson 95 % bounds apart by more than the
-    # tolerance), each tenant's flag rate (shadow: decision flips, at most the flip budget of
-    # a tenant's events), model time p95 (at most the ratio of the incumbent's, or under the
-    # latency alert) and error rate. A failed comparison, or an alert firing for the
-    # candidate's version, rolls it back. Every score worker runs the analysis each tick;
+    # rate and recall, reported FP rate (a rollback needs Wilson 99.9 % bounds apart by more
+    # than the tolerance), each tenant's flags (more of them than the flip budget of its
+    # events is harm; fewer are what reports ask for), model time p95 (at most the ratio of
+    # the incumbent's, or under the latency alert; judged where both models score whole
+    # batches) and error rate. A failed comparison, or an alert firing for the candidate's
+    # version, rolls it back. Every score worker runs the analysis each tick;
     # the state in Redis makes one decision of their answers.
     promotion: Literal["rollout", "immediate"] = "rollout"
     rollout_stages: str = "shadow,10,50,100"
@@ -316,7 +317,8 @@ class Settings(BaseSettings):
     # A tenant's flag rate is compared once it has this many events in the stage (and, at a
     # percentage stage, under the incumbent in the run): fewer are too noisy to judge.
     rollout_min_tenant_events: int = Field(100, ge=1)
-    rollout_latency_ratio: float = Field(1.5, ge=1)
+    # Twice: a candidate that learnt reports carries a memory that costs time per prompt.
+    rollout_latency_ratio: float = Field(2.0, ge=1)
     rollout_tick_s: float = Field(1.0, gt=0)
 
     @field_validator("rollout_stages")

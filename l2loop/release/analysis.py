@@ -2,9 +2,10 @@
 
 The candidate is judged on the stage it is in; the incumbent on everything it decided since
 the run started (every stage so far), the larger sample of the same traffic. A check fails
-only when the two differ beyond both Wilson 95 % bounds plus a tolerance, so that noise does
-not roll back a good candidate; the stage advances only once it has held long enough, with
-enough events and canary probes, and no check failed or is still waiting for samples
+only when the two differ beyond both Wilson 99.9 % bounds plus a tolerance, so that noise
+looked at every tick does not roll back a good candidate; it passes when the candidate's own
+rate sits inside the incumbent's band, and waits in between. The stage advances only once it
+has held long enough, with enough events and canary probes, and every check passes
 (docs/decisions/0024-staged-rollout.md).
 """
 
