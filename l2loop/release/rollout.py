@@ -33,7 +33,6 @@ from l2loop.release.promotion import promote_version, roll_back
 from l2loop.resilience import TRANSIENT_ERRORS
 from l2loop.schemas.common import utc_now
 from l2loop.schemas.rollout import (
-    SHADOW,
     Comparison,
     HashBy,
     ModelRef,
@@ -238,16 +237,22 @@ class Rollouts:
         return found
 
     async def _firing(self, rollout: Rollout) -> list[str]:
-        """The loop's alerts firing for the candidate's version. Below 100 its latency
-        alert is left out: a split batch gives the candidate a smaller call, whose fixed
-        cost weighs more per prompt (the analysis judges latency where batches are whole)."""
-        ignored = {ROLLED_BACK_RULE}
-        if rollout.stage not in (SHADOW, "100"):
-            ignored.add("latency_p95")
+        """The loop's alerts firing for the candidate's version. Its latency alert counts
+        only on windows that began at 100: before, a split batch gave the candidate smaller
+        calls, whose fixed cost weighs more per prompt (the analysis judges latency where
+        batches are whole), and such a window's alert may still be open at 100."""
+
+        def counts(alert: Alert) -> bool:
+            if alert.model_version != rollout.candidate.version or alert.rule == ROLLED_BACK_RULE:
+                return False
+            if alert.rule != "latency_p95":
+                return True
+            return rollout.percent == 100 and alert.window_start >= rollout.stage_started_at
+
         return sorted(
             f"{alert.rule} ({alert.annotations.get('description', '')})"
             for alert in (await self._alerts.open_alerts()).values()
-            if alert.model_version == rollout.candidate.version and alert.rule not in ignored
+            if counts(alert)
         )
 
     # -- transitions ----------------------------------------------------------------------
