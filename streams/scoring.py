@@ -114,13 +114,9 @@ class Group:
     texts: list[str]
     scores: list[ModelScore | None] = field(default_factory=list)
     failed: int = 0
-    errors: list[Exception] = field(default_factory=list)
+    # What the model raised on each text it failed on, by the text's position in the group.
+    errors: dict[int, Exception] = field(default_factory=dict)
     latency_ms: float = 0.0
-
-    def error_for(self, position: int) -> Exception | None:
-        # Failures are appended in order: the k-th None is the k-th error.
-        nth = sum(score is None for score in self.scores[:position])
-        return self.errors[nth] if nth < len(self.errors) else None
 
     def flags(self) -> list[bool | None]:
         threshold = self.model.threshold
@@ -260,9 +256,9 @@ class Scorer:
                     (score,) = await self._run_model(model, [text])
                     group.scores.append(score)
                 except Exception as exc:
+                    group.errors[len(group.scores)] = exc
                     group.scores.append(None)
                     group.failed += 1
-                    group.errors.append(exc)
         group.latency_ms = (time.perf_counter() - started) * 1000.0
 
     async def score(self, records: Sequence[RawRecord]) -> ScoredBatch:
@@ -304,7 +300,7 @@ class Scorer:
                         dead_letter(
                             record,
                             DeadLetterReason.SCORING_FAILED,
-                            f"the model could not score this text: {group.error_for(position)!r}",
+                            f"the model could not score this text: {group.errors.get(position)!r}",
                             event.event_id,
                             raw_max_bytes=self._raw_max,
                         )
