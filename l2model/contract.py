@@ -10,7 +10,10 @@ input and four outputs:
 
 ``input.kind`` says what the input is: ``text`` is the raw prompt as a string tensor
 [N, 1] (the lite model carries its own featuriser in the graph); ``tokens`` means
-``input_ids``/``attention_mask`` int64 [N, T] made with the ``tokenizer.json`` beside it.
+``input_ids``/``attention_mask`` int64 [N, T] made with the ``tokenizer.json`` beside it;
+``ngrams`` means ``ngram_ids`` int64 and ``ngram_values`` float32 [N, L], the vocabulary
+columns of each prompt's n-grams and their TF-IDF values, found with the vocabulary and idf
+in the ``ngrams.npy`` beside it (``l2model.ngrams``).
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ CONTEXTS = ("technical", "conversational", "educational", "attack")
 class ModelInput(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["text", "tokens"]
+    kind: Literal["text", "tokens", "ngrams"]
     name: str = "text"
     max_chars: int = 4096
     max_tokens: int | None = None
+    # ``ngrams``: each path's n-gram lengths, in the vocabulary's column order.
+    ngram_ranges: dict[str, tuple[int, int]] | None = None
 
 
 class ModelLabels(BaseModel):
@@ -60,7 +65,7 @@ class Manifest(BaseModel):
 
     name: str
     version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    kind: Literal["lite", "minilm"]
+    kind: Literal["lite", "fast", "minilm"]
     input: ModelInput
     labels: ModelLabels = ModelLabels()
     threshold: float = Field(0.5, gt=0.0, lt=1.0)

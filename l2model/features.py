@@ -10,17 +10,15 @@ own analyzers nor skl2onnx's converter is used (see docs/decisions/0005-lite-mod
   as written (``"\\n\\n"`` is not ``" "``); n-grams of 2 to 5 tokens.
 - ``word``: runs of ASCII/Latin-1/Latin Extended-A letters, digits and ``_``; 1- and 2-grams.
 
-Text is lowercased first (``lowercase`` here, ``StringNormalizer`` with the ``C.UTF-8`` locale
-in the graph: with the default ``en_US.UTF-8`` onnxruntime fails to load the model on machines
-that lack that locale).
+Text is lowercased first (``l2model.tokens.lowercase`` in Python, ``StringNormalizer`` with
+the ``C.UTF-8`` locale in the graph: with the default ``en_US.UTF-8`` onnxruntime fails to load
+the model on machines that lack that locale).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -28,65 +26,12 @@ import scipy.sparse as sp
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-# Every character Python's str.split() splits on, as a character-class body.
-WHITESPACE_CLASS = "\t-\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-CHAR_TOKEN_PATTERN = f"[{WHITESPACE_CLASS}]+|[^{WHITESPACE_CLASS}]"
-WORD_TOKEN_PATTERN = "[0-9_a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u017f]+"
+from l2model.tokens import TokenNgrams
 
 # Right-padding the Tokenizer adds to short rows: two characters, so never a char token, and
 # "#" is outside the word class, so never a word token either.
 PAD_TOKEN = "##"
 LOCALE = "C.UTF-8"
-
-
-def lowercase(text: str) -> str:
-    """Character-by-character lowercasing, as the graph's StringNormalizer does it.
-
-    ``str.lower`` maps a few characters by context or to two characters (final sigma, dotted
-    capital I); the graph maps each character to one, so that is done here too.
-    """
-    if text.isascii():
-        return text.lower()
-    return "".join(char.lower()[0] for char in text)
-
-
-@dataclass(frozen=True)
-class TokenNgrams:
-    """One feature path: tokens found by ``pattern`` in the lowercased text, then n-grams."""
-
-    name: str
-    pattern: str
-    ngram_range: tuple[int, int]
-    max_features: int
-    # Joins an n-gram's tokens into one vocabulary key; ``split`` recovers them with the
-    # pattern, so the joiner must never create or merge tokens.
-    joiner: str
-
-    @cached_property
-    def regex(self) -> re.Pattern[str]:
-        return re.compile(self.pattern)
-
-    def tokens(self, text: str) -> list[str]:
-        return self.regex.findall(lowercase(text))
-
-    def analyse(self, text: str) -> list[str]:
-        tokens = self.tokens(text)
-        low, high = self.ngram_range
-        return [
-            self.joiner.join(tokens[i : i + n])
-            for n in range(low, high + 1)
-            for i in range(len(tokens) - n + 1)
-        ]
-
-    def split(self, ngram: str) -> list[str]:
-        return self.regex.findall(ngram)
-
-
-def default_paths(max_char: int = 48_000, max_word: int = 16_000) -> tuple[TokenNgrams, ...]:
-    return (
-        TokenNgrams("char", CHAR_TOKEN_PATTERN, (2, 5), max_char, joiner=""),
-        TokenNgrams("word", WORD_TOKEN_PATTERN, (1, 2), max_word, joiner=" "),
-    )
 
 
 @dataclass

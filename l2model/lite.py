@@ -39,10 +39,11 @@ from l2model.contract import (
 )
 from l2model.corpus import DEFAULT_SIZE, generate_corpus, split_corpus, write_split
 from l2model.evaluation import corpus_report, threat_scores
-from l2model.features import Graph, TextFeaturiser, default_paths
+from l2model.features import Graph, TextFeaturiser
 from l2model.golden import refuse_golden
 from l2model.record import TrainingRecord
 from l2model.runtime import TextFeed, run_session, session_for
+from l2model.tokens import default_paths
 from l2model.training import (
     CLASS_WEIGHT,
     manifest_bytes,

@@ -5,7 +5,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from l2model.features import Graph, TextFeaturiser, default_paths, lowercase
+from l2model.features import Graph, TextFeaturiser
+from l2model.tokens import default_paths, lowercase
 
 TRICKY = [
     "How do I connect to PostgreSQL from Java?",
