@@ -1,7 +1,9 @@
-"""Scoring throughput and end-to-end latency: the Faust score agent against a plain aiokafka
-consume -> score -> produce loop, same model, same broker, same run.
+"""Scoring throughput and end-to-end latency of the Faust worker (all roles, the default, and
+the score role alone) against a plain aiokafka consume -> score -> produce loop with the same
+model and the same loop without a model (the broker floor), same broker, same run.
 
     python bench/scoring_throughput.py [--events 20000] [--latency-events 4000] [--rate 500]
+                                       [--model DIR]
 
 Throughput: a backlog of ``--events`` scan events is consumed from the start; events/s is
 measured between the first and the last verdict seen. Latency: ``--latency-events`` events
@@ -19,11 +21,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -38,7 +41,8 @@ from l2loop.logs import configure
 from l2loop.settings import Settings
 from l2loop.stats import percentile
 from l2loop.streams.transport import FETCH_MAX_WAIT_MS
-from l2model.runtime import L2Model
+from l2model.artifacts import default_model_dir
+from l2model.runtime import L2Model, ModelScore
 
 
 @dataclass
@@ -162,8 +166,15 @@ async def measure(
     collecting = asyncio.create_task(
         collect_verdicts(settings, backlog + paced, scorer, timeout_s=600)
     )
+    # The paced events are told apart by their event time, not by arrival order: reading the
+    # topic from the start, a partition's paced verdicts may come before another's backlog.
+    pacing_from_ms = int(time.time() * 1000)
     await send_paced(settings, paced, rate, seed=2)
-    latencies = [(arrived - sent) * 1000 for arrived, sent in (await collecting)[backlog:]]
+    latencies = [
+        (arrived - sent) * 1000
+        for arrived, sent in await collecting
+        if sent * 1000 >= pacing_from_ms
+    ]
     return Figures(
         throughput,
         percentile(latencies, 0.50),
@@ -172,8 +183,9 @@ async def measure(
     )
 
 
-# The baseline: nothing but aiokafka, orjson, and the same model in an executor.
-async def plain_loop(settings: Settings) -> None:
+# The baselines: nothing but aiokafka, orjson, and the same model in an executor; without
+# the model (every verdict "benign"), the broker floor that no scorer can beat.
+async def plain_loop(settings: Settings, *, with_model: bool) -> None:
     model = L2Model.load(settings.model_dir, threads=settings.inference_threads)
     executor = ThreadPoolExecutor(max_workers=1)
     loop = asyncio.get_running_loop()
@@ -199,7 +211,11 @@ async def plain_loop(settings: Settings) -> None:
                 continue
             payloads = [orjson.loads(r.value) for r in records]
             texts = [p["text"][: settings.model_max_chars] for p in payloads]
-            scores = await loop.run_in_executor(executor, model.score_batch, texts)
+            scores = (
+                await loop.run_in_executor(executor, model.score_batch, texts)
+                if with_model
+                else [NO_MODEL_SCORE] * len(texts)
+            )
             pending = []
             for payload, result in zip(payloads, scores, strict=True):
                 verdict = {
@@ -217,15 +233,57 @@ async def plain_loop(settings: Settings) -> None:
         await producer.stop()
 
 
+NO_MODEL_SCORE = ModelScore(score=0.0, family="benign", severity=0.0, context="")
+
+
 @contextmanager
-def plain_loop_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+def plain_loop_process(
+    settings: Settings, log_path: Path, *, with_model: bool
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ, **settings.to_env()}
-    process = subprocess.Popen([sys.executable, __file__, "--plain-loop"], env=env)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    mode = "model" if with_model else "none"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, __file__, "--plain-loop", mode],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+def worker_process(
+    settings: Settings, log_path: Path, *, roles: str
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """``l2loop worker`` with ``roles`` (``all``: the default every deployment starts)."""
+    settings = settings.model_copy(update={"worker_roles": roles})
+    return running(l2loop_process(settings, "worker", ("worker",), settings.web_port, log_path))
+
+
+@dataclass(frozen=True)
+class Contender:
+    label: str
+    name: str
+    start: Callable[[Settings, Path], AbstractContextManager[subprocess.Popen[bytes]]]
+
+
+CONTENDERS = (
+    Contender("worker, all roles", "all", partial(worker_process, roles="all")),
+    Contender("worker, score role", "score", partial(worker_process, roles="score")),
+    Contender("plain loop + model", "plain", partial(plain_loop_process, with_model=True)),
+    Contender("plain loop, no model", "floor", partial(plain_loop_process, with_model=False)),
+)
+
+
+def measure_contender(live: Settings, contender: Contender, sizes: tuple[int, int, int]) -> Figures:
+    settings = fresh(live, contender.name)
+    asyncio.run(ensure_topics(settings))
+    with contender.start(settings, live.data_dir / f"bench-{contender.name}.log") as process:
+        return asyncio.run(measure(settings, process, *sizes))
 
 
 def fresh(settings: Settings, name: str) -> Settings:
@@ -239,50 +297,55 @@ def fresh(settings: Settings, name: str) -> Settings:
     )
 
 
+def ratio(part: float, whole: float) -> float:
+    return part / whole if whole else float("nan")
+
+
+def report(model: L2Model, args: argparse.Namespace, figures: dict[str, Figures]) -> None:
+    print(
+        f"model {model.manifest.name} {model.version} ({args.model}); backlog {args.events} "
+        f"events; latency at {args.rate} events/s over {args.latency_events} events"
+    )
+    print(f"{'path':<24}{'events/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    for contender in CONTENDERS:
+        fig = figures[contender.name]
+        print(
+            f"{contender.label:<24}{fig.events_per_s:>10.0f}{fig.p50_ms:>10.1f}"
+            f"{fig.p95_ms:>10.1f}{fig.p99_ms:>10.1f}"
+        )
+    every, score, plain, floor = (figures[c.name] for c in CONTENDERS)
+    print(
+        f"throughput score role / plain + model: "
+        f"{ratio(score.events_per_s, plain.events_per_s):.2f} (target >= 0.50); "
+        f"score role {score.events_per_s:.0f} events/s (target >= 10000)"
+    )
+    print(
+        f"throughput all roles / plain + model: {ratio(every.events_per_s, plain.events_per_s):.2f}"
+        f"; plain + model / floor: {ratio(plain.events_per_s, floor.events_per_s):.2f}"
+    )
+    print(
+        f"latency all roles / score role: p50 {ratio(every.p50_ms, score.p50_ms):.2f}, "
+        f"p95 {ratio(every.p95_ms, score.p95_ms):.2f} (target <= 2.00)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--latency-events", type=int, default=4_000)
     parser.add_argument("--rate", type=int, default=500)
-    parser.add_argument("--plain-loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, default=default_model_dir())
+    parser.add_argument("--plain-loop", choices=("model", "none"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_loop:
-        asyncio.run(plain_loop(Settings()))
+        asyncio.run(plain_loop(Settings(), with_model=args.plain_loop == "model"))
         return
     configure("warn")
-    base = Settings(data_dir=Path("var/bench"))
+    base = Settings(data_dir=Path("var/bench"), model_dir=args.model)
+    sizes = (args.events, args.latency_events, args.rate)
     with serving_settings(base) as live:
-        faust_settings, plain_settings = fresh(live, "faust"), fresh(live, "plain")
-        for s in (faust_settings, plain_settings):
-            asyncio.run(ensure_topics(s))
-        sizes = (args.events, args.latency_events, args.rate)
-        with running(
-            l2loop_process(
-                faust_settings,
-                "worker",
-                ("worker",),
-                faust_settings.web_port,
-                live.data_dir / "bench-worker.log",
-            )
-        ) as worker:
-            faust = asyncio.run(measure(faust_settings, worker, *sizes))
-        with plain_loop_process(plain_settings) as loop_process:
-            plain = asyncio.run(measure(plain_settings, loop_process, *sizes))
-    model = L2Model.load(live.model_dir)
-    print(
-        f"model {model.manifest.name} {model.version}; backlog {args.events} events; "
-        f"latency at {args.rate} events/s over {args.latency_events} events"
-    )
-    print(f"{'path':<22}{'events/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
-    for name, fig in (("faust score agent", faust), ("plain aiokafka loop", plain)):
-        print(
-            f"{name:<22}{fig.events_per_s:>10.0f}{fig.p50_ms:>10.1f}{fig.p95_ms:>10.1f}"
-            f"{fig.p99_ms:>10.1f}"
-        )
-    print(
-        f"throughput ratio faust/plain: {faust.events_per_s / plain.events_per_s:.2f} "
-        f"(target >= 0.50)"
-    )
+        figures = {c.name: measure_contender(live, c, sizes) for c in CONTENDERS}
+    report(L2Model.load(live.model_dir), args, figures)
 
 
 if __name__ == "__main__":
