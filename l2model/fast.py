@@ -14,7 +14,7 @@ vocabulary's size where a prompt has fewer than L) and ``ngram_values`` float32 
 (their TF-IDF values, L2-normalised per path). The graph names them ``features`` too, which
 the memory of confirmed examples (``l2model.memory``) reads.
 
-    python -m l2model.fast --lite l2model/artifacts/lite --out l2model/artifacts/fast
+    python -m l2model.fast   # --lite l2model/artifacts/lite --out l2model/artifacts/fast
 """
 
 from __future__ import annotations
@@ -182,9 +182,11 @@ def max_score_gap(a: L2Model, b: L2Model, texts: Sequence[str]) -> float:
     return float(np.abs(left - right).max(initial=0.0))
 
 
-def build_fast(lite_dir: Path, out_dir: Path, parity_texts: Sequence[str]) -> Manifest:
+def build_fast(
+    lite_dir: Path, out_dir: Path, parity_texts: Sequence[str], *, rebuild: str
+) -> Manifest:
     """Writes the fast form of the lite model in ``lite_dir`` to ``out_dir`` and checks that
-    both score ``parity_texts`` alike."""
+    both score ``parity_texts`` alike; ``rebuild`` is the command that makes it again."""
     lite = Manifest.read(lite_dir)
     parts = lite_parts(onnx.load(lite_dir / MODEL_FILE))
     model_bytes = fast_graph(parts).SerializeToString()
@@ -198,7 +200,7 @@ def build_fast(lite_dir: Path, out_dir: Path, parity_texts: Sequence[str]) -> Ma
         threshold=lite.threshold,
         created_at=lite.created_at,
         model_sha256=hashlib.sha256(model_bytes).hexdigest(),
-        rebuild=f"python -m l2model.fast --lite {lite_dir} --out {out_dir}",
+        rebuild=rebuild,
         converted_from={
             "name": lite.name,
             "version": lite.version,
@@ -223,15 +225,20 @@ def build_fast(lite_dir: Path, out_dir: Path, parity_texts: Sequence[str]) -> Ma
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from l2model.artifacts import default_lite_dir
+    from l2model.artifacts import default_fast_dir, default_lite_dir
     from l2model.corpus import DEFAULT_SIZE, generate_corpus, split_corpus
 
     parser = argparse.ArgumentParser(prog="python -m l2model.fast", description=__doc__)
     parser.add_argument("--lite", type=Path, default=default_lite_dir())
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=default_fast_dir())
     args = parser.parse_args(argv)
     split = split_corpus(generate_corpus(DEFAULT_SIZE, 0), 0)
-    manifest = build_fast(args.lite, args.out, [r.text for r in split.test])
+    command = "python -m l2model.fast" + (
+        ""
+        if (args.lite, args.out) == (default_lite_dir(), default_fast_dir())
+        else f" --lite {args.lite} --out {args.out}"
+    )
+    manifest = build_fast(args.lite, args.out, [r.text for r in split.test], rebuild=command)
     print(manifest_bytes(manifest).decode())
 
 

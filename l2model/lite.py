@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 from sklearn.linear_model import LogisticRegression, Ridge
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # ships no py.typed
 
-from l2model.artifacts import default_model_dir
+from l2model.artifacts import default_lite_dir
 from l2model.contract import (
     CONTEXTS,
     FAMILIES,
@@ -55,7 +55,7 @@ from l2model.training import (
 __all__ = [
     "LiteModel",
     "build_lite",
-    "default_model_dir",
+    "default_lite_dir",
     "manifest_bytes",
     "run_graph",
     "session_for",
@@ -274,7 +274,7 @@ def build_lite(
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m l2model.lite", description=__doc__)
-    parser.add_argument("--out", type=Path, default=default_model_dir())
+    parser.add_argument("--out", type=Path, default=default_lite_dir())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE)
     parser.add_argument("--data-dir", type=Path, default=None, help="also write the splits here")

@@ -13,7 +13,7 @@ from l2model.evaluation import threat_scores
 from l2model.lite import (
     LiteModel,
     build_lite,
-    default_model_dir,
+    default_lite_dir,
     max_parity_error,
     run_graph,
     session_for,
@@ -91,7 +91,7 @@ def test_the_committed_model_is_what_the_build_makes(tmp_path: Path, split: Corp
     was trained on and what it decides: the same manifest apart from the digest, the
     threshold and the figures, a threshold within 0.01, and the same verdict on at least
     99.5 % of the test split with the same errors counted."""
-    committed = default_model_dir()
+    committed = default_lite_dir()
     rebuilt = build_lite(tmp_path)
     recorded = Manifest.read(committed)
     moving = {"model_sha256", "threshold", "metrics"}
