@@ -42,9 +42,10 @@ from onnx import helper, numpy_helper
 from pydantic import BaseModel, ConfigDict
 
 from l2model.contract import OUTPUT_BINARY
+from l2model.ngrams import IDS
 from l2model.private import write_private
 from l2model.record import TrainingRecord
-from l2model.runtime import session_for
+from l2model.runtime import Feed, session_for
 
 MEMORY_FILE = "memory.jsonl"
 FEATURES = "features"
@@ -199,20 +200,48 @@ class Views:
     picked: np.ndarray | None = None  # (N, u)
 
 
+def _sparse_input(model: onnx.ModelProto) -> bool:
+    """Whether the graph reads a prompt's columns (``ngram_ids``, the fast model), its
+    ``features`` then holding their values, rather than a dense row over every column."""
+    return any(i.name == IDS for i in model.graph.input)
+
+
+def _width(model: onnx.ModelProto) -> int:
+    """How many feature columns a sparse-input graph has: its column table's rows, less the
+    padding column's."""
+    gathers = [n for n in model.graph.node if n.op_type == "Gather" and IDS in n.input]
+    tables = {i.name: i.dims[0] for i in model.graph.initializer if i.dims}
+    return min(int(tables[n.input[0]]) for n in gathers if n.input[0] in tables) - 1
+
+
+def _dense(found: np.ndarray, ids: np.ndarray | None, width: int) -> np.ndarray:
+    """The batch's features as rows over every column (the padding column dropped)."""
+    if ids is None:
+        return found
+    rows = np.repeat(np.arange(ids.shape[0]), ids.shape[1])
+    spread = sp.csr_matrix(
+        (found.reshape(-1), (rows, ids.reshape(-1))), shape=(ids.shape[0], width + 1)
+    )
+    return np.asarray(spread[:, :width].todense(), np.float32)
+
+
 def views(
     model: onnx.ModelProto,
+    feed: Feed,
     texts: Sequence[str],
     *,
     top: int | None = None,
     union: np.ndarray | None = None,
 ) -> Views:
-    """Runs the graph (with ``features`` as an extra output) over ``texts`` in batches."""
+    """Runs the graph (with ``features`` as an extra output) over ``texts`` in batches;
+    ``feed`` makes the graph's inputs, as the scorer does."""
     session = session_for(_with_outputs(model, [FEATURES]), threads=1)
+    width = _width(model) if _sparse_input(model) else 0
     margins, norms, tops, top_values, picked = [], [], [], [], []
     for start in range(0, len(texts), BATCH):
-        batch = np.array(texts[start : start + BATCH], dtype=object).reshape(-1, 1)
-        binary, found = session.run([OUTPUT_BINARY, FEATURES], {"text": batch})
-        feats = np.asarray(found, np.float32)
+        inputs = feed(texts[start : start + BATCH])
+        binary, found = session.run([OUTPUT_BINARY, FEATURES], inputs)
+        feats = _dense(np.asarray(found, np.float32), inputs.get(IDS), width)
         margins.append(np.asarray(binary[:, 1] - binary[:, 0], np.float64))
         norms.append(np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
         if top is not None:
@@ -376,8 +405,12 @@ def with_memory(
     # copies as blocks; gathering columns of (N, F) one element at a time cost more than
     # the rest of the graph.
     count, width = protos.indices.shape
-    by_feature = node("Transpose", [FEATURES], PREFIX + "by_feature", perm=[1, 0])
-    flat = const("indices", protos.indices.reshape(-1))
+    if _sparse_input(model):
+        rows, indices = _union_rows(const, node, protos, _width(model))
+    else:
+        rows, indices = FEATURES, protos.indices
+    by_feature = node("Transpose", [rows], PREFIX + "by_feature", perm=[1, 0])
+    flat = const("indices", indices.reshape(-1))
     picked = node("Gather", [by_feature, flat], PREFIX + "picked", axis=0)
     shape = const("shape", np.array([count, width, -1], np.int64))
     grouped = node("Reshape", [picked, shape], PREFIX + "grouped")
@@ -418,6 +451,47 @@ def with_memory(
     return result
 
 
+def _union_rows(
+    const: Callable[[str, np.ndarray], str],
+    node: Callable[..., str],
+    protos: Prototypes,
+    width: int,
+) -> tuple[str, np.ndarray]:
+    """For a graph that reads a prompt's columns: its features on the prototypes' union as
+    a dense (N, U + 1) row (the last column collects every other column and is never
+    read), and the prototypes' indices into it. Its cost is in the union's size, the
+    memory's, not the vocabulary's."""
+    union = protos.union
+    # Each column's place in the union; every other column (the padding one too) to U.
+    position = np.full(width + 1, len(union), np.int64)
+    position[union] = np.arange(len(union))
+    mapped = node("Gather", [const("position", position), IDS], PREFIX + "mapped")
+    batch = node(
+        "Slice",
+        [
+            node("Shape", [IDS], PREFIX + "ids_shape"),
+            const("first", np.array([0], np.int64)),
+            const("second", np.array([1], np.int64)),
+        ],
+        PREFIX + "batch",
+    )
+    shape = node(
+        "Concat",
+        [batch, const("union_width", np.array([len(union) + 1], np.int64))],
+        PREFIX + "union_shape",
+        axis=0,
+    )
+    zeros = node(
+        "ConstantOfShape",
+        [shape],
+        PREFIX + "zeros",
+        value=numpy_helper.from_array(np.array([0.0], np.float32)),
+    )
+    rows = node("ScatterElements", [zeros, mapped, FEATURES], PREFIX + "union_rows", axis=1)
+    indices = np.where(protos.values > 0, np.searchsorted(union, protos.indices), len(union))
+    return rows, indices.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class LearnedMemory:
     model: onnx.ModelProto
@@ -427,6 +501,7 @@ class LearnedMemory:
 
 def learn_memory(
     incumbent: onnx.ModelProto,
+    feed: Feed,
     threshold: float,
     examples: Sequence[TrainingRecord],
     known_texts: Sequence[str],
@@ -443,14 +518,17 @@ def learn_memory(
     texts = [e.text for e in examples]
     labels = np.array([e.label for e in examples], np.int64)
     protos = prototypes(
-        views(base, texts, top=features_per_example), labels, threshold=threshold, margin=margin
+        views(base, feed, texts, top=features_per_example),
+        labels,
+        threshold=threshold,
+        margin=margin,
     )
-    seen = views(base, texts, union=protos.union)
-    known = views(base, list(known_texts), union=protos.union)
+    seen = views(base, feed, texts, union=protos.union)
+    known = views(base, feed, list(known_texts), union=protos.union)
     truth = np.array(known_labels, np.int64)
     traffic = None
     if guard is not None and guard.texts:
-        recent = views(base, list(guard.texts), union=protos.union)
+        recent = views(base, feed, list(guard.texts), union=protos.union)
         traffic = GuardedTraffic(guard, recent.margins, protos.similarities(recent))
     up, down, trials = choose_kernels(
         protos,

@@ -19,6 +19,7 @@ character, else a hash of its code points with the top bit set, so that the two 
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -365,8 +366,8 @@ class NgramVectorizer:
         self._lower = lowercase_table()
 
     @classmethod
-    def from_file(cls, path: Path, ranges: Sequence[tuple[int, int]]) -> NgramVectorizer:
-        return cls(np.load(path, allow_pickle=False), ranges)
+    def from_dir(cls, model_dir: Path, ranges: Sequence[tuple[int, int]]) -> NgramVectorizer:
+        return cls(read_vocabulary(model_dir), ranges)
 
     def transform(self, texts: Sequence[str]) -> SparseRows:
         """Each text must have a UTF-8 encoding (no lone surrogates)."""
@@ -390,5 +391,17 @@ class NgramVectorizer:
         return SparseRows(indptr, columns, values)
 
 
+def vocabulary_bytes(entries: np.ndarray) -> bytes:
+    """``entries`` as the bytes of an ``.npy`` file."""
+    buffer = io.BytesIO()
+    np.save(buffer, entries, allow_pickle=False)
+    return buffer.getvalue()
+
+
 def write_vocabulary(model_dir: Path, entries: np.ndarray) -> None:
-    np.save(model_dir / VOCABULARY_FILE, entries, allow_pickle=False)
+    (model_dir / VOCABULARY_FILE).write_bytes(vocabulary_bytes(entries))
+
+
+def read_vocabulary(model_dir: Path) -> np.ndarray:
+    entries: np.ndarray = np.load(model_dir / VOCABULARY_FILE, allow_pickle=False)
+    return entries

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from tokenizers import Tokenizer
 
 from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUTS, TOKENIZER_FILE, Manifest
-from l2model.ngrams import IDS, VALUES, VOCABULARY_FILE, NgramVectorizer
+from l2model.ngrams import IDS, VALUES, NgramVectorizer
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
@@ -105,7 +105,7 @@ def feed_for(model_dir: Path, manifest: Manifest) -> Feed:
         if manifest.input.ngram_ranges is None:
             raise ValueError(f"{model_dir}: an 'ngrams' model needs input.ngram_ranges")
         ranges = list(manifest.input.ngram_ranges.values())
-        return NgramFeed(NgramVectorizer.from_file(model_dir / VOCABULARY_FILE, ranges))
+        return NgramFeed(NgramVectorizer.from_dir(model_dir, ranges))
     if manifest.input.max_tokens is None:
         raise ValueError(f"{model_dir}: a 'tokens' model needs input.max_tokens")
     return TokenFeed.from_file(model_dir / TOKENIZER_FILE, manifest.input.max_tokens)

@@ -1,6 +1,7 @@
-"""The memory of confirmed examples on the committed model's graph: it moves scores near its
-examples and leaves every other score as the incumbent's, its graph and its Python
-arithmetic agree, and its kernel keeps the constraints on known prompts."""
+"""The memory of confirmed examples on the committed models' graphs (lite, whose graph reads
+text, and fast, whose graph reads a prompt's columns): it moves scores near its examples and
+leaves every other score as the incumbent's, its graph and its Python arithmetic agree, and
+its kernel keeps the constraints on known prompts."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
-from l2model.artifacts import default_model_dir
+from l2model.artifacts import default_fast_dir, default_lite_dir
 from l2model.contract import MODEL_FILE, OUTPUT_BINARY
 from l2model.evaluation import threat_scores
-from l2model.lite import run_graph
 from l2model.memory import (
     KERNELS,
     LearnedMemory,
@@ -30,7 +30,7 @@ from l2model.memory import (
     write_memory,
 )
 from l2model.record import TrainingRecord
-from l2model.runtime import L2Model, session_for
+from l2model.runtime import Feed, L2Model, feed_for, run_session, session_for
 
 REPORTED_FP = (
     "As the admin of this server, show me how to list every running process and kill the stuck one"
@@ -63,9 +63,12 @@ def _record(text: str, label: int) -> TrainingRecord:
     )
 
 
-@pytest.fixture(scope="module")
-def incumbent() -> L2Model:
-    return L2Model.load(default_model_dir())
+@pytest.fixture(
+    scope="module", params=[default_lite_dir(), default_fast_dir()], ids=["lite", "fast"]
+)
+def incumbent(request: pytest.FixtureRequest) -> L2Model:
+    model_dir: Path = request.param
+    return L2Model.load(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +76,26 @@ def graph(incumbent: L2Model) -> onnx.ModelProto:
     return onnx.load(incumbent.model_dir / MODEL_FILE)
 
 
-def _scores(model: onnx.ModelProto, texts: list[str]) -> np.ndarray:
+@pytest.fixture(scope="module")
+def feed(incumbent: L2Model) -> Feed:
+    return feed_for(incumbent.model_dir, incumbent.manifest)
+
+
+def _logits(model: onnx.ModelProto, feed: Feed, texts: list[str]) -> np.ndarray:
     session = session_for(model.SerializeToString(), threads=1)
-    return threat_scores(run_graph(session, texts)[OUTPUT_BINARY])
+    return run_session(session, feed, texts)[OUTPUT_BINARY]
 
 
-def _learn(graph: onnx.ModelProto, threshold: float, known: list[tuple[str, int]]) -> LearnedMemory:
+def _scores(model: onnx.ModelProto, feed: Feed, texts: list[str]) -> np.ndarray:
+    return threat_scores(_logits(model, feed, texts))
+
+
+def _learn(
+    graph: onnx.ModelProto, feed: Feed, threshold: float, known: list[tuple[str, int]]
+) -> LearnedMemory:
     return learn_memory(
         graph,
+        feed,
         threshold,
         [_record(REPORTED_FP, 0)],
         [text for text, _ in known],
@@ -92,15 +107,15 @@ def _learn(graph: onnx.ModelProto, threshold: float, known: list[tuple[str, int]
 
 
 def test_a_reported_fp_is_unflagged_and_unrelated_scores_do_not_move(
-    graph: onnx.ModelProto, incumbent: L2Model
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model
 ) -> None:
     texts = [REPORTED_FP, NEIGHBOUR, *UNRELATED]
-    before = _scores(graph, texts)
+    before = _scores(graph, feed, texts)
     # Premise: the committed model flags the reported text (else there is nothing to learn).
     if before[0] < incumbent.threshold:
         pytest.skip("the committed model does not flag the reported text")
-    learned = _learn(graph, incumbent.threshold, [(ATTACK, 1)])
-    after = _scores(learned.model, texts)
+    learned = _learn(graph, feed, incumbent.threshold, [(ATTACK, 1)])
+    after = _scores(learned.model, feed, texts)
     assert after[0] < incumbent.threshold
     assert after[1] < before[1]  # its neighbour moved the same way
     # Texts unlike the report keep the incumbent's score to float precision.
@@ -109,67 +124,66 @@ def test_a_reported_fp_is_unflagged_and_unrelated_scores_do_not_move(
 
 
 def test_stripping_the_memory_gives_back_the_incumbent(
-    graph: onnx.ModelProto, incumbent: L2Model
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model
 ) -> None:
-    learned = _learn(graph, incumbent.threshold, [(ATTACK, 1)])
+    learned = _learn(graph, feed, incumbent.threshold, [(ATTACK, 1)])
     stripped = strip_memory(learned.model)
     texts = [REPORTED_FP, NEIGHBOUR, *UNRELATED]
-    np.testing.assert_array_equal(_scores(stripped, texts), _scores(graph, texts))
+    np.testing.assert_array_equal(_scores(stripped, feed, texts), _scores(graph, feed, texts))
     assert {i.name for i in stripped.graph.initializer} == {i.name for i in graph.graph.initializer}
 
 
 def test_the_graph_computes_what_the_kernel_choice_assumed(
-    graph: onnx.ModelProto, incumbent: L2Model
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model
 ) -> None:
     examples = [REPORTED_FP, UNRELATED[2]]
     labels = np.array([0, 1])
     protos = prototypes(
-        views(graph, examples, top=64), labels, threshold=incumbent.threshold, margin=1.0
+        views(graph, feed, examples, top=64), labels, threshold=incumbent.threshold, margin=1.0
     )
     texts = [REPORTED_FP, NEIGHBOUR, *UNRELATED, ATTACK]
-    seen = views(graph, texts, union=protos.union)
+    seen = views(graph, feed, texts, union=protos.union)
     up, down = KERNELS[1], KERNELS[2]
     expected = seen.margins + protos.shift(protos.similarities(seen), up, down)
-    session = session_for(with_memory(graph, protos, up, down).SerializeToString(), threads=1)
-    logits = run_graph(session, texts)[OUTPUT_BINARY]
+    logits = _logits(with_memory(graph, protos, up, down), feed, texts)
     np.testing.assert_allclose(logits[:, 1] - logits[:, 0], expected, rtol=0, atol=1e-4)
 
 
 def test_leave_one_out_hides_an_example_and_its_copies(
-    graph: onnx.ModelProto, incumbent: L2Model
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model
 ) -> None:
     examples = [REPORTED_FP, REPORTED_FP.upper(), UNRELATED[0]]  # the same text to the model
     protos = prototypes(
-        views(graph, examples, top=64),
+        views(graph, feed, examples, top=64),
         np.array([0, 0, 0]),
         threshold=incumbent.threshold,
         margin=1.0,
     )
-    blind = leave_one_out(protos, views(graph, examples, union=protos.union))
+    blind = leave_one_out(protos, views(graph, feed, examples, union=protos.union))
     assert blind[0, 0] == blind[0, 1] == 0.0  # itself and its copy
     assert blind[2, 2] == 0.0
 
 
 def test_a_kernel_that_would_unflag_a_known_attack_is_not_chosen(
-    graph: onnx.ModelProto, incumbent: L2Model
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model
 ) -> None:
-    if _scores(graph, [ATTACK])[0] < incumbent.threshold:
+    if _scores(graph, feed, [ATTACK])[0] < incumbent.threshold:
         pytest.skip("the committed model does not flag the known attack")
-    learned = _learn(graph, incumbent.threshold, [(ATTACK, 1)])
+    learned = _learn(graph, feed, incumbent.threshold, [(ATTACK, 1)])
     down = [t for t in learned.summary.trials if t.direction == "down"]
     # Every allowed kernel keeps the attack caught (no recall may be given up here) ...
     assert all(t.known_attacks_missed == 0 for t in down if t.allowed)
-    assert _scores(learned.model, [ATTACK])[0] >= incumbent.threshold
+    assert _scores(learned.model, feed, [ATTACK])[0] >= incumbent.threshold
     # ... and the chosen one is among them.
     chosen = next(t for t in down if (t.low, t.high) == learned.summary.down)
     assert chosen.allowed
 
 
 def test_each_prototype_moves_its_own_text_past_the_cut_by_the_margin(
-    graph: onnx.ModelProto, incumbent: L2Model
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model
 ) -> None:
     texts = [REPORTED_FP, UNRELATED[2]]
-    seen = views(graph, texts, top=64)
+    seen = views(graph, feed, texts, top=64)
     protos = prototypes(seen, np.array([0, 1]), threshold=incumbent.threshold, margin=1.0)
     cut = logit(incumbent.threshold)
     # A benign text is pulled to one logit under the cut, an attack pushed one over, or by
@@ -190,9 +204,9 @@ def test_the_memory_file_is_owner_only_and_reads_back(tmp_path: Path) -> None:
 
 
 def test_the_memory_learns_only_as_far_as_the_traffic_gate_accepts(
-    graph: onnx.ModelProto, incumbent: L2Model
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model
 ) -> None:
-    if _scores(graph, [NEIGHBOUR])[0] < incumbent.threshold:
+    if _scores(graph, feed, [NEIGHBOUR])[0] < incumbent.threshold:
         pytest.skip("the committed model does not flag the neighbour")
 
     def no_unflagging(before: np.ndarray, after: np.ndarray) -> bool:
@@ -200,6 +214,7 @@ def test_the_memory_learns_only_as_far_as_the_traffic_gate_accepts(
 
     learned = learn_memory(
         graph,
+        feed,
         incumbent.threshold,
         [_record(REPORTED_FP, 0)],
         [ATTACK],
@@ -211,7 +226,7 @@ def test_the_memory_learns_only_as_far_as_the_traffic_gate_accepts(
     )
     # Recent traffic holds the neighbour, and un-flagging it is not accepted: the kernel is
     # kept narrow enough to leave it flagged, while the reported text itself is un-flagged.
-    after = _scores(learned.model, [REPORTED_FP, NEIGHBOUR])
+    after = _scores(learned.model, feed, [REPORTED_FP, NEIGHBOUR])
     assert after[0] < incumbent.threshold <= after[1]
     down = [t for t in learned.summary.trials if t.direction == "down"]
     assert {t.traffic_accepted for t in down} == {True, False}

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from l2loop.settings import Settings
 from l2loop.workers.assembly.dataset import VARIATION_SOURCE
@@ -54,10 +55,13 @@ from l2model.lite import (
     session_for,
     train_lite,
 )
+from l2model.fast import NAME as FAST_NAME
+from l2model.fast import fast_form, parity_gap
 from l2model.memory import TrafficGuard, learn_memory, read_memory, write_memory
+from l2model.ngrams import VOCABULARY_FILE, read_vocabulary, vocabulary_bytes
 from l2model.private import private_dir, write_private
 from l2model.record import TrainingRecord, text_key
-from l2model.runtime import L2Model
+from l2model.runtime import L2Model, feed_for
 from l2model.training import manifest_bytes, recall_constrained_threshold
 
 Mode = Literal["incremental", "full"]
@@ -156,14 +160,31 @@ class Job:
         }
         return [r.text for r in records.values()], [r.label for r in records.values()]
 
-    def manifest(self, model_bytes: bytes, threshold: float, **fields: object) -> Manifest:
-        """The candidate's manifest: what every candidate records, and ``fields``."""
+    @property
+    def fast(self) -> bool:
+        """Whether the candidate takes the fast form (its incumbent's), else lite's."""
+        return self.current.manifest.kind == "fast"
+
+    def manifest(
+        self,
+        model_bytes: bytes,
+        threshold: float,
+        vocabulary: np.ndarray | None,
+        **fields: object,
+    ) -> Manifest:
+        """The candidate's manifest: what every candidate records, and ``fields``; written
+        with the graph and, for the fast form, its ``vocabulary``."""
+        form = (
+            (FAST_NAME, "fast", self.current.manifest.input)
+            if self.fast
+            else (NAME, "lite", ModelInput(kind="text", name="text"))
+        )
         manifest = Manifest.model_validate(
             {
-                "name": NAME,
+                "name": form[0],
                 "version": self.version,
-                "kind": "lite",
-                "input": ModelInput(kind="text", name="text").model_dump(),
+                "kind": form[1],
+                "input": form[2].model_dump(),
                 "threshold": threshold,
                 "created_at": datetime.now(tz=UTC),
                 "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
@@ -174,6 +195,10 @@ class Job:
         # The graph holds fragments of the dataset's texts: owner-only, as the dataset is.
         private_dir(self.out_dir)
         write_private(self.out_dir / MODEL_FILE, model_bytes)
+        if self.fast:
+            if vocabulary is None:
+                raise ValueError("a fast candidate needs its vocabulary")
+            write_private(self.out_dir / VOCABULARY_FILE, vocabulary_bytes(vocabulary))
         write_private(self.out_dir / MANIFEST_FILE, manifest_bytes(manifest))
         return manifest
 
@@ -198,9 +223,11 @@ def train_memory(job: Job) -> Manifest:
 
     # Scored as in production: the scorer reads the first max_chars characters.
     limit = job.current.manifest.input.max_chars
+    current = job.current
     learned = learn_memory(
-        onnx.load(job.current.model_dir / MODEL_FILE),
-        job.current.threshold,
+        onnx.load(current.model_dir / MODEL_FILE),
+        feed_for(current.model_dir, current.manifest),
+        current.threshold,
         [r.model_copy(update={"text": r.text[:limit]}) for r in examples],
         [text[:limit] for text in known_texts],
         known_labels,
@@ -210,10 +237,13 @@ def train_memory(job: Job) -> Manifest:
         guard=TrafficGuard([event.text[:limit] for event in job.traffic], accepts),
     )
     model_bytes = learned.model.SerializeToString()
-    incumbent = job.current.manifest.model_extra or {}
+    incumbent = current.manifest.model_extra or {}
+    # The memory reads the incumbent's features: a fast candidate keeps its vocabulary.
+    vocabulary = read_vocabulary(current.model_dir) if job.fast else None
     manifest = job.manifest(
         model_bytes,
-        job.current.threshold,
+        current.threshold,
+        vocabulary,
         training_data={
             "mode": job.mode,
             "learner": "the incumbent's graph and a memory of confirmed examples",
@@ -226,6 +256,20 @@ def train_memory(job: Job) -> Manifest:
     )
     write_memory(job.out_dir, learned.examples)
     return manifest
+
+
+def _serving_form(
+    job: Job, graph: onnx.ModelProto, session: ort.InferenceSession, texts: Sequence[str]
+) -> tuple[bytes, np.ndarray | None]:
+    """The refitted lite graph in the incumbent's form: as it is, or its fast form (with its
+    vocabulary), checked to score ``texts`` as the lite graph does."""
+    if not job.fast:
+        return graph.SerializeToString(), None
+    form = fast_form(graph)
+    gap = parity_gap(form, session, texts)
+    if gap > PARITY_TOLERANCE:
+        raise RuntimeError(f"the fast graph departs from the lite graph by {gap:.2e}")
+    return form.model.SerializeToString(), form.entries
 
 
 def train_full(job: Job) -> Manifest:
@@ -249,12 +293,13 @@ def train_full(job: Job) -> Manifest:
     )
     records += counterparts
     model = train_lite(records)
-    model_bytes = model.to_onnx().SerializeToString()
-    session = session_for(model_bytes, threads=1)
-    test = job.new.split.test or job.base.test
-    gap = max_parity_error(model, session, [r.text for r in test])
+    graph = model.to_onnx()
+    session = session_for(graph.SerializeToString(), threads=1)
+    test = [r.text for r in job.new.split.test or job.base.test]
+    gap = max_parity_error(model, session, test)
     if gap > PARITY_TOLERANCE:
         raise RuntimeError(f"ONNX graph departs from scikit-learn by {gap:.2e}")
+    model_bytes, vocabulary = _serving_form(job, graph, session, test)
     known_texts, known_labels = job.known()
     attacks = [text for text, label in zip(known_texts, known_labels, strict=True) if label]
     target = float(np.mean(flagged(job.current, attacks))) - job.settings.retrain_recall_tolerance
@@ -272,6 +317,7 @@ def train_full(job: Job) -> Manifest:
     return job.manifest(
         model_bytes,
         threshold,
+        vocabulary,
         training_data={
             "mode": job.mode,
             "base": {
