@@ -38,6 +38,7 @@ bench: $(STAMP)
 
 model: $(STAMP)
 	$(BIN)/l2loop model build-lite
+	$(BIN)/l2loop model build-fast
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache .hypothesis

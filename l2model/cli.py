@@ -1,5 +1,5 @@
-"""``l2loop model``: build the lite model, evaluate any model directory on labeled JSONL, and
-gate a candidate against the model in service.
+"""``l2loop model``: build the lite model and its fast form, evaluate any model directory on
+labeled JSONL, and gate a candidate against the model in service.
 
 Exit codes: 0 done (``gate``: accepted), 1 ``gate`` rejected, 2 usage error (a missing or
 unusable model directory or data file included).
@@ -14,7 +14,7 @@ import click
 import orjson
 from pydantic import BaseModel
 
-from l2model.artifacts import default_model_dir
+from l2model.artifacts import default_fast_dir, default_lite_dir
 from l2model.corpus import DEFAULT_SIZE
 from l2model.eval_report import LATENCY_SAMPLE, EvalReport, ModelInfo, evaluate
 from l2model.evaluation import LabeledPrompt, percent, read_labeled, score_texts
@@ -214,7 +214,7 @@ def _examples(changes: Sequence[VerdictChange]) -> list[str]:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=default_model_dir,
+    default=default_lite_dir,
     show_default="the committed lite model",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -236,4 +236,33 @@ def build_lite_command(out: Path, seed: int, size: int, data_dir: Path | None) -
         f"wrote {out}: {manifest.name} {manifest.version}, threshold {manifest.threshold:g}; "
         f"test split FP rate {_percent(metrics.get('fp_rate'))}, "
         f"recall {_percent(metrics.get('recall'))}"
+    )
+
+
+@model.command("build-fast")
+@click.option(
+    "--lite",
+    "lite_dir",
+    type=MODEL_DIR,
+    default=default_lite_dir,
+    show_default="the committed lite model",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_fast_dir,
+    show_default="the committed fast model (the default)",
+)
+def build_fast_command(lite_dir: Path, out: Path) -> None:
+    """Write the fast form of a lite model: the same scores, in time proportional to the
+    prompt (model.onnx, ngrams.npy, manifest.json)."""
+    from l2model.corpus import generate_corpus, split_corpus
+    from l2model.fast import build_fast
+
+    split = split_corpus(generate_corpus(DEFAULT_SIZE, 0), 0)
+    command = f"l2loop model build-fast --lite {lite_dir} --out {out}"
+    manifest = build_fast(lite_dir, out, [r.text for r in split.test], rebuild=command)
+    click.echo(
+        f"wrote {out}: {manifest.name} {manifest.version} from {lite_dir}, "
+        f"threshold {manifest.threshold:g} (the lite model's)"
     )
