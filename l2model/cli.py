@@ -154,12 +154,26 @@ def _eval_summary(report: EvalReport) -> str:
 @click.argument("data", type=DATA_FILE)
 @click.option("--out", type=OUT_FILE, default=None, help="write the JSON report here")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--targets",
+    type=click.Choice(["production", "no-worse"]),
+    default="production",
+    show_default=True,
+    help="judge NEW's rates against the production must-haves, or against OLD's own rates "
+    "(as the loop judges its candidates)",
+)
 @click.pass_context
 def gate_command(
-    ctx: click.Context, old_dir: Path, new_dir: Path, data: Path, out: Path | None, threads: int
+    ctx: click.Context,
+    old_dir: Path,
+    new_dir: Path,
+    data: Path,
+    out: Path | None,
+    threads: int,
+    targets: str,
 ) -> None:
     """May the candidate model NEW replace OLD? Regressions on DATA (labeled JSONL, as for
-    `eval`) and the production must-haves on NEW. Exit 0 accept, 1 reject."""
+    `eval`) and the production must-haves (or OLD's rates) on NEW. Exit 0 accept, 1 reject."""
     prompts = _read_data(data)
     old = _load_model(old_dir, threads, "OLD")
     new = _load_model(new_dir, threads, "NEW")
@@ -171,6 +185,7 @@ def gate_command(
         old=f"{ModelInfo.of(old)}  {old_dir}",
         new=f"{ModelInfo.of(new)}  {new_dir}",
         int8_loss=recorded_int8_loss(new.manifest),
+        targets="no_worse" if targets == "no-worse" else "production",
     )
     click.echo(_gate_summary(report, data))
     _write_report(report, out)
