@@ -30,7 +30,7 @@ def test_model_promote_list_rollback(topics: Settings, make_model_dir) -> None:
     assert "current model: 1.0.1" in second.stdout
 
     listed = runner.invoke(main, ["model", "list"], env=env).stdout.splitlines()
-    assert listed[0].startswith("  1.0.0\tl2-lite\tlite")
+    assert listed[0].startswith("  1.0.0\tl2-fast\tfast")  # the committed default, copied
     assert listed[1].startswith("* 1.0.1") and listed[1].endswith("retrained on Q3 reports")
 
     back = runner.invoke(main, ["model", "rollback"], env=env)
