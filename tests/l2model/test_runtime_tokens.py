@@ -25,6 +25,7 @@ from l2model.runtime import (
     ATTENTION_MASK,
     INPUT_IDS,
     L2Model,
+    ModelLoadError,
     TokenFeed,
     run_session,
     session_for,
@@ -202,5 +203,16 @@ def test_a_tokens_model_without_a_token_cap_is_refused(model_dir: Path, tmp_path
     manifest = Manifest.read(model_dir)
     uncapped = manifest.model_copy(update={"input": ModelInput(kind="tokens")})
     (tmp_path / MANIFEST_FILE).write_bytes(manifest_bytes(uncapped))
-    with pytest.raises(ValueError, match="max_tokens"):
+    with pytest.raises(ModelLoadError, match="max_tokens") as refused:
         L2Model.load(tmp_path)
+    assert refused.value.path == tmp_path / MANIFEST_FILE
+
+
+def test_a_tokens_model_without_its_tokenizer_is_refused_by_name(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    for name in (MODEL_FILE, MANIFEST_FILE):
+        (tmp_path / name).write_bytes((model_dir / name).read_bytes())
+    with pytest.raises(ModelLoadError, match=TOKENIZER_FILE) as missing:
+        L2Model.load(tmp_path)
+    assert missing.value.path == tmp_path / TOKENIZER_FILE
