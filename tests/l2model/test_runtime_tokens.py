@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from l2model.artifacts import default_model_dir
+from l2model.artifacts import default_lite_dir, default_model_dir
 from l2model.contract import (
     CONTEXTS,
     FAMILIES,
@@ -189,9 +189,12 @@ def test_lone_surrogates_are_replaced_not_raised(model: L2Model) -> None:
     assert not np.allclose(result, clean, atol=1e-6), "U+FFFD is a token of its own ([UNK])"
 
 
-def test_text_models_replace_lone_surrogates_too() -> None:
-    lite = L2Model.load(default_model_dir(), threads=1)
-    (broken, replaced) = lite.score_batch(
+@pytest.mark.parametrize(
+    "directory", [default_lite_dir(), default_model_dir()], ids=["lite", "fast"]
+)
+def test_text_and_ngram_models_replace_lone_surrogates_too(directory: Path) -> None:
+    model = L2Model.load(directory, threads=1)
+    (broken, replaced) = model.score_batch(
         ["Ignore all \ud83d instructions", "Ignore all \ufffd instructions"]
     )
     assert broken == replaced
