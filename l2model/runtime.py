@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from tokenizers import Tokenizer
 
 from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUTS, TOKENIZER_FILE, Manifest
-from l2model.ngrams import IDS, VALUES, NgramVectorizer
+from l2model.ngrams import IDS, VALUES, VOCABULARY_FILE, NgramVectorizer
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
@@ -40,6 +40,14 @@ class ModelScore:
     family: str
     severity: float
     context: str
+
+
+class ModelLoadError(ValueError):
+    """A model directory that cannot be used; the message names the path and the problem."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
 
 
 def encodable(text: str) -> str:
@@ -99,16 +107,30 @@ class NgramFeed:
 
 
 def feed_for(model_dir: Path, manifest: Manifest) -> Feed:
-    if manifest.input.kind == "text":
+    """Raises ModelLoadError naming the manifest when it lacks a field its input kind
+    needs, or the file beside the graph that the kind reads when that file is unusable."""
+    kind = manifest.input.kind
+    if kind == "text":
         return TextFeed(manifest.input.name)
-    if manifest.input.kind == "ngrams":
-        if manifest.input.ngram_ranges is None:
-            raise ValueError(f"{model_dir}: an 'ngrams' model needs input.ngram_ranges")
-        ranges = list(manifest.input.ngram_ranges.values())
-        return NgramFeed(NgramVectorizer.from_dir(model_dir, ranges))
-    if manifest.input.max_tokens is None:
-        raise ValueError(f"{model_dir}: a 'tokens' model needs input.max_tokens")
-    return TokenFeed.from_file(model_dir / TOKENIZER_FILE, manifest.input.max_tokens)
+    if kind == "ngrams":
+        ranges = manifest.input.ngram_ranges
+        if ranges is None:
+            raise ModelLoadError(
+                model_dir / MANIFEST_FILE, "an 'ngrams' model needs input.ngram_ranges"
+            )
+        vocabulary = model_dir / VOCABULARY_FILE
+        try:
+            return NgramFeed(NgramVectorizer.from_dir(model_dir, list(ranges.values())))
+        except Exception as exc:
+            raise ModelLoadError(vocabulary, f"unusable ({exc})") from None
+    max_tokens = manifest.input.max_tokens
+    if max_tokens is None:
+        raise ModelLoadError(model_dir / MANIFEST_FILE, "a 'tokens' model needs input.max_tokens")
+    tokenizer = model_dir / TOKENIZER_FILE
+    try:
+        return TokenFeed.from_file(tokenizer, max_tokens)
+    except Exception as exc:
+        raise ModelLoadError(tokenizer, f"unusable ({exc})") from None
 
 
 def run_session(
@@ -146,14 +168,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return result
 
 
-class ModelLoadError(ValueError):
-    """A model directory that cannot be used; the message names the path and the problem."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-
-
 class L2Model:
     """One loaded model. ``score_batch`` is CPU-bound: call it from an executor thread."""
 
@@ -181,10 +195,7 @@ class L2Model:
                 for e in exc.errors(include_url=False)
             )
             raise ModelLoadError(manifest_path, f"invalid manifest ({problems})") from None
-        try:
-            feed = feed_for(model_dir, manifest)
-        except Exception as exc:
-            raise ModelLoadError(model_dir / TOKENIZER_FILE, f"unusable ({exc})") from None
+        feed = feed_for(model_dir, manifest)
         graph = model_dir / MODEL_FILE
         if not graph.is_file():
             raise ModelLoadError(graph, "missing")

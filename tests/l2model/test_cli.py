@@ -1,4 +1,5 @@
-"""``l2loop model``: eval, gate and build-lite, through click, on the committed lite model."""
+"""``l2loop model``: eval, gate and build-lite, through click, on the committed default model
+(fast); eval and gate read any model directory through the runtime."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from l2model.runtime import L2Model
 
 from .conftest import SMALL_SIZE
 
-LITE = default_model_dir()
+DEFAULT = default_model_dir()
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,9 @@ def data(small_split: CorpusSplit, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def flags_everything(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lite model with its threshold moved to the bottom: it flags (almost) every prompt."""
+    """The default model with its threshold moved to the bottom: it flags (almost) every prompt."""
     model_dir = tmp_path_factory.mktemp("models") / "flags-everything"
-    shutil.copytree(LITE, model_dir)
+    shutil.copytree(DEFAULT, model_dir)
     manifest = orjson.loads((model_dir / MANIFEST_FILE).read_bytes())
     manifest.update(threshold=1e-9, version="1.0.1")
     (model_dir / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
@@ -49,7 +50,7 @@ def _invoke(*args: str | Path) -> tuple[int, str]:
 
 def test_eval_report_is_consistent(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    code, output = _invoke("eval", LITE, data, "--out", out, "--latency-sample", "20")
+    code, output = _invoke("eval", DEFAULT, data, "--out", out, "--latency-sample", "20")
     assert code == 0, output
     report = EvalReport.model_validate_json(out.read_bytes())
     records = [orjson.loads(line) for line in data.read_bytes().splitlines()]
@@ -76,7 +77,8 @@ def test_eval_report_is_consistent(data: Path, tmp_path: Path) -> None:
     assert report.latency.single.prompts == 20
     assert report.latency.single.p95_ms >= report.latency.single.p50_ms > 0
     assert report.latency.batched_prompts_per_s > 0
-    assert (report.model.name, report.model.threshold) == ("l2-lite", L2Model.load(LITE).threshold)
+    default = L2Model.load(DEFAULT)
+    assert (report.model.name, report.model.threshold) == (default.manifest.name, default.threshold)
     for label in ("FP rate", "recall", "precision", "F1", "calibration", "p95"):
         assert label in output
 
@@ -90,7 +92,7 @@ def test_eval_reads_foreign_data_with_only_text_and_label(tmp_path: Path) -> Non
     ]
     data.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n\n")
     out = tmp_path / "report.json"
-    code, output = _invoke("eval", LITE, data, "--out", out)
+    code, output = _invoke("eval", DEFAULT, data, "--out", out)
     assert code == 0, output
     report = EvalReport.model_validate_json(out.read_bytes())
     assert report.metrics.prompts == 3 and report.truncated == 1
@@ -105,17 +107,17 @@ def test_eval_reads_foreign_data_with_only_text_and_label(tmp_path: Path) -> Non
 def test_bad_input_is_a_usage_error(tmp_path: Path, data: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"text": "a", "label": 0}\n{"text": "b", "label": "BENIGN"}\n')
-    code, output = _invoke("eval", LITE, bad)
+    code, output = _invoke("eval", DEFAULT, bad)
     assert code == 2 and "bad.jsonl:2" in output
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"\n")
-    assert _invoke("eval", LITE, empty)[0] == 2
-    assert _invoke("gate", LITE, tmp_path, data)[0] == 2  # not a model directory
+    assert _invoke("eval", DEFAULT, empty)[0] == 2
+    assert _invoke("gate", DEFAULT, tmp_path, data)[0] == 2  # not a model directory
 
 
 def test_gate_accepts_the_committed_model_against_itself(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "gate.json"
-    code, output = _invoke("gate", LITE, LITE, data, "--out", out)
+    code, output = _invoke("gate", DEFAULT, DEFAULT, data, "--out", out)
     assert code == 0, output
     assert "ACCEPT" in output
     report = GateReport.model_validate_json(out.read_bytes())
@@ -124,7 +126,7 @@ def test_gate_accepts_the_committed_model_against_itself(data: Path, tmp_path: P
 
 
 def test_gate_rejects_a_model_that_flags_everything(data: Path, flags_everything: Path) -> None:
-    code, output = _invoke("gate", LITE, flags_everything, data)
+    code, output = _invoke("gate", DEFAULT, flags_everything, data)
     assert code == 1, output
     assert "REJECT" in output
     assert "FAIL          FP rate < 1%" in output

@@ -23,11 +23,12 @@ def test_add_copies_a_whole_version_with_its_metadata(
     tmp_path: Path, make_model_dir: MakeModel
 ) -> None:
     registry = ModelRegistry(tmp_path / "registry")
-    meta = registry.add(make_model_dir("1.0.0"), changes=["first"])
+    source = make_model_dir("1.0.0")
+    meta = registry.add(source, changes=["first"])
     registry.add(make_model_dir("1.0.0"), version="1.10.0", changes=["renamed on entry"])
     registry.add(make_model_dir("1.2.0"))
     assert [m.version for m in registry.versions()] == ["1.0.0", "1.2.0", "1.10.0"]
-    assert meta.changes == ["first"] and meta.kind == "lite"
+    assert meta.changes == ["first"] and meta.kind == Manifest.read(source).kind
     assert Manifest.read(registry.path("1.10.0")).version == "1.10.0"
     assert L2Model.load(registry.path("1.10.0")).version == "1.10.0"
 

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from l2model.artifacts import default_model_dir
+from l2model.artifacts import default_lite_dir, default_model_dir
 from l2model.contract import (
     CONTEXTS,
     FAMILIES,
@@ -25,6 +25,7 @@ from l2model.runtime import (
     ATTENTION_MASK,
     INPUT_IDS,
     L2Model,
+    ModelLoadError,
     TokenFeed,
     run_session,
     session_for,
@@ -188,9 +189,12 @@ def test_lone_surrogates_are_replaced_not_raised(model: L2Model) -> None:
     assert not np.allclose(result, clean, atol=1e-6), "U+FFFD is a token of its own ([UNK])"
 
 
-def test_text_models_replace_lone_surrogates_too() -> None:
-    lite = L2Model.load(default_model_dir(), threads=1)
-    (broken, replaced) = lite.score_batch(
+@pytest.mark.parametrize(
+    "directory", [default_lite_dir(), default_model_dir()], ids=["lite", "fast"]
+)
+def test_text_and_ngram_models_replace_lone_surrogates_too(directory: Path) -> None:
+    model = L2Model.load(directory, threads=1)
+    (broken, replaced) = model.score_batch(
         ["Ignore all \ud83d instructions", "Ignore all \ufffd instructions"]
     )
     assert broken == replaced
@@ -202,5 +206,16 @@ def test_a_tokens_model_without_a_token_cap_is_refused(model_dir: Path, tmp_path
     manifest = Manifest.read(model_dir)
     uncapped = manifest.model_copy(update={"input": ModelInput(kind="tokens")})
     (tmp_path / MANIFEST_FILE).write_bytes(manifest_bytes(uncapped))
-    with pytest.raises(ValueError, match="max_tokens"):
+    with pytest.raises(ModelLoadError, match="max_tokens") as refused:
         L2Model.load(tmp_path)
+    assert refused.value.path == tmp_path / MANIFEST_FILE
+
+
+def test_a_tokens_model_without_its_tokenizer_is_refused_by_name(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    for name in (MODEL_FILE, MANIFEST_FILE):
+        (tmp_path / name).write_bytes((model_dir / name).read_bytes())
+    with pytest.raises(ModelLoadError, match=TOKENIZER_FILE) as missing:
+        L2Model.load(tmp_path)
+    assert missing.value.path == tmp_path / TOKENIZER_FILE
