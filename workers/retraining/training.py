@@ -37,6 +37,8 @@ from l2model.corpus import CorpusSplit
 from l2model.corpus.hard_negatives import hard_negatives
 from l2model.counterparts import matched_counterparts
 from l2model.evaluation import corpus_report, threat_scores
+from l2model.fast import NAME as FAST_NAME
+from l2model.fast import fast_form, parity_gap
 from l2model.gate.counterfactual import (
     FlipBudget,
     ReportedText,
@@ -55,8 +57,6 @@ from l2model.lite import (
     session_for,
     train_lite,
 )
-from l2model.fast import NAME as FAST_NAME
-from l2model.fast import fast_form, parity_gap
 from l2model.memory import TrafficGuard, learn_memory, read_memory, write_memory
 from l2model.ngrams import VOCABULARY_FILE, read_vocabulary, vocabulary_bytes
 from l2model.private import private_dir, write_private
