@@ -97,29 +97,29 @@ def _chain(seed: np.uint64, token: np.uint64) -> np.uint64:
 
 
 @njit(cache=True)
-def _table(keys: np.ndarray, columns: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+def _table(keys: np.ndarray, columns: np.ndarray, bits: int) -> np.ndarray:
+    # A slot is its key and its column side by side: one cache line read per probe.
     size = 1 << bits
     mask = np.uint64(size - 1)
-    slots = np.zeros(size, dtype=np.uint64)
-    found = np.zeros(size, dtype=np.int64)
+    table = np.zeros((size, 2), dtype=np.uint64)
     for i in range(keys.shape[0]):
         slot = (keys[i] >> np.uint64(64 - bits)) & mask
-        while slots[slot] != 0 and slots[slot] != keys[i]:
+        while table[slot, 0] != 0 and table[slot, 0] != keys[i]:
             slot = (slot + np.uint64(1)) & mask
-        slots[slot] = keys[i]
-        found[slot] = columns[i]
-    return slots, found
+        table[slot, 0] = keys[i]
+        table[slot, 1] = np.uint64(columns[i])
+    return table
 
 
 @njit(cache=True)
-def _lookup(slots: np.ndarray, found: np.ndarray, bits: int, key: np.uint64) -> int:
-    mask = np.uint64(slots.shape[0] - 1)
+def _lookup(table: np.ndarray, bits: int, key: np.uint64) -> int:
+    mask = np.uint64(table.shape[0] - 1)
     slot = (key >> np.uint64(64 - bits)) & mask
-    while slots[slot] != 0:
-        if slots[slot] == key:
-            return int(found[slot])
+    while table[slot, 0] != 0:
+        if table[slot, 0] == key:
+            return np.int64(table[slot, 1])
         slot = (slot + np.uint64(1)) & mask
-    return -1
+    return np.int64(-1)
 
 
 @njit(cache=True)
@@ -129,8 +129,7 @@ def _count_ngrams(
     low: int,
     high: int,
     seed: np.uint64,
-    slots: np.ndarray,
-    found: np.ndarray,
+    table: np.ndarray,
     bits: int,
     tf: np.ndarray,
     touched: np.ndarray,
@@ -142,7 +141,7 @@ def _count_ngrams(
             key = _chain(key, tokens[start + n - 1])
             if n < low:
                 continue
-            column = _lookup(slots, found, bits, key)
+            column = _lookup(table, bits, key)
             if column >= 0:
                 if tf[column] == 0:
                     touched[touched_count] = column
@@ -195,8 +194,7 @@ def _featurise(
     is_word: np.ndarray,
     ranges: np.ndarray,
     seeds: np.ndarray,
-    slots: np.ndarray,
-    found: np.ndarray,
+    table: np.ndarray,
     bits: int,
     idf: np.ndarray,
     tf: np.ndarray,
@@ -241,8 +239,7 @@ def _featurise(
             ranges[0, 0],
             ranges[0, 1],
             seeds[0],
-            slots,
-            found,
+            table,
             bits,
             tf,
             touched,
@@ -268,8 +265,7 @@ def _featurise(
             ranges[1, 0],
             ranges[1, 1],
             seeds[1],
-            slots,
-            found,
+            table,
             bits,
             tf,
             touched,
@@ -355,7 +351,7 @@ class NgramVectorizer:
         self.columns = len(entries)
         # At most a quarter full: a probe sequence ends after one or two slots.
         self._bits = max(4, int(np.ceil(np.log2(max(1, 4 * self.columns)))))
-        self._slots, self._found = _table(
+        self._table = _table(
             entries["key"].astype(np.uint64), entries["column"].astype(np.int64), self._bits
         )
         self._idf = np.zeros(self.columns, dtype=np.float64)
@@ -381,8 +377,7 @@ class NgramVectorizer:
             IS_WORD,
             self._ranges,
             _SEEDS,
-            self._slots,
-            self._found,
+            self._table,
             self._bits,
             self._idf,
             self._tf,
