@@ -112,7 +112,7 @@ def _table(keys: np.ndarray, columns: np.ndarray, bits: int) -> np.ndarray:
 
 
 @njit(cache=True)
-def _lookup(table: np.ndarray, bits: int, key: np.uint64) -> int:
+def _lookup(table: np.ndarray, bits: int, key: np.uint64) -> np.int64:
     mask = np.uint64(table.shape[0] - 1)
     slot = (key >> np.uint64(64 - bits)) & mask
     while table[slot, 0] != 0:
