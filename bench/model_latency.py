@@ -42,10 +42,9 @@ import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict
 
 from l2model.artifacts import default_lite_dir, default_model_dir
-from l2model.contract import MODEL_FILE, TOKENIZER_FILE, Manifest
+from l2model.contract import MODEL_FILE, TOKENIZER_FILE, VOCABULARY_FILE, Manifest
 from l2model.corpus import DEFAULT_SIZE, generate_corpus, split_corpus
 from l2model.eval_report import LatencyStats, batched_throughput, single_prompt_latency
-from l2model.ngrams import VOCABULARY_FILE
 from l2model.runtime import L2Model
 
 # As l2model.minilm names it; importing that module would need torch.

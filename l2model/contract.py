@@ -27,6 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 TOKENIZER_FILE = "tokenizer.json"
+VOCABULARY_FILE = "ngrams.npy"
+# An ``ngrams`` graph's inputs.
+NGRAM_IDS = "ngram_ids"
+NGRAM_VALUES = "ngram_values"
 
 OUTPUT_BINARY = "binary_logits"
 OUTPUT_FAMILY = "family_logits"

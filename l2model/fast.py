@@ -35,6 +35,8 @@ from l2model.contract import (
     FAMILIES,
     MANIFEST_FILE,
     MODEL_FILE,
+    NGRAM_IDS,
+    NGRAM_VALUES,
     OUTPUT_BINARY,
     OUTPUT_CONTEXT,
     OUTPUT_FAMILY,
@@ -46,9 +48,7 @@ from l2model.contract import (
 from l2model.evaluation import threat_scores
 from l2model.features import Graph
 from l2model.ngrams import (
-    IDS,
     PATHS,
-    VALUES,
     NgramVectorizer,
     vocabulary_entries,
     write_vocabulary,
@@ -121,8 +121,8 @@ def fast_graph(parts: LiteParts) -> onnx.ModelProto:
     # element gathered); the padding column's row is zero.
     fitted = np.hstack([parts.weights[h] for h in HEADS])
     table = np.vstack([fitted, np.zeros((1, fitted.shape[1]))]).astype(np.float32)
-    rows = graph.node("Gather", [graph.const("columns", table), IDS], "rows")
-    features = graph.node("Identity", [VALUES], FEATURES)
+    rows = graph.node("Gather", [graph.const("columns", table), NGRAM_IDS], "rows")
+    features = graph.node("Identity", [NGRAM_VALUES], FEATURES)
     # [N, 1, L] @ [N, L, H]: each prompt's features times its columns' rows.
     axis = graph.const("axis", np.array([1], np.int64))
     summed = graph.node(
@@ -160,8 +160,8 @@ def fast_graph(parts: LiteParts) -> onnx.ModelProto:
         graph.nodes,
         NAME,
         [
-            helper.make_tensor_value_info(IDS, TensorProto.INT64, ["N", "L"]),
-            helper.make_tensor_value_info(VALUES, TensorProto.FLOAT, ["N", "L"]),
+            helper.make_tensor_value_info(NGRAM_IDS, TensorProto.INT64, ["N", "L"]),
+            helper.make_tensor_value_info(NGRAM_VALUES, TensorProto.FLOAT, ["N", "L"]),
         ],
         [
             helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", w])
@@ -178,7 +178,9 @@ def fast_graph(parts: LiteParts) -> onnx.ModelProto:
 
 
 def model_input(paths: Sequence[TokenNgrams]) -> ModelInput:
-    return ModelInput(kind="ngrams", name=IDS, ngram_ranges={p.name: p.ngram_range for p in paths})
+    return ModelInput(
+        kind="ngrams", name=NGRAM_IDS, ngram_ranges={p.name: p.ngram_range for p in paths}
+    )
 
 
 @dataclass(frozen=True)

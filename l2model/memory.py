@@ -41,8 +41,7 @@ import scipy.sparse as sp
 from onnx import helper, numpy_helper
 from pydantic import BaseModel, ConfigDict
 
-from l2model.contract import OUTPUT_BINARY
-from l2model.ngrams import IDS
+from l2model.contract import NGRAM_IDS, OUTPUT_BINARY
 from l2model.private import write_private
 from l2model.record import TrainingRecord
 from l2model.runtime import Feed, session_for
@@ -203,13 +202,13 @@ class Views:
 def _sparse_input(model: onnx.ModelProto) -> bool:
     """Whether the graph reads a prompt's columns (``ngram_ids``, the fast model), its
     ``features`` then holding their values, rather than a dense row over every column."""
-    return any(i.name == IDS for i in model.graph.input)
+    return any(i.name == NGRAM_IDS for i in model.graph.input)
 
 
 def _width(model: onnx.ModelProto) -> int:
     """How many feature columns a sparse-input graph has: its column table's rows, less the
     padding column's."""
-    gathers = [n for n in model.graph.node if n.op_type == "Gather" and IDS in n.input]
+    gathers = [n for n in model.graph.node if n.op_type == "Gather" and NGRAM_IDS in n.input]
     tables = {i.name: i.dims[0] for i in model.graph.initializer if i.dims}
     return min(int(tables[n.input[0]]) for n in gathers if n.input[0] in tables) - 1
 
@@ -241,7 +240,7 @@ def views(
     for start in range(0, len(texts), BATCH):
         inputs = feed(texts[start : start + BATCH])
         binary, found = session.run([OUTPUT_BINARY, FEATURES], inputs)
-        feats = _dense(np.asarray(found, np.float32), inputs.get(IDS), width)
+        feats = _dense(np.asarray(found, np.float32), inputs.get(NGRAM_IDS), width)
         margins.append(np.asarray(binary[:, 1] - binary[:, 0], np.float64))
         norms.append(np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
         if top is not None:
@@ -465,11 +464,11 @@ def _union_rows(
     # Each column's place in the union; every other column (the padding one too) to U.
     position = np.full(width + 1, len(union), np.int64)
     position[union] = np.arange(len(union))
-    mapped = node("Gather", [const("position", position), IDS], PREFIX + "mapped")
+    mapped = node("Gather", [const("position", position), NGRAM_IDS], PREFIX + "mapped")
     batch = node(
         "Slice",
         [
-            node("Shape", [IDS], PREFIX + "ids_shape"),
+            node("Shape", [NGRAM_IDS], PREFIX + "ids_shape"),
             const("first", np.array([0], np.int64)),
             const("second", np.array([1], np.int64)),
         ],

@@ -29,12 +29,9 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from l2model.contract import VOCABULARY_FILE
 from l2model.tokens import WHITESPACE_CLASS, WORD_TOKEN_PATTERN, TokenNgrams, lowercase
 
-VOCABULARY_FILE = "ngrams.npy"
-# The graph's inputs.
-IDS = "ngram_ids"
-VALUES = "ngram_values"
 # Each vocabulary entry: the n-gram's key, its column in the feature matrix and its idf.
 ENTRY = np.dtype([("key", "<u8"), ("column", "<i8"), ("idf", "<f8")])
 # The hashed paths, in column order: a key chain starts from its path's seed.

@@ -11,14 +11,28 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 from pydantic import ValidationError
 from tokenizers import Tokenizer
 
-from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUTS, TOKENIZER_FILE, Manifest
-from l2model.ngrams import IDS, VALUES, VOCABULARY_FILE, NgramVectorizer
+from l2model.contract import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    NGRAM_IDS,
+    NGRAM_VALUES,
+    OUTPUTS,
+    TOKENIZER_FILE,
+    VOCABULARY_FILE,
+    Manifest,
+)
+
+if TYPE_CHECKING:
+    # Imported when an ngrams model is loaded: numba costs about 100 MiB and 0.4 s, which a
+    # process scoring with another kind (or not scoring) need not pay.
+    from l2model.ngrams import NgramVectorizer
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
@@ -103,7 +117,7 @@ class NgramFeed:
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         rows = self.vectorizer.transform([encodable(text) for text in texts])
         ids, values = rows.padded(self.vectorizer.columns)
-        return {IDS: ids, VALUES: values}
+        return {NGRAM_IDS: ids, NGRAM_VALUES: values}
 
 
 def feed_for(model_dir: Path, manifest: Manifest) -> Feed:
@@ -120,6 +134,8 @@ def feed_for(model_dir: Path, manifest: Manifest) -> Feed:
             )
         vocabulary = model_dir / VOCABULARY_FILE
         try:
+            from l2model.ngrams import NgramVectorizer
+
             return NgramFeed(NgramVectorizer.from_dir(model_dir, list(ranges.values())))
         except Exception as exc:
             raise ModelLoadError(vocabulary, f"unusable ({exc})") from None

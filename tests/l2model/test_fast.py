@@ -16,13 +16,20 @@ import onnx
 import pytest
 
 from l2model.artifacts import default_fast_dir, default_lite_dir, default_model_dir
-from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUT_BINARY, OUTPUTS, Manifest
+from l2model.contract import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    OUTPUT_BINARY,
+    OUTPUTS,
+    VOCABULARY_FILE,
+    Manifest,
+)
 from l2model.corpus import CorpusSplit
 from l2model.evaluation import threat_scores
 from l2model.fast import PARITY_TOLERANCE, fast_graph, lite_parts, model_input
 from l2model.golden import load_golden
 from l2model.lite import LiteModel, run_graph
-from l2model.ngrams import VOCABULARY_FILE, NgramVectorizer, vocabulary_entries
+from l2model.ngrams import NgramVectorizer, vocabulary_entries
 from l2model.runtime import (
     L2Model,
     ModelLoadError,

@@ -32,7 +32,14 @@ import onnxruntime as ort
 from l2loop.settings import Settings
 from l2loop.workers.assembly.dataset import VARIATION_SOURCE
 from l2loop.workers.retraining.dataset import NewData
-from l2model.contract import MANIFEST_FILE, MODEL_FILE, OUTPUT_BINARY, Manifest, ModelInput
+from l2model.contract import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    OUTPUT_BINARY,
+    VOCABULARY_FILE,
+    Manifest,
+    ModelInput,
+)
 from l2model.corpus import CorpusSplit
 from l2model.corpus.hard_negatives import hard_negatives
 from l2model.counterparts import matched_counterparts
@@ -58,7 +65,7 @@ from l2model.lite import (
     train_lite,
 )
 from l2model.memory import TrafficGuard, learn_memory, read_memory, write_memory
-from l2model.ngrams import VOCABULARY_FILE, read_vocabulary, vocabulary_bytes
+from l2model.ngrams import read_vocabulary, vocabulary_bytes
 from l2model.private import private_dir, write_private
 from l2model.record import TrainingRecord, text_key
 from l2model.runtime import L2Model, feed_for
