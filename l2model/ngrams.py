@@ -94,27 +94,35 @@ def _chain(seed: np.uint64, token: np.uint64) -> np.uint64:
 
 
 @njit(cache=True)
-def _table(keys: np.ndarray, columns: np.ndarray, bits: int) -> np.ndarray:
-    # A slot is its key and its column side by side: one cache line read per probe.
+def _table(keys: np.ndarray, columns: np.ndarray, bits: int, column_bits: int) -> np.ndarray:
+    # One 64-bit word per slot: the key's low bits (its tag) above the column + 1 (0 marks an
+    # empty slot). A probe reads 8 bytes, and the table of 64,000 n-grams, a quarter full,
+    # is 2 MiB: memory latency is most of a lookup's cost.
     size = 1 << bits
     mask = np.uint64(size - 1)
-    table = np.zeros((size, 2), dtype=np.uint64)
+    low = np.uint64(column_bits)  # shifting out the top bits leaves the tag
+    table = np.zeros(size, dtype=np.uint64)
     for i in range(keys.shape[0]):
         slot = (keys[i] >> np.uint64(64 - bits)) & mask
-        while table[slot, 0] != 0 and table[slot, 0] != keys[i]:
+        while table[slot] != 0:
             slot = (slot + np.uint64(1)) & mask
-        table[slot, 0] = keys[i]
-        table[slot, 1] = np.uint64(columns[i])
+        tag = (keys[i] << low) >> low
+        table[slot] = (tag << np.uint64(column_bits)) | np.uint64(columns[i] + 1)
     return table
 
 
 @njit(cache=True)
-def _lookup(table: np.ndarray, bits: int, key: np.uint64) -> np.int64:
+def _lookup(table: np.ndarray, bits: int, column_bits: int, key: np.uint64) -> np.int64:
     mask = np.uint64(table.shape[0] - 1)
+    low = np.uint64(column_bits)  # shifting out the top bits leaves the tag
+    tag = (key << low) >> low
     slot = (key >> np.uint64(64 - bits)) & mask
-    while table[slot, 0] != 0:
-        if table[slot, 0] == key:
-            return np.int64(table[slot, 1])
+    while table[slot] != 0:
+        if table[slot] >> np.uint64(column_bits) == tag:
+            return (
+                np.int64(table[slot] & ((np.uint64(1) << np.uint64(column_bits)) - np.uint64(1)))
+                - 1
+            )
         slot = (slot + np.uint64(1)) & mask
     return np.int64(-1)
 
@@ -128,6 +136,7 @@ def _count_ngrams(
     seed: np.uint64,
     table: np.ndarray,
     bits: int,
+    column_bits: int,
     tf: np.ndarray,
     touched: np.ndarray,
     touched_count: int,
@@ -138,7 +147,7 @@ def _count_ngrams(
             key = _chain(key, tokens[start + n - 1])
             if n < low:
                 continue
-            column = _lookup(table, bits, key)
+            column = _lookup(table, bits, column_bits, key)
             if column >= 0:
                 if tf[column] == 0:
                     touched[touched_count] = column
@@ -193,6 +202,7 @@ def _featurise(
     seeds: np.ndarray,
     table: np.ndarray,
     bits: int,
+    column_bits: int,
     idf: np.ndarray,
     tf: np.ndarray,
     touched: np.ndarray,
@@ -238,6 +248,7 @@ def _featurise(
             seeds[0],
             table,
             bits,
+            column_bits,
             tf,
             touched,
             touched_count,
@@ -264,6 +275,7 @@ def _featurise(
             seeds[1],
             table,
             bits,
+            column_bits,
             tf,
             touched,
             touched_count,
@@ -347,14 +359,21 @@ class NgramVectorizer:
     def __init__(self, entries: np.ndarray, ranges: Sequence[tuple[int, int]]) -> None:
         self.columns = len(entries)
         # At most a quarter full: a probe sequence ends after one or two slots.
-        self._bits = max(4, int(np.ceil(np.log2(max(1, 4 * self.columns)))))
+        self._bits = max(4, int(np.ceil(np.log2(max(1, 2 * self.columns)))))
+        self._column_bits = int(self.columns + 1).bit_length()
+        keys = entries["key"].astype(np.uint64)
+        # The table tells keys apart by their low 64 - column_bits bits (48 for 64,000
+        # columns); a vocabulary two of whose keys share them is refused.
+        tags = keys & np.uint64((1 << (64 - self._column_bits)) - 1)
+        if len(np.unique(tags)) != len(tags):
+            raise ValueError("two n-grams of the vocabulary share a table tag")
         self._table = _table(
-            entries["key"].astype(np.uint64), entries["column"].astype(np.int64), self._bits
+            keys, entries["column"].astype(np.int64), self._bits, self._column_bits
         )
         self._idf = np.zeros(self.columns, dtype=np.float64)
         self._idf[entries["column"]] = entries["idf"]
         self._ranges = np.array(ranges, dtype=np.int64)
-        self._tf = np.zeros(self.columns, dtype=np.int64)
+        self._tf = np.zeros(self.columns, dtype=np.int32)
         self._touched = np.empty(self.columns, dtype=np.int64)
         self._lower = lowercase_table()
 
@@ -376,6 +395,7 @@ class NgramVectorizer:
             _SEEDS,
             self._table,
             self._bits,
+            self._column_bits,
             self._idf,
             self._tf,
             self._touched,
