@@ -5,13 +5,15 @@ weighs and normalises a dense [N, 64,000] matrix for every batch, however short 
 most of a short prompt's time is arithmetic over slots it never touches. Here the same
 tokens and n-grams are found by one compiled pass over the text's code points: each n-gram
 is a 64-bit key chained over its tokens' ids, looked up in an open-addressing table of the
-fitted vocabulary, and counted only where it is present. What comes out, per prompt, is the
-vocabulary columns it holds and their sublinear term frequencies (``1 + log(tf)``), which is
-all the graph needs for the TF-IDF weights, the per-path norms and the heads
-(``l2model.fast``). The feature columns and their values are exactly those of the lite
-model's featuriser (``TextFeaturiser``): the tests compare them on every corpus split.
+fitted vocabulary, and counted only where it is present. An n-gram whose prefix is absent
+is not looked up: the table holds every feature's prefixes, as features or as markers. What
+comes out, per prompt, is the vocabulary columns it holds with their TF-IDF values,
+L2-normalised per path, as scikit-learn's ``TfidfVectorizer(sublinear_tf=True)`` computes
+them with the fitted idf; the graph (``l2model.fast``) needs nothing else. The columns and
+values are exactly those of the lite model's featuriser (``TextFeaturiser``): the tests
+compare them on the corpus and on generated text.
 
-Tokens, as in ``l2model.features``: the text is lowercased with ``lowercase``; the ``char``
+Tokens, as in ``l2model.tokens``: the text is lowercased with ``lowercase``; the ``char``
 path's tokens are each non-whitespace character and each run of whitespace as written, the
 ``word`` path's the runs of its letter class. A token's id is its code point when it is one
 character, else a hash of its code points with the top bit set, so that the two never meet.
@@ -33,6 +35,8 @@ from l2model.contract import VOCABULARY_FILE
 from l2model.tokens import WHITESPACE_CLASS, WORD_TOKEN_PATTERN, TokenNgrams, lowercase
 
 # Each vocabulary entry: the n-gram's key, its column in the feature matrix and its idf.
+# A prefix of a feature that is no feature itself is a marker entry (column -1).
+MARKER = -1
 ENTRY = np.dtype([("key", "<u8"), ("column", "<i8"), ("idf", "<f8")])
 # The hashed paths, in column order: a key chain starts from its path's seed.
 PATHS = ("char", "word")
@@ -107,8 +111,12 @@ def _table(keys: np.ndarray, columns: np.ndarray, bits: int, column_bits: int) -
         while table[slot] != 0:
             slot = (slot + np.uint64(1)) & mask
         tag = (keys[i] << low) >> low
-        table[slot] = (tag << np.uint64(column_bits)) | np.uint64(columns[i] + 1)
+        table[slot] = (tag << np.uint64(column_bits)) | np.uint64(columns[i] + 2)
     return table
+
+
+# What a lookup returns for a key not in the table: no longer n-gram from here is either.
+ABSENT = -2
 
 
 @njit(cache=True)
@@ -121,10 +129,10 @@ def _lookup(table: np.ndarray, bits: int, column_bits: int, key: np.uint64) -> n
         if table[slot] >> np.uint64(column_bits) == tag:
             return (
                 np.int64(table[slot] & ((np.uint64(1) << np.uint64(column_bits)) - np.uint64(1)))
-                - 1
+                - 2
             )
         slot = (slot + np.uint64(1)) & mask
-    return np.int64(-1)
+    return np.int64(ABSENT)
 
 
 @njit(cache=True)
@@ -148,6 +156,8 @@ def _count_ngrams(
             if n < low:
                 continue
             column = _lookup(table, bits, column_bits, key)
+            if column == ABSENT:
+                break
             if column >= 0:
                 if tf[column] == 0:
                     touched[touched_count] = column
@@ -319,16 +329,30 @@ def vocabulary_entries(
     idf: Sequence[np.ndarray],
 ) -> np.ndarray:
     """Every n-gram of the fitted vocabularies as (key, column, idf), columns numbered as the
-    featuriser concatenates its paths; refuses a vocabulary whose keys collide."""
+    featuriser concatenates its paths, and the markers of prefixes (column ``MARKER``);
+    refuses a vocabulary whose keys collide."""
     if tuple(p.name for p in paths) != PATHS:
         raise ValueError(f"the hashed featuriser reads the paths {PATHS}, not {paths}")
     entries: list[tuple[int, int, float]] = []
     offset = 0
     for index, (path, vocabulary, weights) in enumerate(zip(paths, vocabularies, idf, strict=True)):
+        split = {ngram: tuple(path.split(ngram)) for ngram in vocabulary}
         entries.extend(
-            (ngram_key(index, path.split(ngram)), offset + column, float(weights[column]))
+            (ngram_key(index, split[ngram]), offset + column, float(weights[column]))
             for ngram, column in vocabulary.items()
         )
+        # The pass extends an n-gram only while its prefix is in the table: a prefix that
+        # is not itself a feature (a tie at the vocabulary's size limit can leave one out)
+        # is entered as a marker, so that pruning never loses a feature.
+        features = set(split.values())
+        low = path.ngram_range[0]
+        markers = {
+            tokens[:n]
+            for tokens in features
+            for n in range(low, len(tokens))
+            if tokens[:n] not in features
+        }
+        entries.extend((ngram_key(index, tokens), MARKER, 0.0) for tokens in markers)
         offset += len(vocabulary)
     table = np.array(sorted(entries), dtype=ENTRY)
     if len(np.unique(table["key"])) != len(table):
@@ -357,10 +381,11 @@ class NgramVectorizer:
     texts into their TF-IDF rows."""
 
     def __init__(self, entries: np.ndarray, ranges: Sequence[tuple[int, int]]) -> None:
-        self.columns = len(entries)
-        # At most a quarter full: a probe sequence ends after one or two slots.
-        self._bits = max(4, int(np.ceil(np.log2(max(1, 2 * self.columns)))))
-        self._column_bits = int(self.columns + 1).bit_length()
+        features = entries[entries["column"] >= 0]
+        self.columns = len(features)
+        # At most half full: a probe sequence ends after a slot or two.
+        self._bits = max(4, int(np.ceil(np.log2(max(1, 2 * len(entries))))))
+        self._column_bits = int(self.columns + 2).bit_length()
         keys = entries["key"].astype(np.uint64)
         # The table tells keys apart by their low 64 - column_bits bits (48 for 64,000
         # columns); a vocabulary two of whose keys share them is refused.
@@ -371,7 +396,7 @@ class NgramVectorizer:
             keys, entries["column"].astype(np.int64), self._bits, self._column_bits
         )
         self._idf = np.zeros(self.columns, dtype=np.float64)
-        self._idf[entries["column"]] = entries["idf"]
+        self._idf[features["column"]] = features["idf"]
         self._ranges = np.array(ranges, dtype=np.int64)
         self._tf = np.zeros(self.columns, dtype=np.int32)
         self._touched = np.empty(self.columns, dtype=np.int64)

@@ -14,7 +14,7 @@ from l2model.contract import NGRAM_IDS, NGRAM_VALUES
 from l2model.corpus import CorpusSplit
 from l2model.features import TextFeaturiser
 from l2model.lite import LiteModel
-from l2model.ngrams import NgramVectorizer, SparseRows, ngram_key, vocabulary_entries
+from l2model.ngrams import MARKER, NgramVectorizer, SparseRows, ngram_key, vocabulary_entries
 from l2model.runtime import NgramFeed, encodable
 from l2model.tokens import default_paths
 from tests.fixtures.strategies import examples
@@ -197,3 +197,18 @@ def test_entries_refuse_paths_the_compiled_pass_does_not_read() -> None:
     char, word = default_paths()
     with pytest.raises(ValueError, match="reads the paths"):
         vocabulary_entries((word, char), [{}, {}], [np.zeros(0), np.zeros(0)])
+
+
+def test_a_feature_whose_prefix_is_no_feature_is_still_found() -> None:
+    # The pass stops extending an n-gram at the first prefix absent from the table; a prefix
+    # left out of the vocabulary (a tie at its size limit) is entered as a marker instead.
+    char, word = default_paths()
+    entries = vocabulary_entries(
+        (char, word), [{"abc": 0, "xy": 1}, {}], [np.array([2.0, 3.0]), np.zeros(0)]
+    )
+    markers = entries[entries["column"] == MARKER]
+    assert markers["key"].tolist() == [ngram_key(0, ["a", "b"])]
+    vectorizer = NgramVectorizer(entries, [char.ngram_range, word.ngram_range])
+    assert vectorizer.columns == 2
+    rows = vectorizer.transform(["zabcz", "ab", "xyz"])
+    assert rows.columns.tolist() == [0, 1] and rows.indptr.tolist() == [0, 1, 1, 2]
