@@ -203,6 +203,44 @@ def _emit(
 
 
 @njit(cache=True)
+def _char_tokens(
+    cps: np.ndarray, begin: int, end: int, is_ws: np.ndarray, tokens: np.ndarray
+) -> int:
+    """The char path's tokens: each non-whitespace character, each whitespace run."""
+    count = 0
+    i = begin
+    while i < end:
+        j = i + 1
+        if cps[i] < _WS_LIMIT and is_ws[cps[i]]:
+            while j < end and cps[j] < _WS_LIMIT and is_ws[cps[j]]:
+                j += 1
+        tokens[count] = _token_id(cps, i, j)
+        count += 1
+        i = j
+    return count
+
+
+@njit(cache=True)
+def _word_tokens(
+    cps: np.ndarray, begin: int, end: int, is_word: np.ndarray, tokens: np.ndarray
+) -> int:
+    """The word path's tokens: the runs of the letter class."""
+    count = 0
+    i = begin
+    while i < end:
+        if cps[i] < _WORD_LIMIT and is_word[cps[i]]:
+            j = i + 1
+            while j < end and cps[j] < _WORD_LIMIT and is_word[cps[j]]:
+                j += 1
+            tokens[count] = _token_id(cps, i, j)
+            count += 1
+            i = j
+        else:
+            i += 1
+    return count
+
+
+@njit(cache=True)
 def _featurise(
     cps: np.ndarray,
     starts: np.ndarray,
@@ -239,57 +277,27 @@ def _featurise(
     for d in range(docs):
         begin, end = starts[d], starts[d + 1]
         touched_count = 0
-        # char: each non-whitespace character, each whitespace run
-        count = 0
-        i = begin
-        while i < end:
-            j = i + 1
-            if cps[i] < _WS_LIMIT and is_ws[cps[i]]:
-                while j < end and cps[j] < _WS_LIMIT and is_ws[cps[j]]:
-                    j += 1
-            tokens[count] = _token_id(cps, i, j)
-            count += 1
-            i = j
-        touched_count = _count_ngrams(
-            tokens,
-            count,
-            ranges[0, 0],
-            ranges[0, 1],
-            seeds[0],
-            table,
-            bits,
-            column_bits,
-            tf,
-            touched,
-            touched_count,
-        )
-        char_count = touched_count
-        # word: runs of the letter class
-        count = 0
-        i = begin
-        while i < end:
-            if cps[i] < _WORD_LIMIT and is_word[cps[i]]:
-                j = i + 1
-                while j < end and cps[j] < _WORD_LIMIT and is_word[cps[j]]:
-                    j += 1
-                tokens[count] = _token_id(cps, i, j)
-                count += 1
-                i = j
+        char_count = 0
+        for path in range(2):
+            if path == 0:
+                count = _char_tokens(cps, begin, end, is_ws, tokens)
             else:
-                i += 1
-        touched_count = _count_ngrams(
-            tokens,
-            count,
-            ranges[1, 0],
-            ranges[1, 1],
-            seeds[1],
-            table,
-            bits,
-            column_bits,
-            tf,
-            touched,
-            touched_count,
-        )
+                count = _word_tokens(cps, begin, end, is_word, tokens)
+            touched_count = _count_ngrams(
+                tokens,
+                count,
+                ranges[path, 0],
+                ranges[path, 1],
+                seeds[path],
+                table,
+                bits,
+                column_bits,
+                tf,
+                touched,
+                touched_count,
+            )
+            if path == 0:
+                char_count = touched_count
         used = _emit(touched, 0, char_count, tf, idf, out_columns, out_values, used)
         used = _emit(touched, char_count, touched_count, tf, idf, out_columns, out_values, used)
         indptr[d + 1] = used
