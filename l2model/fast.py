@@ -78,10 +78,6 @@ class LiteParts:
     weights: dict[str, np.ndarray]
     biases: dict[str, np.ndarray]
 
-    @property
-    def columns(self) -> int:
-        return sum(len(v) for v in self.vocabularies)
-
 
 def _vocabulary(node: onnx.NodeProto, path: TokenNgrams) -> dict[str, int]:
     """The n-grams a lite graph's TfIdfVectorizer counts, joined as the path joins them."""
