@@ -71,6 +71,10 @@ def create_app(settings: Settings) -> faust.App:
     )
     for role in settings.roles:
         ROLES[role](app, settings)
+    if not app.agents:
+        # The score role alone reads with a consumer of its own (l2loop.streams.consumer):
+        # Faust's, subscribed to nothing, would refuse to start.
+        app.boot_strategy = faust.app.base.BootStrategy(app, enable_kafka_consumer=False)
     _serve_health_and_metrics(app)
     return app
 

@@ -12,23 +12,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter as Counter_
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Protocol
 
 import faust
-from faust.streams import Stream
 from prometheus_client import Counter, Histogram
 
-from l2loop.infra.clients import Publish
+from l2loop.infra.clients import Publish, publisher
 from l2loop.infra.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, SCAN_VERDICTS_SHADOW
 from l2loop.logs import get_logger
 from l2loop.release.rollout import Rollouts
 from l2loop.resilience import Backoff, crash_only, retry_until_done
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
-from l2loop.schemas.decoding import RawRecord, dead_letter, decode_record, raw_records
+from l2loop.schemas.decoding import RawRecord, dead_letter, decode_record
 from l2loop.schemas.events import ScanEvent
 from l2loop.schemas.verdicts import Action, StoredVerdict, Verdict
 from l2loop.settings import Settings
@@ -54,6 +53,7 @@ from l2loop.stores.rollout import (
 )
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import SeenEvent, VerdictStore, connect, event_digest
+from l2loop.streams.consumer import BatchConsumer, consumer_group
 from l2loop.streams.hot_reload import ModelHolder
 from l2loop.streams.poison import PoisonGuard
 from l2loop.streams.rollout_router import Plan, RolloutRouter
@@ -533,15 +533,14 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
         raw_max_bytes=settings.dead_letter_raw_max_bytes,
     )
     guard = PoisonGuard.for_agent(redis_client, settings, "score")
-    source = app.topic(
-        settings.topic(SCAN_EVENTS),
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
+    consumer = BatchConsumer(
+        settings,
+        [settings.topic(SCAN_EVENTS)],
+        group_id=consumer_group(settings, "score"),
+        batch_size=settings.batch_size,
+        within_s=settings.batch_within_s,
+        carry_from=settings.app_id,
     )
-
-    async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
-        return await app.producer.send(topic, key, value, None, None, None)
 
     @app.timer(interval=settings.model_poll_s)  # type: ignore[untyped-decorator]
     async def follow_model_registry() -> None:
@@ -554,44 +553,45 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
     async def drive_rollout() -> None:
         await controller.tick()
 
-    @app.agent(source, name="score")
+    @app.task  # type: ignore[untyped-decorator]
     @crash_only("score")
-    async def score(stream: faust.StreamT[bytes]) -> None:
+    async def score() -> None:
         # A model promoted while this worker was down is the one to score with from the start.
         await models.refresh()
         await router.refresh()
-        sink = VerdictSink(
-            publish,
-            store,
-            verdicts_topic=settings.topic(SCAN_VERDICTS),
-            dlq_topic=settings.topic(SCAN_EVENTS_DLQ),
-            backoff=settings.backoff,
-            shadow_topic=settings.topic(SCAN_VERDICTS_SHADOW),
-            rollouts=rollouts,
-        )
-        log.info(
-            "score_agent_started",
-            model=models.current.manifest.name,
-            version=models.current.version,
-        )
-
-        async def score_and_deliver(records: Sequence[RawRecord]) -> None:
-            batch = await scorer.score(records)
-            await sink.deliver(batch)
-            log.debug(
-                "batch_delivered",
-                records=len(records),
-                verdicts=len(batch.verdicts),
-                dead_letters=len(batch.dead_letters),
-                flagged=len(batch.flagged),
+        async with publisher(settings) as publish:
+            sink = VerdictSink(
+                publish,
+                store,
+                verdicts_topic=settings.topic(SCAN_VERDICTS),
+                dlq_topic=settings.topic(SCAN_EVENTS_DLQ),
+                backoff=settings.backoff,
+                shadow_topic=settings.topic(SCAN_VERDICTS_SHADOW),
+                rollouts=rollouts,
             )
 
-        async def deliver_pill(letter: DeadLetter) -> None:
-            await sink.deliver(ScoredBatch(dead_letters=[letter]))
+            async def score_and_deliver(records: Sequence[RawRecord]) -> None:
+                batch = await scorer.score(records)
+                await sink.deliver(batch)
+                log.debug(
+                    "batch_delivered",
+                    records=len(records),
+                    verdicts=len(batch.verdicts),
+                    dead_letters=len(batch.dead_letters),
+                    flagged=len(batch.flagged),
+                )
 
-        # StreamT does not declare take_events; the agent is always handed a Stream.
-        batches = cast(Stream[bytes], stream).take_events(
-            settings.batch_size, settings.batch_within_s
-        )
-        async for events in batches:
-            await guard.run(raw_records(events), score_and_deliver, deliver_pill)
+            async def deliver_pill(letter: DeadLetter) -> None:
+                await sink.deliver(ScoredBatch(dead_letters=[letter]))
+
+            async def guarded(records: Sequence[RawRecord]) -> None:
+                await guard.run(records, score_and_deliver, deliver_pill)
+
+            def started() -> None:
+                log.info(
+                    "score_agent_started",
+                    model=models.current.manifest.name,
+                    version=models.current.version,
+                )
+
+            await consumer.run(guarded, started=started)

@@ -15,6 +15,7 @@ was. A finished run's side effects (the pointer back after a rollback at 100, th
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -50,6 +51,10 @@ from l2model.registry import ModelPointer, ModelRegistry, RegistryError
 log = get_logger(__name__)
 
 ROLLED_BACK_RULE = "rollout_rolled_back"
+# A tick takes milliseconds. Redis hung rather than down can hold a call past its socket
+# timeout (a reconnect waits on the handshake), so a tick is bounded as a whole: past this it
+# is held like any other outage, and the next tick starts afresh.
+TICK_TIMEOUT_S = 5.0
 
 
 class RolloutError(RuntimeError):
@@ -165,9 +170,12 @@ class Rollouts:
         """One look at the rollout: roll back, advance, complete, or record the comparison.
         A Redis outage holds it where it is (nothing is decided on what cannot be read)."""
         try:
-            return await self._tick()
+            async with asyncio.timeout(TICK_TIMEOUT_S):
+                return await self._tick()
         except TRANSIENT_ERRORS as exc:
             log.warning("rollout_tick_held", reason="redis unavailable", error=str(exc))
+        except TimeoutError:
+            log.warning("rollout_tick_held", reason="redis did not answer", after_s=TICK_TIMEOUT_S)
         except RolloutConflict:
             # Another worker decided first; the next tick starts from its decision.
             pass
