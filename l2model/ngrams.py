@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -166,7 +167,9 @@ def _count_ngrams(
     return touched_count
 
 
-@njit(cache=True)
+# nogil: a scorer featurises in its inference thread while its event loop decodes and
+# delivers other batches; holding the GIL here stalled that loop for the pass's length.
+@njit(cache=True, nogil=True)
 def _lowered(cps: np.ndarray, table: np.ndarray) -> np.ndarray:
     """``lowercase``, by table: each code point to one."""
     out = np.empty_like(cps)
@@ -240,7 +243,7 @@ def _word_tokens(
     return count
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _featurise(
     cps: np.ndarray,
     starts: np.ndarray,
@@ -408,6 +411,8 @@ class NgramVectorizer:
         self._ranges = np.array(ranges, dtype=np.int64)
         self._tf = np.zeros(self.columns, dtype=np.int32)
         self._touched = np.empty(self.columns, dtype=np.int64)
+        # The scratch above is one per vectorizer, and the pass runs without the GIL.
+        self._scratch = threading.Lock()
         self._lower = lowercase_table()
 
     @classmethod
@@ -419,20 +424,21 @@ class NgramVectorizer:
         cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
         starts = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum([len(text) for text in texts], out=starts[1:])
-        indptr, columns, values = _featurise(
-            _lowered(cps, self._lower),
-            starts,
-            IS_WHITESPACE,
-            IS_WORD,
-            self._ranges,
-            _SEEDS,
-            self._table,
-            self._bits,
-            self._column_bits,
-            self._idf,
-            self._tf,
-            self._touched,
-        )
+        with self._scratch:
+            indptr, columns, values = _featurise(
+                _lowered(cps, self._lower),
+                starts,
+                IS_WHITESPACE,
+                IS_WORD,
+                self._ranges,
+                _SEEDS,
+                self._table,
+                self._bits,
+                self._column_bits,
+                self._idf,
+                self._tf,
+                self._touched,
+            )
         return SparseRows(indptr, columns, values)
 
 

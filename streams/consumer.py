@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from mode import Service
 
 from l2loop.logs import get_logger
 from l2loop.schemas.decoding import RawRecord
@@ -240,3 +241,17 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions_assigned", partitions=len(assigned))
+
+
+class StartedWithWorker(Service):
+    """Runs ``body`` from the worker's start until it stops. A Faust app task would start only
+    once Faust's own consumer had joined its group, and the two group joins (each waits out
+    the broker's initial rebalance delay, 3 s by default) would add up."""
+
+    def __init__(self, body: Callable[[], Awaitable[None]]) -> None:
+        super().__init__()
+        self._body = body
+
+    @Service.task
+    async def _run(self) -> None:
+        await self._body()

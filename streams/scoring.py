@@ -20,7 +20,7 @@ from typing import Protocol
 import faust
 from prometheus_client import Counter, Histogram
 
-from l2loop.infra.clients import Publish, publisher
+from l2loop.infra.clients import PublishMany, batch_sender, started_producer
 from l2loop.infra.topics import SCAN_EVENTS, SCAN_EVENTS_DLQ, SCAN_VERDICTS, SCAN_VERDICTS_SHADOW
 from l2loop.logs import get_logger
 from l2loop.release.rollout import Rollouts
@@ -53,7 +53,7 @@ from l2loop.stores.rollout import (
 )
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import SeenEvent, VerdictStore, connect, event_digest
-from l2loop.streams.consumer import BatchConsumer, consumer_group
+from l2loop.streams.consumer import BatchConsumer, StartedWithWorker, consumer_group
 from l2loop.streams.hot_reload import ModelHolder
 from l2loop.streams.poison import PoisonGuard
 from l2loop.streams.rollout_router import Plan, RolloutRouter
@@ -424,7 +424,7 @@ class VerdictSink:
 
     def __init__(
         self,
-        publish: Publish,
+        publish: PublishMany,
         store: VerdictStore,
         *,
         verdicts_topic: str,
@@ -445,20 +445,21 @@ class VerdictSink:
         # Buffer everything first, then wait for all deliveries together: one round of
         # acknowledgements per batch instead of one per record.
         pending = [
-            await self._publish(self._verdicts_topic, verdict.event_id.encode(), to_bytes(verdict))
-            for verdict in batch.verdicts
-        ]
-        pending += [
-            await self._publish(self._dlq_topic, letter.key, to_bytes(letter))
-            for letter in batch.dead_letters
+            await self._publish(
+                self._verdicts_topic,
+                [(verdict.event_id.encode(), to_bytes(verdict)) for verdict in batch.verdicts],
+            ),
+            await self._publish(
+                self._dlq_topic, [(letter.key, to_bytes(letter)) for letter in batch.dead_letters]
+            ),
         ]
         if batch.shadow and self._shadow_topic is not None:
-            pending += [
+            pending.append(
                 await self._publish(
-                    self._shadow_topic, verdict.event_id.encode(), to_bytes(verdict)
+                    self._shadow_topic,
+                    [(verdict.event_id.encode(), to_bytes(verdict)) for verdict in batch.shadow],
                 )
-                for verdict in batch.shadow
-            ]
+            )
         await asyncio.gather(*pending)
 
     async def deliver(self, batch: ScoredBatch) -> None:
@@ -553,15 +554,14 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
     async def drive_rollout() -> None:
         await controller.tick()
 
-    @app.task  # type: ignore[untyped-decorator]
     @crash_only("score")
     async def score() -> None:
         # A model promoted while this worker was down is the one to score with from the start.
         await models.refresh()
         await router.refresh()
-        async with publisher(settings) as publish:
+        async with started_producer(settings) as producer:
             sink = VerdictSink(
-                publish,
+                batch_sender(producer),
                 store,
                 verdicts_topic=settings.topic(SCAN_VERDICTS),
                 dlq_topic=settings.topic(SCAN_EVENTS_DLQ),
@@ -595,3 +595,5 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
                 )
 
             await consumer.run(guarded, started=started)
+
+    app.add_dependency(StartedWithWorker(score))

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.partitioner import DefaultPartitioner
 
 from l2loop.settings import Settings
 
 # (topic, key, value) -> awaitable that resolves once the record is buffered and returns the
 # delivery future; both aiokafka's and Faust's producers fit behind it.
 Publish = Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]
+# (topic, [(key, value), ...]) -> awaitable that resolves once the records are buffered and
+# returns the future of all their deliveries.
+PublishMany = Callable[[str, Sequence[tuple[bytes | None, bytes]]], Awaitable[Awaitable[Any]]]
 
 
 def record_key(line: bytes) -> bytes | None:
@@ -42,22 +47,58 @@ async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) 
 
 
 @contextlib.asynccontextmanager
+async def started_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
 async def publisher(
     settings: Settings,
 ) -> AsyncIterator[Callable[[str, bytes | None, bytes], Awaitable[Awaitable[Any]]]]:
     """A producer's send, for one session: awaiting it queues a record, awaiting what it
     returns waits for the delivery (the ``Publish`` of the agents)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    await producer.start()
+    async with started_producer(settings) as producer:
 
-    async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
-        delivery: Awaitable[Any] = await producer.send(topic, value, key=key)
-        return delivery
+        async def publish(topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+            delivery: Awaitable[Any] = await producer.send(topic, value, key=key)
+            return delivery
 
-    try:
         yield publish
-    finally:
-        await producer.stop()
+
+
+def batch_sender(producer: AIOKafkaProducer) -> PublishMany:
+    """Sends records a partition's batch at a time, each key to the partition ``send`` would
+    pick: the per-record path (a future, a metadata check and a partition lookup for every
+    record) cost the score agent a fifth of its event loop."""
+    partitioner = DefaultPartitioner()
+
+    async def publish_many(
+        topic: str, records: Sequence[tuple[bytes | None, bytes]]
+    ) -> Awaitable[Any]:
+        if not records:
+            return asyncio.gather()
+        partitions = sorted(await producer.partitions_for(topic))
+        grouped: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        for key, value in records:
+            grouped[partitioner(key, partitions, partitions)].append((key, value))
+        deliveries = []
+        for partition, items in grouped.items():
+            batch = producer.create_batch()
+            for key, value in items:
+                # A full batch refuses the record; a new batch takes any first record.
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        return asyncio.gather(*deliveries)
+
+    return publish_many
 
 
 def decode_value(value: bytes | None) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -146,8 +146,10 @@ class TestInProcess(ScoringBehaviour):
         def score(values: list[bytes]) -> Outcome:
             published: list[tuple[str, bytes]] = []
 
-            async def publish(topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-                published.append((topic, value))
+            async def publish(
+                topic: str, records: Sequence[tuple[bytes | None, bytes]]
+            ) -> asyncio.Future[None]:
+                published.extend((topic, value) for _, value in records)
                 done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 done.set_result(None)
                 return done
