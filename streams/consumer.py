@@ -9,8 +9,11 @@ plain aiokafka consumer in a group of its own (decision 0026):
 
 - records come in batches of up to ``batch_size`` across the worker's partitions;
 - up to ``in_flight`` batches are processed at once (while one is delivered, the next is
-  scored), and a partition's offsets are committed only up to the batches that finished,
-  in the order they were read: a crash replays, never skips (at-least-once);
+  scored); each is handed a way to wait for the batch before it, so that what must keep
+  the read order (the score agent's publishing: the windows count a verdict behind its
+  partition's watermark as late) does;
+- a partition's offsets are committed only up to the batches that finished, in the order
+  they were read: a crash replays, never skips (at-least-once);
 - on a rebalance the batches in flight are given ``drain_s`` to finish and are committed;
   any still held (an outage) are cancelled and replayed by the partition's next owner;
 - a group that never committed starts where ``carry_from`` (the group that read the topic
@@ -36,7 +39,10 @@ from l2loop.streams.transport import FETCH_MAX_WAIT_MS
 
 log = get_logger(__name__)
 
-Process = Callable[[Sequence[RawRecord]], Coroutine[object, object, None]]
+# Awaits the end of the batch read before this one (however it ended, without raising).
+Previous = Callable[[], Awaitable[None]]
+# A batch's work, given what orders it after the batch before.
+Process = Callable[[Sequence[RawRecord], Previous], Coroutine[object, object, None]]
 
 
 def consumer_group(settings: Settings, agent: str) -> str:
@@ -127,7 +133,14 @@ class BatchConsumer:
         for tp, batch in fetched:
             records.extend(raw_record(r) for r in batch)
             ends[tp] = batch[-1].offset + 1
-        self._pending.append(_InFlight(asyncio.create_task(process(records)), ends))
+        before = self._pending[-1].task if self._pending else None
+
+        async def previous() -> None:
+            # Waits without taking part: cancelling this batch must not cancel the one before.
+            if before is not None:
+                await asyncio.wait([before])
+
+        self._pending.append(_InFlight(asyncio.create_task(process(records, previous)), ends))
 
     async def _finish_oldest(self) -> None:
         head = self._pending[0]

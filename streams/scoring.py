@@ -53,7 +53,7 @@ from l2loop.stores.rollout import (
 )
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import SeenEvent, VerdictStore, connect, event_digest
-from l2loop.streams.consumer import BatchConsumer, StartedWithWorker, consumer_group
+from l2loop.streams.consumer import BatchConsumer, Previous, StartedWithWorker, consumer_group
 from l2loop.streams.hot_reload import ModelHolder
 from l2loop.streams.poison import PoisonGuard
 from l2loop.streams.rollout_router import Plan, RolloutRouter
@@ -570,21 +570,26 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
                 rollouts=rollouts,
             )
 
-            async def score_and_deliver(records: Sequence[RawRecord]) -> None:
-                batch = await scorer.score(records)
-                await sink.deliver(batch)
-                log.debug(
-                    "batch_delivered",
-                    records=len(records),
-                    verdicts=len(batch.verdicts),
-                    dead_letters=len(batch.dead_letters),
-                    flagged=len(batch.flagged),
-                )
+            async def guarded(records: Sequence[RawRecord], previous: Previous) -> None:
+                # Scored while the batch before is delivered; delivered only after it, so
+                # that verdicts keep the order of their events (windows count a verdict
+                # behind its partition's watermark as late).
+                async def score_and_deliver(part: Sequence[RawRecord]) -> None:
+                    batch = await scorer.score(part)
+                    await previous()
+                    await sink.deliver(batch)
+                    log.debug(
+                        "batch_delivered",
+                        records=len(part),
+                        verdicts=len(batch.verdicts),
+                        dead_letters=len(batch.dead_letters),
+                        flagged=len(batch.flagged),
+                    )
 
-            async def deliver_pill(letter: DeadLetter) -> None:
-                await sink.deliver(ScoredBatch(dead_letters=[letter]))
+                async def deliver_pill(letter: DeadLetter) -> None:
+                    await previous()
+                    await sink.deliver(ScoredBatch(dead_letters=[letter]))
 
-            async def guarded(records: Sequence[RawRecord]) -> None:
                 await guard.run(records, score_and_deliver, deliver_pill)
 
             def started() -> None:

@@ -25,6 +25,7 @@ import redis
 from l2loop.infra.clients import produce_lines
 from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS
 from l2loop.settings import Settings
+from l2loop.streams.consumer import consumer_group
 from l2model.golden import load_golden
 from tests.fixtures.pipeline import WorkerProcess, consumed_everything
 from tests.fixtures.receivers import WebhookReceiver, webhook_statuses
@@ -118,9 +119,14 @@ def test_seven_days_raise_exactly_the_alerts_their_faults_deserve(
         _wait(
             worker,
             420,
-            lambda: all(
-                consumed_everything(settings, settings.topic(topic))
-                for topic in (SCAN_EVENTS, SCAN_VERDICTS, WINDOW_STATS)
+            lambda: (
+                consumed_everything(
+                    settings, settings.topic(SCAN_EVENTS), consumer_group(settings, "score")
+                )
+                and all(
+                    consumed_everything(settings, settings.topic(topic))
+                    for topic in (SCAN_VERDICTS, WINDOW_STATS)
+                )
             ),
         )
         time.sleep(max(0.0, RECEIVER_DOWN_S - (time.monotonic() - began)))

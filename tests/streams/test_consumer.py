@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from l2loop.infra.topics import SCAN_EVENTS
 from l2loop.schemas.decoding import RawRecord
 from l2loop.settings import Settings
-from l2loop.streams.consumer import BatchConsumer, consumer_group
+from l2loop.streams.consumer import BatchConsumer, Previous, consumer_group
 
 PARTITIONS = 4
 
@@ -78,13 +78,18 @@ def test_a_held_batch_holds_the_commits_of_the_batches_read_after_it(topics: Set
         seen: list[RawRecord] = []
         batches = 0
 
-        async def process(records: Sequence[RawRecord]) -> None:
+        finished: list[int] = []
+
+        async def process(records: Sequence[RawRecord], previous: Previous) -> None:
             nonlocal batches
             batches += 1
-            first = batches == 1
+            number = batches
             seen.extend(records)
-            if first:
+            if number == 1:
                 await release.wait()
+            # What must keep the read order waits for the batch before.
+            await previous()
+            finished.append(number)
 
         running = asyncio.create_task(consumer.run(process))
         try:
@@ -101,6 +106,7 @@ def test_a_held_batch_holds_the_commits_of_the_batches_read_after_it(topics: Set
         finally:
             await stopped(running)
         assert sorted(int(r.value or b"") for r in seen) == list(range(40))
+        assert finished == sorted(finished)
 
     asyncio.run(scenario())
 
@@ -125,7 +131,7 @@ def test_a_new_group_starts_where_the_group_before_it_committed(topics: Settings
         consumer = batch_consumer(topics, carry_from=topics.app_id)
         seen: list[int] = []
 
-        async def process(records: Sequence[RawRecord]) -> None:
+        async def process(records: Sequence[RawRecord], previous: Previous) -> None:
             seen.extend(int(r.value or b"") for r in records)
 
         running = asyncio.create_task(consumer.run(process))
@@ -146,7 +152,7 @@ def test_a_second_member_takes_partitions_and_nothing_is_read_twice_or_lost(
     async def scenario() -> None:
         seen: list[int] = []
 
-        async def process(records: Sequence[RawRecord]) -> None:
+        async def process(records: Sequence[RawRecord], previous: Previous) -> None:
             await asyncio.sleep(0.05)
             seen.extend(int(r.value or b"") for r in records)
 
