@@ -27,16 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from scoring_throughput import PROMPTS, fresh
+from aiokafka import AIOKafkaProducer
+from scoring_throughput import PROMPTS, fresh, verdicts_reader
 
 from l2loop.infra.embedded import free_port
 from l2loop.infra.processes import ManagedProcess, l2loop_process
 from l2loop.infra.services import serving_settings
-from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
+from l2loop.infra.topics import SCAN_EVENTS, ensure_topics
 from l2loop.logs import configure
 from l2loop.settings import Settings
-from l2loop.streams.transport import FETCH_MAX_WAIT_MS
 
 PARTITIONS = 8
 
@@ -105,13 +104,7 @@ async def collect(
     settings: Settings, expected: int, on_count: tuple[int, asyncio.Event] | None = None
 ) -> Arrivals:
     """Verdicts until ``expected`` distinct events have one; sets the event at a count."""
-    consumer = AIOKafkaConsumer(
-        settings.topic(SCAN_VERDICTS),
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-    )
+    consumer = verdicts_reader(settings)
     await consumer.start()
     arrivals = Arrivals([])
     seen: set[str] = set()

@@ -119,17 +119,22 @@ async def send_paced(settings: Settings, count: int, rate: int, seed: int) -> No
         await producer.stop()
 
 
-async def collect_verdicts(
-    settings: Settings, expected: int, scorer: subprocess.Popen[bytes], timeout_s: float
-) -> list[tuple[float, float]]:
-    """(arrival time, event time) for each verdict, as the scorer delivers them."""
-    consumer = AIOKafkaConsumer(
+def verdicts_reader(settings: Settings) -> AIOKafkaConsumer:
+    """Every partition of scan-verdicts from the start, in no group, fetched without delay."""
+    return AIOKafkaConsumer(
         settings.topic(SCAN_VERDICTS),
         bootstrap_servers=settings.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
+
+
+async def collect_verdicts(
+    settings: Settings, expected: int, scorer: subprocess.Popen[bytes], timeout_s: float
+) -> list[tuple[float, float]]:
+    """(arrival time, event time) for each verdict, as the scorer delivers them."""
+    consumer = verdicts_reader(settings)
     await consumer.start()
     seen: list[tuple[float, float]] = []
     deadline = time.monotonic() + timeout_s
