@@ -137,23 +137,26 @@ def workers(settings: Settings, count: int, logs: Path) -> Iterator[list[Managed
                 ("worker",),
                 None,
                 logs / f"scale-out-{count}-{n}.log",
-                ready=lambda n=n: "event=partitions_assigned" in read(logs, count, n),
+                ready=lambda n=n: ASSIGNED in read(logs, count, n),
             )
             process.start()
             stack.callback(process.stop)
             started.append(process)
         # Every member holds partitions: the group has settled on all of them.
         deadline = time.monotonic() + 120
-        while not all(
-            "event=partitions_assigned" in read(logs, count, n)
-            and read(logs, count, n).rfind("event=partitions_assigned")
-            > read(logs, count, n).rfind("Revoking previously assigned")
-            for n in range(count)
-        ):
+        while not all(settled(read(logs, count, n)) for n in range(count)):
             assert time.monotonic() < deadline, "the group did not settle"
             time.sleep(0.5)
         time.sleep(2.0)
         yield started
+
+
+ASSIGNED = "event=partitions_assigned"
+
+
+def settled(log: str) -> bool:
+    """Whether a worker's last word on its partitions is an assignment, not a revocation."""
+    return log.rfind(ASSIGNED) > log.rfind("Revoking previously assigned")
 
 
 def read(logs: Path, count: int, n: int) -> str:

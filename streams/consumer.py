@@ -87,9 +87,8 @@ class BatchConsumer:
         self._pending: deque[_InFlight] = deque()
         self._consumer: AIOKafkaConsumer | None = None
 
-    def _new_consumer(self, group_id: str | None, *topics: str) -> AIOKafkaConsumer:
+    def _new_consumer(self, group_id: str) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            *topics,
             bootstrap_servers=self._settings.bootstrap_servers,
             group_id=group_id,
             enable_auto_commit=False,
@@ -203,9 +202,9 @@ class BatchConsumer:
             return
         own = self._new_consumer(self._group_id)
         before = self._new_consumer(self._carry_from)
-        await own.start()
-        await before.start()
         try:
+            await own.start()
+            await before.start()
             partitions = [
                 TopicPartition(topic, partition)
                 for topic in self._topics
