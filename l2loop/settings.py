@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     registry_dir: Path | None = None
     model_poll_s: float = Field(1.0, gt=0)
 
+    # Shared state (the curated store, datasets, the model registry): unset, on the local
+    # filesystem under the data directory; ``s3://bucket[/prefix]``, on any S3-compatible
+    # object store, so that workers on several machines share it (l2model.storage,
+    # docs/decisions/0027-object-storage.md). Credentials: these, else the usual AWS_* ones.
+    store_url: str | None = Field(None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    s3_endpoint: str | None = Field(None, description="http(s)://host:port of a non-AWS store")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+
     # Event-time windows (streams/windows.py, streams/window_store.py): tumbling windows of
     # this size; labels and late events update a window for `grace` after its event time;
     # an event time ahead of its producer's clock by more than the allowance is clamped;
