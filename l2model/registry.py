@@ -1,16 +1,18 @@
 """The model registry: versioned model directories, and the ``current`` pointer in Redis.
 
-Versions live side by side under one root (``<root>/<semver>/``), each a complete model
-directory plus ``metadata.json`` (changes, metrics, date). Which one the scorers run is a
-pointer in Redis, so every worker of every host agrees on it and follows it without a
-restart; the previous pointers form a stack that ``rollback`` pops. The root must be storage
-that every worker can read (a shared volume in production); it is owner-only (0700, files
-0600), so every l2loop process of a deployment runs as one user.
+Versions live side by side under one prefix of shared storage (``<prefix>/<semver>/``,
+l2model.storage: a directory, or a bucket every worker reads), each a complete model
+directory plus ``metadata.json`` (changes, metrics, date), written last: a version whose
+metadata is there is whole. Which one the scorers run is a pointer in Redis (the version and
+where it is), so every worker of every host agrees on it and follows it without a restart;
+the previous pointers form a stack that ``rollback`` pops. A worker runs a version from a
+local directory: the registry's own where it is a directory, else a copy fetched once into
+its cache. Locally it is owner-only (0700, files 0600), so every l2loop process of a
+deployment runs as one user.
 """
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -20,7 +22,7 @@ import redis.asyncio as aioredis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from l2model.contract import MANIFEST_FILE, MODEL_FILE, Manifest
-from l2model.private import make_private, private_dir
+from l2model.storage import Storage, download_dir
 
 METADATA_FILE = "metadata.json"
 SEMVER = r"^\d+\.\d+\.\d+$"
@@ -62,27 +64,56 @@ class RegistryError(RuntimeError):
 
 
 class ModelRegistry:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, storage: Storage, *, prefix: str = "", cache_dir: Path) -> None:
+        self.storage = storage
+        self._prefix = prefix.strip("/")
+        self._cache_dir = cache_dir
+
+    def _key(self, version: str, name: str = "") -> str:
+        parts = [part for part in (self._prefix, version, name) if part]
+        return "/".join(parts)
+
+    @property
+    def location(self) -> str:
+        return self.storage.location(self._prefix)
+
+    def where(self, version: str) -> str:
+        """Where ``version`` is, as the pointer names it: a path or a URL."""
+        return self.storage.location(self._key(version))
+
+    def has(self, version: str) -> bool:
+        return self.storage.get(self._key(version, METADATA_FILE)) is not None
 
     def path(self, version: str) -> Path:
-        return self.root / version
+        """A local directory holding ``version``: the registry's own, or a fetched copy."""
+        return self.local_dir(self.where(version))
+
+    def local_dir(self, where: str) -> Path:
+        """The local directory of a pointer's ``path``: a path as it is; a location of this
+        registry fetched, once, into the cache (a version never changes once registered)."""
+        if not where.startswith(f"{self.location}/"):
+            return Path(where)
+        version = where.rsplit("/", 1)[-1]
+        local = self.storage.local_path(self._key(version))
+        if local is not None:
+            return local
+        return download_dir(self.storage, self._key(version), self._cache_dir / version)
 
     def versions(self) -> list[ModelMetadata]:
-        if not self.root.exists():
-            return []
+        prefix = f"{self._prefix}/" if self._prefix else ""
         found = [
-            ModelMetadata.model_validate_json((entry / METADATA_FILE).read_bytes())
-            for entry in self.root.iterdir()
-            if (entry / METADATA_FILE).exists()
+            ModelMetadata.model_validate_json(data)
+            for key in self.storage.keys(prefix)
+            if key.count("/") == prefix.count("/") + 1 and key.endswith(f"/{METADATA_FILE}")
+            if (data := self.storage.get(key)) is not None
         ]
         return sorted(found, key=lambda meta: semver_key(meta.version))
 
     def get(self, version: str) -> ModelMetadata:
-        path = self.path(version) / METADATA_FILE
-        if not path.exists():
-            raise RegistryError(f"version {version} is not in the registry at {self.root}")
-        return ModelMetadata.model_validate_json(path.read_bytes())
+        data = self.storage.get(self._key(version, METADATA_FILE))
+        if data is None:
+            raise RegistryError(f"version {version} is not in the registry at {self.location}")
+        return ModelMetadata.model_validate_json(data)
 
     def add(
         self,
@@ -98,16 +129,11 @@ class ModelRegistry:
         wrote one."""
         manifest = Manifest.read(model_dir)
         version = version or manifest.version
-        target = self.path(version)
-        if target.exists():
-            raise RegistryError(f"version {version} is already registered at {target}")
-        staging = private_dir(self.root) / f".{version}.incoming"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(model_dir, staging)
+        if self.has(version):
+            raise RegistryError(f"version {version} is already registered at {self.where(version)}")
+        if not (model_dir / MODEL_FILE).exists():
+            raise RegistryError(f"{model_dir} has no {MODEL_FILE}")
         stamped = manifest.model_copy(update={"version": version})
-        (staging / MANIFEST_FILE).write_bytes(
-            orjson.dumps(stamped.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
-        )
         extra = manifest.model_extra or {}
         metrics = extra.get("metrics", {})
         metadata = ModelMetadata(
@@ -119,17 +145,21 @@ class ModelRegistry:
             metrics=metrics if isinstance(metrics, dict) else {},
             trained_through=trained_through or extra.get("trained_through"),
         )
-        (staging / METADATA_FILE).write_bytes(
-            orjson.dumps(metadata.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
+        for path in sorted(model_dir.rglob("*")):
+            if path.is_file() and path.name not in (MANIFEST_FILE, METADATA_FILE):
+                name = path.relative_to(model_dir).as_posix()
+                self.storage.put(self._key(version, name), path.read_bytes())
+        self.storage.put(
+            self._key(version, MANIFEST_FILE),
+            orjson.dumps(stamped.model_dump(mode="json"), option=orjson.OPT_INDENT_2),
         )
-        if not (staging / MODEL_FILE).exists():
-            shutil.rmtree(staging)
-            raise RegistryError(f"{model_dir} has no {MODEL_FILE}")
-        # A model trained on curated examples holds fragments of their texts (a vocabulary):
-        # owner-only, whatever the modes of the directory it was copied from.
-        make_private(staging)
-        # A reader never sees a half-copied version: the directory appears whole.
-        staging.rename(target)
+        # The metadata last, and only if no other process registered the version meanwhile:
+        # a reader that finds it finds a whole version.
+        if not self.storage.put_new(
+            self._key(version, METADATA_FILE),
+            orjson.dumps(metadata.model_dump(mode="json"), option=orjson.OPT_INDENT_2),
+        ):
+            raise RegistryError(f"version {version} was registered meanwhile by another process")
         return metadata
 
 
@@ -149,7 +179,7 @@ class ModelPointer:
         registry.get(version)
         new = CurrentModel(
             version=version,
-            path=str(registry.path(version).resolve()),
+            path=registry.where(version),
             promoted_at=datetime.now(tz=UTC),
         )
         previous = await self._client.get(self._current_key)

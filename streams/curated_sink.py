@@ -1,4 +1,4 @@
-"""The curated sink: curated-examples -> the curated store (day files) and suppressions.
+"""The curated sink: curated-examples -> the curated store (objects by day) and suppressions.
 
 Each batch is decoded (a record that is not a valid CuratedExample is counted with its reason
 and logged with its partition and offset; the topic keeps it forever), appended to the store
@@ -29,6 +29,7 @@ from l2loop.schemas.reports import CuratedExample
 from l2loop.schemas.suppressions import Suppression
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
+from l2loop.stores.shared import curated_store
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
 
@@ -76,7 +77,7 @@ class CuratedSink:
         self._suppressions = suppressions
         self._executor = executor
         self._quorum = quorum
-        # Appends and redactions of this process take turns on the store's files.
+        # Appends and redactions of this process take turns on the store's objects.
         self._files = asyncio.Lock()
 
     async def store_batch(self, records: Sequence[RawRecord]) -> SinkOutcome:
@@ -128,7 +129,7 @@ class CuratedSink:
 
 def register_curated_sink(app: faust.App, settings: Settings) -> None:
     """Declares the curated sink on ``app``: curated-examples -> store files + suppressions."""
-    store = CuratedStore(settings.data_dir, hash_unflagged=settings.hash_unflagged_texts)
+    store = curated_store(settings)
     redis_client = connect(settings.redis_dsn)
     suppressions = SuppressionStore(
         redis_client,
@@ -136,7 +137,7 @@ def register_curated_sink(app: faust.App, settings: Settings) -> None:
         backoff=settings.backoff,
         previews=settings.text_ttl_s is None,
     )
-    # File writes and fsyncs block: one thread keeps them off the loop and in order.
+    # Object writes (and fsyncs, locally) block: one thread keeps them off the loop and in order.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2-curated")
     sink = CuratedSink(store, suppressions, executor, quorum=settings.suppression_quorum)
     source = app.topic(
@@ -159,7 +160,7 @@ def register_curated_sink(app: faust.App, settings: Settings) -> None:
     @app.agent(source, name="curated-sink")
     @crash_only("curated-sink")
     async def curated_sink(stream: faust.StreamT[bytes]) -> None:
-        log.info("curated_sink_started", store=str(store.root))
+        log.info("curated_sink_started", store=store.location)
         try:
             batches = cast(Stream[bytes], stream).take_events(
                 settings.curated_batch_size, settings.curated_batch_within_s

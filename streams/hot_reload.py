@@ -7,6 +7,7 @@ started, and carries that model's version, so no event is dropped or scored twic
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from l2loop.logs import get_logger
@@ -18,10 +19,21 @@ log = get_logger(__name__)
 
 
 class ModelHolder:
-    def __init__(self, model: L2Model, pointer: ModelPointer, *, threads: int) -> None:
+    def __init__(
+        self,
+        model: L2Model,
+        pointer: ModelPointer,
+        *,
+        threads: int,
+        local_dir: Callable[[str], Path] = Path,
+    ) -> None:
         self.current = model
+        # Where the running model came from, as the pointer names it (a path or a URL).
+        self._where = str(model.model_dir)
         self._pointer = pointer
         self._threads = threads
+        # A pointer's path as a local directory: a registry in a bucket fetches it (blocking).
+        self._local_dir = local_dir
         self._lock = asyncio.Lock()
         self._pointer_unreadable = False
 
@@ -47,14 +59,13 @@ class ModelHolder:
             if self._pointer_unreadable:
                 self._pointer_unreadable = False
                 log.info("model_pointer_readable", current=self.current.version)
-            if wanted is None or Path(wanted.path) == self.current.model_dir:
+            if wanted is None or wanted.path == self._where:
                 return False
             loop = asyncio.get_running_loop()
             try:
-                # Loading parses and optimises a graph: seconds of CPU, kept off the loop.
-                model = await loop.run_in_executor(
-                    None, L2Model.load, Path(wanted.path), self._threads
-                )
+                # Fetching and loading (parsing and optimising a graph: seconds of CPU) are
+                # kept off the loop.
+                model = await loop.run_in_executor(None, self._load, wanted.path)
             except Exception:
                 log.exception(
                     "model_load_failed",
@@ -63,8 +74,11 @@ class ModelHolder:
                     keeping=self.current.version,
                 )
                 return False
-            previous, self.current = self.current, model
+            previous, self.current, self._where = self.current, model, wanted.path
             log.info(
                 "model_switched", previous=previous.version, current=model.version, path=wanted.path
             )
             return True
+
+    def _load(self, where: str) -> L2Model:
+        return L2Model.load(self._local_dir(where), self._threads)

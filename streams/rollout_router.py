@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +64,14 @@ class Plan:
 
 
 class RolloutRouter:
-    def __init__(self, store: RolloutStore, *, threads: int) -> None:
+    def __init__(
+        self, store: RolloutStore, *, threads: int, local_dir: Callable[[str], Path] = Path
+    ) -> None:
         self.plan: Plan | None = None
         self._store = store
         self._threads = threads
+        # A candidate's path as a local directory: a registry in a bucket fetches it.
+        self._local_dir = local_dir
         self._lock = asyncio.Lock()
         self._unreadable = False
 
@@ -100,9 +105,12 @@ class RolloutRouter:
                     stage=rollout.stage,
                 )
 
+    def _load(self, where: str) -> L2Model:
+        return L2Model.load(self._local_dir(where), self._threads)
+
     async def _candidate(self, rollout: Rollout) -> L2Model | None:
-        path = Path(rollout.candidate.path)
-        if self.plan is not None and self.plan.candidate.model_dir == path:
+        where = rollout.candidate.path
+        if self.plan is not None and self.plan.rollout.candidate.path == where:
             return self.plan.candidate
         loop = asyncio.get_running_loop()
         try:
@@ -112,7 +120,7 @@ class RolloutRouter:
             # Bounded: a load that never returns must not hold the split (and the pointer's
             # refresh beside it) for good; the next refresh tries again.
             async with asyncio.timeout(LOAD_TIMEOUT_S):
-                model = await loop.run_in_executor(None, L2Model.load, path, self._threads)
+                model = await loop.run_in_executor(None, self._load, where)
                 await loop.run_in_executor(None, model.score_batch, WARM_UP)
             return model
         except Exception:
@@ -120,7 +128,7 @@ class RolloutRouter:
                 "rollout_candidate_load_failed",
                 run=rollout.run_id,
                 candidate=rollout.candidate.version,
-                path=str(path),
+                path=where,
             )
             return None
 

@@ -51,6 +51,7 @@ from l2loop.stores.rollout import (
     latency_field,
     tenant_field,
 )
+from l2loop.stores.shared import model_registry
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import SeenEvent, VerdictStore, connect, event_digest
 from l2loop.streams.consumer import BatchConsumer, Previous, StartedWithWorker, consumer_group
@@ -58,7 +59,7 @@ from l2loop.streams.hot_reload import ModelHolder
 from l2loop.streams.poison import PoisonGuard
 from l2loop.streams.rollout_router import Plan, RolloutRouter
 from l2model.record import text_key
-from l2model.registry import ModelPointer, ModelRegistry
+from l2model.registry import ModelPointer
 from l2model.runtime import L2Model, ModelScore
 
 log = get_logger(__name__)
@@ -510,14 +511,18 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
         ttl_s=settings.stored_verdict_ttl_s,
         seen_ttl_s=settings.seen_event_ttl_s,
     )
+    registry = model_registry(settings)
     models = ModelHolder(
         L2Model.load(settings.model_dir, threads=settings.inference_threads),
         ModelPointer(redis_client, key_prefix=settings.topic_prefix),
         threads=settings.inference_threads,
+        local_dir=registry.local_dir,
     )
     rollouts = RolloutStore(redis_client, key_prefix=settings.topic_prefix)
-    router = RolloutRouter(rollouts, threads=settings.inference_threads)
-    controller = Rollouts(redis_client, settings, ModelRegistry(settings.registry_root))
+    router = RolloutRouter(
+        rollouts, threads=settings.inference_threads, local_dir=registry.local_dir
+    )
+    controller = Rollouts(redis_client, settings, registry)
     # One inference thread: onnxruntime parallelises inside the call and releases the GIL.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2-inference")
     scorer = Scorer(

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.receivers",
     "tests.fixtures.api",
     "tests.fixtures.exposure",
+    "tests.fixtures.objects",
 ]
 
 # `make test-fast` runs the unit tests under this profile: property suites draw a tenth of the
@@ -21,13 +22,16 @@ settings.register_profile("fast", max_examples=10)
 # whatever its module says; every test not marked integration is a unit test, so
 # `pytest -m unit` (make test-fast) is the fast run and the two sets never overlap.
 REAL_COMPONENT_FIXTURES = frozenset(
-    {"service_endpoints", "own_redis", "own_broker", "webhook_receiver"}
+    {"service_endpoints", "own_redis", "own_broker", "webhook_receiver", "s3_server"}
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_COMPONENT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("storage_kind") == "s3":
             item.add_marker(pytest.mark.integration)
         if item.get_closest_marker("integration") is None:
             item.add_marker(pytest.mark.unit)

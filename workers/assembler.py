@@ -30,7 +30,11 @@ How, in bounded memory (docs/decisions/0012-dataset-assembly.md; each step is a 
 
 Everything is ordered by content, never by time, so a re-run is byte-identical. The dataset
 is built in a temporary directory beside the target, fsynced and renamed into place, under
-a lock (``durable``); leftovers of a crashed run are removed by the next one.
+a lock (``durable``); leftovers of a crashed run are removed by the next one. The period's
+curated objects are first copied into local day files (each revision once,
+``CuratedStore.export_days``), which the scan and the resolve steps read. Where the shared
+state is a bucket, the finished dataset is also put there (``datasets/<version>/``, its
+manifest last), and a dataset another machine assembled is fetched rather than rebuilt.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import orjson
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2loop.stores.curated import CuratedStore
+from l2loop.stores.shared import curated_store
 from l2loop.workers.assembly.balance import assign_splits, balance_classes
 from l2loop.workers.assembly.dataset import (
     CONFLICTS_FILE,
@@ -68,6 +72,7 @@ from l2model.corpus import generate_corpus
 from l2model.golden import golden_text_keys
 from l2model.private import fsync_path, private_dir
 from l2model.record import text_key
+from l2model.storage import Storage, download_dir, upload_dir
 
 log = get_logger(__name__)
 
@@ -87,24 +92,30 @@ def assemble_dataset(
     private_dir(root)
     config = AssemblyConfig.from_settings(settings)
     ticker = Ticker(progress, settings.assembly_progress_every)
-    store = CuratedStore(settings.data_dir)
+    store = curated_store(settings)
+    # Only the deployment's own datasets are shared; one built elsewhere (out_root) is not.
+    shared = store.storage if out_root is None else None
     with exclusive(root / _LOCK_FILE):
         for leftover in sorted(root.glob(f"{_TEMP_PREFIX}*")):
             # Under the lock no other assembler runs here: this is what a crash left behind.
             log.warning("assembly_leftover_removed", path=str(leftover))
             shutil.rmtree(leftover)
         temp = root / f"{_TEMP_PREFIX}{period.name}-{os.getpid()}"
+        inputs = root / f"{_TEMP_PREFIX}input-{period.name}-{os.getpid()}"
         private_dir(temp)
         try:
-            return _assemble_into(temp, root, store, period, config, ticker, settings)
+            days = store.export_days(period.start, period.end, inputs)
+            return _assemble_into(temp, root, days, shared, period, config, ticker, settings)
         finally:
             shutil.rmtree(temp, ignore_errors=True)
+            shutil.rmtree(inputs, ignore_errors=True)
 
 
 def _assemble_into(
     temp: Path,
     root: Path,
-    store: CuratedStore,
+    days: list[Path],
+    shared: Storage | None,
     period: Period,
     config: AssemblyConfig,
     ticker: Ticker,
@@ -114,13 +125,14 @@ def _assemble_into(
     base_labels = {text_key(record.text): record.label for record in base}
     base_fingerprint = hashlib.sha256("".join(sorted(base_labels)).encode()).hexdigest()
     golden = golden_text_keys(config.golden_version)
-    days = [day for day in store.days() if period.start <= day < period.end]
     with contextlib.ExitStack() as stack:
-        handles = [stack.enter_context(store.path(day).open("rb")) for day in days]
+        handles = [stack.enter_context(path.open("rb")) for path in days]
         rejects = stack.enter_context(Rejects(temp / REJECTED_FILE, settings))
         scan = scan_days(handles, golden, rejects, ticker)
         version = dataset_version(period, config, scan.files, base_fingerprint)
         target = root / version
+        if shared is not None and not (target / MANIFEST_FILE).exists():
+            _fetch(shared, version, target)
         if (target / MANIFEST_FILE).exists():
             log.info("assembly_exists", version=version, path=str(target))
             manifest = orjson.loads((target / MANIFEST_FILE).read_bytes())
@@ -146,5 +158,25 @@ def _assemble_into(
         shutil.rmtree(target)
     os.rename(temp, target)
     fsync_path(root)
+    if shared is not None:
+        _publish(shared, version, target)
     log.info("assembly_done", version=version, path=str(target), records=written.total)
     return AssembledDataset(version, target, manifest)
+
+
+def _key(version: str) -> str:
+    return f"{DATASETS_DIR}/{version}"
+
+
+def _publish(storage: Storage, version: str, target: Path) -> None:
+    """Puts the dataset in shared storage, its manifest last; locally it is already there."""
+    if storage.local_path(_key(version)) != target:
+        upload_dir(storage, target, _key(version), last=MANIFEST_FILE)
+
+
+def _fetch(storage: Storage, version: str, target: Path) -> None:
+    """The dataset as another machine assembled it, if one did (its manifest is there)."""
+    if storage.local_path(_key(version)) is None and storage.get(
+        f"{_key(version)}/{MANIFEST_FILE}"
+    ):
+        download_dir(storage, _key(version), target)

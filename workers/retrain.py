@@ -24,7 +24,7 @@ from pathlib import Path
 
 from l2loop.logs import get_logger
 from l2loop.settings import Settings
-from l2loop.stores.curated import CuratedStore
+from l2loop.stores.shared import curated_store, model_registry
 from l2loop.stores.verdicts import connected
 from l2loop.workers.retraining.dataset import NewData, base_corpus
 from l2loop.workers.retraining.release import release
@@ -60,7 +60,10 @@ async def _current_model_dir(settings: Settings) -> Path:
     """The model the scorers run: the registry pointer's, else the configured directory."""
     async with connected(settings.redis_dsn) as client:
         current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
-    return Path(current.path) if current else settings.model_dir
+    if current is None:
+        return settings.model_dir
+    # Fetched into this machine's cache where the registry is a bucket: blocking.
+    return await asyncio.to_thread(model_registry(settings).local_dir, current.path)
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ def reported_texts(settings: Settings, new: NewData) -> list[ReportedText]:
         return []
     start, end = date.fromisoformat(period["start"]), date.fromisoformat(period["end"])
     found: dict[tuple[str, str, str], ReportedText] = {}
-    for example in CuratedStore(settings.data_dir).read(start, end):
+    for example in curated_store(settings).read(start, end):
         if example.report_kind == "confirmed_threat":
             continue
         found.setdefault(
@@ -161,7 +164,7 @@ def retrain(settings: Settings, dataset_dir: Path, trained_through: datetime) ->
     dataset. Synchronous: the scheduler runs it in a worker thread."""
     new = NewData.read(dataset_dir)
     current = L2Model.load(asyncio.run(_current_model_dir(settings)))
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     version = next_version(registry, current.version)
     traffic = asyncio.run(sample_recent_traffic(settings))
     candidate = train_and_judge(

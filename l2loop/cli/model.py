@@ -12,8 +12,9 @@ import click
 from l2loop.cli.clients import T, pass_attached, with_redis
 from l2loop.release.promotion import promote_version, roll_back
 from l2loop.settings import Settings
+from l2loop.stores.shared import model_registry
 from l2model.cli import model
-from l2model.registry import ModelPointer, ModelRegistry, RegistryError
+from l2model.registry import ModelPointer, RegistryError
 
 # The root mounts l2model's group, with the commands this module adds to it.
 __all__ = ["list_models", "model", "promote", "rollback"]
@@ -49,7 +50,7 @@ def promote(
     """Make TARGET the model every scorer runs: a registered version, or a model directory
     (registered first). Running scorers switch within seconds, between batches. The
     suppressions made before the model's training-data cut-off expire."""
-    registry = ModelRegistry(live.registry_root)
+    registry = model_registry(live)
     cutoff = None if trained_through is None else _as_utc(trained_through)
     try:
         if Path(target).is_dir():
@@ -86,7 +87,7 @@ def rollback(live: Settings) -> None:
     """Point the scorers back at the model that was current before the last promotion. The
     suppressions that promotion expired apply again: the restored model never learnt them."""
 
-    registry = ModelRegistry(live.registry_root)
+    registry = model_registry(live)
     try:
         rolled = with_redis(
             live, lambda client: roll_back(client, registry, key_prefix=live.topic_prefix)
@@ -105,7 +106,7 @@ def rollback(live: Settings) -> None:
 def list_models(live: Settings) -> None:
     """The registered versions, oldest first; `*` marks the current one."""
     current = _with_pointer(live, lambda pointer: pointer.current())
-    for meta in ModelRegistry(live.registry_root).versions():
+    for meta in model_registry(live).versions():
         mark = "*" if current is not None and current.version == meta.version else " "
         changes = "; ".join(meta.changes) or "-"
         registered = f"{meta.registered_at:%Y-%m-%d}"

@@ -18,12 +18,13 @@ from l2loop.release.rollout import RolloutError, Rollouts
 from l2loop.schemas.common import utc_now
 from l2loop.schemas.rollout import ArmFigures, Comparison, HashBy, Rollout, parse_stages
 from l2loop.settings import Settings
-from l2model.registry import ModelRegistry, RegistryError
+from l2loop.stores.shared import model_registry
+from l2model.registry import RegistryError
 
 
 def _with_rollouts(settings: Settings, call: Callable[[Rollouts], Awaitable[T]]) -> T:
     """Runs ``call`` on the rollout commands; a refused command is a one-line error."""
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     try:
         return with_redis(settings, lambda client: call(Rollouts(client, settings, registry)))
     except (RolloutError, RegistryError) as exc:

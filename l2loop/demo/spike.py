@@ -32,6 +32,7 @@ from l2loop.release.rollout import RolloutError, Rollouts
 from l2loop.resilience import retry_until_done
 from l2loop.schemas.rollout import SHADOW, Rollout, parse_stages
 from l2loop.settings import Settings
+from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connect
 from l2model.contract import MANIFEST_FILE, Manifest
 from l2model.registry import ModelPointer, ModelRegistry
@@ -48,8 +49,8 @@ def register_spike_model(
     spike reuses it if it is the same model at the same threshold)."""
     base = Manifest.read(base_dir)
     name = base.name.removesuffix(SPIKE_SUFFIX) + SPIKE_SUFFIX
-    target = registry.path(version)
-    if target.exists():
+    if registry.has(version):
+        target = registry.path(version)
         registered = Manifest.read(target)
         if (registered.name, registered.threshold) != (name, threshold):
             raise ValueError(
@@ -75,7 +76,7 @@ def register_spike_model(
             version=version,
             changes=[f"demo FP spike: {base.name} {base.version} at threshold {threshold}"],
         )
-    return target
+    return registry.path(version)
 
 
 def hurried_stages(settings: Settings) -> str:
@@ -83,16 +84,16 @@ def hurried_stages(settings: Settings) -> str:
     return ",".join(stage for stage in parse_stages(settings.rollout_stages) if stage != SHADOW)
 
 
-async def _model_in_service(rollouts: Rollouts, client: aioredis.Redis, settings: Settings) -> Path:
-    """The model the spike model is made from: the pointer's, else the configured one. A
-    spike rollout that a stopped demo left running is aborted first."""
+async def _model_in_service(rollouts: Rollouts, client: aioredis.Redis, settings: Settings) -> str:
+    """Where the model the spike model is made from is: the pointer's, else the configured
+    one. A spike rollout that a stopped demo left running is aborted first."""
     left = await rollouts.status()
     if left is not None and left.active and left.candidate.version == settings.spike_model_version:
         log.warning("spike_left_over", run=left.run_id)
         with contextlib.suppress(RolloutError):
             await rollouts.abort("a spike left running by a stopped demo")
     current = await ModelPointer(client, key_prefix=settings.topic_prefix).current()
-    return settings.model_dir if current is None else Path(current.path)
+    return str(settings.model_dir) if current is None else current.path
 
 
 async def _end_spike(rollouts: Rollouts, run_id: str) -> None:
@@ -110,17 +111,20 @@ async def _start(
     settings: Settings, client: aioredis.Redis, rollouts: Rollouts, say: Callable[[str], None]
 ) -> Rollout | None:
     """Registers the spike model and starts its rollout; None when a rollout is running."""
-    registry = ModelRegistry(settings.registry_root)
-    base = await retry_until_done(
+    registry = model_registry(settings)
+    where = await retry_until_done(
         lambda: _model_in_service(rollouts, client, settings),
         dependency="redis",
         what="read_model_pointer",
         backoff=settings.backoff,
     )
     version = settings.spike_model_version
-    await asyncio.to_thread(
-        register_spike_model, registry, base, version=version, threshold=settings.spike_threshold
-    )
+
+    def register() -> None:
+        base = registry.local_dir(where)
+        register_spike_model(registry, base, version=version, threshold=settings.spike_threshold)
+
+    await asyncio.to_thread(register)
     try:
         return await retry_until_done(
             lambda: rollouts.start(version, stages=hurried_stages(settings)),
@@ -141,7 +145,7 @@ async def _spike(
     for_s: float,
     say: Callable[[str], None],
 ) -> None:
-    rollouts = Rollouts(client, settings, ModelRegistry(settings.registry_root))
+    rollouts = Rollouts(client, settings, model_registry(settings))
     started = await _start(settings, client, rollouts, say)
     if started is None:
         return

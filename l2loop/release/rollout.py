@@ -110,7 +110,7 @@ class Rollouts:
         now = utc_now()
         rollout = Rollout(
             run_id=f"{now:%Y%m%dT%H%M%S}-{version}-{secrets.token_hex(3)}",
-            candidate=ModelRef(version=version, path=str(self._registry.path(version).resolve())),
+            candidate=ModelRef(version=version, path=self._registry.where(version)),
             incumbent=incumbent,
             stages=parse_stages(stages or self._settings.rollout_stages),
             stage_index=0,
@@ -455,7 +455,7 @@ class Rollouts:
         current = await self._pointer.current()
         if current is None:
             version = Manifest.read(self._settings.model_dir).version
-            if not self._registry.path(version).exists():
+            if not self._registry.has(version):
                 self._registry.add(self._settings.model_dir, changes=["model in service"])
             current = await self._pointer.promote(self._registry, version)
         return ModelRef(version=current.version, path=current.path)

@@ -43,7 +43,7 @@ from l2loop.replay.traffic import REPLAY_TENANT, VerdictReader, replayable, scan
 from l2loop.resilience import retry_until_done
 from l2loop.schemas.reports import ReportRoute
 from l2loop.settings import Settings
-from l2loop.stores.curated import CuratedStore
+from l2loop.stores.shared import curated_store
 from l2loop.stores.verdicts import connect
 from l2loop.streams.reports import report_services
 from l2loop.workers.assembly.period import Period
@@ -122,7 +122,7 @@ async def run_cycles(
         )
         return start.version if current is None else current.version
 
-    store = CuratedStore(live.data_dir, hash_unflagged=live.hash_unflagged_texts)
+    store = curated_store(live)
     reader = VerdictReader(live, worker)
     labels = np.array([p.label for p in replayed])
     outcomes: list[CycleOutcome] = []

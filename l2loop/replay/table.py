@@ -15,9 +15,9 @@ from l2loop.demo.figures import (
 )
 from l2loop.replay.record import CycleOutcome, ReplayRecord
 from l2loop.settings import Settings
+from l2loop.stores.shared import model_registry
 from l2loop.workers.retraining.dataset import base_corpus
 from l2model.evaluation import LabeledPrompt
-from l2model.registry import ModelRegistry
 from l2model.runtime import L2Model
 
 
@@ -71,7 +71,7 @@ def measure(
     settings: Settings,
 ) -> list[Figures]:
     """Every column of the table, each version scored once."""
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     non_english = non_english_benign(
         settings.golden_version, base_corpus(settings.base_corpus_size, settings.base_corpus_seed)
     )

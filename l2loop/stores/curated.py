@@ -1,42 +1,42 @@
-"""The curated store: every revision of every CuratedExample, in append-only day files.
+"""The curated store: every revision of every CuratedExample, in immutable objects by day.
 
-Layout: ``<data_dir>/curated/<YYYY-MM-DD>.jsonl``, one CuratedExample (JSON) per line, the
-day being the UTC day of the record's ``curated_at``; so replaying the topic into an empty
-store rebuilds the same files. Years of examples live here, whatever the broker's retention.
+Layout (keys of l2model.storage, a directory or a bucket): ``curated/<YYYY-MM-DD>/<first>-
+<digest>.jsonl``, one CuratedExample (JSON) per line; the day is the UTC day of the records'
+``curated_at``, ``first`` the batch's earliest ``curated_at`` (so keys list in about the order
+they were curated) and ``digest`` the hash of the batch's revisions. Years of examples live
+here, whatever the broker's retention. A store written before objects (``curated/<day>.jsonl``
+files) is read as it is.
 
 Revisions. The report agent re-emits an example (same ``example_id``) with a higher
-``reporter_count`` / ``confidence`` as more reporters confirm it; each revision is appended.
+``reporter_count`` / ``confidence`` as more reporters confirm it; each revision is stored.
 **A reader that wants one record per example takes the latest revision per ``example_id``:
-the greatest ``curated_at``** (the dataset assembler does so). A record replayed by Kafka,
-or re-emitted unchanged by the report agent on the same day, is written once: appends are
-idempotent by the revision id (the record without ``curated_at``).
+the greatest ``curated_at``** (the dataset assembler does so). Every read gives each revision
+once, however often it was written.
 
-Crash safety. A batch is written with one ``write`` per day file, ``fsync``ed (and its
-directory, for a new file) before the sink acknowledges its offsets. The idempotence index
-is derived from the files themselves: after a crash between the write and the offset commit,
-the replayed records are found in the file and skipped; a line torn by a crash mid-write has
-no newline and is cut off by the next writer (it was never acknowledged, so it is replayed).
-Writers of one file (several workers) take an exclusive ``flock`` on it, so the directory
-must be on a filesystem with working ``flock`` (local disk, NFSv4).
+Crash safety and concurrency, on what S3 offers (whole-object puts, listings; no append, no
+rename, no lock). A batch is one new object per day it touches, put before the sink
+acknowledges its offsets. A writer skips the revisions already in the day's objects (listed,
+and each object read once per process): a replay after a crash between the put and the offset
+commit writes nothing new, or, with the same batch, the same object again. Two writers that
+store one revision at the same moment (a partition moving between sinks mid-batch) write it
+twice; readers drop the second copy by its revision id, so nothing is lost and nothing is
+read twice.
 
-Privacy. The files are 0600, in directories l2loop creates 0700 (``l2model.private``). Lines
-older than the text TTL, and with ``hash_unflagged`` the lines of events the model did not
-flag (false-negative reports), keep every field but the text: the ``example_id`` is the
-text's hash (``l2model.record.text_key``). Readers skip such lines.
+Privacy. Local objects are 0600 in 0700 directories (``l2model.private``); a bucket's access
+is its own policy's. Lines older than the text TTL, and with ``hash_unflagged`` the lines of
+events the model did not flag (false-negative reports), keep every field but the text: the
+``example_id`` is the text's hash (``l2model.record.text_key``). Readers skip such lines.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -44,7 +44,8 @@ from pydantic import ValidationError
 from l2loop.logs import get_logger
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.reports import CuratedExample
-from l2model.private import fsync_path, open_private, private_dir
+from l2model.private import open_private, private_dir
+from l2model.storage import Storage
 
 log = get_logger(__name__)
 
@@ -73,12 +74,40 @@ def redacted(payload: dict[str, Any], at: datetime) -> dict[str, Any]:
     return kept
 
 
-@dataclass
-class _FileIndex:
-    """The revisions in one day file (inode ``inode``), as of ``size`` bytes read."""
+def _day_of(key: str) -> date | None:
+    """The day a key of the store belongs to: ``curated/<day>/...`` or ``curated/<day>.jsonl``."""
+    parts = key.split("/")
+    if len(parts) < 2 or parts[0] != STORE_DIR or not key.endswith(SUFFIX):
+        return None
+    try:
+        return date.fromisoformat(parts[1].removesuffix(SUFFIX))
+    except ValueError:
+        return None
 
-    inode: int = 0
-    size: int = 0
+
+def _lines(key: str, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The readable lines of one object, numbered; a damaged one is logged and skipped (a sink
+    that crashed on it would crash again on every restart), as is a last line without its
+    newline (a file of the earlier layout torn by a crash: never acknowledged, so replayed)."""
+    for number, line in enumerate(data.split(b"\n")[:-1]):
+        if not line.strip():
+            continue
+        try:
+            payload = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("curated_line_unreadable", key=key, line=number)
+            continue
+        if isinstance(payload, dict):
+            yield number, payload
+        else:
+            log.warning("curated_line_unreadable", key=key, line=number)
+
+
+@dataclass
+class _DayIndex:
+    """The revisions in one day's objects, and which objects they were read from."""
+
+    keys: set[str] = field(default_factory=set)
     revisions: set[str] = field(default_factory=set)
 
 
@@ -88,44 +117,37 @@ class AppendResult:
     duplicates: int
 
 
-@contextlib.contextmanager
-def _locked_append(path: Path) -> Iterator[IO[bytes]]:
-    """Opens ``path`` for appending under an exclusive lock, on the inode the path names now."""
-    while True:
-        handle = open_private(path, "ab+")
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        # A redaction may have replaced the file while we waited for the lock.
-        if path.exists() and os.fstat(handle.fileno()).st_ino == path.stat().st_ino:
-            break
-        handle.close()
-    try:
-        yield handle
-    finally:
-        handle.close()
-
-
 class CuratedStore:
-    """Appends revisions idempotently and reads them back, streaming, by period."""
+    """Stores revisions idempotently and reads them back, each once, streaming, by period."""
 
     def __init__(
-        self, data_dir: Path, *, hash_unflagged: bool = False, cached_days: int = 8
+        self, storage: Storage, *, hash_unflagged: bool = False, cached_days: int = 8
     ) -> None:
-        self.root = data_dir / STORE_DIR
+        self.storage = storage
         self._hash_unflagged = hash_unflagged
         self._cached_days = cached_days
-        self._indexes: OrderedDict[Path, _FileIndex] = OrderedDict()
+        self._indexes: OrderedDict[date, _DayIndex] = OrderedDict()
 
-    def path(self, day: date) -> Path:
-        return self.root / f"{day.isoformat()}{SUFFIX}"
+    @property
+    def location(self) -> str:
+        return self.storage.location(STORE_DIR)
+
+    def _keys(self) -> dict[date, list[str]]:
+        by_day: dict[date, list[str]] = {}
+        for key in self.storage.keys(f"{STORE_DIR}/"):
+            day = _day_of(key)
+            if day is not None:
+                by_day.setdefault(day, []).append(key)
+        return by_day
+
+    def _day_keys(self, day: date) -> list[str]:
+        # The earlier layout's day file first: it was written before any object of its day.
+        legacy = f"{STORE_DIR}/{day.isoformat()}{SUFFIX}"
+        earlier = [legacy] if self.storage.get(legacy) is not None else []
+        return earlier + self.storage.keys(f"{STORE_DIR}/{day.isoformat()}/")
 
     def days(self) -> list[date]:
-        if not self.root.exists():
-            return []
-        found = []
-        for entry in self.root.glob(f"*{SUFFIX}"):
-            with contextlib.suppress(ValueError):
-                found.append(date.fromisoformat(entry.name.removesuffix(SUFFIX)))
-        return sorted(found)
+        return sorted(self._keys())
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -136,11 +158,10 @@ class CuratedStore:
             by_day.setdefault(curated_day(example), []).append(example)
         written: list[CuratedExample] = []
         duplicates = 0
-        private_dir(self.root)
         for day, items in sorted(by_day.items()):
-            new, dup = self._append_day(self.path(day), items)
+            new = self._append_day(day, items)
             written += new
-            duplicates += dup
+            duplicates += len(items) - len(new)
         return AppendResult(written, duplicates)
 
     def _line(self, example: CuratedExample) -> tuple[str, bytes]:
@@ -149,62 +170,40 @@ class CuratedStore:
             return revision_id(payload), orjson.dumps(redacted(payload, datetime.now(tz=UTC)))
         return revision_id(payload), to_bytes(example)
 
-    def _append_day(
-        self, path: Path, items: list[CuratedExample]
-    ) -> tuple[list[CuratedExample], int]:
-        created = not path.exists()
-        with _locked_append(path) as handle:
-            index = self._index_for(path, handle)
-            lines: list[bytes] = []
-            new: list[CuratedExample] = []
-            for example in items:
-                revision, line = self._line(example)
-                if revision in index.revisions:
-                    continue
-                index.revisions.add(revision)
-                lines.append(line + b"\n")
-                new.append(example)
-            if lines:
-                handle.write(b"".join(lines))
-                handle.flush()
-                os.fsync(handle.fileno())
-                index.size = os.fstat(handle.fileno()).st_size
-        if created:
-            fsync_path(self.root)
-        return new, len(items) - len(new)
+    def _append_day(self, day: date, items: list[CuratedExample]) -> list[CuratedExample]:
+        index = self._index_for(day)
+        revisions: list[str] = []
+        lines: list[bytes] = []
+        new: list[CuratedExample] = []
+        for example in items:
+            revision, line = self._line(example)
+            if revision in index.revisions or revision in revisions:
+                continue
+            revisions.append(revision)
+            lines.append(line + b"\n")
+            new.append(example)
+        if not new:
+            return new
+        first = min(example.curated_at for example in new).astimezone(UTC)
+        digest = hashlib.sha256("".join(sorted(revisions)).encode()).hexdigest()[:32]
+        key = f"{STORE_DIR}/{day.isoformat()}/{first:%H%M%S%f}-{digest}{SUFFIX}"
+        self.storage.put(key, b"".join(lines))
+        index.keys.add(key)
+        index.revisions.update(revisions)
+        return new
 
-    def _index_for(self, path: Path, handle: IO[bytes]) -> _FileIndex:
-        """The file's revisions, read from where this process last stopped; repairs a torn tail."""
-        stat = os.fstat(handle.fileno())
-        size = stat.st_size
-        index = self._indexes.pop(path, None)
-        # A redaction (here or in another worker) replaces the file: read it anew.
-        if index is None or index.inode != stat.st_ino or size < index.size:
-            index = _FileIndex(inode=stat.st_ino)
-        if size > index.size:
-            handle.seek(index.size)
-            tail = handle.read(size - index.size)
-            complete = tail.rfind(b"\n") + 1
-            for number, line in enumerate(tail[:complete].splitlines()):
-                if not line.strip():
-                    continue
-                try:
-                    index.revisions.add(revision_id(orjson.loads(line)))
-                except orjson.JSONDecodeError:
-                    # Damaged by hand or by the disk: it cannot match a record, and a sink
-                    # that crashed on it would crash again on every restart.
-                    log.warning(
-                        "curated_line_unreadable",
-                        path=str(path),
-                        after_byte=index.size,
-                        line=number,
-                    )
-            if complete < len(tail):
-                # The last writer died mid-line: that record was never acknowledged.
-                handle.truncate(index.size + complete)
-                os.fsync(handle.fileno())
-            index.size += complete
-        self._indexes[path] = index
+    def _index_for(self, day: date) -> _DayIndex:
+        """The day's revisions, reading only the objects this process has not read yet."""
+        index = self._indexes.pop(day, None) or _DayIndex()
+        for key in self._day_keys(day):
+            if key in index.keys:
+                continue
+            data = self.storage.get(key)
+            if data is None:
+                continue
+            index.keys.add(key)
+            index.revisions.update(revision_id(payload) for _, payload in _lines(key, data))
+        self._indexes[day] = index
         while len(self._indexes) > self._cached_days:
             self._indexes.popitem(last=False)
         return index
@@ -213,60 +212,76 @@ class CuratedStore:
         """Drops the texts of every line curated before ``cutoff``; returns how many."""
         now = now or datetime.now(tz=UTC)
         dropped = 0
-        for day in self.days():
+        for day, keys in sorted(self._keys().items()):
             if day >= cutoff:
                 break
-            dropped += self._redact_file(self.path(day), now)
+            for key in keys:
+                dropped += self._redact(key, now)
         return dropped
 
-    def _redact_file(self, path: Path, now: datetime) -> int:
-        with _locked_append(path) as handle:
-            handle.seek(0)
-            lines = handle.read().splitlines(keepends=True)
-            payloads = [orjson.loads(line) for line in lines if line.endswith(b"\n")]
-            todo = sum(1 for payload in payloads if "text" in payload)
-            if not todo:
-                return 0
-            staging = path.with_suffix(".redacting")
-            with open_private(staging, "wb") as out:
-                for payload in payloads:
-                    out.write(
-                        orjson.dumps(redacted(payload, now) if "text" in payload else payload)
-                        + b"\n"
-                    )
-                out.flush()
-                os.fsync(out.fileno())
-            # Readers and writers see the old file or the new one, never half of it.
-            staging.replace(path)
-            fsync_path(self.root)
-        self._indexes.pop(path, None)
+    def _redact(self, key: str, now: datetime) -> int:
+        data = self.storage.get(key)
+        if data is None:
+            return 0
+        payloads = [payload for _, payload in _lines(key, data)]
+        todo = sum(1 for payload in payloads if "text" in payload)
+        if todo:
+            # A whole object replaced: readers see it with its texts or without, never half.
+            self.storage.put(
+                key,
+                b"".join(
+                    orjson.dumps(redacted(payload, now) if "text" in payload else payload) + b"\n"
+                    for payload in payloads
+                ),
+            )
         return todo
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read(self, start: date, end: date) -> Iterator[CuratedExample]:
-        """Every stored revision curated on days ``start`` <= day < ``end``, streaming.
+    def _day_payloads(self, day: date) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        """Each revision of the day once (its first copy), in key order, with where it is."""
+        seen: set[str] = set()
+        for key in self._day_keys(day):
+            data = self.storage.get(key)
+            if data is None:
+                continue
+            for number, payload in _lines(key, data):
+                revision = revision_id(payload)
+                if revision not in seen:
+                    seen.add(revision)
+                    yield key, number, payload
 
-        Day by day, each file in append order: memory holds one line at a time. Lines whose
-        text was dropped are skipped; so is a last line still being written, and (logged) a
-        line that is damaged or not a CuratedExample this code can read.
+    def read(self, start: date, end: date) -> Iterator[CuratedExample]:
+        """Every stored revision curated on days ``start`` <= day < ``end``, once each.
+
+        Day by day: memory holds one object at a time. Lines whose text was dropped are
+        skipped; so is (logged) a line that is not a CuratedExample this code can read.
         """
         for day in self.days():
             if start <= day < end:
-                yield from self._read_file(self.path(day))
+                yield from self._examples(day)
 
-    @staticmethod
-    def _read_file(path: Path) -> Iterable[CuratedExample]:
-        with path.open("rb") as handle:
-            for number, line in enumerate(handle):
-                if not line.endswith(b"\n") or not line.strip():
-                    continue
-                try:
-                    payload = orjson.loads(line)
-                    if REDACTED_AT in payload:
-                        continue
-                    yield CuratedExample.model_validate(payload)
-                except (orjson.JSONDecodeError, ValidationError) as exc:
-                    log.warning(
-                        "curated_line_skipped", path=str(path), line=number, error=str(exc)[:200]
-                    )
+    def _examples(self, day: date) -> Iterable[CuratedExample]:
+        for key, number, payload in self._day_payloads(day):
+            if REDACTED_AT in payload:
+                continue
+            try:
+                yield CuratedExample.model_validate(payload)
+            except ValidationError as exc:
+                log.warning("curated_line_skipped", key=key, line=number, error=str(exc)[:200])
+
+    def export_days(self, start: date, end: date, directory: Path) -> list[Path]:
+        """The period's revisions as local day files (``<day>.jsonl``, each revision once, in
+        key order), for the assembler, which reads its input twice and hashes it: the same
+        objects give the same bytes."""
+        private_dir(directory)
+        paths = []
+        for day in self.days():
+            if not start <= day < end:
+                continue
+            path = directory / f"{day.isoformat()}{SUFFIX}"
+            with open_private(path, "wb") as out:
+                for _, _, payload in self._day_payloads(day):
+                    out.write(orjson.dumps(payload) + b"\n")
+            paths.append(path)
+        return paths
