@@ -45,6 +45,7 @@ from l2loop.workers.assembler import assemble_dataset
 from l2loop.workers.assembly.period import Period
 from l2model.corpus import generate_corpus
 from l2model.record import text_key
+from l2model.storage import LocalStorage
 
 QUARTER = Period.quarter("2026Q3")
 STEPS = ("floor", "store", "assemble")
@@ -164,7 +165,7 @@ def write_store(data_dir: Path, records: int) -> dict[str, int]:
 
 
 def _period_files(data_dir: Path) -> list[Path]:
-    store = CuratedStore(data_dir)
+    store = CuratedStore(LocalStorage(data_dir))
     return [store.path(day) for day in store.days() if QUARTER.start <= day < QUARTER.end]
 
 
@@ -182,7 +183,9 @@ def run_step(step: str, data_dir: Path) -> dict[str, Any]:
                         orjson.loads(raw)
         result["lines"] = lines
     elif step == "store":
-        result["valid"] = sum(1 for _ in CuratedStore(data_dir).read(QUARTER.start, QUARTER.end))
+        result["valid"] = sum(
+            1 for _ in CuratedStore(LocalStorage(data_dir)).read(QUARTER.start, QUARTER.end)
+        )
     else:
         settings = Settings(data_dir=data_dir, assembly_progress_every=250_000, log_level="warn")
         dataset = assemble_dataset(settings, QUARTER, out_root=data_dir / "datasets-bench")

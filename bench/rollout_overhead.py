@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     incumbent = L2Model.load(default_model_dir(), threads=settings.inference_threads)
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as scratch:
-        registry = ModelRegistry(Path(scratch))
+        registry = ModelRegistry.in_directory(Path(scratch))
         registry.add(
             default_model_dir(),
             version=CANDIDATE_VERSION,

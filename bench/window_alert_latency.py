@@ -87,6 +87,7 @@ from l2loop.logs import configure
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.windows import Alert, WindowStats
 from l2loop.settings import Settings
+from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connect
 from l2loop.streams.alert_rules import Thresholds, fp_rate_spike
 from l2loop.streams.transport import FETCH_MAX_WAIT_MS
@@ -536,7 +537,7 @@ async def pipeline_run(
     alerts = Collector(settings, ALERTS, workers)
     progress = WindowProgress(settings)
     client = connect(settings.redis_dsn)
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     pointer = ModelPointer(client, key_prefix=settings.topic_prefix)
     p = Pipeline(
         settings, layout, verdicts, alerts, pointer, registry, settings.spike_model_version
@@ -657,7 +658,7 @@ async def registered(settings: Settings) -> Settings:
     settings = settings.model_copy(
         update={"registry_dir": settings.data_dir / f"registry-{settings.app_id}"}
     )
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     base = registry.add(settings.model_dir, changes=["model in service"])
     register_spike_model(
         registry,

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from l2model.contract import MANIFEST_FILE, MODEL_FILE, Manifest
-from l2model.storage import Storage, download_dir
+from l2model.storage import LocalStorage, Storage, download_dir
 
 METADATA_FILE = "metadata.json"
 SEMVER = r"^\d+\.\d+\.\d+$"
@@ -68,6 +68,11 @@ class ModelRegistry:
         self.storage = storage
         self._prefix = prefix.strip("/")
         self._cache_dir = cache_dir
+
+    @classmethod
+    def in_directory(cls, root: Path) -> ModelRegistry:
+        """A registry that is a local directory: its versions run in place, nothing cached."""
+        return cls(LocalStorage(root), cache_dir=root)
 
     def _key(self, version: str, name: str = "") -> str:
         parts = [part for part in (self._prefix, version, name) if part]

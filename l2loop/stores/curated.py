@@ -85,22 +85,22 @@ def _day_of(key: str) -> date | None:
         return None
 
 
-def _lines(key: str, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The readable lines of one object, numbered; a damaged one is logged and skipped (a sink
-    that crashed on it would crash again on every restart), as is a last line without its
-    newline (a file of the earlier layout torn by a crash: never acknowledged, so replayed)."""
+def _lines(key: str, data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
+    """The lines of one object, numbered, with their JSON object, None for a damaged one
+    (logged: a sink that crashed on it would crash again on every restart). A last line
+    without its newline is left out: a file of the earlier layout torn by a crash, never
+    acknowledged, so replayed."""
     for number, line in enumerate(data.split(b"\n")[:-1]):
         if not line.strip():
             continue
         try:
             payload = orjson.loads(line)
         except orjson.JSONDecodeError:
+            payload = None
+        if not isinstance(payload, dict):
             log.warning("curated_line_unreadable", key=key, line=number)
-            continue
-        if isinstance(payload, dict):
-            yield number, payload
-        else:
-            log.warning("curated_line_unreadable", key=key, line=number)
+            payload = None
+        yield number, line, payload
 
 
 @dataclass
@@ -202,7 +202,9 @@ class CuratedStore:
             if data is None:
                 continue
             index.keys.add(key)
-            index.revisions.update(revision_id(payload) for _, payload in _lines(key, data))
+            index.revisions.update(
+                revision_id(payload) for _, _, payload in _lines(key, data) if payload is not None
+            )
         self._indexes[day] = index
         while len(self._indexes) > self._cached_days:
             self._indexes.popitem(last=False)
@@ -223,33 +225,41 @@ class CuratedStore:
         data = self.storage.get(key)
         if data is None:
             return 0
-        payloads = [payload for _, payload in _lines(key, data)]
-        todo = sum(1 for payload in payloads if "text" in payload)
+        lines = [(line, payload) for _, line, payload in _lines(key, data)]
+        todo = sum(1 for _, payload in lines if payload is not None and "text" in payload)
         if todo:
             # A whole object replaced: readers see it with its texts or without, never half.
             self.storage.put(
                 key,
                 b"".join(
-                    orjson.dumps(redacted(payload, now) if "text" in payload else payload) + b"\n"
-                    for payload in payloads
+                    (
+                        orjson.dumps(redacted(payload, now))
+                        if payload is not None and "text" in payload
+                        else line
+                    )
+                    + b"\n"
+                    for line, payload in lines
                 ),
             )
         return todo
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _day_payloads(self, day: date) -> Iterator[tuple[str, int, dict[str, Any]]]:
-        """Each revision of the day once (its first copy), in key order, with where it is."""
+    def _day_lines(self, day: date) -> Iterator[tuple[str, int, bytes, dict[str, Any] | None]]:
+        """Each revision of the day once (its first copy), and each damaged line, in key
+        order, with where it is."""
         seen: set[str] = set()
         for key in self._day_keys(day):
             data = self.storage.get(key)
             if data is None:
                 continue
-            for number, payload in _lines(key, data):
-                revision = revision_id(payload)
-                if revision not in seen:
+            for number, line, payload in _lines(key, data):
+                if payload is not None:
+                    revision = revision_id(payload)
+                    if revision in seen:
+                        continue
                     seen.add(revision)
-                    yield key, number, payload
+                yield key, number, line, payload
 
     def read(self, start: date, end: date) -> Iterator[CuratedExample]:
         """Every stored revision curated on days ``start`` <= day < ``end``, once each.
@@ -262,8 +272,8 @@ class CuratedStore:
                 yield from self._examples(day)
 
     def _examples(self, day: date) -> Iterable[CuratedExample]:
-        for key, number, payload in self._day_payloads(day):
-            if REDACTED_AT in payload:
+        for key, number, _, payload in self._day_lines(day):
+            if payload is None or REDACTED_AT in payload:
                 continue
             try:
                 yield CuratedExample.model_validate(payload)
@@ -272,8 +282,8 @@ class CuratedStore:
 
     def export_days(self, start: date, end: date, directory: Path) -> list[Path]:
         """The period's revisions as local day files (``<day>.jsonl``, each revision once, in
-        key order), for the assembler, which reads its input twice and hashes it: the same
-        objects give the same bytes."""
+        key order, a damaged line as it is, for the assembler to list it): the assembler
+        reads its input twice and hashes it, and the same objects give the same bytes."""
         private_dir(directory)
         paths = []
         for day in self.days():
@@ -281,7 +291,7 @@ class CuratedStore:
                 continue
             path = directory / f"{day.isoformat()}{SUFFIX}"
             with open_private(path, "wb") as out:
-                for _, _, payload in self._day_payloads(day):
-                    out.write(orjson.dumps(payload) + b"\n")
+                for _, _, line, _ in self._day_lines(day):
+                    out.write(line + b"\n")
             paths.append(path)
         return paths

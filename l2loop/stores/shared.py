@@ -34,7 +34,7 @@ def curated_store(settings: Settings) -> CuratedStore:
 def model_registry(settings: Settings) -> ModelRegistry:
     """Versions in the bucket (fetched into this machine's cache to run), or in the local
     registry directory (``registry_root``, run in place)."""
-    cache = settings.data_dir / "models" / "cache"
     if settings.store_url is None:
-        return ModelRegistry(LocalStorage(settings.registry_root), cache_dir=cache)
+        return ModelRegistry.in_directory(settings.registry_root)
+    cache = settings.data_dir / "models" / "cache"
     return ModelRegistry(shared_storage(settings), prefix=REGISTRY_PREFIX, cache_dir=cache)

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from l2loop.cli import main
 from l2loop.settings import Settings
+from l2loop.stores.shared import model_registry
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
 from l2model.record import text_key
-from l2model.registry import ModelRegistry
 from tests.fixtures.curated import NOON, curated_example
 from tests.fixtures.models import MakeModel
 
@@ -88,7 +88,7 @@ def test_promoting_a_model_trained_through_a_time_expires_older_suppressions(
     )
     assert promoted.exit_code == 0, promoted.output
     assert "suppressions expired: 1" in promoted.output
-    trained_through = ModelRegistry(settings.registry_root).get("1.1.0").trained_through
+    trained_through = model_registry(settings).get("1.1.0").trained_through
     assert trained_through == NOON + timedelta(days=1)
     assert active_keys() == [text_key(NEW)]
     ended = runner.invoke(main, ["suppressions", "list", "--ended"], env=env)

@@ -15,6 +15,7 @@ from l2loop.release.rollout import Rollouts
 from l2loop.schemas.rollout import Rollout
 from l2loop.settings import Settings
 from l2loop.stores.rollout import RolloutStore
+from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connected
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
@@ -31,7 +32,7 @@ def _benign_flag_rate(model: L2Model) -> float:
 
 
 def test_the_spike_model_is_the_base_model_at_a_low_threshold(tmp_path: Path) -> None:
-    registry = ModelRegistry(tmp_path / "registry")
+    registry = ModelRegistry.in_directory(tmp_path / "registry")
     path = register_spike_model(registry, default_model_dir(), version="0.0.1", threshold=0.01)
     manifest, base = Manifest.read(path), Manifest.read(default_model_dir())
     assert (manifest.version, manifest.threshold) == ("0.0.1", 0.01)
@@ -44,7 +45,7 @@ def test_the_spike_model_is_the_base_model_at_a_low_threshold(tmp_path: Path) ->
 
 
 def test_a_second_spike_reuses_the_registered_model(tmp_path: Path) -> None:
-    registry = ModelRegistry(tmp_path / "registry")
+    registry = ModelRegistry.in_directory(tmp_path / "registry")
     first = register_spike_model(registry, default_model_dir(), version="0.0.1", threshold=0.01)
     again = register_spike_model(registry, first, version="0.0.1", threshold=0.01)
     assert again == first and [m.version for m in registry.versions()] == ["0.0.1"]
@@ -53,7 +54,7 @@ def test_a_second_spike_reuses_the_registered_model(tmp_path: Path) -> None:
 def test_a_version_taken_by_another_model_is_refused(
     tmp_path: Path, make_model_dir: MakeModel
 ) -> None:
-    registry = ModelRegistry(tmp_path / "registry")
+    registry = ModelRegistry.in_directory(tmp_path / "registry")
     registry.add(make_model_dir("0.0.1"))
     with pytest.raises(ValueError, match="SPIKE_MODEL_VERSION"):
         register_spike_model(registry, default_model_dir(), version="0.0.1", threshold=0.01)
@@ -69,7 +70,7 @@ async def _state(settings: Settings) -> tuple[Rollout | None, list[Rollout], str
 
 async def _start(settings: Settings, version: str, stages: str | None = None) -> Rollout:
     async with connected(settings.redis_dsn) as client:
-        registry = ModelRegistry(settings.registry_root)
+        registry = model_registry(settings)
         return await Rollouts(client, settings, registry).start(version, stages=stages)
 
 
@@ -104,14 +105,14 @@ def test_the_spike_is_rolled_out_straight_to_a_canary_stage_and_aborted_when_it_
     # The pointer never moved to the spike: the model in service is the configured one,
     # registered by the rollout so that a rollback has a model to return to.
     assert current == base.version
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     assert {m.version for m in registry.versions()} == {base.version, settings.spike_model_version}
 
 
 def test_a_spike_is_refused_while_another_rollout_runs(
     settings: Settings, redis_client: redis.Redis, make_model_dir: MakeModel
 ) -> None:
-    ModelRegistry(settings.registry_root).add(make_model_dir("1.1.0"))
+    model_registry(settings).add(make_model_dir("1.1.0"))
     other = asyncio.run(_start(settings, "1.1.0"))
     said = _spike(settings)
     assert len(said) == 1 and said[0].startswith(f"SPIKE not started: rollout {other.run_id}")
@@ -122,7 +123,7 @@ def test_a_spike_is_refused_while_another_rollout_runs(
 def test_a_spike_rollout_left_by_a_stopped_demo_is_aborted_first(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     register_spike_model(
         registry,
         default_model_dir(),
@@ -141,13 +142,13 @@ def test_a_spike_rollout_left_by_a_stopped_demo_is_aborted_first(
 def test_the_spikes_end_leaves_a_later_rollout_alone(
     settings: Settings, redis_client: redis.Redis, make_model_dir: MakeModel
 ) -> None:
-    ModelRegistry(settings.registry_root).add(make_model_dir("1.1.0"))
+    model_registry(settings).add(make_model_dir("1.1.0"))
 
     async def scenario() -> Rollout | None:
         stop = asyncio.Event()
         spike = asyncio.create_task(run_spike(settings, stop, at_s=0.0, for_s=600.0))
         async with connected(settings.redis_dsn) as client:
-            rollouts = Rollouts(client, settings, ModelRegistry(settings.registry_root))
+            rollouts = Rollouts(client, settings, model_registry(settings))
             for _ in range(1_000):  # until the spike's rollout has started
                 if await rollouts.status() is not None:
                     break

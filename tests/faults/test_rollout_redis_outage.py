@@ -16,9 +16,9 @@ from l2loop.infra.topics import ensure_topics
 from l2loop.release.rollout import Rollouts
 from l2loop.schemas.rollout import Rollout
 from l2loop.stores.rollout import RolloutStore
+from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connected
 from l2model.artifacts import default_model_dir
-from l2model.registry import ModelRegistry
 from tests.fixtures.faults import MakeService, fault_settings
 from tests.fixtures.scenario import assert_never_restarted, start_worker, wait_for_log
 from tests.fixtures.traffic import MixedTraffic
@@ -45,7 +45,7 @@ def test_redis_down_holds_the_rollout_at_its_stage(
         }
     )
     asyncio.run(ensure_topics(settings))
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     registry.add(default_model_dir(), version="3.0.0", changes=["a good candidate"])
 
     async def start() -> Rollout:

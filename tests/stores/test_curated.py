@@ -43,7 +43,7 @@ def test_the_index_is_read_from_the_objects_by_a_fresh_process(storage: Storage)
     batch = [curated_example(f"What does git rebase -i do, variant {i}?") for i in range(3)]
     CuratedStore(storage).append(batch)
     restarted = CuratedStore(storage)
-    assert restarted.append(batch[1:] + [curated_example("And git bisect?")]).duplicates == 2
+    assert restarted.append([*batch[1:], curated_example("And git bisect?")]).duplicates == 2
     assert len(stored(storage, NOON.date())) == 4
 
 

@@ -27,7 +27,8 @@ from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
 from l2model.record import text_key
 from l2model.runtime import L2Model
-from tests.fixtures.curated import NOON, curated_example, programming_questions
+from l2model.storage import LocalStorage
+from tests.fixtures.curated import NOON, curated_example, programming_questions, stored_lines
 from tests.fixtures.models import MakeModel
 from tests.fixtures.pipeline import WorkerProcess, drain, wait_for
 
@@ -85,12 +86,8 @@ async def send_scan_events(settings: Settings, texts: list[str]) -> None:
         await producer.stop()
 
 
-def stored_lines(store: CuratedStore) -> list[dict[str, object]]:
-    return [
-        orjson.loads(line)
-        for day in store.days()
-        for line in store.path(day).read_bytes().splitlines()
-    ]
+def stored_payloads(store: CuratedStore) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in stored_lines(store)]
 
 
 def test_honest_fp_reports_are_kept_across_a_broker_restart_and_relieve_the_tenant(
@@ -103,7 +100,7 @@ def test_honest_fp_reports_are_kept_across_a_broker_restart_and_relieve_the_tena
     questions = programming_questions()
     emitted = [revision for i, text in enumerate(questions) for revision in revisions_of(i, text)]
     confirmed = {text for i, text in enumerate(questions) if i % 10 < 7}
-    store = CuratedStore(strict.data_dir)
+    store = CuratedStore(LocalStorage(strict.data_dir))
     active_key = f"{strict.topic_prefix}suppressions:active"
 
     # The report agent's own replays: the first 20 records a second time.
@@ -111,12 +108,12 @@ def test_honest_fp_reports_are_kept_across_a_broker_restart_and_relieve_the_tena
     worker = WorkerProcess(strict, strict.data_dir / "worker-1.log")
     worker.start()
     try:
-        wait_for("storing", lambda: len(stored_lines(store)) >= len(emitted), worker, 120)
+        wait_for("storing", lambda: len(stored_payloads(store)) >= len(emitted), worker, 120)
         wait_for("suppressing", lambda: redis_client.hlen(active_key) >= 70, worker, 30)
     finally:
         worker.stop()
 
-    lines = stored_lines(store)
+    lines = stored_payloads(store)
     assert len(lines) == len(emitted) == 230
     assert {line["text"] for line in lines} == set(questions)
     assert all(line["weight_multiplier"] == 5.0 and line["label"] == 0 for line in lines)
@@ -155,11 +152,11 @@ def test_honest_fp_reports_are_kept_across_a_broker_restart_and_relieve_the_tena
                 asyncio.run(send_curated(moved, [sentinel], partition=partition))
             wait_for(
                 "storing the sentinels",
-                lambda: len(stored_lines(store)) >= len(emitted) + len(sentinels),
+                lambda: len(stored_payloads(store)) >= len(emitted) + len(sentinels),
                 worker,
                 120,
             )
-            assert len(stored_lines(store)) == len(emitted) + len(sentinels)
+            assert len(stored_payloads(store)) == len(emitted) + len(sentinels)
 
             asyncio.run(send_scan_events(moved, questions))
             verdicts_topic = moved.topic(SCAN_VERDICTS)

@@ -20,7 +20,8 @@ from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.curated_sink import CuratedSink, SinkOutcome, decode_curated_example
 from l2loop.streams.scoring import RawRecord
-from tests.fixtures.curated import NOON, curated_example
+from l2model.storage import LocalStorage
+from tests.fixtures.curated import NOON, curated_example, stored_lines
 
 CONFIRMED = curated_example("How do I bypass the cache in curl?", reporters=3)
 LONE = curated_example("How do I bypass a proxy for localhost in pip?", reporters=1)
@@ -58,7 +59,7 @@ def test_a_replayed_batch_writes_and_suppresses_nothing_new(
     async def run_twice() -> tuple[SinkOutcome, SinkOutcome]:
         client = connect(settings.redis_dsn)
         sink = CuratedSink(
-            CuratedStore(tmp_path),
+            CuratedStore(LocalStorage(tmp_path)),
             SuppressionStore(client, key_prefix=settings.topic_prefix),
             ThreadPoolExecutor(max_workers=1),
             quorum=3,
@@ -73,4 +74,4 @@ def test_a_replayed_batch_writes_and_suppresses_nothing_new(
     assert sorted(letter.reason.value for letter in first.unreadable) == sorted(BAD.values())
     assert [item.text_key for item in first.suppressions] == [CONFIRMED.example_id]
     assert (replay.written, replay.duplicates, replay.suppressions) == (0, 3, [])
-    assert len(CuratedStore(tmp_path).path(NOON.date()).read_bytes().splitlines()) == 3
+    assert len(stored_lines(CuratedStore(LocalStorage(tmp_path)))) == 3

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 from l2loop.infra.topics import SCAN_VERDICTS
 from l2loop.settings import Settings
+from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connect
 from l2model.contract import Manifest
-from l2model.registry import ModelPointer, ModelRegistry
+from l2model.registry import ModelPointer
 from tests.fixtures.models import MakeModel
 from tests.fixtures.pipeline import (
     WorkerProcess,
@@ -24,7 +25,7 @@ from tests.fixtures.pipeline import (
 def test_promotion_and_rollback_switch_versions_without_loss_or_rescoring(
     topics: Settings, make_model_dir: MakeModel
 ) -> None:
-    registry = ModelRegistry(topics.registry_root)
+    registry = model_registry(topics)
     registry.add(make_model_dir("1.0.0"))
     # Same weights, another threshold: which model scored an event shows in its verdict.
     registry.add(make_model_dir("1.1.0", threshold=0.9), changes=["stricter threshold"])

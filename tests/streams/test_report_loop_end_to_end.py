@@ -21,8 +21,9 @@ from l2loop.stores.curated import CuratedStore
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.tenants import TenantKeys
 from l2model.record import text_key
+from l2model.storage import LocalStorage
 from tests.fixtures.api import serve_api
-from tests.fixtures.curated import programming_questions
+from tests.fixtures.curated import programming_questions, stored_lines
 from tests.fixtures.models import MakeModel
 from tests.fixtures.pipeline import WorkerProcess, drain, wait_for
 
@@ -111,14 +112,16 @@ def test_reported_false_positives_are_curated_and_a_quorum_relieves_the_tenant(
                     )
                     assert answer.status_code == 202, answer.text
 
-        store = CuratedStore(settings.data_dir)
+        store = CuratedStore(LocalStorage(settings.data_dir))
 
         def latest() -> dict[str, dict[str, object]]:
             by_example: dict[str, dict[str, object]] = {}
-            for day in store.days():
-                for line in store.path(day).read_bytes().splitlines():
-                    record = orjson.loads(line)
-                    by_example[record["example_id"]] = record  # later lines are later revisions
+            for line in stored_lines(store):
+                record = orjson.loads(line)
+                # the latest revision: the greatest curated_at
+                known = by_example.get(record["example_id"], record)
+                if record["curated_at"] >= known["curated_at"]:  # type: ignore[operator]
+                    by_example[record["example_id"]] = record
             return by_example
 
         wait_for(

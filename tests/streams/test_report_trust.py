@@ -28,7 +28,9 @@ from l2loop.stores.tenants import TenantKeys
 from l2loop.streams.reports import ReportServices, report_services
 from l2model.record import text_key
 from l2model.runtime import L2Model
+from l2model.storage import LocalStorage
 from tests.fixtures.api import serve_api
+from tests.fixtures.curated import stored_lines
 from tests.fixtures.pipeline import WorkerProcess, drain, wait_for
 
 # Attacks a tenant might pass off as benign: one of them the model flags below the
@@ -69,12 +71,13 @@ async def issue_keys(settings: Settings) -> dict[str, str]:
 
 
 def latest_examples(settings: Settings) -> dict[str, dict[str, Any]]:
-    store = CuratedStore(settings.data_dir)
+    store = CuratedStore(LocalStorage(settings.data_dir))
     by_example: dict[str, dict[str, Any]] = {}
-    for day in store.days():
-        for line in store.path(day).read_bytes().splitlines():
-            record = orjson.loads(line)
-            by_example[record["example_id"]] = record  # later lines are later revisions
+    for line in stored_lines(store):
+        record = orjson.loads(line)
+        # the latest revision: the greatest curated_at (keys list about in that order)
+        if record["curated_at"] >= by_example.get(record["example_id"], record)["curated_at"]:
+            by_example[record["example_id"]] = record
     return by_example
 
 

@@ -27,6 +27,7 @@ from l2loop.schemas.rollout import Rollout
 from l2loop.settings import Settings
 from l2loop.stores.alerts import AlertStore
 from l2loop.stores.rollout import CANDIDATE, EVENTS, RolloutStore, arm_field
+from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connected
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
@@ -144,7 +145,7 @@ def cluster(
     try:
         for worker in workers:
             wait_for_log(worker, "event=score_agent_started", timeout_s=120)
-        yield Cluster(settings, workers, webhook, ModelRegistry(settings.registry_root))
+        yield Cluster(settings, workers, webhook, model_registry(settings))
     finally:
         for worker in workers:
             worker.stop()

@@ -15,16 +15,19 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from l2loop.schemas.reports import ReportKind
 from l2loop.settings import Settings
-from l2loop.stores.curated import REDACTED_AT, CuratedStore
+from l2loop.stores.curated import REDACTED_AT, STORE_DIR, CuratedStore
+from l2loop.stores.shared import shared_storage
 from l2loop.workers.assembler import assemble_dataset
 from l2loop.workers.assembly.dataset import (
     MANIFEST_FILE,
@@ -39,8 +42,10 @@ from l2model.corpus.slots import LANGUAGES, TASKS
 from l2model.corpus.variations import near_duplicate_key
 from l2model.golden import golden_text_keys, load_golden
 from l2model.record import TrainingRecord, text_key
+from l2model.storage import LocalStorage, S3Config
 from tests.fixtures.curated import curated_example
 from tests.fixtures.exposure import not_private
+from tests.fixtures.objects import on_s3
 from tests.fixtures.paths import REPOSITORY
 
 QUARTER = Period.quarter("2026Q3")
@@ -80,14 +85,9 @@ class Store:
         )
 
 
-def _write_raw(path: Path, lines: list[bytes]) -> None:
-    with path.open("ab") as out:
-        out.write(b"".join(lines))
-
-
 def build_store(data_dir: Path) -> Store:
     built = Store(data_dir)
-    store = CuratedStore(data_dir)
+    store = CuratedStore(LocalStorage(data_dir))
     base = generate_corpus(BASE_SIZE, 0)
     base_benign = [r.text for r in base if r.label == 0 and not r.is_hard_negative]
     golden = load_golden().probes[:20]
@@ -95,7 +95,7 @@ def build_store(data_dir: Path) -> Store:
 
     bad_lines = {"invalid_json": 100, "missing_field:label": 100}
     bad_lines |= {"invalid_value:confidence": 100, "invalid_value:weight_multiplier": 100}
-    bad_lines |= {"example_id_mismatch": 50, "text_redacted": 30, "incomplete_line": 1}
+    bad_lines |= {"example_id_mismatch": 50, "text_redacted": 30}
     n_fn, n_revisions, n_case, n_both, n_dup_base, n_contra = 1500, 1000, 400, 300, 200, 50
     fixed = n_fn + n_revisions + n_case + 2 * n_both + n_dup_base + n_contra + len(golden)
     n_fp = LINES - fixed - sum(bad_lines.values())
@@ -173,37 +173,44 @@ def build_store(data_dir: Path) -> Store:
             examples.append(curated_example(text, curated_at=day + timedelta(hours=i)))
     assert len(store.append(examples).written) == len(examples)
 
-    # Damaged lines, appended to day files the way a disk or a hand would leave them.
-    good = orjson.loads(store.path(date(2026, 7, 5)).read_bytes().splitlines()[0])
+    # Damaged lines, in objects of their own the way a disk or a hand would leave them; each
+    # a revision of its own (another reporter count), since copies of one are read once.
+    day_keys = store.storage.keys(f"{STORE_DIR}/2026-07-05/")
+    good = orjson.loads((store.storage.get(day_keys[0]) or b"").splitlines()[0])
+
+    def damaged(change: Callable[[dict[str, Any]], dict[str, Any]], reason: str) -> list[bytes]:
+        return [
+            orjson.dumps(change(good | {"reporter_count": 100 + i})) + b"\n"
+            for i in range(bad_lines[reason])
+        ]
+
     raws: dict[str, list[bytes]] = {
         "invalid_json": [b'{"text": "half a rec\n'] * bad_lines["invalid_json"],
-        "missing_field:label": [
-            orjson.dumps({k: v for k, v in good.items() if k != "label"}) + b"\n"
-        ]
-        * bad_lines["missing_field:label"],
-        "invalid_value:confidence": [orjson.dumps(good | {"confidence": 1.5}) + b"\n"]
-        * bad_lines["invalid_value:confidence"],
-        "invalid_value:weight_multiplier": [orjson.dumps(good | {"weight_multiplier": 0}) + b"\n"]
-        * bad_lines["invalid_value:weight_multiplier"],
-        "example_id_mismatch": [orjson.dumps(good | {"example_id": "ab" * 32}) + b"\n"]
-        * bad_lines["example_id_mismatch"],
-        "text_redacted": [
-            orjson.dumps({k: v for k, v in good.items() if k != "text"} | {REDACTED_AT: "x"})
-            + b"\n"
-        ]
-        * bad_lines["text_redacted"],
+        "missing_field:label": damaged(
+            lambda g: {k: v for k, v in g.items() if k != "label"}, "missing_field:label"
+        ),
+        "invalid_value:confidence": damaged(
+            lambda g: g | {"confidence": 1.5}, "invalid_value:confidence"
+        ),
+        "invalid_value:weight_multiplier": damaged(
+            lambda g: g | {"weight_multiplier": 0}, "invalid_value:weight_multiplier"
+        ),
+        "example_id_mismatch": damaged(
+            lambda g: g | {"example_id": "ab" * 32}, "example_id_mismatch"
+        ),
+        "text_redacted": damaged(
+            lambda g: {k: v for k, v in g.items() if k != "text"} | {REDACTED_AT: "x"},
+            "text_redacted",
+        ),
     }
     for number, (reason, lines) in enumerate(sorted(raws.items())):
-        _write_raw(store.path(date(2026, 7, 10 + number)), lines)
+        day = date(2026, 7, 10 + number).isoformat()
+        store.storage.put(f"{STORE_DIR}/{day}/999999999999-damaged.jsonl", b"".join(lines))
         built.bad[reason] = len(lines)
-    # A writer killed mid-line at the end of the quarter's last file.
-    last = max(day for day in store.days() if day < QUARTER.end)
-    _write_raw(store.path(last), [b'{"text": "torn'])
-    built.bad["incomplete_line"] = 1
     built.lines = sum(
-        len(store.path(day).read_bytes().splitlines())
-        for day in store.days()
-        if QUARTER.start <= day < QUARTER.end
+        len((store.storage.get(key) or b"").splitlines())
+        for key in store.storage.keys(f"{STORE_DIR}/")
+        if QUARTER.start.isoformat() <= key.split("/")[1] < QUARTER.end.isoformat()
     )
     return built
 
@@ -262,16 +269,20 @@ def test_the_manifest_counts_what_went_in(store: Store, dataset: AssembledDatase
 
 
 def test_every_rejected_line_is_named_by_file_line_and_reason(
-    store: Store, dataset: AssembledDataset
+    store: Store, dataset: AssembledDataset, tmp_path: Path
 ) -> None:
+    """Named in the day files the assembler read, which the store exports again the same."""
     entries = [
         orjson.loads(line) for line in (dataset.path / "rejected.jsonl").read_bytes().splitlines()
     ]
     assert Counter(entry["reason"] for entry in entries) == store.bad
+    CuratedStore(LocalStorage(store.data_dir)).export_days(
+        QUARTER.start, QUARTER.end, tmp_path / STORE_DIR
+    )
     for entry in entries:
-        lines = (store.data_dir / entry["file"]).read_bytes().splitlines()
+        lines = (tmp_path / entry["file"]).read_bytes().splitlines()
         line = lines[entry["line"] - 1]
-        if entry["reason"] in ("invalid_json", "incomplete_line"):
+        if entry["reason"] == "invalid_json":
             with pytest.raises(orjson.JSONDecodeError):
                 orjson.loads(line)
         elif entry["reason"] == "golden_text":
@@ -352,6 +363,26 @@ def test_a_rerun_gives_byte_identical_files(
     assert not found.built and found.path == dataset.path
 
 
+def test_a_store_in_a_bucket_gives_the_same_dataset_and_shares_it(
+    store: Store, dataset: AssembledDataset, s3_server: S3Config, tmp_path: Path
+) -> None:
+    """The same objects in a real S3 server: the same version and bytes; the dataset is put
+    in the bucket, and another machine (its own data directory) fetches it, not rebuilds."""
+    local = LocalStorage(store.data_dir)
+    here = on_s3(store.settings().model_copy(update={"data_dir": tmp_path / "here"}), s3_server)
+    bucket = shared_storage(here)
+    for key in local.keys(f"{STORE_DIR}/"):
+        bucket.put(key, local.get(key) or b"")
+    built = assemble_dataset(here, QUARTER)
+    assert built.built and built.version == dataset.version
+    assert files_of(built) == files_of(dataset)
+    shared = bucket.keys(f"datasets/{built.version}/")
+    assert f"datasets/{built.version}/manifest.json" in shared
+    elsewhere = here.model_copy(update={"data_dir": tmp_path / "elsewhere"})
+    fetched = assemble_dataset(elsewhere, QUARTER)
+    assert not fetched.built and files_of(fetched) == files_of(dataset)
+
+
 def test_another_configuration_is_another_version(
     store: Store, dataset: AssembledDataset, tmp_path: Path
 ) -> None:
@@ -365,6 +396,7 @@ def test_another_configuration_is_another_version(
 _KILLED_RUN = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from l2loop.settings import Settings
 from l2loop.workers.assembler import assemble_dataset
 from l2loop.workers.assembly.period import Period
@@ -427,7 +459,7 @@ def test_progress_is_reported_for_every_phase(store: Store, tmp_path: Path) -> N
 
 
 def test_balancing_drops_variations_only(tmp_path: Path) -> None:
-    store = CuratedStore(tmp_path)
+    store = CuratedStore(LocalStorage(tmp_path))
     fps = [f"How do I parse JSON in Rust for report {i}?" for i in range(300)]
     store.append([curated_example(text, curated_at=moment(i)) for i, text in enumerate(fps)])
     settings = Settings(data_dir=tmp_path, base_corpus_size=1_000, assembly_max_class_ratio=3.5)
@@ -449,7 +481,7 @@ def test_balancing_drops_variations_only(tmp_path: Path) -> None:
 def test_only_the_owner_can_read_a_dataset(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     fps = [f"How do I parse YAML in Go for report {i}?" for i in range(20)]
-    CuratedStore(data_dir).append(
+    CuratedStore(LocalStorage(data_dir)).append(
         [curated_example(text, curated_at=moment(i)) for i, text in enumerate(fps)]
     )
     settings = Settings(data_dir=data_dir, base_corpus_size=1_000)

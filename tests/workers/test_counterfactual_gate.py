@@ -32,6 +32,7 @@ from l2model.corpus import generate_corpus, split_corpus, write_jsonl
 from l2model.gate.counterfactual import TenantFlips
 from l2model.lite import build_lite
 from l2model.record import TrainingRecord
+from l2model.storage import LocalStorage
 from tests.fixtures.curated import curated_example
 from tests.fixtures.traffic import scan_event, send_events
 
@@ -116,7 +117,7 @@ def _hand_made_dataset(settings: Settings, records: list[TrainingRecord]) -> Pat
 
 def _reported(settings: Settings, tenant: str, kind: ReportKind, texts: list[str]) -> Path:
     """The tenant's reports, curated, and the quarter's dataset assembled from them."""
-    CuratedStore(settings.data_dir).append(
+    CuratedStore(LocalStorage(settings.data_dir)).append(
         [curated_example(text, tenant=tenant, kind=kind) for text in texts]
     )
     return assemble_dataset(settings, QUARTER).path

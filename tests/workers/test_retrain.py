@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from l2loop.schemas.rollout import Rollout
 from l2loop.settings import Settings
 from l2loop.stores.rollout import RolloutStore
+from l2loop.stores.shared import model_registry
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.workers.assembly.dataset import SPLITS
 from l2loop.workers.retrain import next_version, retrain
@@ -90,7 +91,7 @@ def _suppress(settings: Settings, text: str) -> None:
 
 
 def test_a_candidate_is_a_minor_version_past_the_newest(tmp_path: Path) -> None:
-    assert next_version(ModelRegistry(tmp_path), "1.0.0") == "1.1.0"
+    assert next_version(ModelRegistry.in_directory(tmp_path), "1.0.0") == "1.1.0"
 
 
 def _failed_rules(outcome: RetrainOutcome) -> list[str]:
@@ -148,7 +149,7 @@ def test_with_immediate_promotion_an_accepted_candidate_is_promoted_and_ends_old
     ]
     current = _current(immediate)
     assert current is not None and current.version == outcome.candidate_version == "1.1.0"
-    registry = ModelRegistry(immediate.registry_root)
+    registry = model_registry(immediate)
     assert Path(current.path) == registry.path("1.1.0").resolve()
     assert registry.get("1.1.0").trained_through == THROUGH
     assert outcome.release is not None and outcome.release.suppressions_expired == 1
@@ -185,7 +186,7 @@ def test_a_regressing_candidate_is_registered_but_not_promoted(
     golden = next(s for s in outcome.gate if s.name.startswith("golden"))
     assert not golden.report.accepted
     assert _current(settings) is None and _rollout(settings) is None
-    assert ModelRegistry(settings.registry_root).get(outcome.candidate_version)
+    assert model_registry(settings).get(outcome.candidate_version)
     assert "REJECTED" in Path(outcome.report).read_text()
     # The candidate, its registered copy and the report quote or hold the poisoned texts.
     assert not_private(settings.data_dir / "models") == []

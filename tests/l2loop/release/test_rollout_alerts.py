@@ -16,8 +16,8 @@ from l2loop.schemas.rollout import Rollout
 from l2loop.schemas.windows import Alert
 from l2loop.settings import Settings
 from l2loop.stores.alerts import AlertStore, Change, fingerprint
+from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connected
-from l2model.registry import ModelRegistry
 from tests.fixtures.models import MakeModel
 
 
@@ -56,7 +56,7 @@ def test_which_alerts_roll_back_a_candidate_at_100(
     window_start_delta_s: float,
     rolled_back: bool,
 ) -> None:
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     registry.add(make_model_dir("1.0.0"))
     registry.add(make_model_dir("1.1.0"))
 

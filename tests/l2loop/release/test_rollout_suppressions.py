@@ -11,9 +11,10 @@ import redis
 
 from l2loop.release.rollout import Rollouts
 from l2loop.settings import Settings
+from l2loop.stores.shared import model_registry
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connected
-from l2model.registry import ModelPointer, ModelRegistry
+from l2model.registry import ModelPointer
 from tests.fixtures.curated import NOON, curated_example
 from tests.fixtures.models import MakeModel
 
@@ -21,7 +22,7 @@ from tests.fixtures.models import MakeModel
 def test_suppressions_expire_at_100_and_come_back_on_rollback(
     settings: Settings, redis_client: redis.Redis, make_model_dir: MakeModel
 ) -> None:
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     registry.add(make_model_dir("1.0.0"))
     registry.add(make_model_dir("1.1.0"), trained_through=NOON + timedelta(days=1))
     learnt = curated_example("early question about bash loops", reporters=3)

@@ -48,6 +48,7 @@ from l2model.artifacts import default_model_dir
 from l2model.evaluation import LabeledPrompt, read_labeled
 from l2model.registry import ModelPointer, ModelRegistry
 from l2model.runtime import L2Model
+from l2model.storage import LocalStorage
 from tests.fixtures.api import serve_api
 from tests.fixtures.exposure import not_private
 from tests.fixtures.paths import EXTERNAL_EVAL
@@ -497,7 +498,9 @@ def test_a_small_replay_closes_the_loop_and_accounts_for_every_report(
         # The curated store holds each curated and each released report (a report id is its
         # cycle's tag and kind), and no hostile one.
         examples = list(
-            CuratedStore(state).read(datetime(2000, 1, 1).date(), datetime(2100, 1, 1).date())
+            CuratedStore(LocalStorage(state)).read(
+                datetime(2000, 1, 1).date(), datetime(2100, 1, 1).date()
+            )
         )
         stored = {report_id for example in examples for report_id in example.report_ids}
         assert not [rid for rid in stored if "-hostile-" in rid]
@@ -509,7 +512,7 @@ def test_a_small_replay_closes_the_loop_and_accounts_for_every_report(
 
         # Each cycle assembled a dataset and registered a candidate; the second cycle's
         # traffic was scored by the model serving after the first.
-        registry = ModelRegistry(state / "registry")
+        registry = ModelRegistry.in_directory(state / "registry")
         registered = {meta.version for meta in registry.versions()}
         for cycle in record.cycles:
             assert (Path(cycle.record.dataset_path) / "train.jsonl").exists()

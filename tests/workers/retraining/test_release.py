@@ -10,6 +10,7 @@ import redis
 
 from l2loop.settings import Settings
 from l2loop.stores.rollout import RolloutStore
+from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connected
 from l2loop.workers.retraining.release import Release, release
 from l2model.registry import ModelPointer, ModelRegistry
@@ -17,7 +18,7 @@ from tests.fixtures.models import MakeModel
 
 
 def _registered(settings: Settings, make_model_dir: MakeModel, *versions: str) -> ModelRegistry:
-    registry = ModelRegistry(settings.registry_root)
+    registry = model_registry(settings)
     for version in versions:
         registry.add(make_model_dir(version))
     return registry
