@@ -36,7 +36,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from l2loop.demo.traffic import demo_prompts
+from l2loop.demo.traffic import Prompt, demo_prompts
 from l2loop.infra.embedded import free_port, redis_process
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.decoding import RawRecord
@@ -50,6 +50,7 @@ from l2loop.streams.window_state import (
     fold_partition,
 )
 from l2loop.streams.window_store import RedisWindowState
+from l2model.record import text_key
 
 BATCH = 256
 START = datetime(2026, 12, 1, tzinfo=UTC)
@@ -61,9 +62,9 @@ MIB = 2**20
 GIB = 2**30
 
 
-def attack_texts() -> list[str]:
+def attack_prompts() -> list[Prompt]:
     """The scoring bench's prompts that a model would flag: its attack prompts."""
-    return [prompt.text for prompt in demo_prompts() if prompt.label == 1]
+    return [prompt for prompt in demo_prompts() if prompt.label == 1]
 
 
 def long_texts(texts: Sequence[str]) -> list[str]:
@@ -155,8 +156,9 @@ async def growth(
 
 async def measure(url: str, counts: Sequence[int], settings: Settings) -> dict[str, Growth]:
     largest = max(counts)
-    attacks = attack_texts()
-    families = [prompt.family for prompt in demo_prompts() if prompt.label == 1]
+    prompts = attack_prompts()
+    attacks = [prompt.text for prompt in prompts]
+    families = [prompt.family for prompt in prompts]
     mixes = {"attack prompts as drawn": attacks, f"{LONG_CHARS}-char texts": long_texts(attacks)}
     client = aioredis.Redis.from_url(url)
     store = VerdictStore(
@@ -191,7 +193,11 @@ async def measure(url: str, counts: Sequence[int], settings: Settings) -> dict[s
 
         stored = verdicts(largest, attacks, families)
         seen = [
-            SeenEvent(s.verdict.event_id, s.verdict.ts, event_digest(s.verdict.tenant_id, s.text))
+            SeenEvent(
+                s.verdict.event_id,
+                s.verdict.ts,
+                event_digest(s.verdict.tenant_id, text_key(s.text)),
+            )
             for s in stored
         ]
 
