@@ -86,6 +86,7 @@ spec:
       annotations:
         # A changed setting rolls the pods: they read their environment once, at start.
         checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
     spec:
       serviceAccountName: {{ include "l2loop.serviceAccountName" $root }}
       # The processes never talk to the Kubernetes API.
