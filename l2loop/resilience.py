@@ -221,6 +221,45 @@ class Health:
 
 # One per process: every agent and job of a worker reports into the same health state.
 HEALTH = Health()
+
+
+class ReadinessReport(BaseModel):
+    """The ``/ready`` answer: ready once nothing the worker waits for at start is missing."""
+
+    ready: bool
+    waiting_for: list[str]
+
+
+class Readiness:
+    """What a worker waits for before it serves (a readiness probe), as opposed to HEALTH,
+    which says how it serves.
+
+    Each part is expected when the worker is built and arrives once, for good: a consumer's
+    first group join, say. An assignment received counts even when empty (more replicas than
+    partitions). A later rebalance or an outage does not make a worker unready again: every
+    member of a group rebalances when one joins, so a rolling update would make them all
+    unready at once, and an outage is waited out in place (HEALTH says so)."""
+
+    def __init__(self) -> None:
+        self._waiting: set[str] = set()
+        self._lock = threading.Lock()
+
+    def expect(self, part: str) -> None:
+        with self._lock:
+            self._waiting.add(part)
+
+    def arrived(self, part: str) -> None:
+        with self._lock:
+            self._waiting.discard(part)
+
+    def report(self) -> ReadinessReport:
+        with self._lock:
+            waiting = sorted(self._waiting)
+        return ReadinessReport(ready=not waiting, waiting_for=waiting)
+
+
+# One per process, like HEALTH.
+READINESS = Readiness()
 DEFAULT_BACKOFF = Backoff()
 
 

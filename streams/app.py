@@ -1,7 +1,9 @@
 """The Faust application and worker: one place that wires settings, codecs and agents together.
 
 Every worker also serves ``/health`` (its dependencies' state and crash loops,
-l2loop.resilience) and ``/metrics`` (Prometheus) on its web port.
+l2loop.resilience: the liveness probe), ``/ready`` (200 once its consumers have joined their
+groups, else 503 naming what it waits for: the readiness probe) and ``/metrics`` (Prometheus)
+on its web port.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from l2loop.infra.topics import (
     WINDOW_STATS,
 )
 from l2loop.logs import logging_config
-from l2loop.resilience import HEALTH, exit_after
+from l2loop.resilience import HEALTH, READINESS, exit_after
 from l2loop.schemas.codec import CODEC_NAME
 from l2loop.settings import Settings
 from l2loop.streams.alerts import register_alert_agent
+from l2loop.streams.consumer import assignment_of
 from l2loop.streams.curated_sink import register_curated_sink
 from l2loop.streams.reports import register_report_agent
 from l2loop.streams.scoring import register_score_agent
@@ -71,12 +74,28 @@ def create_app(settings: Settings) -> faust.App:
     )
     for role in settings.roles:
         ROLES[role](app, settings)
-    if not app.agents:
+    if app.agents:
+        _ready_after_first_assignment(app, settings.app_id)
+    else:
         # The score role alone reads with a consumer of its own (l2loop.streams.consumer):
         # Faust's, subscribed to nothing, would refuse to start.
         app.boot_strategy = faust.app.base.BootStrategy(app, enable_kafka_consumer=False)
-    _serve_health_and_metrics(app)
+    _serve_probes_and_metrics(app)
     return app
+
+
+def _ready_after_first_assignment(app: faust.App, group_id: str) -> None:
+    """The worker is not ready before Faust's consumer has joined ``group_id`` (the score
+    agent's consumer of its own waits for its group likewise, streams.consumer)."""
+    part = assignment_of(group_id)
+    READINESS.expect(part)
+
+    # Sent after every assignment, an empty one too (more members than partitions).
+    def assigned(sender: faust.App, *args: Any, **kwargs: Any) -> None:
+        READINESS.arrived(part)
+
+    # mode types its handlers with mypy_extensions' VarArg/NamedArg, which no def matches.
+    app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]
 
 
 # What each worker role runs: one agent (with its timers) per role, so that roles scale
@@ -120,13 +139,18 @@ def split_readers(roles: Sequence[str]) -> list[str]:
     return problems
 
 
-def _serve_health_and_metrics(app: faust.App) -> None:
+def _serve_probes_and_metrics(app: faust.App) -> None:
     @app.page("/health")
     async def health(view: View, request: Request) -> Response:
         report = HEALTH.report()
         # 200 while degraded or failing too: an outage is waited out, a poison pill is
         # dead-lettered by the agent itself, and restarting would help with neither.
         return view.json(report.model_dump(mode="json"))
+
+    @app.page("/ready")
+    async def ready(view: View, request: Request) -> Response:
+        report = READINESS.report()
+        return view.json(report.model_dump(mode="json"), status=200 if report.ready else 503)
 
     @app.page("/metrics")
     async def metrics(view: View, request: Request) -> Response:

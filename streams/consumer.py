@@ -33,6 +33,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from mode import Service
 
 from l2loop.logs import get_logger
+from l2loop.resilience import READINESS, Readiness
 from l2loop.schemas.decoding import RawRecord
 from l2loop.settings import Settings
 from l2loop.streams.transport import FETCH_MAX_WAIT_MS
@@ -48,6 +49,11 @@ Process = Callable[[Sequence[RawRecord], Previous], Coroutine[object, object, No
 def consumer_group(settings: Settings, agent: str) -> str:
     """The consumer group of an agent that reads with a consumer of its own."""
     return f"{settings.app_id}.{agent}"
+
+
+def assignment_of(group_id: str) -> str:
+    """What readiness waits for: a member's first assignment in ``group_id``."""
+    return f"partitions assigned in consumer group {group_id}"
 
 
 def raw_record(record: ConsumerRecord[bytes, bytes]) -> RawRecord:
@@ -75,6 +81,7 @@ class BatchConsumer:
         within_s: float,
         in_flight: int = 2,
         carry_from: str | None = None,
+        readiness: Readiness = READINESS,
     ) -> None:
         self._settings = settings
         self._topics = tuple(topics)
@@ -86,6 +93,10 @@ class BatchConsumer:
         self._drain_s = settings.session_timeout_s
         self._pending: deque[_InFlight] = deque()
         self._consumer: AIOKafkaConsumer | None = None
+        # The worker is not ready before this consumer's first assignment (its group join).
+        self._readiness = readiness
+        self._assignment = assignment_of(group_id)
+        readiness.expect(self._assignment)
 
     def _new_consumer(self, group_id: str) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -183,6 +194,9 @@ class BatchConsumer:
         self._pending = deque(entry for entry in self._pending if not entry.task.cancelled())
         return len(held)
 
+    def assigned(self) -> None:
+        self._readiness.arrived(self._assignment)
+
     async def drain(self) -> None:
         """Lets the batches in flight finish (for up to ``drain_s``) and commits them; those
         still held are cancelled, and their records replayed by the next owner."""
@@ -253,6 +267,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions_assigned", partitions=len(assigned))
+        self._owner.assigned()
 
 
 class StartedWithWorker(Service):
