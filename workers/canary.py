@@ -156,7 +156,9 @@ async def run_canary(settings: Settings, stop: asyncio.Event) -> int:
     """Runs the canary job until ``stop`` is set; returns how many probes it sent.
 
     ``l2loop up`` runs it beside the demo traffic; ``l2loop canary`` runs it alone."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all"
+    )
     await producer.start()
 
     async def send(topic: str, key: bytes, value: bytes) -> Awaitable[Any]:

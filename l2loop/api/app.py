@@ -42,7 +42,10 @@ def create_api(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect(settings.redis_dsn)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+        # acks=all: a report the API answered 202 for survives the loss of a broker.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all"
+        )
         await producer.start()
         app.state.context = ApiContext(settings=settings, redis=client, producer=producer)
         try:

@@ -35,7 +35,10 @@ def record_key(line: bytes) -> bytes | None:
 async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) -> int:
     """Sends each line as one record, as it is: malformed lines are the scorer's to judge."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers, linger_ms=5, max_batch_size=256 * 1024
+        bootstrap_servers=settings.bootstrap_servers,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        acks="all",
     )
     await producer.start()
     try:
@@ -48,7 +51,9 @@ async def produce_lines(settings: Settings, topic: str, lines: Iterable[bytes]) 
 
 @contextlib.asynccontextmanager
 async def started_producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    # acks=all: a write is acknowledged once min.insync.replicas hold it, so losing a leader
+    # loses no verdict whose event's offset is already committed.
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
     try:
         yield producer
