@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The demo keeps its shared state (curated store, datasets, registry) in an embedded S3 server,
+# as a deployment keeps it in a bucket; L2LOOP_EMBEDDED_S3=false keeps it in var/.
 up: $(STAMP)
-	$(BIN)/l2loop up
+	L2LOOP_EMBEDDED_S3=$${L2LOOP_EMBEDDED_S3:-true} $(BIN)/l2loop up
 
 # lint-imports checks the layer contract of docs/architecture.md (pyproject.toml).
 lint: $(STAMP)

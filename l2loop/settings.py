@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key_id: str | None = None
     s3_secret_access_key: SecretStr | None = None
+    # Unsigned requests, for a store that takes anonymous ones (the embedded one, on loopback).
+    s3_unsigned: bool = False
+    # With no store_url: start an embedded S3 server (SeaweedFS, the dev extra) for the shared
+    # state, as `make up` does; unset, the shared state is a local directory.
+    embedded_s3: bool = False
 
     # Event-time windows (streams/windows.py, streams/window_store.py): tumbling windows of
     # this size; labels and late events update a window for `grace` after its event time;

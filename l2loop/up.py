@@ -46,6 +46,7 @@ from l2loop.settings import Settings
 from l2loop.stats import percentile
 from l2loop.stores.alerts import AlertStore
 from l2loop.stores.rollout import RolloutStore
+from l2loop.stores.shared import shared_storage
 from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.defences.admission import ReportLedger
@@ -484,7 +485,10 @@ def run_up(
         out.write(
             f"l2loop up: broker={','.join(live.bootstrap_servers)} "
             f"redis={redis_address(live.redis_dsn)} prefix={live.topic_prefix} "
-            f"model={live.model_dir.name}\n"
+            f"model={live.model_dir.name} "
+            f"shared state={shared_storage(live).location('')}"
+            + (f" (embedded S3 server {live.s3_endpoint})" if live.s3_unsigned else "")
+            + "\n"
             f"demo: windows of {window_s}s (production: an hour, L2LOOP_WINDOW_SIZE_S)   "
             f"canaries={live.canary_probes_per_min:g}/min   simulated users report FPs over "
             f"the API{spiking}"

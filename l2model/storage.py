@@ -145,6 +145,8 @@ class S3Config:
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    # Anonymous requests: a store on loopback that asks for no credentials.
+    unsigned: bool = False
 
 
 class ObjectStorage:
@@ -170,6 +172,7 @@ class ObjectStorage:
             # A self-hosted store (SeaweedFS, MinIO, Ceph) answers on a path, not a subdomain.
             virtual_hosted_style_request=False,
             client_options={"allow_http": plain_http},
+            skip_signature=config.unsigned,
             **credentials,  # type: ignore[arg-type]
         )
 

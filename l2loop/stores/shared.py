@@ -23,6 +23,7 @@ def shared_storage(settings: Settings) -> Storage:
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=None if secret is None else secret.get_secret_value(),
+            unsigned=settings.s3_unsigned,
         )
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import stat
 import sys
 from pathlib import Path
 
@@ -12,7 +13,16 @@ import pytest
 import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
-from l2loop.infra.embedded import EmbeddedServiceError, ManagedProcess, embedded_services, free_port
+from l2loop.infra.embedded import (
+    EMBEDDED_BUCKET,
+    EmbeddedServiceError,
+    ManagedProcess,
+    embedded_services,
+    free_port,
+)
+from l2loop.infra.services import embedded_store
+from l2loop.settings import Settings
+from l2loop.stores.shared import shared_storage
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses, not_private
 
 # Starts the embedded broker and Redis.
@@ -106,3 +116,28 @@ def test_a_port_is_never_handed_out_twice() -> None:
     # of them binds it; the kernel would offer a closed probe's port again.
     ports = [free_port() for _ in range(2_000)]
     assert len(set(ports)) == len(ports)
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_the_embedded_s3_server_holds_the_shared_state_on_loopback(
+    tmp_path: Path, outside_address: str
+) -> None:
+    """What `make up` runs: the registry, curated store and datasets in a bucket of an S3
+    server that only this machine reaches, and that asks for no credentials."""
+    data_dir = tmp_path / "var"
+    settings = Settings(data_dir=data_dir, kafka_broker=None, redis_url=None, embedded_s3=True)
+    with embedded_services(data_dir / "embedded", kafka=False, redis=False, s3=True) as ep:
+        (server,) = ep.processes
+        assert server.port is not None and server.process is not None
+        assert not accepts(outside_address, server.port)
+        assert all(is_loopback(a) for a, _ in listening_addresses(server.process.pid))
+        live = settings.model_copy(update=embedded_store(ep.s3_endpoint))
+        storage = shared_storage(live)
+        storage.put("curated/2026-12-01/x.jsonl", b"{}\n")
+        assert storage.location("") == f"s3://{EMBEDDED_BUCKET}"
+        assert shared_storage(live).keys("curated/") == ["curated/2026-12-01/x.jsonl"]
+        # SeaweedFS sets one file's mode itself (0644); its directory admits no one else.
+        volumes = data_dir / "embedded" / "seaweedfs"
+        assert stat.S_IMODE(volumes.stat().st_mode) == 0o700
+        assert [f for f in not_private(data_dir) if not f.startswith(f"{volumes}/")] == []
+    assert not _listening(server.port)

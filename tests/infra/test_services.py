@@ -60,3 +60,22 @@ def test_a_redis_without_credentials_is_attached_to_from_up_json(tmp_path: Path)
     with announce_up(up):
         attached = attached_settings(_unconfigured(data_dir))
         assert (attached.kafka_broker, attached.redis_dsn) == (BROKER, address)
+
+
+def test_commands_attached_to_up_use_its_embedded_s3_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    up = Settings(
+        data_dir=data_dir,
+        kafka_broker=BROKER,
+        redis_url="redis://127.0.0.1:16379/0",
+        store_url="s3://l2loop",
+        s3_endpoint="http://127.0.0.1:18333",
+        s3_unsigned=True,
+    )
+    with announce_up(up):
+        attached = attached_settings(_unconfigured(data_dir))
+    assert (attached.store_url, attached.s3_endpoint, attached.s3_unsigned) == (
+        "s3://l2loop",
+        "http://127.0.0.1:18333",
+        True,
+    )
