@@ -20,15 +20,44 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
 import obstore
-from obstore.exceptions import AlreadyExistsError
+from obstore.exceptions import AlreadyExistsError, GenericError
 from obstore.store import S3Store
 
 from l2model.private import fsync_path, open_private, private_dir
+
+
+class StorageUnavailable(ConnectionError):
+    """The store did not answer (or answered 5xx) through the client's own few retries: a
+    caller waits it out like any unreachable dependency (a ConnectionError)."""
+
+
+# obstore retries a failed request a few times itself, briefly; longer outages are the
+# caller's to wait out, with its logs and health (l2loop.resilience), not a thread stuck in a
+# client for minutes.
+_RETRIES = {
+    "max_retries": 3,
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=100),
+        "max_backoff": timedelta(seconds=2),
+        "base": 2,
+    },
+    "retry_timeout": timedelta(seconds=10),
+}
+
+
+@contextlib.contextmanager
+def _answered(what: str) -> Iterator[None]:
+    try:
+        yield
+    except GenericError as exc:
+        raise StorageUnavailable(f"{what}: {str(exc).splitlines()[0]}") from exc
 
 
 class Storage(Protocol):
@@ -173,33 +202,38 @@ class ObjectStorage:
             virtual_hosted_style_request=False,
             client_options={"allow_http": plain_http},
             skip_signature=config.unsigned,
+            retry_config=_RETRIES,  # type: ignore[arg-type]
             **credentials,  # type: ignore[arg-type]
         )
 
     def put(self, key: str, data: bytes) -> None:
-        obstore.put(self._store, _check(key), data)
+        with _answered(f"put {self.location(key)}"):
+            obstore.put(self._store, _check(key), data)
 
     def put_new(self, key: str, data: bytes) -> bool:
         try:
-            obstore.put(self._store, _check(key), data, mode="create")
+            with _answered(f"put {self.location(key)}"):
+                obstore.put(self._store, _check(key), data, mode="create")
         except AlreadyExistsError:
             return False
         return True
 
     def get(self, key: str) -> bytes | None:
         try:
-            return bytes(obstore.get(self._store, _check(key)).bytes())
+            with _answered(f"get {self.location(key)}"):
+                return bytes(obstore.get(self._store, _check(key)).bytes())
         except FileNotFoundError:
             return None
 
     def keys(self, prefix: str) -> list[str]:
         found: list[str] = []
-        for batch in obstore.list(self._store, prefix=prefix or None):
-            found += [meta["path"] for meta in batch]
+        with _answered(f"list {self.location(prefix)}"):
+            for batch in obstore.list(self._store, prefix=prefix or None):
+                found += [meta["path"] for meta in batch]
         return sorted(found)
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), _answered(f"delete {self.location(key)}"):
             obstore.delete(self._store, _check(key))
 
     def location(self, key: str) -> str:

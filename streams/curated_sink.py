@@ -22,7 +22,7 @@ from prometheus_client import Counter
 
 from l2loop.infra.topics import CURATED_EXAMPLES
 from l2loop.logs import get_logger
-from l2loop.resilience import crash_only
+from l2loop.resilience import DEFAULT_BACKOFF, Backoff, crash_only, retry_until_done
 from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.schemas.decoding import RawRecord, decode_record, raw_records
 from l2loop.schemas.reports import CuratedExample
@@ -72,11 +72,13 @@ class CuratedSink:
         executor: Executor,
         *,
         quorum: int,
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
         self._store = store
         self._suppressions = suppressions
         self._executor = executor
         self._quorum = quorum
+        self._backoff = backoff
         # Appends and redactions of this process take turns on the store's objects.
         self._files = asyncio.Lock()
 
@@ -102,7 +104,14 @@ class CuratedSink:
             return outcome
         loop = asyncio.get_running_loop()
         async with self._files:
-            result = await loop.run_in_executor(self._executor, self._store.append, examples)
+            # A store that does not answer holds the batch (its offsets uncommitted) until it
+            # does; /health shows the outage meanwhile.
+            result = await retry_until_done(
+                lambda: loop.run_in_executor(self._executor, self._store.append, examples),
+                dependency="store",
+                what="curated_append",
+                backoff=self._backoff,
+            )
         outcome.written, outcome.duplicates = len(result.written), result.duplicates
         CURATED_WRITTEN.inc(outcome.written)
         CURATED_DUPLICATES.inc(outcome.duplicates)
@@ -139,7 +148,13 @@ def register_curated_sink(app: faust.App, settings: Settings) -> None:
     )
     # Object writes (and fsyncs, locally) block: one thread keeps them off the loop and in order.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="l2-curated")
-    sink = CuratedSink(store, suppressions, executor, quorum=settings.suppression_quorum)
+    sink = CuratedSink(
+        store,
+        suppressions,
+        executor,
+        quorum=settings.suppression_quorum,
+        backoff=settings.backoff,
+    )
     source = app.topic(
         settings.topic(CURATED_EXAMPLES),
         key_serializer="raw",

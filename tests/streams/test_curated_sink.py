@@ -12,6 +12,8 @@ import orjson
 import pytest
 import redis
 
+from l2loop.infra.embedded import free_port, seaweedfs_process
+from l2loop.resilience import HEALTH, Backoff
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.settings import Settings
@@ -20,7 +22,7 @@ from l2loop.stores.suppressions import SuppressionStore
 from l2loop.stores.verdicts import connect
 from l2loop.streams.curated_sink import CuratedSink, SinkOutcome, decode_curated_example
 from l2loop.streams.scoring import RawRecord
-from l2model.storage import LocalStorage
+from l2model.storage import ObjectStorage, S3Config, Storage
 from tests.fixtures.curated import NOON, curated_example, stored_lines
 
 CONFIRMED = curated_example("How do I bypass the cache in curl?", reporters=3)
@@ -50,7 +52,7 @@ def test_decoding_is_total(value: bytes, reason: str) -> None:
 
 
 def test_a_replayed_batch_writes_and_suppresses_nothing_new(
-    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+    settings: Settings, redis_client: redis.Redis, storage: Storage
 ) -> None:
     later = curated_example(CONFIRMED.text, reporters=4, curated_at=NOON + timedelta(minutes=3))
     good = [to_bytes(example) for example in (LONE, CONFIRMED, later)]
@@ -59,7 +61,7 @@ def test_a_replayed_batch_writes_and_suppresses_nothing_new(
     async def run_twice() -> tuple[SinkOutcome, SinkOutcome]:
         client = connect(settings.redis_dsn)
         sink = CuratedSink(
-            CuratedStore(LocalStorage(tmp_path)),
+            CuratedStore(storage),
             SuppressionStore(client, key_prefix=settings.topic_prefix),
             ThreadPoolExecutor(max_workers=1),
             quorum=3,
@@ -74,4 +76,49 @@ def test_a_replayed_batch_writes_and_suppresses_nothing_new(
     assert sorted(letter.reason.value for letter in first.unreadable) == sorted(BAD.values())
     assert [item.text_key for item in first.suppressions] == [CONFIRMED.example_id]
     assert (replay.written, replay.duplicates, replay.suppressions) == (0, 3, [])
-    assert len(stored_lines(CuratedStore(LocalStorage(tmp_path)))) == 3
+    assert len(stored_lines(CuratedStore(storage))) == 3
+
+
+def test_a_store_that_does_not_answer_holds_the_batch_until_it_does(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """A real S3 server that is not there yet when the batch arrives: the sink waits it out
+    (health says so) and stores the batch once it answers, losing nothing."""
+    port = free_port()
+    storage = ObjectStorage(
+        S3Config(url="s3://late", endpoint=f"http://127.0.0.1:{port}", unsigned=True)
+    )
+    batch = [record(to_bytes(example), i) for i, example in enumerate((LONE, CONFIRMED))]
+    server = seaweedfs_process(port, tmp_path, bucket="late")
+    outages: list[str] = []
+
+    async def store_while_it_comes_up() -> SinkOutcome:
+        client = connect(settings.redis_dsn)
+        sink = CuratedSink(
+            CuratedStore(storage),
+            SuppressionStore(client, key_prefix=settings.topic_prefix),
+            ThreadPoolExecutor(max_workers=1),
+            quorum=3,
+            backoff=Backoff(initial_s=0.2, cap_s=1.0),
+        )
+        try:
+            storing = asyncio.create_task(sink.store_batch(batch))
+            for _ in range(300):
+                if any(d.dependency == "store" and not d.up for d in HEALTH.report().dependencies):
+                    outages.append("store")
+                    break
+                await asyncio.sleep(0.1)
+            assert not storing.done()
+            # Started from this, the main, thread (a child dies with the thread that forked it).
+            server.start()
+            return await asyncio.wait_for(storing, 60)
+        finally:
+            await client.aclose()
+
+    try:
+        outcome = asyncio.run(store_while_it_comes_up())
+    finally:
+        server.stop()
+    assert outages == ["store"]
+    assert (outcome.written, outcome.duplicates) == (2, 0)
+    assert [d.up for d in HEALTH.report().dependencies if d.dependency == "store"] == [True]
