@@ -20,56 +20,26 @@ import redis
 from aiokafka import AIOKafkaProducer
 
 from l2loop.infra.embedded import embedded_services
-from l2loop.infra.topics import CURATED_EXAMPLES, SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
-from l2loop.schemas.codec import to_bytes
+from l2loop.infra.topics import SCAN_EVENTS, SCAN_VERDICTS, ensure_topics
 from l2loop.schemas.reports import CuratedExample
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
 from l2model.record import text_key
 from l2model.runtime import L2Model
 from l2model.storage import LocalStorage
-from tests.fixtures.curated import NOON, curated_example, programming_questions, stored_lines
+from tests.fixtures.curated import (
+    NOON,
+    REPORTING_TENANT,
+    curated_example,
+    programming_questions,
+    revisions_of,
+    send_curated,
+    stored_lines,
+)
 from tests.fixtures.models import MakeModel
 from tests.fixtures.pipeline import WorkerProcess, drain, wait_for
 
-TENANT = "acme"
-
-
-def revisions_of(index: int, text: str) -> list[CuratedExample]:
-    """What the report agent emits for question ``index``: 6 in 10 reach the quorum of 3
-    reporters one reporter at a time, 1 in 10 is released in review, 3 in 10 stay at one."""
-    first = curated_example(text, reporters=1, tenant=TENANT)
-    step = timedelta(minutes=1)
-    if index % 10 < 6:
-        return [
-            first,
-            curated_example(text, reporters=2, tenant=TENANT, curated_at=NOON + step),
-            curated_example(text, reporters=3, tenant=TENANT, curated_at=NOON + 2 * step),
-        ]
-    if index % 10 == 6:
-        released = curated_example(
-            text, reporters=1, tenant=TENANT, curated_at=NOON + step, released_in_review=True
-        )
-        return [first, released]
-    return [first]
-
-
-async def send_curated(
-    settings: Settings, examples: list[CuratedExample], partition: int | None = None
-) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
-    await producer.start()
-    try:
-        topic = settings.topic(CURATED_EXAMPLES)
-        pending = [
-            await producer.send(
-                topic, to_bytes(example), key=example.example_id.encode(), partition=partition
-            )
-            for example in examples
-        ]
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+TENANT = REPORTING_TENANT
 
 
 async def send_scan_events(settings: Settings, texts: list[str]) -> None:
