@@ -63,8 +63,9 @@ RECORD_FILE = "replay.json"
 
 
 def replay_settings(settings: Settings, state_dir: Path, run: str) -> Settings:
-    """The replay's own world: topic/key prefix, consumer group, data directory, registry;
-    no alert receivers (its windows are not production's). An accepted candidate is
+    """The replay's own world: topic/key prefix, consumer group, data directory, registry and
+    shared state (in that directory, never a production bucket); no alert receivers (its
+    windows are not production's). An accepted candidate is
     promoted at once whatever ``L2LOOP_PROMOTION`` says: the replay measures what a cycle
     learnt, so the next cycle's traffic must be scored by it alone, and the replay sends
     traffic only in bursts, one per cycle, never the steady stream a staged rollout needs
@@ -75,6 +76,8 @@ def replay_settings(settings: Settings, state_dir: Path, run: str) -> Settings:
             "app_id": f"l2loop-replay-{run}",
             "data_dir": state_dir,
             "registry_dir": state_dir / "registry",
+            "store_url": None,
+            "embedded_s3": False,
             "web_port": free_port(),
             "worker_roles": REPLAY_ROLES,
             "alertmanager_url": None,

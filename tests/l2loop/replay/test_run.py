@@ -39,6 +39,7 @@ from l2loop.schemas.api import ReportSubmission
 from l2loop.schemas.verdicts import Verdict
 from l2loop.settings import Settings
 from l2loop.stores.curated import CuratedStore
+from l2loop.stores.shared import shared_storage
 from l2loop.stores.verdicts import connect
 from l2loop.streams.defences.admission import ReportLedger
 from l2loop.streams.defences.review import ReviewQueue
@@ -76,6 +77,13 @@ def test_a_replay_promotes_an_accepted_candidate_at_once_whatever_the_setting(
     # cycle could not hold a staged rollout's stages.
     replay = replay_settings(Settings(promotion="rollout"), tmp_path / "state", "r1")
     assert replay.promotion == "immediate"
+
+
+def test_a_replay_never_writes_a_production_bucket(tmp_path: Path) -> None:
+    production = Settings(store_url="s3://production-state", embedded_s3=True)
+    replay = replay_settings(production, tmp_path / "state", "r1")
+    assert (replay.store_url, replay.embedded_s3) == (None, False)
+    assert shared_storage(replay).location("") == str((tmp_path / "state").resolve())
 
 
 def test_prompts_no_scanner_could_send_are_not_replayed() -> None:
