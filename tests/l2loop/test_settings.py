@@ -25,11 +25,12 @@ def test_broker_forms(configured: str, servers: list[str]) -> None:
 
 def test_read_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("L2LOOP_TOPIC_PREFIX", "prod.")
-    monkeypatch.setenv("L2LOOP_REDIS_URL", "redis://:secret@r:6379/2")
+    monkeypatch.setenv("L2LOOP_REDIS_URL", "redis://:pw-h1dden@r:6379/2")
+    monkeypatch.setenv("L2LOOP_S3_SECRET_ACCESS_KEY", "s3-h1dden")
     settings = Settings()
     assert settings.topic("scan-events") == "prod.scan-events"
-    assert "secret" not in repr(settings)
-    assert settings.redis_dsn == "redis://:secret@r:6379/2"
+    assert "h1dden" not in repr(settings)
+    assert settings.redis_dsn == "redis://:pw-h1dden@r:6379/2"
 
 
 def test_to_env_recreates_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
