@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=20
 
 # The unit tests only: pure logic, no broker, Redis, server or child process; property suites
 # draw a tenth of their examples (under a minute).

@@ -230,7 +230,8 @@ def seaweedfs_process(
     port: int, work_dir: Path, *, bucket: str, identities: Path | None = None
 ) -> ManagedProcess:
     """An S3 server on ``port`` holding ``bucket``; anonymous unless ``identities`` (its
-    ``-s3.config`` JSON) names who may do what."""
+    ``-s3.config`` JSON) names who may do what. It is up once it answers on ``port`` (an
+    anonymous request is refused, or the bucket listed, once it has created it)."""
     data = private_dir(work_dir / "seaweedfs")
     argv = [
         weed_binary(),
@@ -248,14 +249,18 @@ def seaweedfs_process(
         *(f"-{flag}={free_port()}" for flag in _WEED_PORTS),
         *([f"-s3.config={identities}"] if identities is not None else []),
     ]
-    return ManagedProcess("seaweedfs", argv, port, work_dir / "seaweedfs.log")
+    endpoint = f"http://127.0.0.1:{port}/{bucket}"
 
+    def bucket_is_there() -> bool:
+        try:
+            # 404 until it has created the bucket; 403 with credentials required.
+            return httpx.get(endpoint, timeout=1.0).status_code in (200, 403)
+        except httpx.TransportError:
+            return False
 
-async def bucket_answers(endpoint: str, bucket: str = EMBEDDED_BUCKET) -> None:
-    """A probe: the S3 server lists the bucket (it creates it a moment after it listens)."""
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        answer = await client.get(f"{endpoint}/{bucket}", params={"list-type": 2, "max-keys": 1})
-        answer.raise_for_status()
+    return ManagedProcess(
+        "seaweedfs", argv, port, work_dir / "seaweedfs.log", ready=bucket_is_there
+    )
 
 
 def _wait_for(
@@ -321,8 +326,6 @@ def embedded_services(
             _wait_for("kafka", broker, lambda: kafka_answers([broker]), timeout_s)
         if redis:
             _wait_for("redis", redis_url, lambda: redis_answers(redis_url), timeout_s)
-        if s3:
-            _wait_for("s3", s3_endpoint, lambda: bucket_answers(s3_endpoint), timeout_s)
         log.info(
             "services_ready",
             kafka_broker=broker or "-",
