@@ -37,7 +37,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from l2loop.demo.traffic import Prompt, demo_prompts
-from l2loop.infra.embedded import free_port, redis_process
+from l2loop.infra.embedded import embedded_services
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.verdicts import StoredVerdict, Verdict
@@ -315,17 +315,13 @@ def main() -> None:
     if len(set(args.counts)) < 2:
         parser.error("--counts needs two different counts at least, for a slope")
     settings = Settings()
-    with tempfile.TemporaryDirectory() as scratch:
-        port = free_port()
-        redis = redis_process(port, Path(scratch))
-        redis.start()
-        try:
-            redis.wait_until_ready(30.0)
-            url = f"redis://127.0.0.1:{port}/0"
-            version, empty = asyncio.run(server(url))
-            results = asyncio.run(measure(url, sorted(args.counts), settings))
-        finally:
-            redis.stop()
+    # A Redis of its own (the embedded one), so that nothing else's keys are counted.
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        embedded_services(Path(scratch), kafka=False) as services,
+    ):
+        version, empty = asyncio.run(server(services.redis_url))
+        results = asyncio.run(measure(services.redis_url, sorted(args.counts), settings))
     ttls = {
         "the verdict TTL": settings.stored_verdict_ttl_s,
         f"L2LOOP_TEXT_TTL_S={args.text_ttl_s}": settings.model_copy(

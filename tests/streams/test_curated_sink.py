@@ -11,9 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from l2loop.infra.embedded import free_port, seaweedfs_process
-from l2loop.resilience import HEALTH, Backoff
+from l2loop.resilience import DEFAULT_BACKOFF, HEALTH, Backoff
 from l2loop.schemas.codec import to_bytes
 from l2loop.schemas.dead_letters import DeadLetter
 from l2loop.settings import Settings
@@ -51,6 +52,18 @@ def test_decoding_is_total(value: bytes, reason: str) -> None:
     assert decoded.offset == 7 and decoded.raw == value
 
 
+def sink_on(
+    storage: Storage, client: aioredis.Redis, settings: Settings, backoff: Backoff = DEFAULT_BACKOFF
+) -> CuratedSink:
+    return CuratedSink(
+        CuratedStore(storage),
+        SuppressionStore(client, key_prefix=settings.topic_prefix),
+        ThreadPoolExecutor(max_workers=1),
+        quorum=3,
+        backoff=backoff,
+    )
+
+
 def test_a_replayed_batch_writes_and_suppresses_nothing_new(
     settings: Settings, redis_client: redis.Redis, storage: Storage
 ) -> None:
@@ -60,12 +73,7 @@ def test_a_replayed_batch_writes_and_suppresses_nothing_new(
 
     async def run_twice() -> tuple[SinkOutcome, SinkOutcome]:
         client = connect(settings.redis_dsn)
-        sink = CuratedSink(
-            CuratedStore(storage),
-            SuppressionStore(client, key_prefix=settings.topic_prefix),
-            ThreadPoolExecutor(max_workers=1),
-            quorum=3,
-        )
+        sink = sink_on(storage, client, settings)
         try:
             return await sink.store_batch(batch), await sink.store_batch(batch)
         finally:
@@ -94,13 +102,7 @@ def test_a_store_that_does_not_answer_holds_the_batch_until_it_does(
 
     async def store_while_it_comes_up() -> SinkOutcome:
         client = connect(settings.redis_dsn)
-        sink = CuratedSink(
-            CuratedStore(storage),
-            SuppressionStore(client, key_prefix=settings.topic_prefix),
-            ThreadPoolExecutor(max_workers=1),
-            quorum=3,
-            backoff=Backoff(initial_s=0.2, cap_s=1.0),
-        )
+        sink = sink_on(storage, client, settings, Backoff(initial_s=0.2, cap_s=1.0))
         try:
             storing = asyncio.create_task(sink.store_batch(batch))
             for _ in range(300):
