@@ -87,7 +87,7 @@ class ModelRegistry:
         return self.storage.location(self._key(version))
 
     def has(self, version: str) -> bool:
-        return self.storage.get(self._key(version, METADATA_FILE)) is not None
+        return self.storage.exists(self._key(version, METADATA_FILE))
 
     def path(self, version: str) -> Path:
         """A local directory holding ``version``: the registry's own, or a fetched copy."""

@@ -71,6 +71,8 @@ class Storage(Protocol):
 
     def get(self, key: str) -> bytes | None: ...
 
+    def exists(self, key: str) -> bool: ...
+
     def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (a directory-like prefix, ``/``-terminated or empty)."""
         ...
@@ -143,6 +145,9 @@ class LocalStorage:
             return self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
 
     def keys(self, prefix: str) -> list[str]:
         base = self.root / prefix if prefix else self.root
@@ -224,6 +229,14 @@ class ObjectStorage:
                 return bytes(obstore.get(self._store, _check(key)).bytes())
         except FileNotFoundError:
             return None
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _answered(f"head {self.location(key)}"):
+                obstore.head(self._store, _check(key))
+        except FileNotFoundError:
+            return False
+        return True
 
     def keys(self, prefix: str) -> list[str]:
         found: list[str] = []

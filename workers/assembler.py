@@ -176,7 +176,7 @@ def _publish(storage: Storage, version: str, target: Path) -> None:
 
 def _fetch(storage: Storage, version: str, target: Path) -> None:
     """The dataset as another machine assembled it, if one did (its manifest is there)."""
-    if storage.local_path(_key(version)) is None and storage.get(
+    if storage.local_path(_key(version)) is None and storage.exists(
         f"{_key(version)}/{MANIFEST_FILE}"
     ):
         download_dir(storage, _key(version), target)

@@ -133,6 +133,8 @@ class CuratedStore:
         return self.storage.location(STORE_DIR)
 
     def _keys(self) -> dict[date, list[str]]:
+        """Every key by day, in key order (a day file of the earlier layout sorts before the
+        objects of its day: '.' before '/')."""
         by_day: dict[date, list[str]] = {}
         for key in self.storage.keys(f"{STORE_DIR}/"):
             day = _day_of(key)
@@ -143,7 +145,7 @@ class CuratedStore:
     def _day_keys(self, day: date) -> list[str]:
         # The earlier layout's day file first: it was written before any object of its day.
         legacy = f"{STORE_DIR}/{day.isoformat()}{SUFFIX}"
-        earlier = [legacy] if self.storage.get(legacy) is not None else []
+        earlier = [legacy] if self.storage.exists(legacy) else []
         return earlier + self.storage.keys(f"{STORE_DIR}/{day.isoformat()}/")
 
     def days(self) -> list[date]:
@@ -245,11 +247,13 @@ class CuratedStore:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _day_lines(self, day: date) -> Iterator[tuple[str, int, bytes, dict[str, Any] | None]]:
-        """Each revision of the day once (its first copy), and each damaged line, in key
-        order, with where it is."""
+    def _day_lines(
+        self, keys: list[str]
+    ) -> Iterator[tuple[str, int, bytes, dict[str, Any] | None]]:
+        """Each revision in one day's objects once (its first copy), and each damaged line,
+        in key order, with where it is."""
         seen: set[str] = set()
-        for key in self._day_keys(day):
+        for key in keys:
             data = self.storage.get(key)
             if data is None:
                 continue
@@ -267,12 +271,15 @@ class CuratedStore:
         Day by day: memory holds one object at a time. Lines whose text was dropped are
         skipped; so is (logged) a line that is not a CuratedExample this code can read.
         """
-        for day in self.days():
-            if start <= day < end:
-                yield from self._examples(day)
+        for _, keys in self._period(start, end):
+            yield from self._examples(keys)
 
-    def _examples(self, day: date) -> Iterable[CuratedExample]:
-        for key, number, _, payload in self._day_lines(day):
+    def _period(self, start: date, end: date) -> list[tuple[date, list[str]]]:
+        """The keys of each day ``start`` <= day < ``end``, from one listing."""
+        return [(day, keys) for day, keys in sorted(self._keys().items()) if start <= day < end]
+
+    def _examples(self, keys: list[str]) -> Iterable[CuratedExample]:
+        for key, number, _, payload in self._day_lines(keys):
             if payload is None or REDACTED_AT in payload:
                 continue
             try:
@@ -286,12 +293,10 @@ class CuratedStore:
         reads its input twice and hashes it, and the same objects give the same bytes."""
         private_dir(directory)
         paths = []
-        for day in self.days():
-            if not start <= day < end:
-                continue
+        for day, keys in self._period(start, end):
             path = directory / f"{day.isoformat()}{SUFFIX}"
             with open_private(path, "wb") as out:
-                for _, _, line, _ in self._day_lines(day):
+                for _, _, line, _ in self._day_lines(keys):
                     out.write(line + b"\n")
             paths.append(path)
         return paths
