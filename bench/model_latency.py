@@ -12,7 +12,10 @@ about 500 characters); long prompts are consecutive corpus prompts joined into o
 exactly 4,096 characters, the most the scorer reads. Targets (seeds: retraining handoff):
 p95 < 5 ms (ideally < 3 ms) for one prompt, memory < 2 GB. The default model's own targets,
 printed after the table against what it measured: one short prompt p95 < 1 ms, one
-4,096-char prompt p95 < 3 ms, and batched short prompts/s at least 20 times lite's.
+4,096-char prompt p95 < 3 ms, and batched short prompts/s at least 20 times lite's in
+batches of 256 (the scorer's default batch; batches of 64 are shown beside). Each batched
+figure is the median of passes repeated for a second: one pass of the fast model takes a
+few milliseconds, which a tick of another process moves by half.
 
 Other work on the machine inflates every figure, so each row also says how many CPU cores
 the rest of the machine kept busy while it was measured ("others' CPU"); on a 2-core machine
@@ -57,6 +60,7 @@ MIB = 1024 * 1024
 SHORT_P95_MS = 1.0
 LONG_P95_MS = 3.0
 SPEEDUP = 20.0
+SPEEDUP_BATCH = 256
 
 
 class Variant(BaseModel):
@@ -234,8 +238,10 @@ def targets(rows: Sequence[Figures], default: Variant, lite: Variant) -> str:
             f"(< {SHORT_P95_MS:g}: {verdict(ours.short.p95_ms < SHORT_P95_MS)}), "
             f"4,096-char p95 {ours.long.p95_ms:.3f} ms "
             f"(< {LONG_P95_MS:g}: {verdict(ours.long.p95_ms < LONG_P95_MS)}), "
-            f"batched short prompts/s over lite's (>= {SPEEDUP:g}x): "
-            + ", ".join(f"b{b} {r:.1f}x ({verdict(r >= SPEEDUP)})" for b, r in ratios.items())
+            f"batched short prompts/s over lite's in batches of {SPEEDUP_BATCH} "
+            f"(>= {SPEEDUP:g}x): {ratios[SPEEDUP_BATCH]:.1f}x "
+            f"({verdict(ratios[SPEEDUP_BATCH] >= SPEEDUP)}); "
+            + ", ".join(f"b{b} {r:.1f}x" for b, r in ratios.items() if b != SPEEDUP_BATCH)
         )
     return "\n".join(lines)
 

@@ -269,14 +269,15 @@ def build_lite_command(out: Path, seed: int, size: int, data_dir: Path | None) -
     show_default="the committed fast model (the default)",
 )
 def build_fast_command(lite_dir: Path, out: Path) -> None:
-    """Write the fast form of a lite model: the same scores, in time proportional to the
-    prompt (model.onnx, ngrams.npy, manifest.json)."""
+    """Write the fast form of a lite model: its scores, in time proportional to the prompt,
+    with a memory of the hand-written hard negatives (model.onnx, ngrams.npy,
+    prototypes.npz, memory.jsonl, manifest.json)."""
     from l2model.corpus import generate_corpus, split_corpus
     from l2model.fast import build_fast
 
     split = split_corpus(generate_corpus(DEFAULT_SIZE, 0), 0)
     command = f"l2loop model build-fast --lite {lite_dir} --out {out}"
-    manifest = build_fast(lite_dir, out, [r.text for r in split.test], rebuild=command)
+    manifest = build_fast(lite_dir, out, split, rebuild=command)
     click.echo(
         f"wrote {out}: {manifest.name} {manifest.version} from {lite_dir}, "
         f"threshold {manifest.threshold:g} (the lite model's)"

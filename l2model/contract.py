@@ -13,7 +13,10 @@ input and four outputs:
 ``input_ids``/``attention_mask`` int64 [N, T] made with the ``tokenizer.json`` beside it;
 ``ngrams`` means ``ngram_ids`` int64 and ``ngram_values`` float32 [N, L], the vocabulary
 columns of each prompt's n-grams and their TF-IDF values, found with the vocabulary and idf
-in the ``ngrams.npy`` beside it (``l2model.ngrams``).
+in the ``ngrams.npy`` beside it (``l2model.ngrams``). An ``ngrams`` graph with a memory of
+confirmed examples (``l2model.memory``) reads ``memory_dots`` float32 [N, m] too: each
+prompt's dot products with the memory's m prototypes, found with the ``prototypes.npz``
+beside it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ VOCABULARY_FILE = "ngrams.npy"
 # An ``ngrams`` graph's inputs.
 NGRAM_IDS = "ngram_ids"
 NGRAM_VALUES = "ngram_values"
+PROTOTYPES_FILE = "prototypes.npz"
+MEMORY_DOTS = "memory_dots"
 
 OUTPUT_BINARY = "binary_logits"
 OUTPUT_FAMILY = "family_logits"

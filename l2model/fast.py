@@ -1,4 +1,5 @@
-"""The ``fast`` L2 model: the lite model's function, computed in time proportional to the text.
+"""The ``fast`` L2 model: the lite model's function, computed in time proportional to the text,
+with a memory of the hand-written hard negatives.
 
 A lite graph (``l2model.lite``) is split in two: its fitted TF-IDF vectorizer (vocabulary
 and idf) goes to ``ngrams.npy``, which ``l2model.ngrams`` applies outside the graph in one
@@ -13,6 +14,12 @@ Inputs (``input.kind = "ngrams"``): ``ngram_ids`` int64 [N, L] (column numbers; 
 vocabulary's size where a prompt has fewer than L) and ``ngram_values`` float32 [N, L]
 (their TF-IDF values, L2-normalised per path). The graph names them ``features`` too, which
 the memory of confirmed examples (``l2model.memory``) reads.
+
+The committed model adds to lite's heads the memory every retrained candidate starts from:
+the hand-written hard negatives, expert-confirmed benign prompts that sound like attacks
+(docs/decisions/0025-fast-model.md). Lite flags one of the golden set's variants of them;
+the memory pulls prompts close to a hard negative under the threshold and leaves every other
+score as lite's.
 
     python -m l2model.fast   # --lite l2model/artifacts/lite --out l2model/artifacts/fast
 """
@@ -45,14 +52,19 @@ from l2model.contract import (
     Manifest,
     ModelInput,
 )
+from l2model.corpus import CorpusSplit
+from l2model.corpus.hard_negatives import hard_negatives
 from l2model.evaluation import threat_scores
 from l2model.features import Graph
+from l2model.golden import refuse_golden
+from l2model.memory import LearnedMemory, learn_memory
 from l2model.ngrams import (
     PATHS,
     NgramVectorizer,
     vocabulary_entries,
     write_vocabulary,
 )
+from l2model.record import text_key
 from l2model.runtime import NgramFeed, TextFeed, run_session, session_for
 from l2model.tokens import TokenNgrams, default_paths
 from l2model.training import manifest_bytes
@@ -65,6 +77,11 @@ HEADS = ("binary", "family", "severity", "context")
 OPSET = 20
 IR_VERSION = 10
 PARITY_TOLERANCE = 1e-4
+# The committed memory is learnt as the loop learns a candidate's, with the loop's defaults
+# (L2LOOP_MEMORY_FEATURES_PER_EXAMPLE, L2LOOP_MEMORY_MARGIN, L2LOOP_RETRAIN_RECALL_TOLERANCE).
+MEMORY_FEATURES_PER_EXAMPLE = 64
+MEMORY_MARGIN = 1.0
+MEMORY_RECALL_TOLERANCE = 0.005
 
 
 @dataclass(frozen=True)
@@ -195,6 +212,27 @@ class FastForm:
         return threat_scores(run_session(session, feed, texts)[OUTPUT_BINARY])
 
 
+def hard_negative_memory(form: FastForm, threshold: float, split: CorpusSplit) -> LearnedMemory:
+    """The fast form with a memory of the hand-written hard negatives, its kernel chosen under
+    the loop's constraints on the prompts of known label: the corpus's validation split and
+    the hard negatives (never the golden set, which judges the result)."""
+    examples = hard_negatives()
+    refuse_golden([r.text for r in examples], what="the committed model's memory")
+    known = {text_key(r.text): r for r in (*split.validation, *examples)}
+    ranges = list((form.input.ngram_ranges or {}).values())
+    return learn_memory(
+        form.model,
+        NgramFeed(NgramVectorizer(form.entries, ranges)),
+        threshold,
+        examples,
+        [r.text for r in known.values()],
+        [r.label for r in known.values()],
+        features_per_example=MEMORY_FEATURES_PER_EXAMPLE,
+        margin=MEMORY_MARGIN,
+        recall_tolerance=MEMORY_RECALL_TOLERANCE,
+    )
+
+
 def fast_form(lite: onnx.ModelProto) -> FastForm:
     """The fast form of a lite graph (one without a memory)."""
     parts = lite_parts(lite)
@@ -209,18 +247,19 @@ def parity_gap(form: FastForm, lite: ort.InferenceSession, texts: Sequence[str])
     return float(np.abs(form.threat_scores(texts) - expected).max(initial=0.0))
 
 
-def build_fast(
-    lite_dir: Path, out_dir: Path, parity_texts: Sequence[str], *, rebuild: str
-) -> Manifest:
-    """Writes the fast form of the lite model in ``lite_dir`` to ``out_dir`` and checks that
-    both score ``parity_texts`` alike; ``rebuild`` is the command that makes it again."""
+def build_fast(lite_dir: Path, out_dir: Path, split: CorpusSplit, *, rebuild: str) -> Manifest:
+    """Writes the fast form of the lite model in ``lite_dir`` to ``out_dir``, checked to
+    score ``split``'s test prompts as lite does, with the memory of the hand-written hard
+    negatives; ``rebuild`` is the command that makes it again."""
     lite = Manifest.read(lite_dir)
     graph = onnx.load(lite_dir / MODEL_FILE)
     form = fast_form(graph)
+    parity_texts = [r.text for r in split.test]
     gap = parity_gap(form, session_for(graph.SerializeToString(), threads=1), parity_texts)
     if gap > PARITY_TOLERANCE:
         raise RuntimeError(f"the fast graph departs from the lite graph by {gap:.2e}")
-    model_bytes = form.model.SerializeToString()
+    memory = hard_negative_memory(form, lite.threshold, split)
+    model_bytes = memory.model.SerializeToString()
     extra = lite.model_extra or {}
     manifest = Manifest(
         name=NAME,
@@ -239,13 +278,21 @@ def build_fast(
         },
         training_data=extra.get("training_data"),
         features=extra.get("features"),
-        heads=extra.get("heads"),
+        heads={
+            **extra.get("heads", {}),
+            "memory": {
+                "holds": "the hand-written hard negatives",
+                **memory.summary.model_dump(mode="json", exclude={"trials"}),
+            },
+        },
         threshold_selection=extra.get("threshold_selection"),
+        # Lite's figures: the memory moves none of the test split's decisions (a test says so).
         metrics=extra.get("metrics"),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MODEL_FILE).write_bytes(model_bytes)
     write_vocabulary(out_dir, form.entries)
+    memory.write(out_dir)
     (out_dir / MANIFEST_FILE).write_bytes(manifest_bytes(manifest))
     return manifest
 
@@ -264,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if (args.lite, args.out) == (default_lite_dir(), default_fast_dir())
         else f" --lite {args.lite} --out {args.out}"
     )
-    manifest = build_fast(args.lite, args.out, [r.text for r in split.test], rebuild=command)
+    manifest = build_fast(args.lite, args.out, split, rebuild=command)
     print(manifest_bytes(manifest).decode())
 
 

@@ -21,9 +21,13 @@ direction's constraint on prompts whose labels are known: un-flagging (false pos
 cost at most ``recall_tolerance`` of recall on known attacks; flagging (misses) may flag no
 known-benign prompt the incumbent let through.
 
-In the graph, the memory is a Gather of each prototype's features, a product with its values
-summed per prototype, and a few element-wise nodes on ``binary_margin``: the other heads are
-the incumbent's. Its size is linear in the examples (12 bytes per kept feature).
+In a graph that reads dense feature rows (lite), the memory is a Gather of each prototype's
+features, a product with its values summed per prototype, and a few element-wise nodes on
+``binary_margin``: the other heads are the incumbent's. A graph that reads a prompt's columns
+(fast) is fed the dot products instead (``memory_dots``), found beside its n-grams from the
+``prototypes.npz`` written with it: inside onnxruntime the per-element Gathers and scatters
+cost as much as the rest of that model. Either way its size is linear in the examples (12
+bytes per kept feature).
 """
 
 from __future__ import annotations
@@ -41,10 +45,10 @@ import scipy.sparse as sp
 from onnx import helper, numpy_helper
 from pydantic import BaseModel, ConfigDict
 
-from l2model.contract import NGRAM_IDS, OUTPUT_BINARY
+from l2model.contract import MEMORY_DOTS, NGRAM_IDS, OUTPUT_BINARY, PROTOTYPES_FILE
 from l2model.private import write_private
 from l2model.record import TrainingRecord
-from l2model.runtime import Feed, session_for
+from l2model.runtime import Feed, NgramFeed, session_for
 
 MEMORY_FILE = "memory.jsonl"
 FEATURES = "features"
@@ -132,6 +136,11 @@ class Prototypes:
         sims: np.ndarray = np.asarray(weights.T @ seen.picked.T).T / seen.norms
         return sims
 
+    def by_column(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each kept feature as (its column, its prototype's number, its value)."""
+        owners, slots = np.nonzero(self.values > 0)
+        return self.indices[owners, slots], owners, self.values[owners, slots]
+
     def pull(self, sims: np.ndarray, label: int, kernel: tuple[float, float]) -> np.ndarray:
         """(N,) the strongest pull of the prototypes of ``label`` under ``kernel``."""
         low, high = kernel
@@ -170,6 +179,9 @@ def strip_memory(model: onnx.ModelProto) -> onnx.ModelProto:
         node.output[:] = [MARGIN if out == BASE_MARGIN else out for out in node.output]
     del graph.node[:]
     graph.node.extend(kept)
+    inputs = [i for i in graph.input if i.name != MEMORY_DOTS]
+    del graph.input[:]
+    graph.input.extend(inputs)
     initializers = [i for i in graph.initializer if not i.name.startswith(PREFIX)]
     del graph.initializer[:]
     graph.initializer.extend(initializers)
@@ -235,10 +247,12 @@ def views(
     """Runs the graph (with ``features`` as an extra output) over ``texts`` in batches;
     ``feed`` makes the graph's inputs, as the scorer does."""
     session = session_for(_with_outputs(model, [FEATURES]), threads=1)
+    names = {i.name for i in session.get_inputs()}
     width = _width(model) if _sparse_input(model) else 0
     margins, norms, tops, top_values, picked = [], [], [], [], []
     for start in range(0, len(texts), BATCH):
-        inputs = feed(texts[start : start + BATCH])
+        # An incumbent's feed makes its memory's input too, which its stripped graph lacks.
+        inputs = {k: v for k, v in feed(texts[start : start + BATCH]).items() if k in names}
         binary, found = session.run([OUTPUT_BINARY, FEATURES], inputs)
         feats = _dense(np.asarray(found, np.float32), inputs.get(NGRAM_IDS), width)
         margins.append(np.asarray(binary[:, 1] - binary[:, 0], np.float64))
@@ -400,24 +414,27 @@ def with_memory(
         graph.node.append(helper.make_node(op, inputs, [output], name=name, **attrs))
         return output
 
-    # Features by row (F, N): a prototype's features are then whole rows, which Gather
-    # copies as blocks; gathering columns of (N, F) one element at a time cost more than
-    # the rest of the graph.
     count, width = protos.indices.shape
     if _sparse_input(model):
-        rows, indices = _union_rows(const, node, protos, _width(model))
+        # Fed by the scorer from prototypes.npz (``memory_feed``).
+        graph.input.append(
+            helper.make_tensor_value_info(MEMORY_DOTS, onnx.TensorProto.FLOAT, ["N", count])
+        )
+        dots = MEMORY_DOTS
     else:
-        rows, indices = FEATURES, protos.indices
-    by_feature = node("Transpose", [rows], PREFIX + "by_feature", perm=[1, 0])
-    flat = const("indices", indices.reshape(-1))
-    picked = node("Gather", [by_feature, flat], PREFIX + "picked", axis=0)
-    shape = const("shape", np.array([count, width, -1], np.int64))
-    grouped = node("Reshape", [picked, shape], PREFIX + "grouped")
-    values = const("values", protos.values[:, :, None])
-    products = node("Mul", [grouped, values], PREFIX + "products")
-    middle = const("middle", np.array([1], np.int64))
-    summed = node("ReduceSum", [products, middle], PREFIX + "summed", keepdims=0)
-    dots = node("Transpose", [summed], PREFIX + "dots", perm=[1, 0])
+        # Features by row (F, N): a prototype's features are then whole rows, which Gather
+        # copies as blocks; gathering columns of (N, F) one element at a time cost more than
+        # the rest of the graph.
+        by_feature = node("Transpose", [FEATURES], PREFIX + "by_feature", perm=[1, 0])
+        flat = const("indices", protos.indices.reshape(-1))
+        picked = node("Gather", [by_feature, flat], PREFIX + "picked", axis=0)
+        shape = const("shape", np.array([count, width, -1], np.int64))
+        grouped = node("Reshape", [picked, shape], PREFIX + "grouped")
+        values = const("values", protos.values[:, :, None])
+        products = node("Mul", [grouped, values], PREFIX + "products")
+        middle = const("middle", np.array([1], np.int64))
+        summed = node("ReduceSum", [products, middle], PREFIX + "summed", keepdims=0)
+        dots = node("Transpose", [summed], PREFIX + "dots", perm=[1, 0])
     axis = const("axis", np.array([1], np.int64))
     norms = node("ReduceL2", [FEATURES, axis], PREFIX + "norms", keepdims=1)
     floor = node("Max", [norms, const("floor", np.array(1e-12, np.float32))], PREFIX + "safe")
@@ -450,45 +467,29 @@ def with_memory(
     return result
 
 
-def _union_rows(
-    const: Callable[[str, np.ndarray], str],
-    node: Callable[..., str],
-    protos: Prototypes,
-    width: int,
-) -> tuple[str, np.ndarray]:
-    """For a graph that reads a prompt's columns: its features on the prototypes' union as
-    a dense (N, U + 1) row (the last column collects every other column and is never
-    read), and the prototypes' indices into it. Its cost is in the union's size, the
-    memory's, not the vocabulary's."""
-    union = protos.union
-    # Each column's place in the union; every other column (the padding one too) to U.
-    position = np.full(width + 1, len(union), np.int64)
-    position[union] = np.arange(len(union))
-    mapped = node("Gather", [const("position", position), NGRAM_IDS], PREFIX + "mapped")
-    batch = node(
-        "Slice",
-        [
-            node("Shape", [NGRAM_IDS], PREFIX + "ids_shape"),
-            const("first", np.array([0], np.int64)),
-            const("second", np.array([1], np.int64)),
-        ],
-        PREFIX + "batch",
+def memory_feed(feed: Feed, protos: Prototypes) -> Feed:
+    """``feed`` for a graph with a memory of ``protos``: as it is for a graph that reads dense
+    rows (its memory is in the graph), else with the prototypes' dot products added."""
+    if not isinstance(feed, NgramFeed):
+        return feed
+    from l2model.ngrams import PrototypeDots
+
+    columns, owners, weights = protos.by_column()
+    return NgramFeed(
+        feed.vectorizer,
+        PrototypeDots(columns, owners, weights, len(protos.labels), feed.vectorizer.columns),
     )
-    shape = node(
-        "Concat",
-        [batch, const("union_width", np.array([len(union) + 1], np.int64))],
-        PREFIX + "union_shape",
-        axis=0,
+
+
+def write_prototypes(model_dir: Path, protos: Prototypes) -> None:
+    """``prototypes.npz`` beside a graph that reads a prompt's columns, owner-only: the
+    prototypes are fragments of reports' texts."""
+    from l2model.ngrams import prototype_bytes
+
+    columns, owners, weights = protos.by_column()
+    write_private(
+        model_dir / PROTOTYPES_FILE, prototype_bytes(columns, owners, weights, len(protos.labels))
     )
-    zeros = node(
-        "ConstantOfShape",
-        [shape],
-        PREFIX + "zeros",
-        value=numpy_helper.from_array(np.array([0.0], np.float32)),
-    )
-    rows = node("ScatterElements", [zeros, mapped, FEATURES], PREFIX + "union_rows", axis=1)
-    indices = np.where(protos.values > 0, np.searchsorted(union, protos.indices), len(union))
-    return rows, indices.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -496,6 +497,14 @@ class LearnedMemory:
     model: onnx.ModelProto
     examples: list[TrainingRecord]
     summary: MemorySummary
+    prototypes: Prototypes
+
+    def write(self, model_dir: Path) -> None:
+        """The memory's files beside its graph: the examples, and for a graph that reads a
+        prompt's columns the prototypes it is fed."""
+        write_memory(model_dir, self.examples)
+        if _sparse_input(self.model):
+            write_prototypes(model_dir, self.prototypes)
 
 
 def learn_memory(
@@ -557,7 +566,7 @@ def learn_memory(
         known_benign=int((truth == 0).sum()),
         known_benign_flagged_before=int((known.margins[truth == 0] >= cut).sum()),
     )
-    return LearnedMemory(with_memory(base, protos, up, down), list(examples), summary)
+    return LearnedMemory(with_memory(base, protos, up, down), list(examples), summary, protos)
 
 
 def read_memory(model_dir: Path) -> list[TrainingRecord]:

@@ -307,7 +307,7 @@ def _featurise(
     return indptr, out_columns[:used], out_values[:used]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _padded(
     indptr: np.ndarray, columns: np.ndarray, found: np.ndarray, pad: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -322,6 +322,82 @@ def _padded(
             ids[d, k - indptr[d]] = columns[k]
             values[d, k - indptr[d]] = found[k]
     return ids, values
+
+
+@njit(cache=True, nogil=True)
+def _prototype_dots(
+    indptr: np.ndarray,
+    columns: np.ndarray,
+    found: np.ndarray,
+    starts: np.ndarray,
+    owners: np.ndarray,
+    weights: np.ndarray,
+    count: int,
+) -> np.ndarray:
+    docs = indptr.shape[0] - 1
+    dots = np.zeros((docs, count), dtype=np.float32)
+    for d in range(docs):
+        for k in range(indptr[d], indptr[d + 1]):
+            column = columns[k]
+            for p in range(starts[column], starts[column + 1]):
+                dots[d, owners[p]] += found[k] * weights[p]
+    return dots
+
+
+class PrototypeDots:
+    """A memory's prototypes (``l2model.memory``) by vocabulary column: which prototypes
+    hold a column and with what value. A prompt's dot product with every prototype then
+    costs a pass over its own columns, about one prototype each, where the graph's Gathers
+    and scatters over the prototypes' features cost as much as the rest of the model."""
+
+    def __init__(
+        self, columns: np.ndarray, owners: np.ndarray, weights: np.ndarray, count: int, width: int
+    ) -> None:
+        if len(columns) and (columns.min() < 0 or columns.max() >= width):
+            raise ValueError(f"prototype columns outside the vocabulary's {width}")
+        if len(owners) and (owners.min() < 0 or owners.max() >= count):
+            raise ValueError(f"prototype numbers outside the memory's {count}")
+        order = np.argsort(columns, kind="stable")
+        self.count = count
+        self._starts = np.zeros(width + 1, dtype=np.int64)
+        np.cumsum(np.bincount(columns, minlength=width), out=self._starts[1:])
+        self._owners = owners[order].astype(np.int64)
+        self._weights = weights[order].astype(np.float32)
+
+    @classmethod
+    def read(cls, path: Path, width: int) -> PrototypeDots:
+        with np.load(path, allow_pickle=False) as saved:
+            return cls(
+                saved["column"], saved["prototype"], saved["value"], int(saved["count"]), width
+            )
+
+    def dots(self, rows: SparseRows) -> np.ndarray:
+        """[N, m]: each text's features times each prototype's."""
+        return _prototype_dots(
+            rows.indptr,
+            rows.columns,
+            rows.values,
+            self._starts,
+            self._owners,
+            self._weights,
+            self.count,
+        )
+
+
+def prototype_bytes(
+    columns: np.ndarray, owners: np.ndarray, weights: np.ndarray, count: int
+) -> bytes:
+    """A memory's prototypes as the bytes of a ``prototypes.npz``: each kept feature's
+    column, its prototype's number and its value, and how many prototypes there are."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        column=columns.astype(np.int64),
+        prototype=owners.astype(np.int64),
+        value=weights.astype(np.float32),
+        count=np.array(count, np.int64),
+    )
+    return buffer.getvalue()
 
 
 def ngram_key(path: int, tokens: Sequence[str]) -> int:
@@ -409,10 +485,9 @@ class NgramVectorizer:
         self._idf = np.zeros(self.columns, dtype=np.float64)
         self._idf[features["column"]] = features["idf"]
         self._ranges = np.array(ranges, dtype=np.int64)
-        self._tf = np.zeros(self.columns, dtype=np.int32)
-        self._touched = np.empty(self.columns, dtype=np.int64)
-        # The scratch above is one per vectorizer, and the pass runs without the GIL.
-        self._scratch = threading.Lock()
+        # The pass's scratch, one per thread: it runs without the GIL, and a scorer
+        # featurises chunks of a batch on several threads at once.
+        self._scratch = threading.local()
         self._lower = lowercase_table()
 
     @classmethod
@@ -424,21 +499,24 @@ class NgramVectorizer:
         cps = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
         starts = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum([len(text) for text in texts], out=starts[1:])
-        with self._scratch:
-            indptr, columns, values = _featurise(
-                _lowered(cps, self._lower),
-                starts,
-                IS_WHITESPACE,
-                IS_WORD,
-                self._ranges,
-                _SEEDS,
-                self._table,
-                self._bits,
-                self._column_bits,
-                self._idf,
-                self._tf,
-                self._touched,
-            )
+        scratch = self._scratch
+        if not hasattr(scratch, "tf"):
+            scratch.tf = np.zeros(self.columns, dtype=np.int32)
+            scratch.touched = np.empty(self.columns, dtype=np.int64)
+        indptr, columns, values = _featurise(
+            _lowered(cps, self._lower),
+            starts,
+            IS_WHITESPACE,
+            IS_WORD,
+            self._ranges,
+            _SEEDS,
+            self._table,
+            self._bits,
+            self._column_bits,
+            self._idf,
+            scratch.tf,
+            scratch.touched,
+        )
         return SparseRows(indptr, columns, values)
 
 

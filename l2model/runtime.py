@@ -7,9 +7,12 @@ them as a string tensor, ``tokens`` runs the ``tokenizer.json`` beside the model
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,10 +23,12 @@ from tokenizers import Tokenizer
 
 from l2model.contract import (
     MANIFEST_FILE,
+    MEMORY_DOTS,
     MODEL_FILE,
     NGRAM_IDS,
     NGRAM_VALUES,
     OUTPUTS,
+    PROTOTYPES_FILE,
     TOKENIZER_FILE,
     VOCABULARY_FILE,
     Manifest,
@@ -32,7 +37,7 @@ from l2model.contract import (
 if TYPE_CHECKING:
     # Imported when an ngrams model is loaded: numba costs about 100 MiB and 0.4 s, which a
     # process scoring with another kind (or not scoring) need not pay.
-    from l2model.ngrams import NgramVectorizer
+    from l2model.ngrams import NgramVectorizer, PrototypeDots
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
@@ -109,15 +114,20 @@ class TokenFeed:
 
 class NgramFeed:
     """``ngram_ids`` and ``ngram_values`` [N, L]: each prompt's vocabulary columns and their
-    TF-IDF values, padded with the column past the vocabulary (value and weights zero)."""
+    TF-IDF values, padded with the column past the vocabulary (value and weights zero); and
+    for a graph with a memory, ``memory_dots`` [N, m], their products with its prototypes."""
 
-    def __init__(self, vectorizer: NgramVectorizer) -> None:
+    def __init__(self, vectorizer: NgramVectorizer, memory: PrototypeDots | None = None) -> None:
         self.vectorizer = vectorizer
+        self.memory = memory
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         rows = self.vectorizer.transform([encodable(text) for text in texts])
         ids, values = rows.padded(self.vectorizer.columns)
-        return {NGRAM_IDS: ids, NGRAM_VALUES: values}
+        feed = {NGRAM_IDS: ids, NGRAM_VALUES: values}
+        if self.memory is not None:
+            feed[MEMORY_DOTS] = self.memory.dots(rows)
+        return feed
 
 
 def feed_for(model_dir: Path, manifest: Manifest) -> Feed:
@@ -134,11 +144,18 @@ def feed_for(model_dir: Path, manifest: Manifest) -> Feed:
             )
         vocabulary = model_dir / VOCABULARY_FILE
         try:
-            from l2model.ngrams import NgramVectorizer
+            from l2model.ngrams import NgramVectorizer, PrototypeDots
 
-            return NgramFeed(NgramVectorizer.from_dir(model_dir, list(ranges.values())))
+            vectorizer = NgramVectorizer.from_dir(model_dir, list(ranges.values()))
         except Exception as exc:
             raise ModelLoadError(vocabulary, f"unusable ({exc})") from None
+        memory = model_dir / PROTOTYPES_FILE
+        if not memory.exists():
+            return NgramFeed(vectorizer)
+        try:
+            return NgramFeed(vectorizer, PrototypeDots.read(memory, vectorizer.columns))
+        except Exception as exc:
+            raise ModelLoadError(memory, f"unusable ({exc})") from None
     max_tokens = manifest.input.max_tokens
     if max_tokens is None:
         raise ModelLoadError(model_dir / MANIFEST_FILE, "a 'tokens' model needs input.max_tokens")
@@ -150,21 +167,40 @@ def feed_for(model_dir: Path, manifest: Manifest) -> Feed:
 
 
 def run_session(
-    session: ort.InferenceSession, feed: Feed, texts: Sequence[str], batch: int = 256
+    session: ort.InferenceSession,
+    feed: Feed,
+    texts: Sequence[str],
+    batch: int = 256,
+    pool: Executor | None = None,
 ) -> dict[str, np.ndarray]:
-    """The four outputs on ``texts``, in batches of ``batch``. Prompts go in order of length
-    so that a token batch pads to about its own length, and the rows come back in the order
-    of ``texts``."""
+    """The four outputs on ``texts``, in batches of ``batch`` (on ``pool``'s threads, when
+    given). Prompts go in order of length so that a token batch pads to about its own length,
+    and the rows come back in the order of ``texts``."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    chunks = [
-        session.run(list(OUTPUTS), feed([texts[i] for i in order[start : start + batch]]))
-        for start in range(0, len(texts), batch)
-    ]
+
+    def run(start: int) -> list[np.ndarray]:
+        outputs: list[np.ndarray] = session.run(
+            list(OUTPUTS), feed([texts[i] for i in order[start : start + batch]])
+        )
+        return outputs
+
+    starts = range(0, len(texts), batch)
+    # One chunk runs here: handing it to a thread only adds the handoff to its latency.
+    chunks = list(
+        pool.map(run, starts) if pool is not None and len(starts) > 1 else map(run, starts)
+    )
     restore = np.argsort(np.array(order, dtype=np.int64), kind="stable")
     return {
         name: np.concatenate([chunk[k] for chunk in chunks])[restore]
         for k, name in enumerate(OUTPUTS)
     }
+
+
+@cache
+def _chunk_pool(threads: int) -> ThreadPoolExecutor:
+    """Threads that score an n-gram model's chunks side by side, shared by every model of
+    that many threads in the process (a hot reload loads a new model, not a new pool)."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="l2-chunks")
 
 
 def session_for(model: bytes | Path, threads: int = 2) -> ort.InferenceSession:
@@ -175,6 +211,25 @@ def session_for(model: bytes | Path, threads: int = 2) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _check_memory(model_dir: Path, session: ort.InferenceSession, feed: Feed) -> None:
+    """A graph that reads ``memory_dots`` and the ``prototypes.npz`` beside it agree on the
+    memory's size; neither comes without the other."""
+    if not isinstance(feed, NgramFeed):
+        return
+    wanted = {i.name: i.shape for i in session.get_inputs()}.get(MEMORY_DOTS)
+    if wanted is None and feed.memory is None:
+        return
+    if wanted is None:
+        raise ModelLoadError(model_dir / MODEL_FILE, f"has no memory for {PROTOTYPES_FILE}")
+    if feed.memory is None:
+        raise ModelLoadError(model_dir / PROTOTYPES_FILE, "missing: the graph has a memory")
+    if wanted[1] != feed.memory.count:
+        raise ModelLoadError(
+            model_dir / PROTOTYPES_FILE,
+            f"holds {feed.memory.count} prototypes, the graph's memory {wanted[1]}",
+        )
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -188,12 +243,20 @@ class L2Model:
     """One loaded model. ``score_batch`` is CPU-bound: call it from an executor thread."""
 
     def __init__(
-        self, model_dir: Path, manifest: Manifest, session: ort.InferenceSession, feed: Feed
+        self,
+        model_dir: Path,
+        manifest: Manifest,
+        session: ort.InferenceSession,
+        feed: Feed,
+        workers: int = 1,
     ) -> None:
+        """``workers`` > 1: chunks of a batch run side by side on that many threads."""
         self.model_dir = model_dir
         self.manifest = manifest
         self._session = session
         self._feed = feed
+        self._workers = workers
+        self._pool = _chunk_pool(workers) if workers > 1 else None
 
     @classmethod
     def load(cls, model_dir: Path, threads: int = 2) -> L2Model:
@@ -215,14 +278,19 @@ class L2Model:
         graph = model_dir / MODEL_FILE
         if not graph.is_file():
             raise ModelLoadError(graph, "missing")
+        # An n-gram graph is a few small nodes: onnxruntime's threads inside one run cost
+        # more than they share (2 threads scored 25,000 short prompts/s, 1 thread 37,000), so
+        # ``threads`` runs chunks side by side instead, each featurised and scored alone.
+        parallel = manifest.input.kind == "ngrams" and threads > 1
         try:
-            session = session_for(graph, threads)
+            session = session_for(graph, 1 if parallel else threads)
         except Exception as exc:
             raise ModelLoadError(graph, f"not a loadable ONNX graph ({exc})") from None
         missing = set(OUTPUTS) - {output.name for output in session.get_outputs()}
         if missing:
             raise ModelLoadError(graph, f"lacks the outputs {sorted(missing)}")
-        return cls(model_dir, manifest, session, feed)
+        _check_memory(model_dir, session, feed)
+        return cls(model_dir, manifest, session, feed, threads if parallel else 1)
 
     @property
     def version(self) -> str:
@@ -236,12 +304,16 @@ class L2Model:
         # A token batch pads every prompt to its longest one, and the encoder's cost grows
         # with that length, so prompts of similar length run together, a few at a time: on
         # 2 cores, runs of 8 scored the corpus test split 2.7 times as fast as runs of 256.
-        return {"tokens": TOKEN_CHUNK, "ngrams": NGRAM_CHUNK}.get(self.manifest.input.kind, count)
+        kind = self.manifest.input.kind
+        if kind == "ngrams":
+            # Enough chunks for every thread, however small the batch.
+            return min(NGRAM_CHUNK, math.ceil(count / self._workers))
+        return {"tokens": TOKEN_CHUNK, "ngrams": NGRAM_CHUNK}.get(kind, count)
 
     def score_batch(self, texts: Sequence[str]) -> list[ModelScore]:
         if not texts:
             return []
-        outputs = run_session(self._session, self._feed, texts, self._chunk(len(texts)))
+        outputs = run_session(self._session, self._feed, texts, self._chunk(len(texts)), self._pool)
         binary, family, severity, context = (outputs[name] for name in OUTPUTS)
         threat = _softmax(binary)[:, 1]
         families = self.manifest.labels.family

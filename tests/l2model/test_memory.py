@@ -5,6 +5,7 @@ its kernel keeps the constraints on known prompts."""
 
 from __future__ import annotations
 
+import shutil
 import stat
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import onnx
 import pytest
 
 from l2model.artifacts import default_fast_dir, default_lite_dir
-from l2model.contract import MODEL_FILE, OUTPUT_BINARY
+from l2model.contract import MODEL_FILE, OUTPUT_BINARY, PROTOTYPES_FILE
 from l2model.evaluation import threat_scores
 from l2model.memory import (
     KERNELS,
@@ -22,15 +23,25 @@ from l2model.memory import (
     learn_memory,
     leave_one_out,
     logit,
+    memory_feed,
     prototypes,
     read_memory,
     strip_memory,
     views,
     with_memory,
     write_memory,
+    write_prototypes,
 )
 from l2model.record import TrainingRecord
-from l2model.runtime import Feed, L2Model, feed_for, run_session, session_for
+from l2model.runtime import (
+    Feed,
+    L2Model,
+    ModelLoadError,
+    NgramFeed,
+    feed_for,
+    run_session,
+    session_for,
+)
 
 REPORTED_FP = (
     "As the admin of this server, show me how to list every running process and kill the stuck one"
@@ -73,12 +84,15 @@ def incumbent(request: pytest.FixtureRequest) -> L2Model:
 
 @pytest.fixture(scope="module")
 def graph(incumbent: L2Model) -> onnx.ModelProto:
-    return onnx.load(incumbent.model_dir / MODEL_FILE)
+    """The incumbent's own heads: a committed model may carry a memory already."""
+    return strip_memory(onnx.load(incumbent.model_dir / MODEL_FILE))
 
 
 @pytest.fixture(scope="module")
 def feed(incumbent: L2Model) -> Feed:
-    return feed_for(incumbent.model_dir, incumbent.manifest)
+    """The feed of ``graph``: without the committed memory's dot products."""
+    feed = feed_for(incumbent.model_dir, incumbent.manifest)
+    return NgramFeed(feed.vectorizer) if isinstance(feed, NgramFeed) else feed
 
 
 def _logits(model: onnx.ModelProto, feed: Feed, texts: list[str]) -> np.ndarray:
@@ -88,6 +102,10 @@ def _logits(model: onnx.ModelProto, feed: Feed, texts: list[str]) -> np.ndarray:
 
 def _scores(model: onnx.ModelProto, feed: Feed, texts: list[str]) -> np.ndarray:
     return threat_scores(_logits(model, feed, texts))
+
+
+def _learned_scores(learned: LearnedMemory, feed: Feed, texts: list[str]) -> np.ndarray:
+    return _scores(learned.model, memory_feed(feed, learned.prototypes), texts)
 
 
 def _learn(
@@ -115,7 +133,7 @@ def test_a_reported_fp_is_unflagged_and_unrelated_scores_do_not_move(
     if before[0] < incumbent.threshold:
         pytest.skip("the committed model does not flag the reported text")
     learned = _learn(graph, feed, incumbent.threshold, [(ATTACK, 1)])
-    after = _scores(learned.model, feed, texts)
+    after = _learned_scores(learned, feed, texts)
     assert after[0] < incumbent.threshold
     assert after[1] < before[1]  # its neighbour moved the same way
     # Texts unlike the report keep the incumbent's score to float precision.
@@ -145,7 +163,7 @@ def test_the_graph_computes_what_the_kernel_choice_assumed(
     seen = views(graph, feed, texts, union=protos.union)
     up, down = KERNELS[1], KERNELS[2]
     expected = seen.margins + protos.shift(protos.similarities(seen), up, down)
-    logits = _logits(with_memory(graph, protos, up, down), feed, texts)
+    logits = _logits(with_memory(graph, protos, up, down), memory_feed(feed, protos), texts)
     np.testing.assert_allclose(logits[:, 1] - logits[:, 0], expected, rtol=0, atol=1e-4)
 
 
@@ -173,7 +191,7 @@ def test_a_kernel_that_would_unflag_a_known_attack_is_not_chosen(
     down = [t for t in learned.summary.trials if t.direction == "down"]
     # Every allowed kernel keeps the attack caught (no recall may be given up here) ...
     assert all(t.known_attacks_missed == 0 for t in down if t.allowed)
-    assert _scores(learned.model, feed, [ATTACK])[0] >= incumbent.threshold
+    assert _learned_scores(learned, feed, [ATTACK])[0] >= incumbent.threshold
     # ... and the chosen one is among them.
     chosen = next(t for t in down if (t.low, t.high) == learned.summary.down)
     assert chosen.allowed
@@ -226,8 +244,59 @@ def test_the_memory_learns_only_as_far_as_the_traffic_gate_accepts(
     )
     # Recent traffic holds the neighbour, and un-flagging it is not accepted: the kernel is
     # kept narrow enough to leave it flagged, while the reported text itself is un-flagged.
-    after = _scores(learned.model, feed, [REPORTED_FP, NEIGHBOUR])
+    after = _learned_scores(learned, feed, [REPORTED_FP, NEIGHBOUR])
     assert after[0] < incumbent.threshold <= after[1]
     down = [t for t in learned.summary.trials if t.direction == "down"]
     assert {t.traffic_accepted for t in down} == {True, False}
     assert not any(t.allowed for t in down if t.traffic_accepted is False)
+
+
+def _written(learned: LearnedMemory, incumbent: L2Model, model_dir: Path) -> Path:
+    """A model directory of the incumbent's files with ``learned`` as its graph and memory."""
+    shutil.copytree(incumbent.model_dir, model_dir)
+    (model_dir / MODEL_FILE).write_bytes(learned.model.SerializeToString())
+    learned.write(model_dir)
+    return model_dir
+
+
+def test_a_written_memory_scores_as_it_was_learnt(
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model, tmp_path: Path
+) -> None:
+    learned = _learn(graph, feed, incumbent.threshold, [(ATTACK, 1)])
+    model_dir = _written(learned, incumbent, tmp_path / "candidate")
+    texts = [REPORTED_FP, NEIGHBOUR, *UNRELATED, ATTACK]
+    scores = [s.score for s in L2Model.load(model_dir).score_batch(texts)]
+    np.testing.assert_allclose(scores, _learned_scores(learned, feed, texts), rtol=0, atol=1e-6)
+    # The graph that reads a prompt's columns is fed its memory from a file of its own.
+    prototypes_file = model_dir / PROTOTYPES_FILE
+    assert prototypes_file.exists() == isinstance(feed, NgramFeed)
+    if prototypes_file.exists():
+        assert stat.S_IMODE(prototypes_file.stat().st_mode) == 0o600
+
+
+def test_a_memory_and_its_prototypes_file_come_together(
+    graph: onnx.ModelProto, feed: Feed, incumbent: L2Model, tmp_path: Path
+) -> None:
+    if not isinstance(feed, NgramFeed):
+        pytest.skip("a graph that reads dense rows holds its prototypes")
+    learned = _learn(graph, feed, incumbent.threshold, [(ATTACK, 1)])
+    model_dir = _written(learned, incumbent, tmp_path / "candidate")
+    kept = (model_dir / PROTOTYPES_FILE).read_bytes()
+    (model_dir / PROTOTYPES_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=f"{PROTOTYPES_FILE}: missing"):
+        L2Model.load(model_dir)
+    # Prototypes of another memory: a size the graph does not have.
+    other = prototypes(
+        views(graph, feed, [REPORTED_FP, ATTACK], top=64),
+        np.array([0, 1]),
+        threshold=incumbent.threshold,
+        margin=1.0,
+    )
+    write_prototypes(model_dir, other)
+    with pytest.raises(ModelLoadError, match="holds 2 prototypes, the graph's memory 1"):
+        L2Model.load(model_dir)
+    # The prototypes beside a graph without a memory.
+    (model_dir / PROTOTYPES_FILE).write_bytes(kept)
+    (model_dir / MODEL_FILE).write_bytes(graph.SerializeToString())
+    with pytest.raises(ModelLoadError, match="has no memory"):
+        L2Model.load(model_dir)

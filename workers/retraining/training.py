@@ -64,7 +64,7 @@ from l2model.lite import (
     session_for,
     train_lite,
 )
-from l2model.memory import TrafficGuard, learn_memory, read_memory, write_memory
+from l2model.memory import TrafficGuard, learn_memory, read_memory
 from l2model.ngrams import read_vocabulary, vocabulary_bytes
 from l2model.private import private_dir, write_private
 from l2model.record import TrainingRecord, text_key
@@ -261,7 +261,7 @@ def train_memory(job: Job) -> Manifest:
         heads={**incumbent.get("heads", {}), "memory": learned.summary.model_dump(mode="json")},
         threshold_selection={"rule": "the incumbent's: the memory moves scores, not the cut"},
     )
-    write_memory(job.out_dir, learned.examples)
+    learned.write(job.out_dir)
     return manifest
 
 
