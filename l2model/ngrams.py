@@ -194,7 +194,9 @@ def _emit(
     squares = 0.0
     for k in range(first, last):
         column = touched[k]
-        value = (1.0 + np.log(float(tf[column]))) * idf[column]
+        count = tf[column]
+        # Most n-grams occur once in a prompt: 1 + log 1 is 1, without the log's cost.
+        value = idf[column] if count == 1 else (1.0 + np.log(float(count))) * idf[column]
         out_columns[used + k - first] = column
         out_values[used + k - first] = value
         squares += value * value

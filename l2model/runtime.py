@@ -11,10 +11,9 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -37,6 +36,7 @@ from l2model.contract import (
 if TYPE_CHECKING:
     # Imported when an ngrams model is loaded: numba costs about 100 MiB and 0.4 s, which a
     # process scoring with another kind (or not scoring) need not pay.
+    from l2model.bag import Bag
     from l2model.ngrams import NgramVectorizer, PrototypeDots
 
 INPUT_IDS = "input_ids"
@@ -46,6 +46,9 @@ TOKEN_CHUNK = 8
 # An n-gram batch pads every prompt to the one with the most n-grams; sorted by length,
 # runs of this many keep the padding small and the per-call cost shared.
 NGRAM_CHUNK = 64
+# Without padding (the bag computed outside the graph) a longer run only shares the call's
+# cost (about 80 µs) among more prompts.
+BAG_CHUNK = 256
 
 # A graph input builder: prompts in, named tensors out.
 Feed = Callable[[Sequence[str]], dict[str, np.ndarray]]
@@ -53,8 +56,8 @@ Feed = Callable[[Sequence[str]], dict[str, np.ndarray]]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-@dataclass(frozen=True, slots=True)
-class ModelScore:
+class ModelScore(NamedTuple):
+    # A named tuple: a frozen dataclass's __init__ cost about a microsecond a prompt.
     score: float
     family: str
     severity: float
@@ -115,16 +118,30 @@ class TokenFeed:
 class NgramFeed:
     """``ngram_ids`` and ``ngram_values`` [N, L]: each prompt's vocabulary columns and their
     TF-IDF values, padded with the column past the vocabulary (value and weights zero); and
-    for a graph with a memory, ``memory_dots`` [N, m], their products with its prototypes."""
+    for a graph with a memory, ``memory_dots`` [N, m], their products with its prototypes.
+    With ``bag``, the graph's embedding bag is computed here instead (``l2model.bag``) and
+    its results are fed in place of the columns, to the rest of the graph."""
 
-    def __init__(self, vectorizer: NgramVectorizer, memory: PrototypeDots | None = None) -> None:
+    def __init__(
+        self,
+        vectorizer: NgramVectorizer,
+        memory: PrototypeDots | None = None,
+        bag: Bag | None = None,
+    ) -> None:
         self.vectorizer = vectorizer
         self.memory = memory
+        self.bag = bag
+
+    def bagged(self, bag: Bag) -> NgramFeed:
+        return NgramFeed(self.vectorizer, self.memory, bag)
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         rows = self.vectorizer.transform([encodable(text) for text in texts])
-        ids, values = rows.padded(self.vectorizer.columns)
-        feed = {NGRAM_IDS: ids, NGRAM_VALUES: values}
+        if self.bag is not None:
+            feed = self.bag.feed(rows.indptr, rows.columns, rows.values)
+        else:
+            ids, values = rows.padded(self.vectorizer.columns)
+            feed = {NGRAM_IDS: ids, NGRAM_VALUES: values}
         if self.memory is not None:
             feed[MEMORY_DOTS] = self.memory.dots(rows)
         return feed
@@ -213,6 +230,21 @@ def session_for(model: bytes | Path, threads: int = 2) -> ort.InferenceSession:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def _session_and_feed(graph: Path, feed: Feed, threads: int) -> tuple[ort.InferenceSession, Feed]:
+    """The session over the graph, and the feed for it; for an n-gram graph that starts with
+    an embedding bag, the session over the rest of the graph and a feed that computes the
+    bag."""
+    if isinstance(feed, NgramFeed):
+        import onnx
+
+        from l2model.bag import split_bag
+
+        split = split_bag(onnx.load(graph))
+        if split is not None:
+            return session_for(split.rest.SerializeToString(), threads), feed.bagged(split.bag)
+    return session_for(graph, threads), feed
+
+
 def _check_memory(model_dir: Path, session: ort.InferenceSession, feed: Feed) -> None:
     """A graph that reads ``memory_dots`` and the ``prototypes.npz`` beside it agree on the
     memory's size; neither comes without the other."""
@@ -283,7 +315,7 @@ class L2Model:
         # ``threads`` runs chunks side by side instead, each featurised and scored alone.
         parallel = manifest.input.kind == "ngrams" and threads > 1
         try:
-            session = session_for(graph, 1 if parallel else threads)
+            session, feed = _session_and_feed(graph, feed, 1 if parallel else threads)
         except Exception as exc:
             raise ModelLoadError(graph, f"not a loadable ONNX graph ({exc})") from None
         missing = set(OUTPUTS) - {output.name for output in session.get_outputs()}
@@ -307,7 +339,8 @@ class L2Model:
         kind = self.manifest.input.kind
         if kind == "ngrams":
             # Enough chunks for every thread, however small the batch.
-            return min(NGRAM_CHUNK, math.ceil(count / self._workers))
+            bagged = isinstance(self._feed, NgramFeed) and self._feed.bag is not None
+            return min(BAG_CHUNK if bagged else NGRAM_CHUNK, math.ceil(count / self._workers))
         return {"tokens": TOKEN_CHUNK, "ngrams": NGRAM_CHUNK}.get(kind, count)
 
     def score_batch(self, texts: Sequence[str]) -> list[ModelScore]:
@@ -315,18 +348,17 @@ class L2Model:
             return []
         outputs = run_session(self._session, self._feed, texts, self._chunk(len(texts)), self._pool)
         binary, family, severity, context = (outputs[name] for name in OUTPUTS)
-        threat = _softmax(binary)[:, 1]
         families = self.manifest.labels.family
         contexts = self.manifest.labels.context
-        family_idx = family.argmax(axis=1)
-        context_idx = context.argmax(axis=1)
-        sev = np.clip(severity[:, 0], 0.0, 1.0)
+        # Python floats and ints by whole columns: indexing numpy arrays one element at a
+        # time cost more than a short prompt's whole graph.
         return [
-            ModelScore(
-                score=float(threat[i]),
-                family=families[family_idx[i]],
-                severity=float(sev[i]),
-                context=contexts[context_idx[i]],
+            ModelScore(score, families[f], sev, contexts[c])
+            for score, f, sev, c in zip(
+                _softmax(binary)[:, 1].tolist(),
+                family.argmax(axis=1).tolist(),
+                np.clip(severity[:, 0], 0.0, 1.0).tolist(),
+                context.argmax(axis=1).tolist(),
+                strict=True,
             )
-            for i in range(len(texts))
         ]
