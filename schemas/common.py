@@ -6,7 +6,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, PlainSerializer
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION: Final = 1
@@ -27,14 +27,16 @@ def _from_rfc3339_or_epoch_ms(value: Any) -> Any:
     return value
 
 
-def _to_rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def _in_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
+# Held in UTC, so that pydantic's own serializer writes RFC 3339 with "Z" (a serializer in
+# Python cost a verdict a third of its encoding time).
 EventTime = Annotated[
     AwareDatetime,
     BeforeValidator(_from_rfc3339_or_epoch_ms),
-    PlainSerializer(_to_rfc3339, return_type=str, when_used="json"),
+    AfterValidator(_in_utc),
 ]
 
 _CATEGORY_NAMES: Final = {

@@ -15,6 +15,7 @@ from collections import Counter as Counter_
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import faust
@@ -26,6 +27,7 @@ from l2loop.logs import get_logger
 from l2loop.release.rollout import Rollouts
 from l2loop.resilience import Backoff, crash_only, retry_until_done
 from l2loop.schemas.codec import to_bytes
+from l2loop.schemas.common import utc_now
 from l2loop.schemas.dead_letters import MAX_RAW_BYTES, DeadLetter, DeadLetterReason
 from l2loop.schemas.decoding import RawRecord, dead_letter, decode_record
 from l2loop.schemas.events import ScanEvent
@@ -229,14 +231,11 @@ class Scorer:
         self._keep_seen = keep_seen
 
     async def _suppressed(
-        self, events: list[tuple[RawRecord, ScanEvent]], texts: list[str]
+        self, events: list[tuple[RawRecord, ScanEvent]], keys: list[str]
     ) -> set[tuple[str, str]]:
         if self._suppressions is None:
             return set()
-        pairs = [
-            (event.tenant_id, text_key(text))
-            for (_, event), text in zip(events, texts, strict=True)
-        ]
+        pairs = [(event.tenant_id, key) for (_, event), key in zip(events, keys, strict=True)]
         return await self._suppressions.suppressed_among(pairs)
 
     async def _run_model(self, model: L2Model, texts: list[str]) -> list[ModelScore]:
@@ -278,8 +277,9 @@ class Scorer:
         incumbent = self._models.current
         plan = None if self._router is None else self._router.plan
         texts = [event.text[: self._max_chars] for _, event in events]
+        keys = [text_key(text) for text in texts]
         # One Redis round trip for the whole batch, while the models run.
-        lookup = asyncio.create_task(self._suppressed(events, texts))
+        lookup = asyncio.create_task(self._suppressed(events, keys))
         acting = self._acting_groups(events, texts, incumbent, plan)
         shadow = (
             Group(CANDIDATE, plan.candidate, list(range(len(events))), texts)
@@ -290,7 +290,7 @@ class Scorer:
             if group.indices:
                 await self._score_isolating_failures(group.model, group)
         suppressed = await lookup
-        keys = [text_key(text) for text in texts]
+        scored_at = utc_now()
         ignored_truths = 0
         for group in acting:
             for position, index in enumerate(group.indices):
@@ -316,7 +316,7 @@ class Scorer:
                     result.score >= group.model.threshold
                     and (event.tenant_id, keys[index]) in suppressed
                 )
-                verdict = self._verdict(event, result, group, relieved=relieved)
+                verdict = self._verdict(event, result, group, scored_at, relieved=relieved)
                 batch.verdicts.append(verdict)
                 if verdict.is_threat:
                     batch.flagged.append(
@@ -333,7 +333,9 @@ class Scorer:
                 if result is not None:
                     event = events[position][1]
                     batch.shadow.append(
-                        self._verdict(event, result, shadow, relieved=False, shadow=True)
+                        self._verdict(
+                            event, result, shadow, scored_at, relieved=False, shadow=True
+                        )
                     )
         if plan is not None:
             batch.rollout = RolloutBatch(
@@ -385,6 +387,7 @@ class Scorer:
         event: ScanEvent,
         result: ModelScore,
         group: Group,
+        scored_at: datetime,
         *,
         relieved: bool,
         shadow: bool = False,
@@ -413,6 +416,7 @@ class Scorer:
             suppressed=relieved,
             ground_truth=event.ground_truth if event.tenant_id == self._canary_tenant else None,
             shadow=shadow,
+            scored_at=scored_at,
         )
 
 
@@ -493,8 +497,10 @@ class VerdictSink:
             )
         EVENTS_SCORED.inc(len(batch.verdicts))
         SHADOW_VERDICTS.inc(len(batch.shadow))
+        # By batch: a labelled counter's lookup and lock cost more than a short prompt's model.
+        for action, count in Counter_(verdict.action for verdict in batch.verdicts).items():
+            VERDICTS.labels(action).inc(count)
         for verdict in batch.verdicts:
-            VERDICTS.labels(verdict.action).inc()
             MODEL_SECONDS_PER_PROMPT.observe(verdict.model_ms / 1000.0)
         for letter in batch.dead_letters:
             DEAD_LETTERS.labels(letter.reason.value).inc()
