@@ -333,9 +333,7 @@ class Scorer:
                 if result is not None:
                     event = events[position][1]
                     batch.shadow.append(
-                        self._verdict(
-                            event, result, shadow, scored_at, relieved=False, shadow=True
-                        )
+                        self._verdict(event, result, shadow, scored_at, relieved=False, shadow=True)
                     )
         if plan is not None:
             batch.rollout = RolloutBatch(
