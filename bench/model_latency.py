@@ -17,6 +17,11 @@ batches of 256 (the scorer's default batch; batches of 64 are shown beside). Eac
 figure is the median of passes repeated for a second: one pass of the fast model takes a
 few milliseconds, which a tick of another process moves by half.
 
+The whole set of variants runs ``--rounds`` times (3), interleaved: this machine's speed
+drifts by up to 2x between minutes, and a ratio of two rows measured minutes apart measured
+the drift. The table shows each figure's median over the rounds (memory: the largest); the
+speed-up is the median of each round's ratio, with their range.
+
 Other work on the machine inflates every figure, so each row also says how many CPU cores
 the rest of the machine kept busy while it was measured ("others' CPU"); on a 2-core machine
 anything much above 0 means the row measured the contention as much as the model.
@@ -34,6 +39,7 @@ import multiprocessing
 import os
 import platform
 import random
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -225,35 +231,80 @@ def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def targets(rows: Sequence[Figures], default: Variant, lite: Variant) -> str:
-    """The default model's p95s and its batched short prompts/s over lite's, per thread
-    count, against its targets."""
-    by = {(f.variant, f.threads): f for f in rows}
-    lines = [f"Targets of {default.label} (lite: {lite.label}):"]
-    for threads in sorted({f.threads for f in rows}):
-        ours, theirs = by[default, threads], by[lite, threads]
-        ratios = {b: ours.short_per_s[b] / theirs.short_per_s[b] for b in BATCH_SIZES}
+def targets(measured: Sequence[Sequence[Figures]], default: Variant, lite: Variant) -> str:
+    """The default model's p95s (medians over the rounds) and its batched short prompts/s
+    over lite's (the median of each round's ratio, and their range), per thread count,
+    against its targets."""
+    rounds = [{(f.variant, f.threads): f for f in row} for row in measured]
+    lines = [f"Targets of {default.label} (lite: {lite.label}), over {len(rounds)} round(s):"]
+    for threads in sorted({f.threads for f in measured[0]}):
+        ours = median_row([by[default, threads] for by in rounds])
+        ratios = {
+            b: [
+                by[default, threads].short_per_s[b] / by[lite, threads].short_per_s[b]
+                for by in rounds
+            ]
+            for b in BATCH_SIZES
+        }
+        speedup = statistics.median(ratios[SPEEDUP_BATCH])
         lines.append(
             f"- {threads} thread(s): short p95 {ours.short.p95_ms:.3f} ms "
             f"(< {SHORT_P95_MS:g}: {verdict(ours.short.p95_ms < SHORT_P95_MS)}), "
             f"4,096-char p95 {ours.long.p95_ms:.3f} ms "
             f"(< {LONG_P95_MS:g}: {verdict(ours.long.p95_ms < LONG_P95_MS)}), "
             f"batched short prompts/s over lite's in batches of {SPEEDUP_BATCH} "
-            f"(>= {SPEEDUP:g}x): {ratios[SPEEDUP_BATCH]:.1f}x "
-            f"({verdict(ratios[SPEEDUP_BATCH] >= SPEEDUP)}); "
-            + ", ".join(f"b{b} {r:.1f}x" for b, r in ratios.items() if b != SPEEDUP_BATCH)
+            f"(>= {SPEEDUP:g}x): {speedup:.1f}x ({verdict(speedup >= SPEEDUP)}; rounds "
+            f"{min(ratios[SPEEDUP_BATCH]):.1f}-{max(ratios[SPEEDUP_BATCH]):.1f}x); "
+            + ", ".join(
+                f"b{b} {statistics.median(r):.1f}x" for b, r in ratios.items() if b != SPEEDUP_BATCH
+            )
         )
     return "\n".join(lines)
 
 
-def run(variants: Sequence[Variant], threads: Sequence[int], prompts: Prompts) -> list[Figures]:
+def run(
+    variants: Sequence[Variant], threads: Sequence[int], prompts: Prompts, rounds: int
+) -> list[list[Figures]]:
+    """Each round measures every variant at every thread count once, in that order: a
+    machine that slows down or speeds up between rounds moves both sides of a ratio."""
     spawn = multiprocessing.get_context("spawn")
-    rows = []
-    for variant in variants:
-        for count in threads:
-            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-                rows.append(pool.submit(measure, variant, count, prompts).result())
-    return rows
+    measured = []
+    for _ in range(rounds):
+        row = []
+        for variant in variants:
+            for count in threads:
+                with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+                    row.append(pool.submit(measure, variant, count, prompts).result())
+        measured.append(row)
+    return measured
+
+
+def _median_stats(stats: Sequence[LatencyStats]) -> LatencyStats:
+    return LatencyStats(
+        prompts=stats[0].prompts,
+        p50_ms=statistics.median(s.p50_ms for s in stats),
+        p95_ms=statistics.median(s.p95_ms for s in stats),
+    )
+
+
+def median_row(rounds: Sequence[Figures]) -> Figures:
+    """One variant and thread count over the rounds: the median of each time and rate, the
+    largest memory and the busiest machine."""
+    return rounds[0].model_copy(
+        update={
+            "others_cpu": max(f.others_cpu for f in rounds),
+            "rss_loaded_mib": max(f.rss_loaded_mib for f in rounds),
+            "rss_peak_mib": max(f.rss_peak_mib for f in rounds),
+            "short": _median_stats([f.short for f in rounds]),
+            "long": _median_stats([f.long for f in rounds]),
+            "short_per_s": {
+                b: statistics.median(f.short_per_s[b] for f in rounds) for b in BATCH_SIZES
+            },
+            "long_per_s": {
+                b: statistics.median(f.long_per_s[b] for f in rounds) for b in BATCH_SIZES
+            },
+        }
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -274,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--long-single", type=int, default=50, help="long prompts timed alone")
     parser.add_argument("--batched", type=int, default=1024, help="short prompts per batch run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; the table shows medians"
+    )
     args = parser.parse_args(argv)
 
     prompts = build_prompts(args.seed, args.single, args.long_single, args.batched)
@@ -289,13 +343,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "batched run\n"
     )
     if args.minilm is None:
-        rows = run([default, lite, *candidates], args.threads, prompts)
+        measured = run([default, lite, *candidates], args.threads, prompts, args.rounds)
     else:
         with minilm_variants(args.minilm) as minilm:
-            rows = run([default, lite, *candidates, *minilm], args.threads, prompts)
-    print(markdown(rows))
+            measured = run(
+                [default, lite, *candidates, *minilm], args.threads, prompts, args.rounds
+            )
+    print(markdown([median_row(column) for column in zip(*measured, strict=True)]))
     print()
-    print(targets(rows, default, lite))
+    print(targets(measured, default, lite))
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 
