@@ -3,12 +3,17 @@ the score role alone) against a plain aiokafka consume -> score -> produce loop 
 model and the same loop without a model (the broker floor), same broker, same run.
 
     python bench/scoring_throughput.py [--events 20000] [--latency-events 4000] [--rate 500]
-                                       [--model DIR]
+                                       [--model DIR] [--rounds 3]
 
 Throughput: a backlog of ``--events`` scan events is consumed from the start; events/s is
 measured between the first and the last verdict seen. Latency: ``--latency-events`` events
 are sent at ``--rate`` per second; end-to-end latency is verdict arrival minus send time.
 Uses L2LOOP_KAFKA_BROKER / L2LOOP_REDIS_URL when set, else embedded services.
+
+The four paths run ``--rounds`` times (3), one after another in each round: a 2-core
+machine's speed drifts between minutes, and a ratio of paths measured in one round holds
+the drift out. The table shows medians; each ratio is the median of its rounds' ratios,
+with their range.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -306,31 +312,52 @@ def ratio(part: float, whole: float) -> float:
     return part / whole if whole else float("nan")
 
 
-def report(model: L2Model, args: argparse.Namespace, figures: dict[str, Figures]) -> None:
+def median_figures(rounds: Sequence[Figures]) -> Figures:
+    return Figures(
+        *(
+            statistics.median(getattr(f, name) for f in rounds)
+            for name in ("events_per_s", "p50_ms", "p95_ms", "p99_ms")
+        )
+    )
+
+
+def spread(values: Sequence[float], target: str) -> str:
+    """The median of one ratio over the rounds, its range and its target."""
+    return f"{statistics.median(values):.2f} (rounds {min(values):.2f}-{max(values):.2f}; {target})"
+
+
+def report(model: L2Model, args: argparse.Namespace, rounds: Sequence[dict[str, Figures]]) -> None:
     print(
         f"model {model.manifest.name} {model.version} ({args.model}); backlog {args.events} "
-        f"events; latency at {args.rate} events/s over {args.latency_events} events"
+        f"events; latency at {args.rate} events/s over {args.latency_events} events; "
+        f"medians of {len(rounds)} interleaved round(s)"
     )
     print(f"{'path':<24}{'events/s':>10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
     for contender in CONTENDERS:
-        fig = figures[contender.name]
+        fig = median_figures([figures[contender.name] for figures in rounds])
         print(
             f"{contender.label:<24}{fig.events_per_s:>10.0f}{fig.p50_ms:>10.1f}"
             f"{fig.p95_ms:>10.1f}{fig.p99_ms:>10.1f}"
         )
-    every, score, plain, floor = (figures[c.name] for c in CONTENDERS)
+    # Each ratio within a round: paths measured a minute apart, not ten.
+    paths = [tuple(figures[c.name] for c in CONTENDERS) for figures in rounds]
+    scored = statistics.median(score.events_per_s for _, score, _, _ in paths)
     print(
-        f"throughput score role / plain + model: "
-        f"{ratio(score.events_per_s, plain.events_per_s):.2f} (target >= 0.50); "
-        f"score role {score.events_per_s:.0f} events/s (target >= 10000)"
+        "throughput score role / plain + model: "
+        + spread([ratio(s.events_per_s, p.events_per_s) for _, s, p, _ in paths], "target >= 0.50")
+        + f"; score role {scored:.0f} events/s (target >= 10000)"
     )
     print(
-        f"throughput all roles / plain + model: {ratio(every.events_per_s, plain.events_per_s):.2f}"
-        f"; plain + model / floor: {ratio(plain.events_per_s, floor.events_per_s):.2f}"
+        "throughput all roles / plain + model: "
+        + spread([ratio(e.events_per_s, p.events_per_s) for e, _, p, _ in paths], "no target")
+        + "; plain + model / floor: "
+        + spread([ratio(p.events_per_s, f.events_per_s) for _, _, p, f in paths], "no target")
     )
     print(
-        f"latency all roles / score role: p50 {ratio(every.p50_ms, score.p50_ms):.2f}, "
-        f"p95 {ratio(every.p95_ms, score.p95_ms):.2f} (target <= 2.00)"
+        "latency all roles / score role: p50 "
+        + spread([ratio(e.p50_ms, s.p50_ms) for e, s, _, _ in paths], "target <= 2.00")
+        + ", p95 "
+        + spread([ratio(e.p95_ms, s.p95_ms) for e, s, _, _ in paths], "target <= 2.00")
     )
 
 
@@ -340,6 +367,9 @@ def main() -> None:
     parser.add_argument("--latency-events", type=int, default=4_000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--model", type=Path, default=default_model_dir())
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of the four paths; medians"
+    )
     parser.add_argument("--plain-loop", choices=("model", "none"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_loop:
@@ -349,8 +379,11 @@ def main() -> None:
     base = Settings(data_dir=Path("var/bench"), model_dir=args.model)
     sizes = (args.events, args.latency_events, args.rate)
     with serving_settings(base) as live:
-        figures = {c.name: measure_contender(live, c, sizes) for c in CONTENDERS}
-    report(L2Model.load(live.model_dir), args, figures)
+        rounds = [
+            {c.name: measure_contender(live, c, sizes) for c in CONTENDERS}
+            for _ in range(args.rounds)
+        ]
+    report(L2Model.load(live.model_dir), args, rounds)
 
 
 if __name__ == "__main__":
