@@ -495,7 +495,7 @@ class VerdictSink:
             )
         EVENTS_SCORED.inc(len(batch.verdicts))
         SHADOW_VERDICTS.inc(len(batch.shadow))
-        # By batch: a labelled counter's lookup and lock cost more than a short prompt's model.
+        # By batch: a labelled counter's lookup and lock cost 1.5 µs a verdict.
         for action, count in Counter_(verdict.action for verdict in batch.verdicts).items():
             VERDICTS.labels(action).inc(count)
         for verdict in batch.verdicts:
