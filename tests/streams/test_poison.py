@@ -16,7 +16,7 @@ from l2loop.schemas.dead_letters import DeadLetter, DeadLetterReason, sha256_hex
 from l2loop.schemas.decoding import RawRecord
 from l2loop.settings import Settings
 from l2loop.stores.verdicts import connect
-from l2loop.streams.poison import AttemptLedger, PoisonGuard, Treatment, treatment
+from l2loop.streams.poison import AttemptLedger, PoisonGuard, Treatment, runs, treatment
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,16 @@ def test_a_higher_setting_retries_alone_for_longer() -> None:
         Treatment.DEAD_LETTER,
         Treatment.DEAD_LETTER,
     ]
+
+
+def test_runs_are_consecutive_offsets_of_one_partition() -> None:
+    laid_out = [("t", 1, 10), ("t", 1, 11), ("t", 1, 13), ("t", 0, 5), ("t", 0, 6), ("u", 0, 7)]
+    records = [
+        RawRecord(topic, partition, offset, None, b"") for topic, partition, offset in laid_out
+    ]
+    # A gap, another partition, another topic: each starts a run.
+    assert runs(records) == ["t:1:", 10, 11, "t:1:", 13, 13, "t:0:", 5, 6, "u:0:", 7, 7]
+    assert runs([]) == []
 
 
 class Crash(Exception):
@@ -207,3 +217,65 @@ def test_a_graceful_stop_mid_batch_takes_its_attempt_back(
     # Record 10 was in flight (the batch goes one by one, having a suspect) when it stopped.
     assert counted == {f"t.scan-events:1:{o}": 1 for o in range(10, 15)}
     assert _attempts(redis_client, settings) == {"t.scan-events:1:13": 1}
+
+
+def test_the_ledger_keeps_one_count_a_record_read_however_the_batch_is_laid_out(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    # Two partitions interleaved, a gap in one (a transaction marker's offset, never read).
+    records = [
+        RawRecord("t.scan-events", partition, offset, None, b"ok")
+        for partition, offset in [(1, 10), (1, 11), (1, 13), (0, 7), (0, 8), (1, 14)]
+    ]
+    names = {f"t.scan-events:{r.partition}:{r.offset}" for r in records}
+
+    async def go() -> tuple[list[int], dict[str, int], list[int], dict[str, int]]:
+        client = connect(settings.redis_dsn)
+        try:
+            ledger = AttemptLedger(client, key_prefix=settings.topic_prefix, agent="score")
+            redis_client.hset(f"{settings.topic_prefix}attempts:score", "t.scan-events:0:8", 2)
+            first = await ledger.begin(records)
+            counted = _attempts(redis_client, settings)
+            await ledger.finish(records[:3])
+            again = await ledger.begin(records)
+            return first, counted, again, _attempts(redis_client, settings)
+        finally:
+            await client.aclose()
+
+    first, counted, again, left = asyncio.run(go())
+    assert first == [0, 0, 0, 0, 2, 0]
+    assert counted == {name: 2 if name.endswith(":0:8") else 1 for name in names}
+    # Finished records start afresh; those still counted answer their count.
+    assert again == [0, 0, 0, 1, 2, 1]
+    assert left == counted
+
+
+def test_a_graceful_stop_mid_batch_without_suspects_takes_every_attempt_back(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    started = asyncio.Event()
+
+    async def hangs(records: Sequence[RawRecord]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def unused(letter: DeadLetter) -> None:
+        raise AssertionError(letter)
+
+    async def stop_mid_batch() -> dict[str, int]:
+        client = connect(settings.redis_dsn)
+        try:
+            run = asyncio.create_task(
+                _guard(settings, client, Health()).run(RECORDS, hangs, unused)
+            )
+            await started.wait()
+            counted = _attempts(redis_client, settings)
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            return counted
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(stop_mid_batch()) == {f"t.scan-events:1:{o}": 1 for o in range(10, 15)}
+    assert _attempts(redis_client, settings) == {}
