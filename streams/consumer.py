@@ -13,7 +13,9 @@ plain aiokafka consumer in a group of its own (decision 0026):
   the read order (the score agent's publishing: the windows count a verdict behind its
   partition's watermark as late) does;
 - a partition's offsets are committed only up to the batches that finished, in the order
-  they were read: a crash replays, never skips (at-least-once);
+  they were read: a crash replays, never skips (at-least-once). Commits run beside the
+  reading, one at a time, each taking every offset finished meanwhile: a commit's round trip
+  to the coordinator does not hold the next fetch;
 - on a rebalance the batches in flight are given ``drain_s`` to finish and are committed;
   any still held (an outage) are cancelled and replayed by the partition's next owner;
 - a group that never committed starts where ``carry_from`` (the group that read the topic
@@ -92,6 +94,10 @@ class BatchConsumer:
         self._carry_from = carry_from
         self._drain_s = settings.session_timeout_s
         self._pending: deque[_InFlight] = deque()
+        # Offsets of batches that finished, not yet sent to the coordinator, and the commit
+        # under way (one at a time: offsets go in the order their batches finished).
+        self._unsent: dict[TopicPartition, int] = {}
+        self._committer: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         # The worker is not ready before this consumer's first assignment (its group join).
         self._readiness = readiness
@@ -157,7 +163,25 @@ class BatchConsumer:
         await head.task  # raises what the batch raised: the agent crashes on it
         # A rebalance may have drained (and committed) it meanwhile.
         if self._pending and self._pending[0] is head:
-            await self._commit(self._finished_prefix())
+            self._unsent.update(self._finished_prefix())
+            if self._committer is None or self._committer.done():
+                if self._committer is not None:
+                    self._committer.result()  # what a commit raised beyond Kafka's errors
+                self._committer = asyncio.create_task(self._commit_unsent())
+
+    async def _commit_unsent(self) -> None:
+        while self._unsent:
+            ends, self._unsent = self._unsent, {}
+            await self._commit(ends)
+
+    async def _commit_finished(self) -> None:
+        """Waits for the commit under way, then commits every batch finished since."""
+        if self._committer is not None:
+            with contextlib.suppress(Exception):
+                await self._committer
+            self._committer = None
+        self._unsent.update(self._finished_prefix())
+        await self._commit_unsent()
 
     def _finished_prefix(self) -> dict[TopicPartition, int]:
         """Takes the batches that finished well, oldest first up to the first that did not,
@@ -200,10 +224,10 @@ class BatchConsumer:
     async def drain(self) -> None:
         """Lets the batches in flight finish (for up to ``drain_s``) and commits them; those
         still held are cancelled, and their records replayed by the next owner."""
-        if not self._pending:
-            return
-        await asyncio.wait([entry.task for entry in self._pending], timeout=self._drain_s)
-        await self._commit(self._finished_prefix())
+        if self._pending:
+            await asyncio.wait([entry.task for entry in self._pending], timeout=self._drain_s)
+        # With the commits of batches that finished before: the next owner starts after them.
+        await self._commit_finished()
         cancelled = await self._cancel_unfinished()
         if cancelled:
             log.warning("batches_cancelled_on_rebalance", group=self._group_id, batches=cancelled)
@@ -250,7 +274,7 @@ class BatchConsumer:
         # Stopping is not crashing: the batches that finished are committed, those in flight
         # cancelled (their records replayed), best effort and bounded.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._commit(self._finished_prefix()), self._drain_s)
+            await asyncio.wait_for(self._commit_finished(), self._drain_s)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._cancel_unfinished(), self._drain_s)
         self._consumer = None
