@@ -184,8 +184,9 @@ def test_a_healthy_batch_leaves_no_count_behind(
     assert _attempts(redis_client, settings) == {}
 
 
-def test_a_graceful_stop_mid_batch_takes_its_attempt_back(
-    settings: Settings, redis_client: redis.Redis
+@pytest.mark.parametrize("with_suspect", [False, True], ids=["whole batch", "one by one"])
+def test_a_graceful_stop_mid_batch_takes_its_attempts_back(
+    settings: Settings, redis_client: redis.Redis, with_suspect: bool
 ) -> None:
     started = asyncio.Event()
 
@@ -199,8 +200,9 @@ def test_a_graceful_stop_mid_batch_takes_its_attempt_back(
     async def stop_mid_batch() -> dict[str, int]:
         client = connect(settings.redis_dsn)
         try:
-            # One record already has an unfinished attempt: it stays at one, not zero.
-            redis_client.hset(f"{settings.topic_prefix}attempts:score", "t.scan-events:1:13", 1)
+            if with_suspect:
+                # An unfinished attempt from before stays at one, not zero.
+                redis_client.hset(f"{settings.topic_prefix}attempts:score", "t.scan-events:1:13", 1)
             run = asyncio.create_task(
                 _guard(settings, client, Health()).run(RECORDS, hangs, unused)
             )
@@ -214,9 +216,10 @@ def test_a_graceful_stop_mid_batch_takes_its_attempt_back(
             await client.aclose()
 
     counted = asyncio.run(stop_mid_batch())
-    # Record 10 was in flight (the batch goes one by one, having a suspect) when it stopped.
+    # With a suspect the batch goes one by one: record 10 was in flight alone when it stopped.
     assert counted == {f"t.scan-events:1:{o}": 1 for o in range(10, 15)}
-    assert _attempts(redis_client, settings) == {"t.scan-events:1:13": 1}
+    left = {"t.scan-events:1:13": 1} if with_suspect else {}
+    assert _attempts(redis_client, settings) == left
 
 
 def test_the_ledger_keeps_one_count_a_record_read_however_the_batch_is_laid_out(
@@ -248,34 +251,3 @@ def test_the_ledger_keeps_one_count_a_record_read_however_the_batch_is_laid_out(
     # Finished records start afresh; those still counted answer their count.
     assert again == [0, 0, 0, 1, 2, 1]
     assert left == counted
-
-
-def test_a_graceful_stop_mid_batch_without_suspects_takes_every_attempt_back(
-    settings: Settings, redis_client: redis.Redis
-) -> None:
-    started = asyncio.Event()
-
-    async def hangs(records: Sequence[RawRecord]) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    async def unused(letter: DeadLetter) -> None:
-        raise AssertionError(letter)
-
-    async def stop_mid_batch() -> dict[str, int]:
-        client = connect(settings.redis_dsn)
-        try:
-            run = asyncio.create_task(
-                _guard(settings, client, Health()).run(RECORDS, hangs, unused)
-            )
-            await started.wait()
-            counted = _attempts(redis_client, settings)
-            run.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await run
-            return counted
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(stop_mid_batch()) == {f"t.scan-events:1:{o}": 1 for o in range(10, 15)}
-    assert _attempts(redis_client, settings) == {}
