@@ -184,7 +184,9 @@ def test_an_event_that_crashes_the_scorer_twice_is_dead_lettered_as_a_poison_pil
         keys=[
             "%R~*",
             f"~{prefix}attempts:*",
-            f"%W~{prefix}verdict:[^p]*",
+            # Read and write on one pattern: the script that stores a batch's verdicts
+            # declares their keys, and Redis checks a declared key against a single pattern.
+            f"~{prefix}verdict:[^p]*",
             f"%W~{prefix}seen:*",  # the seen-event index of allowed events
         ],
     )

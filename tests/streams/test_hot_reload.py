@@ -29,7 +29,9 @@ def test_promotion_and_rollback_switch_versions_without_loss_or_rescoring(
     registry.add(make_model_dir("1.0.0"))
     # Same weights, another threshold: which model scored an event shows in its verdict.
     registry.add(make_model_dir("1.1.0", threshold=0.9), changes=["stricter threshold"])
-    total = 6_000
+    # 18 s of traffic: a slow machine's start and readers still leave seconds of it after the
+    # rollback, for the rolled-back model to score.
+    total = 9_000
     values, _ = make_traffic(total, 0, seed=21)
     worker = WorkerProcess(topics, topics.data_dir / "worker.log")
 
