@@ -137,13 +137,9 @@ class Observation:
     # Seen-sets of scorer duplicates live for a short while; label sets as long as windows.
     short_lived: bool
 
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "s": self.start_ms // 1000,
-            "d": self.dedupe_set,
-            "m": self.member,
-            "x": 1 if self.short_lived else 0,
-        }
+    def shape(self) -> dict[str, Any]:
+        """What the observation adds, without its member: many records share one."""
+        body: dict[str, Any] = {"s": self.start_ms // 1000}
         if self.version is not None:
             body["v"] = self.version
             body["c"] = dict(self.counts)
@@ -189,12 +185,39 @@ class PartitionDelta:
     totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def to_json(self) -> dict[str, Any]:
+        """The delta for the state's script: the distinct shapes of contribution, and per
+        dedupe set its members, each with the index of its shape. A member's later
+        observations in the delta are left out: only its first could count."""
+        shapes: dict[tuple[Any, ...], int] = {}
+        bodies: list[dict[str, Any]] = []
+        sets: dict[tuple[str, bool], dict[str, Any]] = {}
+        taken: set[tuple[str, str]] = set()
+        for o in self.observations:
+            if (o.dedupe_set, o.member) in taken:
+                continue
+            taken.add((o.dedupe_set, o.member))
+            shape = (o.start_ms, o.version, tuple(o.counts.items()), tuple(o.hour_counts.items()))
+            index = shapes.get(shape)
+            if index is None:
+                index = shapes[shape] = len(bodies)
+                bodies.append(o.shape())
+            members = sets.get((o.dedupe_set, o.short_lived))
+            if members is None:
+                members = sets[(o.dedupe_set, o.short_lived)] = {
+                    "d": o.dedupe_set,
+                    "x": int(o.short_lived),
+                    "m": [],
+                    "k": [],
+                }
+            members["m"].append(o.member)
+            members["k"].append(index)
         return {
             "src": self.source.name,
             "first": self.first_offset,
             "last": self.last_offset,
             "wm": self.watermark_ms,
-            "obs": [o.to_json() for o in self.observations],
+            "shapes": bodies,
+            "sets": list(sets.values()),
             "tot": dict(self.totals),
         }
 

@@ -22,6 +22,7 @@ from l2loop.streams.windows import WindowAggregator
 from tests.fixtures.window_records import (
     CONFIG,
     TOPICS,
+    MemoryWindowState,
     at,
     dead_letter,
     raw,
@@ -166,3 +167,43 @@ def test_an_older_revision_never_replaces_a_newer_one(
     with_states(settings, 1, late_save)
     (window,) = latest(redis_client, settings).values()
     assert (window.revision, window.events) == (2, 2)
+
+
+def test_a_large_batch_with_duplicates_counts_as_the_reference_does(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """More members than the script adds in one call, records of many shapes (flags,
+    latencies, hours), and rescored duplicates in the same batch: the script counts each
+    event once, with its first copy, as the in-memory reference does."""
+    rng = random.Random(11)
+    firsts = [
+        verdict(
+            f"e{i}",
+            at(rng.uniform(0, 2)),
+            flagged=rng.random() < 0.3,
+            model_ms=rng.choice((0.5, 1.0, 4.0)),
+        )
+        for i in range(2_400)
+    ]
+    rescored = [
+        verdict(v.event_id, v.ts, flagged=not v.is_threat, model_ms=9.0)
+        for v in rng.sample(firsts, 300)
+    ]
+    records = verdict_records(firsts + rescored)
+
+    async def once(aggregator: WindowAggregator, states: list[RedisWindowState]) -> None:
+        await aggregator.apply(records)
+
+    with_states(settings, 1, once)
+    reference = MemoryWindowState()
+    asyncio.run(WindowAggregator(reference, CONFIG, TOPICS, Backoff()).apply(records))
+    got = latest(redis_client, settings)
+
+    def counted(windows: dict[str, WindowStats]) -> dict[str, dict[str, object]]:
+        return {
+            name: window.model_dump(exclude={"updated_at", "revision"})
+            for name, window in windows.items()
+        }
+
+    assert counted(got) == counted(reference.latest)
+    assert sum(window.events for window in got.values()) == 2_400
