@@ -38,6 +38,7 @@ from l2loop.logs import get_logger
 from l2loop.resilience import READINESS, Readiness
 from l2loop.schemas.decoding import RawRecord
 from l2loop.settings import Settings
+from l2loop.streams.sharing import Pressure
 from l2loop.streams.transport import FETCH_MAX_WAIT_MS
 
 log = get_logger(__name__)
@@ -84,6 +85,7 @@ class BatchConsumer:
         in_flight: int = 2,
         carry_from: str | None = None,
         readiness: Readiness = READINESS,
+        pressure: Pressure | None = None,
     ) -> None:
         self._settings = settings
         self._topics = tuple(topics)
@@ -103,6 +105,8 @@ class BatchConsumer:
         self._readiness = readiness
         self._assignment = assignment_of(group_id)
         readiness.expect(self._assignment)
+        # Tells the worker's other agents while a batch of this one is in flight.
+        self._pressure = pressure
 
     def _new_consumer(self, group_id: str) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -156,7 +160,12 @@ class BatchConsumer:
             if before is not None:
                 await asyncio.wait([before])
 
-        self._pending.append(_InFlight(asyncio.create_task(process(records, previous)), ends))
+        task = asyncio.create_task(process(records, previous))
+        if self._pressure is not None:
+            pressure = self._pressure
+            pressure.enter()
+            task.add_done_callback(lambda _: pressure.leave())
+        self._pending.append(_InFlight(task, ends))
 
     async def _finish_oldest(self) -> None:
         head = self._pending[0]

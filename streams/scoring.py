@@ -60,6 +60,7 @@ from l2loop.streams.consumer import BatchConsumer, Previous, StartedWithWorker, 
 from l2loop.streams.hot_reload import ModelHolder
 from l2loop.streams.poison import PoisonGuard
 from l2loop.streams.rollout_router import Plan, RolloutRouter
+from l2loop.streams.sharing import SCORING
 from l2model.record import text_key
 from l2model.registry import ModelPointer
 from l2model.runtime import L2Model, ModelScore
@@ -550,6 +551,8 @@ def register_score_agent(app: faust.App, settings: Settings) -> None:
         batch_size=settings.batch_size,
         within_s=settings.batch_within_s,
         carry_from=settings.app_id,
+        # The worker's other agents yield to scoring (streams.sharing).
+        pressure=SCORING,
     )
 
     @app.timer(interval=settings.model_poll_s)  # type: ignore[untyped-decorator]

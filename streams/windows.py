@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import cast
 
 import faust
-from faust.streams import Stream
 from prometheus_client import Counter, Gauge
 
+from l2loop.infra.clients import batch_sender, started_producer
 from l2loop.infra.topics import WINDOW_STATS
 from l2loop.logs import get_logger
 from l2loop.resilience import Backoff, crash_only, retry_until_done
 from l2loop.schemas.codec import to_bytes
-from l2loop.schemas.decoding import RawRecord, raw_records
+from l2loop.schemas.decoding import RawRecord
 from l2loop.schemas.windows import WindowStats, window_field
 from l2loop.settings import Settings
 from l2loop.stats import quantiles, rate
 from l2loop.stores.verdicts import connect
+from l2loop.streams.consumer import BatchConsumer, Previous, StartedWithWorker, consumer_group
+from l2loop.streams.sharing import SCORING
 from l2loop.streams.window_state import (
     CLAMPED,
     DEAD_LETTERS,
@@ -256,7 +258,15 @@ class WindowAggregator:
 
 
 def register_window_agent(app: faust.App, settings: Settings) -> None:
-    """Declares the window agent: verdicts, dead letters, labels -> window-stats + Redis."""
+    """Declares the window agent: verdicts, dead letters, labels -> window-stats + Redis.
+
+    It reads in batches with a consumer of its own, like the score agent, rather than
+    through Faust: after a backlog Faust's per-record machinery (a task, a channel put and an
+    acknowledgement per verdict) held the worker's loop as long as the counting did. It
+    yields to scoring between batches (streams.sharing). Its state applies each record
+    effectively once (decision 0008), so the consumer's at-least-once replays count nothing
+    twice.
+    """
     topics = WindowTopics.from_settings(settings)
     config = WindowConfig.from_settings(settings)
     state = RedisWindowState(
@@ -266,44 +276,39 @@ def register_window_agent(app: faust.App, settings: Settings) -> None:
         dedupe_ttl_s=settings.window_dedupe_ttl_s,
     )
     aggregator = WindowAggregator(state, config, topics, settings.backoff)
-    source = app.topic(
-        topics.verdicts,
-        topics.dead_letters,
-        topics.labels,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
+    consumer = BatchConsumer(
+        settings,
+        [topics.verdicts, topics.dead_letters, topics.labels],
+        group_id=consumer_group(settings, "windows"),
+        batch_size=settings.batch_size,
+        within_s=settings.batch_within_s,
+        # One batch at a time: a batch's windows are re-emitted before the next one's.
+        in_flight=1,
+        carry_from=settings.app_id,
     )
     stats_topic = settings.topic(WINDOW_STATS)
 
-    async def publish(stats: Sequence[WindowStats]) -> None:
-        pending = [
-            await app.producer.send(
-                stats_topic,
-                window_field(window.window_start, window.model_version).encode(),
-                to_bytes(window),
-                None,
-                None,
-                None,
-            )
-            for window in stats
-        ]
-        await asyncio.gather(*pending)
-
-    @app.agent(source, name="windows")
     @crash_only("windows")
-    async def windows(stream: faust.StreamT[bytes]) -> None:
-        log.info(
-            "window_agent_started",
-            window_s=settings.window_size_s,
-            grace_s=settings.window_grace_s,
-        )
-        try:
-            batches = cast(Stream[bytes], stream).take_events(
-                settings.batch_size, settings.batch_within_s
-            )
-            async for events in batches:
-                records = raw_records(events)
+    async def windows() -> None:
+        async with started_producer(settings) as producer:
+            publish_many = batch_sender(producer)
+
+            async def publish(stats: Sequence[WindowStats]) -> None:
+                delivery = await publish_many(
+                    stats_topic,
+                    [
+                        (
+                            window_field(window.window_start, window.model_version).encode(),
+                            to_bytes(window),
+                        )
+                        for window in stats
+                    ],
+                )
+                await delivery
+
+            async def count(records: Sequence[RawRecord], previous: Previous) -> None:
+                await previous()
+                began = time.monotonic()
                 stats = await aggregator.apply(records)
                 if stats:
                     await retry_until_done(
@@ -313,5 +318,19 @@ def register_window_agent(app: faust.App, settings: Settings) -> None:
                         backoff=settings.backoff,
                     )
                 log.debug("window_batch_applied", records=len(records), windows=len(stats))
-        finally:
-            await state.close()
+                # A backlog of verdicts must not hold the scoring of new events back.
+                await SCORING.make_way(time.monotonic() - began)
+
+            def started() -> None:
+                log.info(
+                    "window_agent_started",
+                    window_s=settings.window_size_s,
+                    grace_s=settings.window_grace_s,
+                )
+
+            try:
+                await consumer.run(count, started=started)
+            finally:
+                await state.close()
+
+    app.add_dependency(StartedWithWorker(windows))

@@ -15,12 +15,12 @@ from l2loop.streams.app import READS, ROLES, RolesSplitError, create_app, split_
 from tests.fixtures.exposure import accepts, is_loopback, listening_addresses
 from tests.fixtures.pipeline import WorkerProcess
 
-# The Faust agent each role's registration declares; the score role reads with a consumer of
-# its own (l2loop.streams.consumer), which the scoring suites run end to end.
+# The Faust agent each role's registration declares; the score and window roles read with
+# consumers of their own (l2loop.streams.consumer), which their suites run end to end.
 AGENT_OF: dict[str, str | None] = {
     "score": None,
     "reports": "reports",
-    "windows": "windows",
+    "windows": None,
     "alerts": "alerts",
     "curated": "curated-sink",
 }
