@@ -58,8 +58,12 @@ def answers_until_ready(worker: WorkerProcess, timeout_s: float) -> list[Answer]
 
 @pytest.mark.timeout(120)
 def test_ready_once_every_consumer_has_joined_its_group(topics: Settings, tmp_path: Path) -> None:
-    # Both kinds of consumer: Faust's (group APP_ID) and the score agent's own (APP_ID.score).
-    groups = {assignment_of(topics.app_id), assignment_of(consumer_group(topics, "score"))}
+    # Both kinds of consumer: Faust's (group APP_ID) and the score and window agents' own
+    # (APP_ID.score, APP_ID.windows).
+    groups = {
+        assignment_of(topics.app_id),
+        *(assignment_of(consumer_group(topics, agent)) for agent in ("score", "windows")),
+    }
     worker = start_worker(topics, tmp_path)
     try:
         answers = answers_until_ready(worker, timeout_s=90)
