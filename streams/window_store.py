@@ -92,14 +92,16 @@ for _, d in ipairs(deltas) do
       for i = 1, #g.m, SLICE do
         local last = math.min(i + SLICE - 1, #g.m)
         local present = redis.call('SMISMEMBER', set, unpack(g.m, i, last))
+        local fresh = 0
         for j, here in ipairs(present) do
           if here == 0 then
             local k = g.k[i + j - 1] + 1
             times[k] = (times[k] or 0) + 1
-            new = new + 1
+            fresh = fresh + 1
           end
         end
-        if new > 0 then redis.call('SADD', set, unpack(g.m, i, last)) end
+        if fresh > 0 then redis.call('SADD', set, unpack(g.m, i, last)) end
+        new = new + fresh
       end
       if new > 0 then expiring[set] = (g.x == 1) and dedupe_ttl or window_ttl end
     end
