@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import random
 import statistics
 import subprocess
@@ -326,7 +327,17 @@ def spread(values: Sequence[float], target: str) -> str:
     return f"{statistics.median(values):.2f} (rounds {min(values):.2f}-{max(values):.2f}; {target})"
 
 
+def machine() -> str:
+    """The processor and its core count: the absolute figures follow them, the ratios less."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    processor = names[0] if names else platform.processor() or "unknown processor"
+    return f"{processor}, {os.cpu_count()} cores"
+
+
 def report(model: L2Model, args: argparse.Namespace, rounds: Sequence[dict[str, Figures]]) -> None:
+    print(f"machine: {machine()}")
     print(
         f"model {model.manifest.name} {model.version} ({args.model}); backlog {args.events} "
         f"events; latency at {args.rate} events/s over {args.latency_events} events; "
