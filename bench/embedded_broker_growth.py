@@ -84,8 +84,9 @@ async def measure(args: argparse.Namespace, bootstrap: str, pid: int, *, reading
     stored = 0
     try:
         for target in args.stored:
-            await fill(producer, target - stored, args.per_batch, f"fill{target}")
-            stored = target
+            # A step below what the steps before left stored measures what is there.
+            await fill(producer, max(0, target - stored), args.per_batch, f"fill{target}")
+            stored = max(stored, target)
             if consumer.assignment():
                 await consumer.seek_to_end()
             stop = asyncio.Event()
@@ -95,9 +96,9 @@ async def measure(args: argparse.Namespace, bootstrap: str, pid: int, *, reading
             share = (cpu_seconds(pid) - before) / (time.monotonic() - began)
             stop.set()
             await reader
-            stored += args.rate * STEADY_S
             side = "produce + tail read" if reading else "produce only"
-            print(f"{side:<20}{target:>10,}{100 * share:>12.0f} %", flush=True)
+            print(f"{side:<20}{stored:>10,}{100 * share:>12.0f} %", flush=True)
+            stored += args.rate * STEADY_S
     finally:
         await consumer.stop()
         await producer.stop()
