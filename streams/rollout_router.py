@@ -40,6 +40,11 @@ def bucket(salt: str, key: str) -> int:
     return int.from_bytes(digest, "big") % BUCKETS
 
 
+def in_share(salt: str, key: str, percent: int) -> bool:
+    """Whether ``key`` falls in the first ``percent`` % of the buckets under ``salt``."""
+    return bucket(salt, key) < percent * BUCKETS // 100
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A stage as a worker applies it: the rollout record and the candidate, loaded."""
@@ -58,9 +63,9 @@ class Plan:
             return percent == 100
         salt = self.rollout.run_id
         if event.tenant_id == canary_tenant_id:
-            return bucket(salt, event.event_id) < CANARY_PERCENT * BUCKETS // 100
+            return in_share(salt, event.event_id, CANARY_PERCENT)
         key = event.tenant_id if self.rollout.hash_by == "tenant" else event.event_id
-        return bucket(salt, key) < percent * BUCKETS // 100
+        return in_share(salt, key, percent)
 
 
 class RolloutRouter:

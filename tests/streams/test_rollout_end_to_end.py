@@ -29,7 +29,7 @@ from l2loop.stores.alerts import AlertStore
 from l2loop.stores.rollout import CANDIDATE, EVENTS, RolloutStore, arm_field
 from l2loop.stores.shared import model_registry
 from l2loop.stores.verdicts import connected
-from l2loop.streams.rollout_router import BUCKETS, bucket
+from l2loop.streams.rollout_router import in_share
 from l2model.artifacts import default_model_dir
 from l2model.contract import Manifest
 from l2model.registry import ModelPointer, ModelRegistry
@@ -251,9 +251,9 @@ def test_an_over_sensitive_candidate_is_rolled_back_before_it_spreads(
             assert ended.candidate_share == 0.0
         else:
             # A stage hashes users by tenant under the run's salt: the candidate decided the
-            # events of the tenants that fell in its tenth, never more than half of all; with
-            # 40 tenants, about one run in 70 puts none there, and then it decided none.
-            routed = [t for t in TENANTS if bucket(started.run_id, t) < 10 * BUCKETS // 100]
+            # events of the tenants that fell in its share, never more than half of all; with
+            # 40 tenants, about one run in 70 puts none in a tenth, and then it decided none.
+            routed = [t for t in TENANTS if in_share(started.run_id, t, int(exposed_at))]
             assert cluster.settings.rollout_hash_by == "tenant"
             if routed:
                 assert 0.0 < ended.candidate_share < 0.5
